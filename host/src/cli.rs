@@ -1,0 +1,399 @@
+//! The `numafit` command line: parse arguments, read the JSON files, call the policy, verify its
+//! answer, print for a person or (`--json`) for a program. Exit status: 0 fits / done, 1 does not
+//! fit / accounting conflict, 2 invalid input, 3 the plugin failed (trap, fuel, memory, bad answer).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::formats::{self, HostJson, InputError, LimitsJson, PlacementJson, RejectionJson, RequestInput, RequestJson};
+use crate::runtime::{wit, Plugin, PluginLimits};
+use crate::verify;
+
+#[derive(Parser, Debug)]
+#[command(name = "numafit", version, about = "NUMA placement for VMs and containers: which host cells, CPUs and pages an instance gets")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+struct PluginArgs {
+    /// A policy component to use instead of the embedded `nova` policy.
+    #[arg(long, value_name = "FILE.wasm", global = true)]
+    plugin: Option<PathBuf>,
+    /// Fuel (about one unit per wasm instruction) one plugin call may burn.
+    #[arg(long, default_value_t = PluginLimits::default().fuel, global = true)]
+    fuel: u64,
+    /// Memory cap for the plugin, MiB.
+    #[arg(long, default_value_t = (PluginLimits::default().memory_bytes >> 20) as u64, global = true)]
+    memory_limit_mb: u64,
+    /// Print JSON for programs instead of text for people.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum StrategyArg {
+    /// Try the most free host cells first (Nova's default).
+    Spread,
+    /// Try the least free host cells first.
+    Pack,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Place an instance on a host: prints the placement, or why every host cell refused.
+    Fit {
+        #[arg(long, value_name = "HOST.json")]
+        host: PathBuf,
+        #[arg(long, value_name = "REQUEST.json")]
+        request: PathBuf,
+        #[arg(long, value_name = "LIMITS.json")]
+        limits: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "spread")]
+        strategy: StrategyArg,
+        #[command(flatten)]
+        plugin: PluginArgs,
+    },
+    /// Take a placement's resources from a host; prints the host after the claim.
+    Claim {
+        #[arg(long, value_name = "HOST.json")]
+        host: PathBuf,
+        #[arg(long, value_name = "PLACEMENT.json")]
+        placement: PathBuf,
+        #[command(flatten)]
+        plugin: PluginArgs,
+    },
+    /// Give a placement's resources back to a host; prints the host after the release.
+    Release {
+        #[arg(long, value_name = "HOST.json")]
+        host: PathBuf,
+        #[arg(long, value_name = "PLACEMENT.json")]
+        placement: PathBuf,
+        #[command(flatten)]
+        plugin: PluginArgs,
+    },
+    /// Print the guest NUMA topology a request (flavor and image) implies, or Nova's error for it.
+    Request {
+        #[arg(long, value_name = "REQUEST.json")]
+        request: PathBuf,
+        #[command(flatten)]
+        plugin: PluginArgs,
+    },
+    /// Print the policy's name and versions.
+    Info {
+        #[command(flatten)]
+        plugin: PluginArgs,
+    },
+    /// Write the embedded default policy component to a file (to run it elsewhere, e.g. under `wasmtime`).
+    ExportPlugin {
+        #[arg(value_name = "OUT.wasm")]
+        out: PathBuf,
+    },
+}
+
+/// How a command ended, mapped to the exit status.
+enum Outcome {
+    Done,
+    Refused,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("{0}")]
+    Request(String),
+    #[error("{0:#}")]
+    Plugin(anyhow::Error),
+    #[error(transparent)]
+    Verify(#[from] verify::VerifyError),
+    #[error("{0}")]
+    Io(String),
+}
+
+impl Failure {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Input(_) | Failure::Request(_) => 2,
+            Failure::Plugin(_) | Failure::Verify(_) => 3,
+            Failure::Io(_) => 2,
+        }
+    }
+}
+
+fn load_plugin(args: &PluginArgs) -> Result<Plugin, Failure> {
+    let limits = PluginLimits { fuel: args.fuel, memory_bytes: (args.memory_limit_mb as usize).saturating_mul(1 << 20) };
+    match &args.plugin {
+        Some(path) => Plugin::from_file(path, limits),
+        None => Plugin::embedded(limits),
+    }
+    .map_err(Failure::Plugin)
+}
+
+fn name_of(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn read_host(path: &Path) -> Result<(HostJson, wit::Host), Failure> {
+    let json: HostJson = formats::read_json(path)?;
+    let host = json.to_wit(&name_of(path))?;
+    Ok((json, host))
+}
+
+/// The guest request, asking the plugin to interpret a flavor.
+fn read_request(path: &Path, plugin: &mut Plugin) -> Result<wit::Request, Failure> {
+    let json: RequestJson = formats::read_json(path)?;
+    match json.to_input(&name_of(path))? {
+        RequestInput::Explicit(r) => Ok(r),
+        RequestInput::Flavor(flavor, pci) => match plugin.request_from_flavor(&flavor).map_err(Failure::Plugin)? {
+            Ok(mut r) => {
+                r.pci_requests = pci;
+                Ok(r)
+            }
+            Err(e) => Err(Failure::Request(format!("{}: {}: {}", name_of(path), e.code, e.message))),
+        },
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Failure::Io(format!("encoding JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn cpus_text(cpus: &[u32]) -> String {
+    let mut v = cpus.to_vec();
+    v.sort_unstable();
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < v.len() {
+        let mut j = i;
+        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
+            j += 1;
+        }
+        parts.push(if j > i { format!("{}-{}", v[i], v[j]) } else { v[i].to_string() });
+        i = j + 1;
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+fn print_placement(p: &wit::Placement) {
+    if p.cells.is_empty() {
+        println!("fits: the request has no NUMA constraint, so every host passes (policy {})", p.policy);
+        return;
+    }
+    let mut how = vec![format!("policy {}", p.policy)];
+    if let Some(c) = p.cpu_policy {
+        how.push(format!("cpu policy {}", formats::cpu_policy_name(c)));
+    }
+    if let Some(t) = p.thread_policy {
+        how.push(format!("thread policy {}", formats::thread_policy_name(t)));
+    }
+    println!("fits ({})", how.join(", "));
+    for c in &p.cells {
+        let pages = match c.page_size_kb {
+            Some(k) if k >= 1024 * 1024 => format!("{} GiB pages", k / (1024 * 1024)),
+            Some(k) if k >= 1024 => format!("{} MiB pages", k / 1024),
+            Some(k) => format!("{k} KiB pages"),
+            None => "default pages".into(),
+        };
+        println!("  guest cell {} -> host cell {}: {} MiB in {pages}", c.guest_cell, c.host_cell, c.memory_mb);
+        if !c.shared_vcpus.is_empty() {
+            println!("    shared vCPUs {} float on the cell's shared CPUs", cpus_text(&c.shared_vcpus));
+        }
+        if !c.pinning.is_empty() {
+            let pins: Vec<String> = c.pinning.iter().map(|x| format!("{}->{}", x.vcpu, x.pcpu)).collect();
+            println!("    pinned vCPU->pCPU: {}", pins.join(" "));
+        }
+        if !c.emulator_pcpus.is_empty() {
+            println!("    emulator threads on pCPU {}", cpus_text(&c.emulator_pcpus));
+        }
+    }
+}
+
+fn print_rejection(r: &wit::Rejection) {
+    println!("does not fit: {}", r.summary);
+    let mut by_guest: Vec<u32> = r.refusals.iter().map(|c| c.guest_cell).collect();
+    by_guest.dedup();
+    by_guest.sort_unstable();
+    by_guest.dedup();
+    if !r.refusals.is_empty() {
+        println!("  {:<6} {:<6} {:<16} {:>8} {:>9}  why", "guest", "host", "shortfall", "needed", "available");
+    }
+    for g in by_guest {
+        for c in r.refusals.iter().filter(|c| c.guest_cell == g) {
+            let why = c.detail.split_once(": ").map(|(_, w)| w).unwrap_or(&c.detail);
+            println!("  {:<6} {:<6} {:<16} {:>8} {:>9}  {why}", c.guest_cell, c.host_cell, formats::shortfall_name(c.shortfall), c.needed, c.available);
+        }
+    }
+    for reason in &r.reasons {
+        println!("  {reason}");
+    }
+}
+
+fn print_host_usage(host: &HostJson) {
+    for c in &host.cells {
+        let pages: Vec<String> = c.mempages.iter().flatten().map(|p| format!("{} KiB pages {}/{} used", p.size_kb, p.used, p.total)).collect();
+        println!(
+            "  host cell {}: memory {}/{} MiB used, shared vCPUs {}, pinned CPUs {}{}",
+            c.id,
+            c.memory_usage,
+            c.memory,
+            c.cpu_usage,
+            cpus_text(&c.pinned_cpus),
+            if pages.is_empty() { String::new() } else { format!(", {}", pages.join(", ")) }
+        );
+    }
+}
+
+fn fit(host: &Path, request: &Path, limits: Option<&Path>, strategy: StrategyArg, args: &PluginArgs) -> Result<Outcome, Failure> {
+    let mut plugin = load_plugin(args)?;
+    let (_, whost) = read_host(host)?;
+    let wrequest = read_request(request, &mut plugin)?;
+    let strategy = match strategy {
+        StrategyArg::Spread => wit::Strategy::Spread,
+        StrategyArg::Pack => wit::Strategy::Pack,
+    };
+    let wlimits = match limits {
+        Some(path) => formats::read_json::<LimitsJson>(path)?.to_wit(&name_of(path), strategy)?,
+        None => LimitsJson::default().to_wit("", strategy)?,
+    };
+    match plugin.fit(&whost, &wrequest, &wlimits).map_err(Failure::Plugin)? {
+        Ok(p) => {
+            verify::placement(plugin.name(), &whost, &wrequest, &p)?;
+            if args.json {
+                print_json(&PlacementJson::from_wit(&p))?;
+            } else {
+                print_placement(&p);
+            }
+            Ok(Outcome::Done)
+        }
+        Err(r) => {
+            let policy = plugin.info().map(|i| i.name).unwrap_or_else(|_| plugin.name().to_string());
+            if args.json {
+                print_json(&RejectionJson::from_wit(&policy, &r))?;
+            } else {
+                print_rejection(&r);
+            }
+            Ok(Outcome::Refused)
+        }
+    }
+}
+
+fn account(host: &Path, placement: &Path, args: &PluginArgs, claim: bool) -> Result<Outcome, Failure> {
+    let mut plugin = load_plugin(args)?;
+    let (json, whost) = read_host(host)?;
+    let wplacement = formats::read_json::<PlacementJson>(placement)?.to_wit(&name_of(placement))?;
+    let answer = if claim { plugin.claim(&whost, &wplacement) } else { plugin.release(&whost, &wplacement) };
+    match answer.map_err(Failure::Plugin)? {
+        Ok(after) => {
+            verify::accounting(plugin.name(), &whost, &after, &wplacement, claim)?;
+            let next = json.with_usage(&after);
+            if args.json {
+                print_json(&next)?;
+            } else {
+                println!("{} done; the host now:", if claim { "claim" } else { "release" });
+                print_host_usage(&next);
+            }
+            Ok(Outcome::Done)
+        }
+        Err(e) => {
+            let code = formats::accounting_code_name(e.code);
+            if args.json {
+                print_json(&serde_json::json!({"ok": false, "code": code, "host_cell": e.host_cell, "cpus": e.cpus, "message": e.message}))?;
+            } else {
+                println!("{} refused: {code}: {}", if claim { "claim" } else { "release" }, e.message);
+            }
+            Ok(Outcome::Refused)
+        }
+    }
+}
+
+fn request(path: &Path, args: &PluginArgs) -> Result<Outcome, Failure> {
+    let mut plugin = load_plugin(args)?;
+    let r = read_request(path, &mut plugin)?;
+    if args.json {
+        let cells: Vec<serde_json::Value> = r
+            .cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let ids = |d: bool| -> Vec<u32> { r.vcpus.iter().filter(|v| v.cell as usize == i && v.dedicated == d).map(|v| v.id).collect() };
+                let pagesize = match c.page_size {
+                    None => serde_json::Value::Null,
+                    Some(wit::PageSize::Small) => "small".into(),
+                    Some(wit::PageSize::Large) => "large".into(),
+                    Some(wit::PageSize::Any) => "any".into(),
+                    Some(wit::PageSize::Kib(k)) => k.into(),
+                };
+                serde_json::json!({"id": i, "cpuset": ids(false), "pcpuset": ids(true), "memory": c.memory_mb, "pagesize": pagesize})
+            })
+            .collect();
+        let p = PlacementJson::from_wit(&wit::Placement {
+            policy: String::new(),
+            cpu_policy: r.cpu_policy,
+            thread_policy: r.thread_policy,
+            emulator_threads: r.emulator_threads,
+            cells: Vec::new(),
+        });
+        print_json(&serde_json::json!({
+            "numa_constrained": !r.cells.is_empty(),
+            "cells": cells,
+            "cpu_policy": p.cpu_policy,
+            "cpu_thread_policy": p.cpu_thread_policy,
+            "emulator_threads_policy": p.emulator_threads_policy,
+        }))?;
+    } else if r.cells.is_empty() {
+        println!("no NUMA constraint: every host passes");
+    } else {
+        println!("{} guest NUMA cell(s)", r.cells.len());
+        for (i, c) in r.cells.iter().enumerate() {
+            let ids = |d: bool| -> Vec<u32> { r.vcpus.iter().filter(|v| v.cell as usize == i && v.dedicated == d).map(|v| v.id).collect() };
+            println!("  cell {i}: shared vCPUs {}, dedicated vCPUs {}, {} MiB, page size {:?}", cpus_text(&ids(false)), cpus_text(&ids(true)), c.memory_mb, c.page_size);
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+fn run(cli: Cli) -> Result<Outcome, Failure> {
+    match cli.command {
+        Command::Fit { host, request, limits, strategy, plugin } => fit(&host, &request, limits.as_deref(), strategy, &plugin),
+        Command::Claim { host, placement, plugin } => account(&host, &placement, &plugin, true),
+        Command::Release { host, placement, plugin } => account(&host, &placement, &plugin, false),
+        Command::Request { request: path, plugin } => request(&path, &plugin),
+        Command::Info { plugin } => {
+            let mut p = load_plugin(&plugin)?;
+            let info = p.info().map_err(Failure::Plugin)?;
+            if plugin.json {
+                print_json(&serde_json::json!({"name": info.name, "version": info.version, "contract": info.contract, "source": p.name()}))?;
+            } else {
+                println!("policy {} {} (contract numafit:policy@{}) from {}", info.name, info.version, info.contract, p.name());
+            }
+            Ok(Outcome::Done)
+        }
+        Command::ExportPlugin { out } => {
+            std::fs::write(&out, crate::runtime::EMBEDDED_NOVA).map_err(|e| Failure::Io(format!("{}: cannot write: {e}", out.display())))?;
+            Ok(Outcome::Done)
+        }
+    }
+}
+
+/// Entry point: runs the command and maps its outcome to the exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Refused) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("numafit: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

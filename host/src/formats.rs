@@ -1,0 +1,675 @@
+//! The command-line JSON formats (OpenStack Nova's field names) and their translation to and from
+//! the contract's types. Reading a file either yields a checked value or an error naming the file,
+//! the field and the value; nothing is half-read.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::wit;
+
+/// Invalid input: the message names the file, the field and the value.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct InputError {
+    pub file: String,
+    pub message: String,
+}
+
+fn input_error(file: &str, message: impl Into<String>) -> InputError {
+    InputError { file: file.to_string(), message: message.into() }
+}
+
+/// Reads and parses a JSON file, with the path to the offending field on error.
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, InputError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| input_error(&file, format!("cannot read: {e}")))?;
+    parse_json(&file, &text)
+}
+
+pub fn parse_json<T: for<'de> Deserialize<'de>>(file: &str, text: &str) -> Result<T, InputError> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            input_error(file, format!("invalid JSON: {inner}"))
+        } else {
+            input_error(file, format!("field {path}: {inner}"))
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// HOST.json
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PagesJson {
+    pub size_kb: u32,
+    pub total: u64,
+    #[serde(default)]
+    pub used: u64,
+    #[serde(default)]
+    pub reserved: u64,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkJson {
+    #[serde(default)]
+    pub physnets: Vec<String>,
+    #[serde(default)]
+    pub tunneled: bool,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostCellJson {
+    pub id: u32,
+    #[serde(default)]
+    pub cpuset: Vec<u32>,
+    #[serde(default)]
+    pub pcpuset: Vec<u32>,
+    pub memory: u64,
+    #[serde(default)]
+    pub cpu_usage: u32,
+    #[serde(default)]
+    pub memory_usage: u64,
+    #[serde(default)]
+    pub pinned_cpus: Vec<u32>,
+    #[serde(default)]
+    pub siblings: Vec<Vec<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mempages: Option<Vec<PagesJson>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distances: Option<Vec<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_metadata: Option<NetworkJson>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct PciPoolJson {
+    pub numa_node: Option<u32>,
+    pub count: u32,
+    /// vendor_id, product_id, dev_type, physical_network and any other tags, as strings.
+    #[serde(flatten)]
+    pub tags: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostJson {
+    pub cells: Vec<HostCellJson>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pci_pools: Vec<PciPoolJson>,
+}
+
+fn scalar_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn tags(file: &str, field: &str, map: &BTreeMap<String, serde_json::Value>) -> Result<Vec<(String, String)>, InputError> {
+    map.iter()
+        .map(|(k, v)| {
+            scalar_text(v).map(|t| (k.clone(), t)).ok_or_else(|| input_error(file, format!("field {field}.{k}: expected a string, number or boolean, got {v}")))
+        })
+        .collect()
+}
+
+impl HostJson {
+    /// Checks the host and translates it to the contract's flat tables.
+    pub fn to_wit(&self, file: &str) -> Result<wit::Host, InputError> {
+        let err = |m: String| input_error(file, m);
+        let n = self.cells.len();
+        if n == 0 {
+            return Err(err("field cells: the host has no cells".into()));
+        }
+        let mut owner: BTreeMap<u32, usize> = BTreeMap::new();
+        let mut cells = Vec::with_capacity(n);
+        let mut cpus = Vec::new();
+        let mut pages = Vec::new();
+        let mut networks = Vec::new();
+        let mut distances = Vec::new();
+        let mut core = 0u32;
+        for (i, c) in self.cells.iter().enumerate() {
+            let at = |f: &str| format!("field cells[{i}].{f}");
+            if self.cells[..i].iter().any(|o| o.id == c.id) {
+                return Err(err(format!("{}: cell id {} appears twice", at("id"), c.id)));
+            }
+            let mut members: Vec<u32> = c.cpuset.iter().chain(&c.pcpuset).copied().collect();
+            for (j, group) in c.siblings.iter().enumerate() {
+                for &cpu in group {
+                    if !members.contains(&cpu) {
+                        members.push(cpu);
+                    }
+                    if c.siblings[..j].iter().any(|g| g.contains(&cpu)) || group.iter().filter(|&&x| x == cpu).count() > 1 {
+                        return Err(err(format!("{}: CPU {cpu} is in more than one sibling group", at("siblings"))));
+                    }
+                }
+            }
+            for &cpu in &members {
+                if let Some(&other) = owner.get(&cpu) {
+                    if other != i {
+                        return Err(err(format!("{}: CPU {cpu} also belongs to cell {}", at("cpuset"), self.cells[other].id)));
+                    }
+                }
+                owner.insert(cpu, i);
+            }
+            for &cpu in &c.pinned_cpus {
+                if !c.pcpuset.contains(&cpu) {
+                    return Err(err(format!("{}: CPU {cpu} is pinned but not in pcpuset", at("pinned_cpus"))));
+                }
+            }
+            // Sibling groups in order, then every other CPU as a core of its own.
+            members.sort_unstable();
+            members.dedup();
+            let mut core_of: BTreeMap<u32, u32> = BTreeMap::new();
+            for group in &c.siblings {
+                for &cpu in group {
+                    core_of.insert(cpu, core);
+                }
+                core += 1;
+            }
+            for &cpu in &members {
+                let k = *core_of.entry(cpu).or_insert_with(|| {
+                    core += 1;
+                    core - 1
+                });
+                cpus.push(wit::HostCpu {
+                    id: cpu,
+                    cell: c.id,
+                    core: k,
+                    shared: c.cpuset.contains(&cpu),
+                    pinnable: c.pcpuset.contains(&cpu),
+                    pinned: c.pinned_cpus.contains(&cpu),
+                });
+            }
+            for (j, p) in c.mempages.iter().flatten().enumerate() {
+                if p.size_kb == 0 {
+                    return Err(err(format!("{}[{j}].size_kb: 0 is not a page size", at("mempages"))));
+                }
+                if c.mempages.iter().flatten().take(j).any(|q| q.size_kb == p.size_kb) {
+                    return Err(err(format!("{}[{j}].size_kb: two pools of {} KiB", at("mempages"), p.size_kb)));
+                }
+                pages.push(wit::PagePool { cell: c.id, size_kb: p.size_kb, total: p.total, used: p.used, reserved: p.reserved });
+            }
+            if let Some(net) = &c.network_metadata {
+                networks.push(wit::CellNetwork { cell: c.id, physnets: net.physnets.clone(), tunneled: net.tunneled });
+            }
+            match &c.distances {
+                Some(row) if row.len() == n => distances.extend_from_slice(row),
+                Some(row) => return Err(err(format!("{}: {} entries for {n} cells", at("distances"), row.len()))),
+                None => {}
+            }
+            cells.push(wit::HostCell { id: c.id, memory_mb: c.memory, memory_used_mb: c.memory_usage, shared_vcpus_used: c.cpu_usage, socket: c.socket });
+        }
+        if !distances.is_empty() && distances.len() != n * n {
+            return Err(err("field cells[].distances: given for some cells but not all".into()));
+        }
+        let mut pci_pools = Vec::new();
+        for (i, p) in self.pci_pools.iter().enumerate() {
+            pci_pools.push(wit::PciPool { numa_node: p.numa_node, count: p.count, tags: tags(file, &format!("pci_pools[{i}]"), &p.tags)? });
+        }
+        Ok(wit::Host { cells, cpus, pages, distances, pci_pools, networks })
+    }
+
+    /// This host with the usage of `after` (as a plugin returned it after a claim or release):
+    /// capacity and layout stay exactly as the operator wrote them.
+    pub fn with_usage(&self, after: &wit::Host) -> HostJson {
+        let mut next = self.clone();
+        for cell in &mut next.cells {
+            if let Some(u) = after.cells.iter().find(|u| u.id == cell.id) {
+                cell.memory_usage = u.memory_used_mb;
+                cell.cpu_usage = u.shared_vcpus_used;
+            }
+            let mut pinned: Vec<u32> = after.cpus.iter().filter(|c| c.cell == cell.id && c.pinned).map(|c| c.id).collect();
+            pinned.sort_unstable();
+            cell.pinned_cpus = pinned;
+            for pool in cell.mempages.iter_mut().flatten() {
+                if let Some(p) = after.pages.iter().find(|p| p.cell == cell.id && p.size_kb == pool.size_kb) {
+                    pool.used = p.used;
+                }
+            }
+        }
+        next
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// REQUEST.json
+
+/// `pagesize`: null, "small", "large", "any", or KiB as a number or a string of digits.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum PageSizeJson {
+    Kib(u32),
+    Text(String),
+}
+
+impl PageSizeJson {
+    fn to_wit(&self) -> Result<wit::PageSize, String> {
+        match self {
+            PageSizeJson::Kib(0) => Err("0 is not a page size".into()),
+            PageSizeJson::Kib(k) => Ok(wit::PageSize::Kib(*k)),
+            PageSizeJson::Text(t) => match t.as_str() {
+                "small" => Ok(wit::PageSize::Small),
+                "large" => Ok(wit::PageSize::Large),
+                "any" => Ok(wit::PageSize::Any),
+                digits => match digits.parse::<u32>() {
+                    Ok(k) if k > 0 => Ok(wit::PageSize::Kib(k)),
+                    _ => Err(format!("{t:?} is not small, large, any or a page size in KiB")),
+                },
+            },
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GuestCellJson {
+    #[serde(default)]
+    pub cpuset: Vec<u32>,
+    #[serde(default)]
+    pub pcpuset: Vec<u32>,
+    pub memory: u64,
+    #[serde(default)]
+    pub pagesize: Option<PageSizeJson>,
+    /// Accepted for Nova compatibility; the cell's position is its id.
+    #[serde(default, skip_serializing)]
+    pub id: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FlavorJson {
+    pub vcpus: u32,
+    pub memory_mb: u64,
+    #[serde(default)]
+    pub extra_specs: BTreeMap<String, serde_json::Value>,
+    /// Accepted and ignored: Nova flavors carry these.
+    #[serde(default, skip_serializing)]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub disk: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PciRequestJson {
+    #[serde(default = "one")]
+    pub count: u32,
+    #[serde(default)]
+    pub spec: Vec<BTreeMap<String, serde_json::Value>>,
+    #[serde(default)]
+    pub numa_policy: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RequestJson {
+    #[serde(default)]
+    pub flavor: Option<FlavorJson>,
+    #[serde(default)]
+    pub image_props: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub cells: Option<Vec<GuestCellJson>>,
+    #[serde(default)]
+    pub cpu_policy: Option<String>,
+    #[serde(default)]
+    pub cpu_thread_policy: Option<String>,
+    #[serde(default)]
+    pub emulator_threads_policy: Option<String>,
+    #[serde(default)]
+    pub pci_requests: Vec<PciRequestJson>,
+}
+
+/// What a REQUEST.json holds: a flavor for the plugin to interpret, or an explicit guest topology.
+pub enum RequestInput {
+    Flavor(wit::Flavor, Vec<wit::PciRequest>),
+    Explicit(wit::Request),
+}
+
+fn enum_field<T>(file: &str, field: &str, value: &Option<String>, choices: &[(&str, T)]) -> Result<Option<T>, InputError>
+where
+    T: Copy,
+{
+    let Some(v) = value else { return Ok(None) };
+    choices.iter().find(|(name, _)| name == v).map(|(_, t)| Some(*t)).ok_or_else(|| {
+        let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+        input_error(file, format!("field {field}: {v:?} is not one of {}", names.join(", ")))
+    })
+}
+
+impl RequestJson {
+    pub fn to_input(&self, file: &str) -> Result<RequestInput, InputError> {
+        let err = |m: String| input_error(file, m);
+        let pci = self.pci_requests_wit(file)?;
+        match (&self.flavor, &self.cells) {
+            (Some(_), Some(_)) => Err(err("give either flavor or cells, not both".into())),
+            (None, None) => Err(err("field flavor or cells: one of them is required".into())),
+            (Some(f), None) => {
+                for key in ["cpu_policy", "cpu_thread_policy", "emulator_threads_policy"] {
+                    let set = match key {
+                        "cpu_policy" => self.cpu_policy.is_some(),
+                        "cpu_thread_policy" => self.cpu_thread_policy.is_some(),
+                        _ => self.emulator_threads_policy.is_some(),
+                    };
+                    if set {
+                        return Err(err(format!("field {key}: with a flavor, set hw:{key} in extra_specs instead")));
+                    }
+                }
+                let extra_specs = tags(file, "flavor.extra_specs", &f.extra_specs)?;
+                let image_props = tags(file, "image_props", &self.image_props)?;
+                Ok(RequestInput::Flavor(wit::Flavor { vcpus: f.vcpus, memory_mb: f.memory_mb, extra_specs, image_props }, pci))
+            }
+            (None, Some(cells)) => {
+                if !self.image_props.is_empty() {
+                    return Err(err("field image_props: only meaningful with a flavor".into()));
+                }
+                let cpu_policy = enum_field(
+                    file,
+                    "cpu_policy",
+                    &self.cpu_policy,
+                    &[("shared", wit::CpuPolicy::Shared), ("dedicated", wit::CpuPolicy::Dedicated), ("mixed", wit::CpuPolicy::Mixed)],
+                )?;
+                let thread_policy = enum_field(
+                    file,
+                    "cpu_thread_policy",
+                    &self.cpu_thread_policy,
+                    &[("prefer", wit::ThreadPolicy::Prefer), ("isolate", wit::ThreadPolicy::Isolate), ("require", wit::ThreadPolicy::Require)],
+                )?;
+                let emulator_threads = enum_field(
+                    file,
+                    "emulator_threads_policy",
+                    &self.emulator_threads_policy,
+                    &[("share", wit::EmulatorThreadsPolicy::Share), ("isolate", wit::EmulatorThreadsPolicy::Isolate)],
+                )?;
+                let mut wcells = Vec::new();
+                let mut vcpus = Vec::new();
+                for (i, c) in cells.iter().enumerate() {
+                    let page_size = c.pagesize.as_ref().map(|p| p.to_wit()).transpose().map_err(|m| err(format!("field cells[{i}].pagesize: {m}")))?;
+                    wcells.push(wit::GuestCell { memory_mb: c.memory, page_size });
+                    for (list, dedicated) in [(&c.cpuset, false), (&c.pcpuset, true)] {
+                        for &id in list {
+                            if vcpus.iter().any(|v: &wit::GuestVcpu| v.id == id) {
+                                return Err(err(format!("field cells[{i}]: vCPU {id} is listed more than once")));
+                            }
+                            vcpus.push(wit::GuestVcpu { id, cell: i as u32, dedicated });
+                        }
+                    }
+                }
+                Ok(RequestInput::Explicit(wit::Request { cells: wcells, vcpus, cpu_policy, thread_policy, emulator_threads, pci_requests: pci }))
+            }
+        }
+    }
+
+    fn pci_requests_wit(&self, file: &str) -> Result<Vec<wit::PciRequest>, InputError> {
+        self.pci_requests
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let spec = r.spec.iter().enumerate().map(|(j, s)| tags(file, &format!("pci_requests[{i}].spec[{j}]"), s)).collect::<Result<_, _>>()?;
+                let numa_policy = enum_field(
+                    file,
+                    &format!("pci_requests[{i}].numa_policy"),
+                    &r.numa_policy,
+                    &[
+                        ("required", wit::PciNumaPolicy::Required),
+                        ("legacy", wit::PciNumaPolicy::Legacy),
+                        ("preferred", wit::PciNumaPolicy::Preferred),
+                        ("socket", wit::PciNumaPolicy::Socket),
+                    ],
+                )?;
+                Ok(wit::PciRequest { count: r.count, spec, numa_policy })
+            })
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// LIMITS.json
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsJson {
+    #[serde(default)]
+    pub cpu_allocation_ratio: Option<f64>,
+    #[serde(default)]
+    pub ram_allocation_ratio: Option<f64>,
+    #[serde(default)]
+    pub network_metadata: Option<NetworkJson>,
+}
+
+impl LimitsJson {
+    pub fn to_wit(&self, file: &str, strategy: wit::Strategy) -> Result<wit::Limits, InputError> {
+        for (name, v) in [("cpu_allocation_ratio", self.cpu_allocation_ratio), ("ram_allocation_ratio", self.ram_allocation_ratio)] {
+            if let Some(r) = v {
+                if !r.is_finite() || r <= 0.0 {
+                    return Err(input_error(file, format!("field {name}: {r} must be a positive number")));
+                }
+            }
+        }
+        Ok(wit::Limits {
+            cpu_allocation_ratio: self.cpu_allocation_ratio,
+            ram_allocation_ratio: self.ram_allocation_ratio,
+            network: self.network_metadata.as_ref().map(|n| wit::NetworkNeed { physnets: n.physnets.clone(), tunneled: n.tunneled }),
+            strategy,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Placement (printed by `fit --json`, read by `claim` / `release`)
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PlacedCellJson {
+    pub guest_cell: u32,
+    pub host_cell: u32,
+    pub cpuset: Vec<u32>,
+    pub pcpuset: Vec<u32>,
+    pub memory: u64,
+    pub pagesize_kb: Option<u32>,
+    /// vCPU (as a string key, as Nova stores it) → host CPU.
+    #[serde(default)]
+    pub cpu_pinning: BTreeMap<String, u32>,
+    /// Host CPUs for the emulator threads.
+    #[serde(default)]
+    pub cpuset_reserved: Option<Vec<u32>>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementJson {
+    pub fits: bool,
+    #[serde(default)]
+    pub policy: String,
+    #[serde(default)]
+    pub cpu_policy: Option<String>,
+    #[serde(default)]
+    pub cpu_thread_policy: Option<String>,
+    #[serde(default)]
+    pub emulator_threads_policy: Option<String>,
+    /// False when the request has no NUMA constraint (every host passes).
+    #[serde(default = "yes")]
+    pub numa_constrained: bool,
+    pub cells: Vec<PlacedCellJson>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub fn cpu_policy_name(p: wit::CpuPolicy) -> &'static str {
+    match p {
+        wit::CpuPolicy::Shared => "shared",
+        wit::CpuPolicy::Dedicated => "dedicated",
+        wit::CpuPolicy::Mixed => "mixed",
+    }
+}
+
+pub fn thread_policy_name(p: wit::ThreadPolicy) -> &'static str {
+    match p {
+        wit::ThreadPolicy::Prefer => "prefer",
+        wit::ThreadPolicy::Isolate => "isolate",
+        wit::ThreadPolicy::Require => "require",
+    }
+}
+
+fn emulator_name(p: wit::EmulatorThreadsPolicy) -> &'static str {
+    match p {
+        wit::EmulatorThreadsPolicy::Share => "share",
+        wit::EmulatorThreadsPolicy::Isolate => "isolate",
+    }
+}
+
+impl PlacementJson {
+    pub fn from_wit(p: &wit::Placement) -> PlacementJson {
+        PlacementJson {
+            fits: true,
+            policy: p.policy.clone(),
+            cpu_policy: p.cpu_policy.map(|c| cpu_policy_name(c).into()),
+            cpu_thread_policy: p.thread_policy.map(|t| thread_policy_name(t).into()),
+            emulator_threads_policy: p.emulator_threads.map(|e| emulator_name(e).into()),
+            numa_constrained: !p.cells.is_empty(),
+            cells: p
+                .cells
+                .iter()
+                .map(|c| PlacedCellJson {
+                    guest_cell: c.guest_cell,
+                    host_cell: c.host_cell,
+                    cpuset: c.shared_vcpus.clone(),
+                    pcpuset: c.dedicated_vcpus.clone(),
+                    memory: c.memory_mb,
+                    pagesize_kb: c.page_size_kb,
+                    cpu_pinning: c.pinning.iter().map(|p| (p.vcpu.to_string(), p.pcpu)).collect(),
+                    cpuset_reserved: (!c.emulator_pcpus.is_empty()).then(|| c.emulator_pcpus.clone()),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn to_wit(&self, file: &str) -> Result<wit::Placement, InputError> {
+        if !self.fits {
+            return Err(input_error(file, "field fits: false — this is a rejection, not a placement"));
+        }
+        let cpu_policy = enum_field(
+            file,
+            "cpu_policy",
+            &self.cpu_policy,
+            &[("shared", wit::CpuPolicy::Shared), ("dedicated", wit::CpuPolicy::Dedicated), ("mixed", wit::CpuPolicy::Mixed)],
+        )?;
+        let thread_policy = enum_field(
+            file,
+            "cpu_thread_policy",
+            &self.cpu_thread_policy,
+            &[("prefer", wit::ThreadPolicy::Prefer), ("isolate", wit::ThreadPolicy::Isolate), ("require", wit::ThreadPolicy::Require)],
+        )?;
+        let emulator_threads = enum_field(
+            file,
+            "emulator_threads_policy",
+            &self.emulator_threads_policy,
+            &[("share", wit::EmulatorThreadsPolicy::Share), ("isolate", wit::EmulatorThreadsPolicy::Isolate)],
+        )?;
+        let mut cells = Vec::new();
+        for (i, c) in self.cells.iter().enumerate() {
+            let mut pinning = Vec::new();
+            for (k, &pcpu) in &c.cpu_pinning {
+                let vcpu = k.parse::<u32>().map_err(|_| input_error(file, format!("field cells[{i}].cpu_pinning: key {k:?} is not a vCPU number")))?;
+                pinning.push(wit::PinnedVcpu { vcpu, pcpu });
+            }
+            pinning.sort_by_key(|p| p.vcpu);
+            cells.push(wit::PlacedCell {
+                guest_cell: c.guest_cell,
+                host_cell: c.host_cell,
+                shared_vcpus: c.cpuset.clone(),
+                dedicated_vcpus: c.pcpuset.clone(),
+                memory_mb: c.memory,
+                page_size_kb: c.pagesize_kb,
+                pinning,
+                emulator_pcpus: c.cpuset_reserved.clone().unwrap_or_default(),
+            });
+        }
+        Ok(wit::Placement { policy: self.policy.clone(), cpu_policy, thread_policy, emulator_threads, cells })
+    }
+}
+
+/// `{"fits": false, ...}`: for each guest cell, why each host cell refused it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RejectionJson {
+    pub fits: bool,
+    pub policy: String,
+    pub summary: String,
+    pub reasons: Vec<ReasonJson>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ReasonJson {
+    /// Null for reasons about the whole placement.
+    pub guest_cell: Option<u32>,
+    pub host_cell: Option<u32>,
+    pub shortfall: Option<String>,
+    pub needed: Option<u64>,
+    pub available: Option<u64>,
+    pub detail: String,
+}
+
+pub fn shortfall_name(s: wit::Shortfall) -> &'static str {
+    match s {
+        wit::Shortfall::Memory => "memory",
+        wit::Shortfall::Pages => "pages",
+        wit::Shortfall::PinnableCpus => "pinnable-cpus",
+        wit::Shortfall::SharedCpus => "shared-cpus",
+        wit::Shortfall::FreeCpus => "free-cpus",
+        wit::Shortfall::FreeCores => "free-cores",
+        wit::Shortfall::SiblingThreads => "sibling-threads",
+        wit::Shortfall::EmulatorCpu => "emulator-cpu",
+        wit::Shortfall::CpuRatio => "cpu-ratio",
+        wit::Shortfall::NoCpus => "no-cpus",
+    }
+}
+
+impl RejectionJson {
+    pub fn from_wit(policy: &str, r: &wit::Rejection) -> RejectionJson {
+        let mut reasons: Vec<ReasonJson> = r
+            .refusals
+            .iter()
+            .map(|c| ReasonJson {
+                guest_cell: Some(c.guest_cell),
+                host_cell: Some(c.host_cell),
+                shortfall: Some(shortfall_name(c.shortfall).into()),
+                needed: Some(c.needed),
+                available: Some(c.available),
+                detail: c.detail.clone(),
+            })
+            .collect();
+        reasons.extend(r.reasons.iter().map(|d| ReasonJson { guest_cell: None, host_cell: None, shortfall: None, needed: None, available: None, detail: d.clone() }));
+        RejectionJson { fits: false, policy: policy.to_string(), summary: r.summary.clone(), reasons }
+    }
+}
+
+pub fn accounting_code_name(c: wit::AccountingCode) -> &'static str {
+    match c {
+        wit::AccountingCode::CpuPinningUnknown => "CPUPinningUnknown",
+        wit::AccountingCode::CpuPinningInvalid => "CPUPinningInvalid",
+        wit::AccountingCode::CpuUnpinningUnknown => "CPUUnpinningUnknown",
+        wit::AccountingCode::CpuUnpinningInvalid => "CPUUnpinningInvalid",
+        wit::AccountingCode::UnknownCell => "UnknownHostCell",
+        wit::AccountingCode::UnknownPageSize => "MemoryPageSizeNotSupported",
+        wit::AccountingCode::OverRelease => "OverRelease",
+        wit::AccountingCode::InvalidInput => "InvalidInput",
+    }
+}

@@ -1,0 +1,206 @@
+//! Loads placement policy components and calls them under limits: every call runs with a fuel
+//! budget (an endless loop ends as an error) and a memory cap (a memory bomb ends as an error),
+//! and a plugin that traps is reported by name and replaced by a fresh instance for the next call.
+//! Compiled components are cached on disk, keyed by their bytes and the engine, so start-up does
+//! not recompile.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        world: "placement-policy",
+        path: "../wit/0.1.0",
+    });
+}
+
+use bindings::{PlacementPolicy, PlacementPolicyPre};
+/// The contract's types as the host sees them.
+pub use bindings as wit;
+
+/// The default `nova` policy, built from this workspace's `plugin/` crate.
+pub static EMBEDDED_NOVA: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/nova.wasm"));
+
+/// Per-call resource limits for a plugin.
+#[derive(Clone, Copy, Debug)]
+pub struct PluginLimits {
+    /// Fuel units (roughly wasm instructions) one call may burn.
+    pub fuel: u64,
+    /// Bytes of linear memory the instance may grow to.
+    pub memory_bytes: usize,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits { fuel: 5_000_000_000, memory_bytes: 256 << 20 }
+    }
+}
+
+/// Why a plugin call failed: the plugin is named so an operator knows which policy misbehaved.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin {plugin} ran out of fuel (more than {fuel} units in one call): it may loop forever")]
+    OutOfFuel { plugin: String, fuel: u64 },
+    #[error("plugin {plugin} hit its memory cap of {mib} MiB")]
+    MemoryCap { plugin: String, mib: usize },
+    #[error("plugin {plugin} trapped: {trap}")]
+    Trap { plugin: String, trap: String },
+}
+
+struct State {
+    limits: StoreLimits,
+}
+
+/// A loaded policy component, ready to call.
+pub struct Plugin {
+    name: String,
+    engine: Engine,
+    pre: PlacementPolicyPre<State>,
+    limits: PluginLimits,
+    live: Option<(Store<State>, PlacementPolicy)>,
+}
+
+fn engine() -> Result<Engine> {
+    let mut config = Config::new();
+    config.consume_fuel(true);
+    Ok(Engine::new(&config)?)
+}
+
+fn cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("NUMAFIT_CACHE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(dir).join("numafit"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("numafit"))
+}
+
+/// Compiles `bytes`, or loads the artifact a previous run compiled from the same bytes.
+fn load_component(engine: &Engine, bytes: &[u8]) -> Result<Component> {
+    let Some(dir) = cache_dir() else {
+        return Ok(Component::new(engine, bytes)?);
+    };
+    let mut key = Sha256::new();
+    key.update(bytes);
+    {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        key.update(h.finish().to_le_bytes());
+    }
+    let digest: String = key.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let path = dir.join(format!("{digest}.cwasm"));
+    if path.exists() {
+        // SAFETY: the file is one this program wrote into the user's own cache directory from
+        // these exact bytes and this engine configuration (both are in its name); wasmtime checks
+        // the artifact's header and version, and a bad one is recompiled below.
+        if let Ok(component) = unsafe { Component::deserialize_file(engine, &path) } {
+            return Ok(component);
+        }
+    }
+    let artifact = engine.precompile_component(bytes)?;
+    // A cache that cannot be written only costs the next start a compile.
+    let tmp = dir.join(format!("{digest}.{}.tmp", std::process::id()));
+    if std::fs::create_dir_all(&dir).is_ok() && std::fs::write(&tmp, &artifact).is_ok() {
+        let _ = std::fs::rename(&tmp, &path);
+    }
+    // SAFETY: `artifact` was produced just now by this engine.
+    Ok(unsafe { Component::deserialize(engine, &artifact) }?)
+}
+
+impl Plugin {
+    /// The embedded default policy.
+    pub fn embedded(limits: PluginLimits) -> Result<Plugin> {
+        Plugin::from_bytes("nova (embedded)", EMBEDDED_NOVA, limits)
+    }
+
+    pub fn from_file(path: &Path, limits: PluginLimits) -> Result<Plugin> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?;
+        Plugin::from_bytes(&path.display().to_string(), &bytes, limits)
+    }
+
+    pub fn from_bytes(name: &str, bytes: &[u8], limits: PluginLimits) -> Result<Plugin> {
+        let engine = engine()?;
+        let component = load_component(&engine, bytes).with_context(|| format!("loading plugin {name}: not a valid component"))?;
+        let linker = Linker::<State>::new(&engine);
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("plugin {name} needs imports numafit does not provide: a policy must import nothing"))?;
+        let pre = PlacementPolicyPre::new(pre).map_err(anyhow::Error::from).with_context(|| format!("plugin {name} does not export the numafit:policy@0.1.0 placement-policy world"))?;
+        Ok(Plugin { name: name.to_string(), engine, pre, limits, live: None })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn fresh_instance(&self) -> Result<(Store<State>, PlacementPolicy)> {
+        let limits = StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).instances(1).trap_on_grow_failure(true).build();
+        let mut store = Store::new(&self.engine, State { limits });
+        store.limiter(|s| &mut s.limits);
+        store.set_fuel(self.limits.fuel)?;
+        let instance = self.pre.instantiate(&mut store).map_err(|e| self.classify(e))?;
+        Ok((store, instance))
+    }
+
+    fn classify(&self, e: wasmtime::Error) -> anyhow::Error {
+        let plugin = self.name.clone();
+        let err = match e.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::OutOfFuel) => PluginError::OutOfFuel { plugin, fuel: self.limits.fuel },
+            Some(wasmtime::Trap::AllocationTooLarge) => PluginError::MemoryCap { plugin, mib: self.limits.memory_bytes >> 20 },
+            _ if format!("{e:#}").contains("memory") && format!("{e:#}").contains("limit") => {
+                PluginError::MemoryCap { plugin, mib: self.limits.memory_bytes >> 20 }
+            }
+            Some(trap) => PluginError::Trap { plugin, trap: trap.to_string() },
+            None => PluginError::Trap { plugin, trap: format!("{e:#}") },
+        };
+        anyhow!(err)
+    }
+
+    /// Runs one export on the live instance (made on first use), with a full fuel budget. After a
+    /// trap the instance is dropped: a trapped instance may not be entered again.
+    fn call<T>(&mut self, f: impl FnOnce(&PlacementPolicy, &mut Store<State>) -> wasmtime::Result<T>) -> Result<T> {
+        let (mut store, instance) = match self.live.take() {
+            Some(live) => live,
+            None => self.fresh_instance()?,
+        };
+        store.set_fuel(self.limits.fuel)?;
+        match f(&instance, &mut store) {
+            Ok(v) => {
+                self.live = Some((store, instance));
+                Ok(v)
+            }
+            Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    pub fn info(&mut self) -> Result<wit::PluginInfo> {
+        self.call(|p, s| p.call_info(s))
+    }
+
+    pub fn request_from_flavor(&mut self, flavor: &wit::Flavor) -> Result<Result<wit::Request, wit::RequestError>> {
+        self.call(|p, s| p.call_request_from_flavor(s, flavor))
+    }
+
+    pub fn fit(&mut self, host: &wit::Host, request: &wit::Request, limits: &wit::Limits) -> Result<Result<wit::Placement, wit::Rejection>> {
+        self.call(|p, s| p.call_fit(s, host, request, limits))
+    }
+
+    pub fn fit_many(&mut self, hosts: &[wit::Host], request: &wit::Request, limits: &wit::Limits) -> Result<Vec<Result<wit::Placement, wit::Rejection>>> {
+        self.call(|p, s| p.call_fit_many(s, hosts, request, limits))
+    }
+
+    pub fn claim(&mut self, host: &wit::Host, placement: &wit::Placement) -> Result<Result<wit::Host, wit::AccountingError>> {
+        self.call(|p, s| p.call_claim(s, host, placement))
+    }
+
+    pub fn release(&mut self, host: &wit::Host, placement: &wit::Placement) -> Result<Result<wit::Host, wit::AccountingError>> {
+        self.call(|p, s| p.call_release(s, host, placement))
+    }
+}

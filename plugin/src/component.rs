@@ -1,0 +1,392 @@
+//! The WebAssembly face of the core: wit-bindgen types in, core model, wit-bindgen types out.
+//! Nothing here decides anything; it only converts.
+
+use crate::cpuset::CpuSet;
+use crate::fit::{Limits, NetworkNeed, Shortfall, Strategy};
+use crate::placement::{PlacedCell, Placement, Rejection};
+use crate::request::{self as core_req, CpuPolicy, EmulatorThreads, GuestCell, GuestTopology, PageSizeWish, PciNumaPolicy, ThreadPolicy};
+use crate::topology::{CellNetwork, HostCell, HostTopology, PagePool, PciPool};
+use crate::{accounting, AccountingCode};
+
+mod bindings {
+    wit_bindgen::generate!({
+        world: "placement-policy",
+        path: "../wit/0.1.0",
+        pub_export_macro: true,
+    });
+}
+
+use bindings as w;
+use bindings::Guest;
+
+struct Policy;
+
+bindings::export!(Policy with_types_in bindings);
+
+fn host_in(h: w::Host) -> Result<HostTopology, String> {
+    let mut cells: Vec<HostCell> = h
+        .cells
+        .iter()
+        .map(|c| HostCell {
+            id: c.id,
+            cpuset: CpuSet::new(),
+            pcpuset: CpuSet::new(),
+            memory: c.memory_mb,
+            cpu_usage: c.shared_vcpus_used,
+            memory_usage: c.memory_used_mb,
+            pinned_cpus: CpuSet::new(),
+            siblings: Vec::new(),
+            mempages: Vec::new(),
+            socket: c.socket,
+            network_metadata: None,
+        })
+        .collect();
+    let ids: Vec<u32> = cells.iter().map(|c| c.id).collect();
+    let index = |id: u32| ids.iter().position(|&c| c == id);
+    let unknown = |what: String, id: u32| format!("{what} names cell {id}, which the host does not list");
+    let mut cores: Vec<Vec<(u32, u32)>> = vec![Vec::new(); cells.len()];
+    for cpu in &h.cpus {
+        let i = index(cpu.cell).ok_or_else(|| unknown(format!("cpu {}", cpu.id), cpu.cell))?;
+        cores[i].push((cpu.core, cpu.id));
+        let cell = &mut cells[i];
+        if cpu.shared {
+            cell.cpuset.insert(cpu.id);
+        }
+        if cpu.pinnable {
+            cell.pcpuset.insert(cpu.id);
+        }
+        if cpu.pinned {
+            cell.pinned_cpus.insert(cpu.id);
+        }
+    }
+    for pool in &h.pages {
+        let i = index(pool.cell).ok_or_else(|| unknown(format!("a {} KiB page pool", pool.size_kb), pool.cell))?;
+        cells[i].mempages.push(PagePool { size_kb: pool.size_kb, total: pool.total, used: pool.used, reserved: pool.reserved });
+    }
+    for net in h.networks {
+        let i = index(net.cell).ok_or_else(|| unknown("a network entry".into(), net.cell))?;
+        cells[i].network_metadata = Some(CellNetwork { physnets: net.physnets, tunneled: net.tunneled });
+    }
+    for (cell, mut members) in cells.iter_mut().zip(cores) {
+        members.sort_unstable();
+        for group in members.chunk_by(|a, b| a.0 == b.0) {
+            cell.siblings.push(group.iter().map(|&(_, cpu)| cpu).collect());
+        }
+    }
+    let pci_pools = h.pci_pools.into_iter().map(|p| PciPool { numa_node: p.numa_node, count: p.count, tags: p.tags }).collect();
+    Ok(HostTopology { cells, distances: h.distances, pci_pools }.normalized())
+}
+
+fn host_out(h: HostTopology) -> w::Host {
+    let mut cpus = Vec::new();
+    let mut pages = Vec::new();
+    let mut networks = Vec::new();
+    let mut core = 0u32;
+    for cell in &h.cells {
+        for group in &cell.siblings {
+            for cpu in group.iter() {
+                cpus.push(w::HostCpu {
+                    id: cpu,
+                    cell: cell.id,
+                    core,
+                    shared: cell.cpuset.contains(cpu),
+                    pinnable: cell.pcpuset.contains(cpu),
+                    pinned: cell.pinned_cpus.contains(cpu),
+                });
+            }
+            core += 1;
+        }
+        pages.extend(cell.mempages.iter().map(|p| w::PagePool { cell: cell.id, size_kb: p.size_kb, total: p.total, used: p.used, reserved: p.reserved }));
+        if let Some(net) = &cell.network_metadata {
+            networks.push(w::CellNetwork { cell: cell.id, physnets: net.physnets.clone(), tunneled: net.tunneled });
+        }
+    }
+    w::Host {
+        cells: h
+            .cells
+            .iter()
+            .map(|c| w::HostCell { id: c.id, memory_mb: c.memory, memory_used_mb: c.memory_usage, shared_vcpus_used: c.cpu_usage, socket: c.socket })
+            .collect(),
+        cpus,
+        pages,
+        distances: h.distances,
+        pci_pools: h.pci_pools.into_iter().map(|p| w::PciPool { numa_node: p.numa_node, count: p.count, tags: p.tags }).collect(),
+        networks,
+    }
+}
+
+fn cpu_policy_in(p: w::CpuPolicy) -> CpuPolicy {
+    match p {
+        w::CpuPolicy::Shared => CpuPolicy::Shared,
+        w::CpuPolicy::Dedicated => CpuPolicy::Dedicated,
+        w::CpuPolicy::Mixed => CpuPolicy::Mixed,
+    }
+}
+
+fn cpu_policy_out(p: CpuPolicy) -> w::CpuPolicy {
+    match p {
+        CpuPolicy::Shared => w::CpuPolicy::Shared,
+        CpuPolicy::Dedicated => w::CpuPolicy::Dedicated,
+        CpuPolicy::Mixed => w::CpuPolicy::Mixed,
+    }
+}
+
+fn thread_policy_in(p: w::ThreadPolicy) -> ThreadPolicy {
+    match p {
+        w::ThreadPolicy::Prefer => ThreadPolicy::Prefer,
+        w::ThreadPolicy::Isolate => ThreadPolicy::Isolate,
+        w::ThreadPolicy::Require => ThreadPolicy::Require,
+    }
+}
+
+fn thread_policy_out(p: ThreadPolicy) -> w::ThreadPolicy {
+    match p {
+        ThreadPolicy::Prefer => w::ThreadPolicy::Prefer,
+        ThreadPolicy::Isolate => w::ThreadPolicy::Isolate,
+        ThreadPolicy::Require => w::ThreadPolicy::Require,
+    }
+}
+
+fn emulator_in(p: w::EmulatorThreadsPolicy) -> EmulatorThreads {
+    match p {
+        w::EmulatorThreadsPolicy::Share => EmulatorThreads::Share,
+        w::EmulatorThreadsPolicy::Isolate => EmulatorThreads::Isolate,
+    }
+}
+
+fn emulator_out(p: EmulatorThreads) -> w::EmulatorThreadsPolicy {
+    match p {
+        EmulatorThreads::Share => w::EmulatorThreadsPolicy::Share,
+        EmulatorThreads::Isolate => w::EmulatorThreadsPolicy::Isolate,
+    }
+}
+
+fn page_size_in(p: w::PageSize) -> PageSizeWish {
+    match p {
+        w::PageSize::Small => PageSizeWish::Small,
+        w::PageSize::Large => PageSizeWish::Large,
+        w::PageSize::Any => PageSizeWish::Any,
+        w::PageSize::Kib(k) => PageSizeWish::Kib(k),
+    }
+}
+
+fn page_size_out(p: PageSizeWish) -> w::PageSize {
+    match p {
+        PageSizeWish::Small => w::PageSize::Small,
+        PageSizeWish::Large => w::PageSize::Large,
+        PageSizeWish::Any => w::PageSize::Any,
+        PageSizeWish::Kib(k) => w::PageSize::Kib(k),
+    }
+}
+
+fn request_in(r: w::Request) -> Result<GuestTopology, String> {
+    let mut cells: Vec<GuestCell> = r
+        .cells
+        .iter()
+        .map(|c| GuestCell { cpuset: CpuSet::new(), pcpuset: CpuSet::new(), memory: c.memory_mb, pagesize: c.page_size.map(page_size_in) })
+        .collect();
+    for v in &r.vcpus {
+        let cell = cells.get_mut(v.cell as usize).ok_or_else(|| format!("vcpu {} names guest cell {}, which the request does not list", v.id, v.cell))?;
+        if v.dedicated {
+            cell.pcpuset.insert(v.id);
+        } else {
+            cell.cpuset.insert(v.id);
+        }
+    }
+    let pci_requests = r
+        .pci_requests
+        .into_iter()
+        .map(|p| core_req::PciRequest {
+            count: p.count,
+            spec: p.spec,
+            numa_policy: p.numa_policy.map(|n| match n {
+                w::PciNumaPolicy::Required => PciNumaPolicy::Required,
+                w::PciNumaPolicy::Legacy => PciNumaPolicy::Legacy,
+                w::PciNumaPolicy::Preferred => PciNumaPolicy::Preferred,
+                w::PciNumaPolicy::Socket => PciNumaPolicy::Socket,
+            }),
+        })
+        .collect();
+    Ok(GuestTopology {
+        cells,
+        cpu_policy: r.cpu_policy.map(cpu_policy_in),
+        thread_policy: r.thread_policy.map(thread_policy_in),
+        emulator_threads: r.emulator_threads.map(emulator_in),
+        pci_requests,
+    })
+}
+
+fn request_out(g: GuestTopology) -> w::Request {
+    let mut vcpus = Vec::new();
+    for (i, cell) in g.cells.iter().enumerate() {
+        vcpus.extend(cell.cpuset.iter().map(|id| w::GuestVcpu { id, cell: i as u32, dedicated: false }));
+        vcpus.extend(cell.pcpuset.iter().map(|id| w::GuestVcpu { id, cell: i as u32, dedicated: true }));
+    }
+    vcpus.sort_by_key(|v| v.id);
+    w::Request {
+        cells: g.cells.iter().map(|c| w::GuestCell { memory_mb: c.memory, page_size: c.pagesize.map(page_size_out) }).collect(),
+        vcpus,
+        cpu_policy: g.cpu_policy.map(cpu_policy_out),
+        thread_policy: g.thread_policy.map(thread_policy_out),
+        emulator_threads: g.emulator_threads.map(emulator_out),
+        pci_requests: Vec::new(),
+    }
+}
+
+fn limits_in(l: w::Limits) -> Limits {
+    Limits {
+        cpu_allocation_ratio: l.cpu_allocation_ratio,
+        ram_allocation_ratio: l.ram_allocation_ratio,
+        network: l.network.map(|n| NetworkNeed { physnets: n.physnets, tunneled: n.tunneled }),
+        strategy: match l.strategy {
+            w::Strategy::Spread => Strategy::Spread,
+            w::Strategy::Pack => Strategy::Pack,
+        },
+    }
+}
+
+fn placement_out(p: Placement) -> w::Placement {
+    w::Placement {
+        policy: p.policy,
+        cpu_policy: p.cpu_policy.map(cpu_policy_out),
+        thread_policy: p.thread_policy.map(thread_policy_out),
+        emulator_threads: p.emulator_threads.map(emulator_out),
+        cells: p
+            .cells
+            .into_iter()
+            .map(|c| w::PlacedCell {
+                guest_cell: c.guest_cell,
+                host_cell: c.host_cell,
+                shared_vcpus: c.cpuset.to_vec(),
+                dedicated_vcpus: c.pcpuset.to_vec(),
+                memory_mb: c.memory,
+                page_size_kb: c.pagesize_kb,
+                pinning: c.pinning.into_iter().map(|(vcpu, pcpu)| w::PinnedVcpu { vcpu, pcpu }).collect(),
+                emulator_pcpus: c.emulator,
+            })
+            .collect(),
+    }
+}
+
+fn placement_in(p: w::Placement) -> Placement {
+    Placement {
+        policy: p.policy,
+        cpu_policy: p.cpu_policy.map(cpu_policy_in),
+        thread_policy: p.thread_policy.map(thread_policy_in),
+        emulator_threads: p.emulator_threads.map(emulator_in),
+        cells: p
+            .cells
+            .into_iter()
+            .map(|c| PlacedCell {
+                guest_cell: c.guest_cell,
+                host_cell: c.host_cell,
+                cpuset: c.shared_vcpus.into_iter().collect(),
+                pcpuset: c.dedicated_vcpus.into_iter().collect(),
+                memory: c.memory_mb,
+                pagesize_kb: c.page_size_kb,
+                pinning: c.pinning.into_iter().map(|p| (p.vcpu, p.pcpu)).collect(),
+                emulator: c.emulator_pcpus,
+            })
+            .collect(),
+    }
+}
+
+fn shortfall_out(s: Shortfall) -> w::Shortfall {
+    match s {
+        Shortfall::Memory => w::Shortfall::Memory,
+        Shortfall::Pages => w::Shortfall::Pages,
+        Shortfall::PinnableCpus => w::Shortfall::PinnableCpus,
+        Shortfall::SharedCpus => w::Shortfall::SharedCpus,
+        Shortfall::FreeCpus => w::Shortfall::FreeCpus,
+        Shortfall::FreeCores => w::Shortfall::FreeCores,
+        Shortfall::SiblingThreads => w::Shortfall::SiblingThreads,
+        Shortfall::EmulatorCpu => w::Shortfall::EmulatorCpu,
+        Shortfall::CpuRatio => w::Shortfall::CpuRatio,
+        Shortfall::NoCpus => w::Shortfall::NoCpus,
+    }
+}
+
+fn rejection_out(r: Rejection) -> w::Rejection {
+    w::Rejection {
+        summary: r.summary,
+        refusals: r
+            .refusals
+            .into_iter()
+            .map(|c| w::CellRefusal {
+                guest_cell: c.guest_cell,
+                host_cell: c.host_cell,
+                shortfall: shortfall_out(c.refusal.shortfall),
+                needed: c.refusal.needed,
+                available: c.refusal.available,
+                detail: c.detail,
+            })
+            .collect(),
+        reasons: r.reasons,
+    }
+}
+
+fn accounting_error_out(e: accounting::AccountingError) -> w::AccountingError {
+    w::AccountingError {
+        code: match e.code {
+            AccountingCode::CpuPinningUnknown => w::AccountingCode::CpuPinningUnknown,
+            AccountingCode::CpuPinningInvalid => w::AccountingCode::CpuPinningInvalid,
+            AccountingCode::CpuUnpinningUnknown => w::AccountingCode::CpuUnpinningUnknown,
+            AccountingCode::CpuUnpinningInvalid => w::AccountingCode::CpuUnpinningInvalid,
+            AccountingCode::UnknownCell => w::AccountingCode::UnknownCell,
+            AccountingCode::UnknownPageSize => w::AccountingCode::UnknownPageSize,
+            AccountingCode::OverRelease => w::AccountingCode::OverRelease,
+            AccountingCode::InvalidInput => w::AccountingCode::InvalidInput,
+        },
+        host_cell: e.host_cell,
+        cpus: e.cpus.to_vec(),
+        message: e.message,
+    }
+}
+
+fn invalid(message: String) -> w::AccountingError {
+    w::AccountingError { code: w::AccountingCode::InvalidInput, host_cell: None, cpus: Vec::new(), message }
+}
+
+fn fit_one(host: w::Host, request: &GuestTopology, limits: &Limits) -> Result<w::Placement, w::Rejection> {
+    let host = host_in(host).map_err(|e| rejection_out(Rejection::whole(format!("invalid host: {e}"))))?;
+    crate::fit(&host, request, limits).map(placement_out).map_err(rejection_out)
+}
+
+type Account = fn(&HostTopology, &Placement) -> Result<HostTopology, accounting::AccountingError>;
+
+fn account(host: w::Host, placement: w::Placement, op: Account) -> Result<w::Host, w::AccountingError> {
+    let host = host_in(host).map_err(|e| invalid(format!("invalid host: {e}")))?;
+    op(&host, &placement_in(placement)).map(host_out).map_err(accounting_error_out)
+}
+
+impl Guest for Policy {
+    fn info() -> w::PluginInfo {
+        w::PluginInfo { name: crate::POLICY_NAME.into(), version: crate::POLICY_VERSION.into(), contract: crate::CONTRACT_VERSION.into() }
+    }
+
+    fn request_from_flavor(flavor: w::Flavor) -> Result<w::Request, w::RequestError> {
+        let f = core_req::Flavor { vcpus: flavor.vcpus, memory_mb: flavor.memory_mb, extra_specs: flavor.extra_specs, image_props: flavor.image_props };
+        core_req::from_flavor(&f).map(request_out).map_err(|e| w::RequestError { code: e.code, message: e.message })
+    }
+
+    fn fit(host: w::Host, request: w::Request, limits: w::Limits) -> Result<w::Placement, w::Rejection> {
+        let request = request_in(request).map_err(|e| rejection_out(Rejection::whole(format!("invalid request: {e}"))))?;
+        fit_one(host, &request, &limits_in(limits))
+    }
+
+    fn fit_many(hosts: Vec<w::Host>, request: w::Request, limits: w::Limits) -> Vec<Result<w::Placement, w::Rejection>> {
+        let limits = limits_in(limits);
+        match request_in(request) {
+            Ok(request) => hosts.into_iter().map(|h| fit_one(h, &request, &limits)).collect(),
+            Err(e) => hosts.iter().map(|_| Err(rejection_out(Rejection::whole(format!("invalid request: {e}"))))).collect(),
+        }
+    }
+
+    fn claim(host: w::Host, placement: w::Placement) -> Result<w::Host, w::AccountingError> {
+        account(host, placement, accounting::claim)
+    }
+
+    fn release(host: w::Host, placement: w::Placement) -> Result<w::Host, w::AccountingError> {
+        account(host, placement, accounting::release)
+    }
+}

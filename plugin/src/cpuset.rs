@@ -1,0 +1,187 @@
+//! A set of CPU numbers as a bitmap: the set algebra of pinning (free = pinnable − pinned) is
+//! word-wide instead of element-wise, and iteration is always in ascending CPU order.
+
+/// A set of host or guest CPU numbers.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct CpuSet {
+    words: Vec<u64>,
+}
+
+impl CpuSet {
+    pub fn new() -> Self {
+        CpuSet { words: Vec::new() }
+    }
+
+    pub fn insert(&mut self, cpu: u32) -> bool {
+        let (w, b) = ((cpu / 64) as usize, cpu % 64);
+        if w >= self.words.len() {
+            self.words.resize(w + 1, 0);
+        }
+        let was = self.words[w] & (1 << b) != 0;
+        self.words[w] |= 1 << b;
+        !was
+    }
+
+    pub fn remove(&mut self, cpu: u32) -> bool {
+        let (w, b) = ((cpu / 64) as usize, cpu % 64);
+        match self.words.get_mut(w) {
+            Some(word) if *word & (1 << b) != 0 => {
+                *word &= !(1 << b);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn contains(&self, cpu: u32) -> bool {
+        let (w, b) = ((cpu / 64) as usize, cpu % 64);
+        self.words.get(w).is_some_and(|word| word & (1 << b) != 0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.words.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.words.iter().all(|w| *w == 0)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.words.iter().enumerate().flat_map(|(i, &word)| {
+            let mut rest = word;
+            std::iter::from_fn(move || {
+                if rest == 0 {
+                    return None;
+                }
+                let bit = rest.trailing_zeros();
+                rest &= rest - 1;
+                Some(i as u32 * 64 + bit)
+            })
+        })
+    }
+
+    pub fn first(&self) -> Option<u32> {
+        self.iter().next()
+    }
+
+    pub fn to_vec(&self) -> Vec<u32> {
+        self.iter().collect()
+    }
+
+    fn zip_words(&self, other: &CpuSet, op: impl Fn(u64, u64) -> u64) -> CpuSet {
+        let n = self.words.len().max(other.words.len());
+        let words = (0..n)
+            .map(|i| {
+                op(
+                    self.words.get(i).copied().unwrap_or(0),
+                    other.words.get(i).copied().unwrap_or(0),
+                )
+            })
+            .collect();
+        CpuSet { words }
+    }
+
+    pub fn union(&self, other: &CpuSet) -> CpuSet {
+        self.zip_words(other, |a, b| a | b)
+    }
+
+    pub fn intersection(&self, other: &CpuSet) -> CpuSet {
+        self.zip_words(other, |a, b| a & b)
+    }
+
+    pub fn difference(&self, other: &CpuSet) -> CpuSet {
+        self.zip_words(other, |a, b| a & !b)
+    }
+
+    pub fn is_subset(&self, other: &CpuSet) -> bool {
+        self.difference(other).is_empty()
+    }
+
+    pub fn intersects(&self, other: &CpuSet) -> bool {
+        self.words.iter().zip(&other.words).any(|(a, b)| a & b != 0)
+    }
+
+    pub fn extend(&mut self, cpus: impl IntoIterator<Item = u32>) {
+        for cpu in cpus {
+            self.insert(cpu);
+        }
+    }
+}
+
+impl FromIterator<u32> for CpuSet {
+    fn from_iter<I: IntoIterator<Item = u32>>(iter: I) -> Self {
+        let mut set = CpuSet::new();
+        set.extend(iter);
+        set
+    }
+}
+
+impl<const N: usize> From<[u32; N]> for CpuSet {
+    fn from(cpus: [u32; N]) -> Self {
+        cpus.into_iter().collect()
+    }
+}
+
+impl std::fmt::Debug for CpuSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+/// `{0-3,8}`-style text for people (the kernel's list syntax).
+impl std::fmt::Display for CpuSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cpus = self.to_vec();
+        let mut parts = Vec::new();
+        let mut i = 0;
+        while i < cpus.len() {
+            let mut j = i;
+            while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+                j += 1;
+            }
+            parts.push(if j > i {
+                format!("{}-{}", cpus[i], cpus[j])
+            } else {
+                cpus[i].to_string()
+            });
+            i = j + 1;
+        }
+        write!(f, "{{{}}}", parts.join(","))
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for CpuSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Vec::<u32>::deserialize(d)?.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_algebra_and_order() {
+        let a: CpuSet = [0, 3, 64, 130].into();
+        let b: CpuSet = [3, 130, 7].into();
+        assert_eq!(a.len(), 4);
+        assert_eq!(a.difference(&b).to_vec(), vec![0, 64]);
+        assert_eq!(a.intersection(&b).to_vec(), vec![3, 130]);
+        assert_eq!(a.union(&b).to_vec(), vec![0, 3, 7, 64, 130]);
+        assert!(a.intersects(&b));
+        assert!(!a.is_subset(&b));
+        assert_eq!(format!("{}", CpuSet::from([0, 1, 2, 3, 8])), "{0-3,8}");
+    }
+
+    #[test]
+    fn insert_remove() {
+        let mut s = CpuSet::new();
+        assert!(s.insert(200));
+        assert!(!s.insert(200));
+        assert!(s.contains(200));
+        assert!(s.remove(200));
+        assert!(!s.remove(200));
+        assert!(s.is_empty());
+    }
+}

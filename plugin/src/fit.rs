@@ -1,0 +1,148 @@
+//! Whether one guest cell fits on one host cell, checked in Nova's order (`_numa_fit_instance_cell`):
+//! memory or page size; pinnable CPU count; shared CPU count; free pinnable CPUs and packing;
+//! allocation ratios for floating vCPUs. A refusal carries the numbers that decided it.
+
+use crate::hugepages;
+use crate::pinning::{self, CellPinning};
+use crate::request::{GuestCell, GuestTopology};
+use crate::topology::HostCell;
+
+/// What a host cell lacked (mirrors the contract's `shortfall`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shortfall {
+    Memory,
+    Pages,
+    PinnableCpus,
+    SharedCpus,
+    FreeCpus,
+    FreeCores,
+    SiblingThreads,
+    EmulatorCpu,
+    CpuRatio,
+    NoCpus,
+}
+
+/// Why a host cell refused a guest cell: what was needed and what was there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub shortfall: Shortfall,
+    pub needed: u64,
+    pub available: u64,
+    /// The page size the numbers are counted in, for `Pages`.
+    pub page_size_kb: Option<u32>,
+}
+
+impl Refusal {
+    pub fn new(shortfall: Shortfall, needed: u64, available: u64) -> Self {
+        Refusal { shortfall, needed, available, page_size_kb: None }
+    }
+
+    pub fn with_page_size(mut self, size_kb: u32) -> Self {
+        self.page_size_kb = Some(size_kb);
+        self
+    }
+}
+
+/// Limits the scheduler puts on a host (Nova's `NUMATopologyLimits`) and how cells are ordered.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Limits {
+    pub cpu_allocation_ratio: Option<f64>,
+    pub ram_allocation_ratio: Option<f64>,
+    pub network: Option<NetworkNeed>,
+    pub strategy: Strategy,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetworkNeed {
+    pub physnets: Vec<String>,
+    pub tunneled: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Strategy {
+    #[default]
+    Spread,
+    Pack,
+}
+
+/// A guest cell fitted onto a host cell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CellFit {
+    pub host_cell: u32,
+    /// The page size chosen when the guest asked for one.
+    pub pagesize_kb: Option<u32>,
+    pub pinning: CellPinning,
+}
+
+/// Memory: the asked page size, or for pinned guests free small pages (no overcommit), or for
+/// floating guests the cell's total (ratios come later).
+fn check_memory(host: &HostCell, guest: &GuestCell, pins: bool) -> Result<Option<u32>, Refusal> {
+    if let Some(wish) = guest.pagesize {
+        return hugepages::choose_page_size(host, wish, guest.memory).map(Some);
+    }
+    if pins {
+        return match host.smallest_pages() {
+            Some(pool) if hugepages::fits_in_free_pages(pool, guest.memory) => Ok(None),
+            Some(pool) => Err(Refusal::new(
+                Shortfall::Pages,
+                hugepages::pages_needed(pool.size_kb, guest.memory).unwrap_or(u64::MAX),
+                pool.free(),
+            )
+            .with_page_size(pool.size_kb)),
+            None if host.avail_memory() >= guest.memory => Ok(None),
+            None => Err(Refusal::new(Shortfall::Memory, guest.memory, host.avail_memory())),
+        };
+    }
+    if host.memory < guest.memory {
+        return Err(Refusal::new(Shortfall::Memory, guest.memory, host.memory));
+    }
+    Ok(None)
+}
+
+/// Floating vCPUs and their memory against the allocation ratios, when limits give them.
+fn check_ratios(host: &HostCell, guest: &GuestCell, limits: &Limits) -> Result<(), Refusal> {
+    if let Some(ratio) = limits.cpu_allocation_ratio {
+        let usage = u64::from(host.cpu_usage) + guest.cpuset.len() as u64;
+        let limit = host.cpuset.len() as f64 * ratio;
+        if usage as f64 > limit {
+            return Err(Refusal::new(Shortfall::CpuRatio, usage, limit.max(0.0) as u64));
+        }
+    }
+    if let Some(ratio) = limits.ram_allocation_ratio {
+        let usage = host.memory_usage + guest.memory;
+        let limit = host.memory as f64 * ratio;
+        if usage as f64 > limit {
+            return Err(Refusal::new(Shortfall::Memory, usage, limit.max(0.0) as u64));
+        }
+    }
+    Ok(())
+}
+
+/// Fits `guest` (with `emulator` extra pinned CPUs) on `host`, or says why not.
+pub fn fit_cell(host: &HostCell, guest: &GuestCell, topo: &GuestTopology, limits: &Limits, emulator: usize) -> Result<CellFit, Refusal> {
+    let pins = topo.pins();
+    if host.cpuset.is_empty() && host.pcpuset.is_empty() && guest.vcpus() > 0 {
+        return Err(Refusal::new(Shortfall::NoCpus, guest.vcpus() as u64, 0));
+    }
+    let pagesize_kb = check_memory(host, guest, pins)?;
+    let dedicated = guest.pcpuset.len() + emulator;
+    if pins && dedicated > host.pcpuset.len() {
+        return Err(Refusal::new(Shortfall::PinnableCpus, dedicated as u64, host.pcpuset.len() as u64));
+    }
+    if topo.floats() && guest.cpuset.len() > host.cpuset.len() {
+        return Err(Refusal::new(Shortfall::SharedCpus, guest.cpuset.len() as u64, host.cpuset.len() as u64));
+    }
+    let mut pinning = CellPinning::default();
+    if pins {
+        let free = host.pcpuset.len() - host.pinned_cpus.intersection(&host.pcpuset).len();
+        if dedicated > free {
+            return Err(Refusal::new(Shortfall::FreeCpus, dedicated as u64, free as u64));
+        }
+        let vcpus = guest.pcpuset.to_vec();
+        pinning = pinning::pin_cell(host, &vcpus, emulator, topo.effective_thread_policy())?;
+    }
+    if topo.floats() {
+        check_ratios(host, guest, limits)?;
+    }
+    Ok(CellFit { host_cell: host.id, pagesize_kb, pinning })
+}

@@ -1,0 +1,45 @@
+//! numafit's placement core: given a host's NUMA topology and an instance's request, decide which
+//! host cells, CPUs and pages the instance gets (the `nova` policy answers what OpenStack Nova's
+//! `numa_fit_instance_to_host` answers), and keep per-cell accounting with claims and releases.
+//!
+//! Pure functions over data, no I/O. The same code is a native library (tests, benchmarks) and,
+//! through `component`, the `numafit:policy` WebAssembly component the host runtime loads.
+
+pub mod accounting;
+pub mod cpuset;
+pub mod fit;
+pub mod hugepages;
+pub mod pci;
+pub mod pinning;
+pub mod placement;
+pub mod request;
+pub mod scoring;
+pub mod search;
+pub mod topology;
+
+#[cfg(target_arch = "wasm32")]
+mod component;
+
+pub use accounting::{claim, release, AccountingCode, AccountingError};
+pub use cpuset::CpuSet;
+pub use fit::{Limits, NetworkNeed, Refusal, Shortfall, Strategy};
+pub use placement::{CellRefusal, PlacedCell, Placement, Rejection};
+pub use request::{from_flavor, CpuPolicy, EmulatorThreads, Flavor, GuestCell, GuestTopology, PageSizeWish, ThreadPolicy};
+pub use topology::{HostCell, HostTopology, PagePool};
+
+/// The name this policy reports in `info()` and in every placement.
+pub const POLICY_NAME: &str = "nova";
+/// Version of the policy's behaviour.
+pub const POLICY_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Version of the WIT contract (`wit/0.1.0`).
+pub const CONTRACT_VERSION: &str = "0.1.0";
+
+/// Places an instance on a host with the `nova` policy.
+pub fn fit(host: &HostTopology, guest: &GuestTopology, limits: &Limits) -> Result<Placement, Rejection> {
+    search::fit(host, guest, limits, POLICY_NAME)
+}
+
+/// One answer per host, in order.
+pub fn fit_many(hosts: &[HostTopology], guest: &GuestTopology, limits: &Limits) -> Vec<Result<Placement, Rejection>> {
+    hosts.iter().map(|h| fit(h, guest, limits)).collect()
+}

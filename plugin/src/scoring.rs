@@ -1,0 +1,38 @@
+//! The order in which host cells are tried (Nova's three stable sorts), which decides where a
+//! guest lands when several cells would do.
+
+use crate::fit::Strategy;
+use crate::request::GuestTopology;
+use crate::topology::HostTopology;
+
+/// Host cell positions in trial order. Cells are reordered only when the host has more cells
+/// than the guest needs; each sort is stable, so the last one is the primary key:
+/// available memory, then shared-vCPU usage (floating guests) or free pinnable CPUs (pinned
+/// guests), then PCI devices per cell (with devices first when the guest asks for some).
+pub fn cell_order(host: &HostTopology, guest: &GuestTopology, strategy: Strategy) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..host.cells.len()).collect();
+    if host.cells.len() <= guest.cells.len() {
+        return order;
+    }
+    let pack = strategy == Strategy::Pack;
+    let cells = &host.cells;
+    // Python's `sorted(reverse=True)` keeps equal keys in their original order, as does a stable
+    // sort on the flipped comparison.
+    let sort_by_key = |order: &mut Vec<usize>, descending: bool, key: &dyn Fn(usize) -> u64| {
+        order.sort_by(|&a, &b| if descending { key(b).cmp(&key(a)) } else { key(a).cmp(&key(b)) });
+    };
+    sort_by_key(&mut order, !pack, &|i| cells[i].avail_memory());
+    if guest.pins() {
+        sort_by_key(&mut order, !pack, &|i| cells[i].free_pcpus().len() as u64);
+    } else {
+        sort_by_key(&mut order, pack, &|i| u64::from(cells[i].cpu_usage));
+    }
+    if !host.pci_pools.is_empty() {
+        let devices = |i: usize| -> u64 {
+            let id = cells[i].id;
+            host.pci_pools.iter().filter(|p| p.numa_node == Some(id)).map(|p| u64::from(p.count)).sum()
+        };
+        sort_by_key(&mut order, !guest.pci_requests.is_empty(), &devices);
+    }
+    order
+}

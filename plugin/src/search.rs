@@ -1,0 +1,254 @@
+//! Finds the placement Nova's `numa_fit_instance_to_host` finds — the first assignment of guest
+//! cells to distinct host cells, in lexicographic order over the sorted host cells, in which every
+//! guest cell fits and the PCI and network checks pass — without walking permutations.
+//!
+//! Whether guest cell g fits host cell h does not depend on the other pairs, so fits are memoised in
+//! a (guest × host) table. The search first walks in Nova's order evaluating fits lazily, which
+//! answers the common case after a handful of fits; past a budget it fills the table and walks again,
+//! entering a branch only when the guest cells left can still be matched to distinct free host cells
+//! (a bipartite matching). Without PCI or network needs that walk never backtracks, so it is
+//! polynomial; the answer is the same first assignment either way.
+
+use crate::fit::{fit_cell, CellFit, Limits, Refusal};
+use crate::pci;
+use crate::placement::{describe_refusal, CellRefusal, PlacedCell, Placement, Rejection};
+use crate::request::GuestTopology;
+use crate::scoring::cell_order;
+use crate::topology::HostTopology;
+
+/// Memoised fits of guest cells (rows) on host cells (columns, in trial order).
+struct FitTable<'a> {
+    host: &'a HostTopology,
+    guest: &'a GuestTopology,
+    limits: &'a Limits,
+    order: Vec<usize>,
+    fits: Vec<Option<Result<CellFit, Refusal>>>,
+}
+
+impl<'a> FitTable<'a> {
+    fn new(host: &'a HostTopology, guest: &'a GuestTopology, limits: &'a Limits) -> Self {
+        let order = cell_order(host, guest, limits.strategy);
+        let fits = vec![None; guest.cells.len() * order.len()];
+        FitTable { host, guest, limits, order, fits }
+    }
+
+    fn columns(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether guest cell `g` fits the host cell at trial position `k`, computed once.
+    fn fits(&mut self, g: usize, k: usize) -> bool {
+        let slot = g * self.order.len() + k;
+        if self.fits[slot].is_none() {
+            // The emulator threads' extra CPU is charged to the host cell of guest cell 0.
+            let emulator = usize::from(g == 0 && self.guest.emulator_isolated());
+            let host_cell = &self.host.cells[self.order[k]];
+            self.fits[slot] = Some(fit_cell(host_cell, &self.guest.cells[g], self.guest, self.limits, emulator));
+        }
+        matches!(self.fits[slot], Some(Ok(_)))
+    }
+
+    fn fill(&mut self) {
+        for g in 0..self.guest.cells.len() {
+            for k in 0..self.columns() {
+                self.fits(g, k);
+            }
+        }
+    }
+
+    fn result(&self, g: usize, k: usize) -> Option<&Result<CellFit, Refusal>> {
+        self.fits[g * self.order.len() + k].as_ref()
+    }
+
+    /// The PCI and network checks on a complete assignment (trial positions per guest cell).
+    fn whole_placement_ok(&self, assign: &[usize]) -> bool {
+        let needs_pci = !self.guest.pci_requests.is_empty();
+        let needs_net = self.limits.network.as_ref().is_some_and(|n| !n.physnets.is_empty() || n.tunneled);
+        if !needs_pci && !needs_net {
+            return true;
+        }
+        let chosen: Vec<u32> = assign.iter().map(|&k| self.host.cells[self.order[k]].id).collect();
+        if needs_pci && !pci::supports_requests(self.host, &self.guest.pci_requests, &chosen) {
+            return false;
+        }
+        match &self.limits.network {
+            Some(need) if needs_net => pci::supports_networks(self.host, need, &chosen),
+            _ => true,
+        }
+    }
+
+    /// Whether guest cells `from..` can each get a distinct unused host cell (Kuhn's augmenting paths
+    /// over the filled table).
+    fn matchable(&self, from: usize, used: &[bool]) -> bool {
+        let n = self.columns();
+        let mut owner: Vec<Option<usize>> = vec![None; n];
+        let ok = |g: usize, k: usize| matches!(self.result(g, k), Some(Ok(_)));
+        fn augment(g: usize, n: usize, used: &[bool], owner: &mut [Option<usize>], seen: &mut [bool], ok: &dyn Fn(usize, usize) -> bool) -> bool {
+            for k in 0..n {
+                if used[k] || seen[k] || !ok(g, k) {
+                    continue;
+                }
+                seen[k] = true;
+                if owner[k].is_none_or(|other| augment(other, n, used, owner, seen, ok)) {
+                    owner[k] = Some(g);
+                    return true;
+                }
+            }
+            false
+        }
+        (from..self.guest.cells.len()).all(|g| augment(g, n, used, &mut owner, &mut vec![false; n], &ok))
+    }
+}
+
+enum Walk {
+    Found(Vec<usize>),
+    Exhausted,
+    NoneLeft,
+}
+
+/// Nova's walk, in its order, evaluating fits lazily; gives up after `budget` trials.
+fn walk_lazily(table: &mut FitTable, g: usize, used: &mut [bool], assign: &mut Vec<usize>, budget: &mut usize) -> Walk {
+    if g == table.guest.cells.len() {
+        return if table.whole_placement_ok(assign) { Walk::Found(assign.clone()) } else { Walk::NoneLeft };
+    }
+    for k in 0..table.columns() {
+        if used[k] {
+            continue;
+        }
+        if *budget == 0 {
+            return Walk::Exhausted;
+        }
+        *budget -= 1;
+        if !table.fits(g, k) {
+            continue;
+        }
+        used[k] = true;
+        assign.push(k);
+        match walk_lazily(table, g + 1, used, assign, budget) {
+            Walk::NoneLeft => {}
+            done => return done,
+        }
+        assign.pop();
+        used[k] = false;
+    }
+    Walk::NoneLeft
+}
+
+/// The same walk over the filled table, entering only branches the matching says can complete.
+fn walk_pruned(table: &FitTable, g: usize, used: &mut [bool], assign: &mut Vec<usize>) -> Option<Vec<usize>> {
+    if g == table.guest.cells.len() {
+        return table.whole_placement_ok(assign).then(|| assign.clone());
+    }
+    for k in 0..table.columns() {
+        if used[k] || !matches!(table.result(g, k), Some(Ok(_))) {
+            continue;
+        }
+        used[k] = true;
+        assign.push(k);
+        if table.matchable(g + 1, used) {
+            if let Some(found) = walk_pruned(table, g + 1, used, assign) {
+                return Some(found);
+            }
+        }
+        assign.pop();
+        used[k] = false;
+    }
+    None
+}
+
+fn placement_from(table: &FitTable, assign: &[usize], policy: &str) -> Placement {
+    let cells = assign
+        .iter()
+        .enumerate()
+        .filter_map(|(g, &k)| {
+            let Some(Ok(fit)) = table.result(g, k) else { return None };
+            let guest = &table.guest.cells[g];
+            Some(PlacedCell {
+                guest_cell: g as u32,
+                host_cell: fit.host_cell,
+                cpuset: guest.cpuset.clone(),
+                pcpuset: guest.pcpuset.clone(),
+                memory: guest.memory,
+                pagesize_kb: fit.pagesize_kb,
+                pinning: fit.pinning.pairs.clone(),
+                emulator: fit.pinning.emulator.clone(),
+            })
+        })
+        .collect();
+    Placement {
+        policy: policy.to_string(),
+        cpu_policy: table.guest.cpu_policy,
+        thread_policy: table.guest.thread_policy,
+        emulator_threads: table.guest.emulator_threads,
+        cells,
+    }
+}
+
+fn rejection_from(table: &FitTable) -> Rejection {
+    let mut refusals = Vec::new();
+    let mut homeless = Vec::new();
+    for (g, guest) in table.guest.cells.iter().enumerate() {
+        let mut fits_somewhere = false;
+        for k in 0..table.columns() {
+            let host_cell = &table.host.cells[table.order[k]];
+            match table.result(g, k) {
+                Some(Err(r)) => refusals.push(CellRefusal {
+                    guest_cell: g as u32,
+                    host_cell: host_cell.id,
+                    refusal: r.clone(),
+                    detail: describe_refusal(g, guest, table.guest, host_cell, r),
+                }),
+                Some(Ok(_)) => fits_somewhere = true,
+                None => {}
+            }
+        }
+        if !fits_somewhere {
+            homeless.push(g.to_string());
+        }
+    }
+    let n = table.guest.cells.len();
+    let mut reasons = Vec::new();
+    let summary = if !homeless.is_empty() {
+        format!("guest cell{} {} fit{} on no host cell", if homeless.len() > 1 { "s" } else { "" }, homeless.join(", "), if homeless.len() > 1 { "" } else { "s" })
+    } else if !table.matchable(0, &vec![false; table.columns()]) {
+        format!("every guest cell fits some host cell, but no {n} distinct host cells hold all {n} guest cells")
+    } else {
+        if !table.guest.pci_requests.is_empty() {
+            reasons.push(format!("PCI requests ({} device(s)) cannot be met with NUMA affinity on any set of host cells that fits", table.guest.pci_requests.iter().map(|r| r.count).sum::<u32>()));
+        }
+        if table.limits.network.is_some() {
+            reasons.push("network NUMA affinity (physnets / tunneled) cannot be met on any set of host cells that fits".to_string());
+        }
+        "every assignment of guest cells to host cells fails the PCI or network checks".to_string()
+    };
+    Rejection { summary, refusals, reasons }
+}
+
+/// Places `guest` on `host` the way Nova does, or explains why it cannot.
+pub fn fit(host: &HostTopology, guest: &GuestTopology, limits: &Limits, policy: &str) -> Result<Placement, Rejection> {
+    host.validate().map_err(|e| Rejection::whole(format!("invalid host: {e}")))?;
+    guest.validate().map_err(|e| Rejection::whole(format!("invalid request: {e}")))?;
+    let mut table = FitTable::new(host, guest, limits);
+    if guest.cells.is_empty() {
+        return Ok(placement_from(&table, &[], policy));
+    }
+    if host.cells.len() < guest.cells.len() {
+        return Err(Rejection::whole(format!("the host has {} NUMA cells, the guest needs {}", host.cells.len(), guest.cells.len())));
+    }
+    let mut used = vec![false; table.columns()];
+    let mut assign = Vec::with_capacity(guest.cells.len());
+    let mut budget = guest.cells.len() * table.columns();
+    match walk_lazily(&mut table, 0, &mut used, &mut assign, &mut budget) {
+        Walk::Found(assign) => return Ok(placement_from(&table, &assign, policy)),
+        Walk::NoneLeft | Walk::Exhausted => {}
+    }
+    table.fill();
+    let mut used = vec![false; table.columns()];
+    let mut assign = Vec::with_capacity(guest.cells.len());
+    if table.matchable(0, &used) {
+        if let Some(found) = walk_pruned(&table, 0, &mut used, &mut assign) {
+            return Ok(placement_from(&table, &found, policy));
+        }
+    }
+    Err(rejection_from(&table))
+}
