@@ -117,7 +117,7 @@ pub fn describe_refusal(g: usize, guest: &GuestCell, topo: &GuestTopology, host:
             format!("{} free pinnable, needs {n}{emulator} (pinned: {})", plural(a, "CPU", "CPUs"), host.pinned_cpus)
         }
         Shortfall::FreeCores => {
-            format!("{} fully free, needs {n}{emulator}{}", plural(a, "core", "cores"), busy_cores(host))
+            format!("{}, needs {n}{emulator}{}", plural(a, "fully free core", "fully free cores"), busy_cores(host))
         }
         Shortfall::SiblingThreads if a == 1 && n == 2 => "the cell has no hyperthread siblings (thread policy require)".to_string(),
         Shortfall::SiblingThreads => format!(
