@@ -2,6 +2,8 @@
 //! word-wide instead of element-wise, and iteration is always in ascending CPU order.
 
 /// A set of host or guest CPU numbers.
+///
+/// Invariant: no trailing zero words, so the derived equality and hash are set equality.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct CpuSet {
     words: Vec<u64>,
@@ -27,6 +29,7 @@ impl CpuSet {
         match self.words.get_mut(w) {
             Some(word) if *word & (1 << b) != 0 => {
                 *word &= !(1 << b);
+                self.trim();
                 true
             }
             _ => false,
@@ -68,6 +71,12 @@ impl CpuSet {
         self.iter().collect()
     }
 
+    fn trim(&mut self) {
+        while self.words.last() == Some(&0) {
+            self.words.pop();
+        }
+    }
+
     fn zip_words(&self, other: &CpuSet, op: impl Fn(u64, u64) -> u64) -> CpuSet {
         let n = self.words.len().max(other.words.len());
         let words = (0..n)
@@ -78,7 +87,9 @@ impl CpuSet {
                 )
             })
             .collect();
-        CpuSet { words }
+        let mut set = CpuSet { words };
+        set.trim();
+        set
     }
 
     pub fn union(&self, other: &CpuSet) -> CpuSet {
@@ -183,5 +194,7 @@ mod tests {
         assert!(s.remove(200));
         assert!(!s.remove(200));
         assert!(s.is_empty());
+        assert_eq!(s, CpuSet::new());
+        assert_eq!(CpuSet::from([70]).difference(&CpuSet::from([70])), CpuSet::new());
     }
 }

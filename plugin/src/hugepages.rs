@@ -83,8 +83,8 @@ mod tests {
         assert_eq!(candidates(&c, PageSizeWish::Large), vec![1048576, 2048]);
         assert_eq!(candidates(&c, PageSizeWish::Any), vec![1048576, 2048, 4]);
         assert_eq!(choose_page_size(&c, PageSizeWish::Large, 2048), Ok(1048576));
-        // 1536 MiB is not a whole number of 1 GiB pages: falls to 2 MiB.
-        assert_eq!(choose_page_size(&c, PageSizeWish::Large, 1536), Ok(2048));
+        // 1022 MiB is not a whole number of 1 GiB pages: falls to 2 MiB.
+        assert_eq!(choose_page_size(&c, PageSizeWish::Large, 1022), Ok(2048));
         // 4 GiB: two 1 GiB pages and 512 2 MiB pages are too few; small pages hold it.
         assert_eq!(choose_page_size(&c, PageSizeWish::Any, 4096), Ok(4));
     }

@@ -1,0 +1,232 @@
+//! Property tests on random hosts and requests (1,000 cases each): the search gives exactly the
+//! answer of Nova's permutation walk; a placement never pins a CPU twice or outside its cell's free
+//! pinnable set, never exceeds a cell's memory, and always claims cleanly; release undoes claim.
+
+use numafit_plugin::fit::fit_cell;
+use numafit_plugin::scoring::cell_order;
+use numafit_plugin::{
+    claim, fit, release, CpuPolicy, CpuSet, EmulatorThreads, GuestCell, GuestTopology, HostCell, HostTopology, Limits, PagePool, PageSizeWish,
+    Placement, Strategy as CellOrder, ThreadPolicy,
+};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+struct CellSpec {
+    cores: u32,
+    threads: u32,
+    memory: u64,
+    pinnable_mask: u64,
+    pinned_mask: u64,
+    legacy: bool,
+    used_frac: u8,
+    huge_total: u64,
+    huge_used: u64,
+    cpu_usage: u32,
+}
+
+fn cell_spec() -> impl Strategy<Value = CellSpec> {
+    (1u32..=5, 1u32..=4, 1u64..=16, any::<u64>(), any::<u64>(), any::<bool>(), 0u8..=4, 0u64..=8, 0u64..=8, 0u32..=8).prop_map(
+        |(cores, threads, gib, pinnable_mask, pinned_mask, legacy, used_frac, huge_total, huge_used, cpu_usage)| CellSpec {
+            cores,
+            threads: if threads == 3 { 2 } else { threads },
+            memory: gib * 1024,
+            // Most CPUs pinnable, some pinned: masks thinned by AND-ing with rotations.
+            pinnable_mask: pinnable_mask | pinnable_mask.rotate_left(7),
+            pinned_mask: pinned_mask & pinned_mask.rotate_left(13) & pinned_mask.rotate_left(29),
+            legacy,
+            used_frac,
+            huge_total: huge_total * 256,
+            huge_used: huge_used.min(huge_total) * 256,
+            cpu_usage,
+        },
+    )
+}
+
+fn build_host(specs: &[CellSpec]) -> HostTopology {
+    let mut next = 0u32;
+    let cells = specs
+        .iter()
+        .enumerate()
+        .map(|(id, s)| {
+            let mut siblings = Vec::new();
+            let mut pcpuset = CpuSet::new();
+            let mut pinned = CpuSet::new();
+            let mut all = CpuSet::new();
+            for _ in 0..s.cores {
+                let core: CpuSet = (next..next + s.threads).collect();
+                for cpu in core.iter() {
+                    let bit = (cpu - next + siblings.len() as u32 * s.threads) % 64;
+                    all.insert(cpu);
+                    if s.pinnable_mask >> bit & 1 == 1 {
+                        pcpuset.insert(cpu);
+                        if s.pinned_mask >> bit & 1 == 1 {
+                            pinned.insert(cpu);
+                        }
+                    }
+                }
+                next += s.threads;
+                siblings.push(core);
+            }
+            // Hugepages are carved out of the cell's memory; small pages are the rest.
+            let huge_total = s.huge_total.min(s.memory / 2 / 2);
+            let huge_used = s.huge_used.min(huge_total);
+            let small_mb = s.memory - huge_total * 2;
+            let used_mb = small_mb * u64::from(s.used_frac) / 4;
+            HostCell {
+                id: id as u32,
+                cpuset: if s.legacy { all } else { CpuSet::new() },
+                pcpuset,
+                memory: s.memory,
+                cpu_usage: s.cpu_usage,
+                memory_usage: used_mb,
+                pinned_cpus: pinned,
+                siblings,
+                mempages: vec![
+                    PagePool { size_kb: 4, total: small_mb * 256, used: used_mb * 256, reserved: 0 },
+                    PagePool { size_kb: 2048, total: huge_total, used: huge_used, reserved: 0 },
+                ],
+                socket: Some(id as u32 / 2),
+                network_metadata: None,
+            }
+        })
+        .collect();
+    HostTopology { cells, distances: vec![], pci_pools: vec![] }.normalized()
+}
+
+#[derive(Clone, Debug)]
+struct GuestSpec {
+    cells: Vec<(u32, u32, u64)>,
+    policy: u8,
+    thread: u8,
+    emulator: bool,
+    pagesize: u8,
+}
+
+fn guest_spec() -> impl Strategy<Value = GuestSpec> {
+    (prop::collection::vec((1u32..=4, 0u32..=2, 1u64..=8), 1..=3), 0u8..3, 0u8..4, any::<bool>(), 0u8..5)
+        .prop_map(|(cells, policy, thread, emulator, pagesize)| GuestSpec { cells: cells.into_iter().map(|(d, s, m)| (d, s, m * 512)).collect(), policy, thread, emulator, pagesize })
+}
+
+fn build_guest(s: &GuestSpec) -> GuestTopology {
+    let policy = [CpuPolicy::Dedicated, CpuPolicy::Shared, CpuPolicy::Mixed][s.policy as usize];
+    let mut next = 0;
+    let cells = s
+        .cells
+        .iter()
+        .map(|&(dedicated, extra_shared, memory)| {
+            let (d, sh) = match policy {
+                CpuPolicy::Dedicated => (dedicated, 0),
+                CpuPolicy::Shared => (0, dedicated),
+                CpuPolicy::Mixed => (dedicated, extra_shared.max(1)),
+            };
+            let pcpuset: CpuSet = (next..next + d).collect();
+            let cpuset: CpuSet = (next + d..next + d + sh).collect();
+            next += d + sh;
+            let pagesize = [None, Some(PageSizeWish::Small), Some(PageSizeWish::Large), Some(PageSizeWish::Any), Some(PageSizeWish::Kib(2048))][s.pagesize as usize];
+            GuestCell { cpuset, pcpuset, memory, pagesize }
+        })
+        .collect();
+    let pins = policy != CpuPolicy::Shared;
+    GuestTopology {
+        cells,
+        cpu_policy: Some(policy),
+        thread_policy: if pins { [None, Some(ThreadPolicy::Prefer), Some(ThreadPolicy::Isolate), Some(ThreadPolicy::Require)][s.thread as usize] } else { None },
+        emulator_threads: (pins && s.emulator).then_some(EmulatorThreads::Isolate),
+        pci_requests: vec![],
+    }
+}
+
+fn limits_for(ratios: bool, pack: bool) -> Limits {
+    Limits {
+        cpu_allocation_ratio: ratios.then_some(2.0),
+        ram_allocation_ratio: ratios.then_some(1.0),
+        network: None,
+        strategy: if pack { CellOrder::Pack } else { CellOrder::Spread },
+    }
+}
+
+/// Nova's walk, literally: every permutation of the ordered host cells, first one where all fit.
+fn brute_force(host: &HostTopology, guest: &GuestTopology, limits: &Limits) -> Option<Vec<(u32, Vec<(u32, u32)>, Vec<u32>, Option<u32>)>> {
+    let order = cell_order(host, guest, limits.strategy);
+    let k = guest.cells.len();
+    fn perms(items: &[usize], k: usize, prefix: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+        if prefix.len() == k {
+            out.push(prefix.clone());
+            return;
+        }
+        for &i in items {
+            if !prefix.contains(&i) {
+                prefix.push(i);
+                perms(items, k, prefix, out);
+                prefix.pop();
+            }
+        }
+    }
+    let mut all = Vec::new();
+    perms(&order, k, &mut Vec::new(), &mut all);
+    'perm: for perm in all {
+        let mut cells = Vec::new();
+        for (g, &h) in perm.iter().enumerate() {
+            let emulator = usize::from(g == 0 && guest.emulator_isolated());
+            match fit_cell(&host.cells[h], &guest.cells[g], guest, limits, emulator) {
+                Ok(f) => cells.push((f.host_cell, f.pinning.pairs, f.pinning.emulator, f.pagesize_kb)),
+                Err(_) => continue 'perm,
+            }
+        }
+        return Some(cells);
+    }
+    None
+}
+
+fn summary(p: &Placement) -> Vec<(u32, Vec<(u32, u32)>, Vec<u32>, Option<u32>)> {
+    p.cells.iter().map(|c| (c.host_cell, c.pinning.clone(), c.emulator.clone(), c.pagesize_kb)).collect()
+}
+
+fn scenario() -> impl Strategy<Value = (HostTopology, GuestTopology, Limits)> {
+    (prop::collection::vec(cell_spec(), 2..=5), guest_spec(), any::<bool>(), any::<bool>())
+        .prop_map(|(cells, guest, ratios, pack)| (build_host(&cells), build_guest(&guest), limits_for(ratios, pack)))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn search_equals_the_permutation_walk((host, guest, limits) in scenario()) {
+        let got = fit(&host, &guest, &limits).ok().map(|p| summary(&p));
+        let want = if host.cells.len() < guest.cells.len() { None } else { brute_force(&host, &guest, &limits) };
+        prop_assert_eq!(got, want);
+    }
+
+    #[test]
+    fn placements_are_sound_and_claim_cleanly((host, guest, limits) in scenario()) {
+        if let Ok(p) = fit(&host, &guest, &limits) {
+            let mut seen = CpuSet::new();
+            let mut cells_seen = Vec::new();
+            for c in &p.cells {
+                prop_assert!(!cells_seen.contains(&c.host_cell), "host cell {} used twice", c.host_cell);
+                cells_seen.push(c.host_cell);
+                let cell = host.cell(c.host_cell).expect("placed on an existing cell");
+                prop_assert!(c.memory <= cell.memory, "memory {} over cell {}", c.memory, cell.memory);
+                for cpu in c.pinned_pcpus().iter() {
+                    prop_assert!(seen.insert(cpu), "pCPU {} pinned twice", cpu);
+                    prop_assert!(cell.free_pcpus().contains(cpu), "pCPU {} not free and pinnable on cell {}", cpu, cell.id);
+                }
+                prop_assert_eq!(c.pinning.iter().map(|x| x.0).collect::<CpuSet>(), c.pcpuset.clone());
+            }
+            let claimed = claim(&host, &p);
+            prop_assert!(claimed.is_ok(), "fit's placement must claim: {:?}", claimed.err());
+        }
+    }
+
+    #[test]
+    fn release_undoes_claim((host, guest, limits) in scenario()) {
+        if let Ok(p) = fit(&host, &guest, &limits) {
+            let claimed = claim(&host, &p).expect("claims");
+            prop_assert_eq!(release(&claimed, &p).expect("releases"), host.clone());
+            // Claiming the same placement twice always collides when it pins anything.
+            if p.pins() && p.cells.iter().any(|c| !c.pinning.is_empty()) {
+                prop_assert!(claim(&claimed, &p).is_err());
+            }
+        }
+    }
+}
