@@ -7,12 +7,18 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::formats::{self, HostJson, InputError, LimitsJson, PlacementJson, RejectionJson, RequestInput, RequestJson};
+use crate::formats::{
+    self, HostJson, InputError, LimitsJson, PlacementJson, RejectionJson, RequestInput, RequestJson,
+};
 use crate::runtime::{wit, Plugin, PluginLimits};
 use crate::verify;
 
 #[derive(Parser, Debug)]
-#[command(name = "numafit", version, about = "NUMA placement for VMs and containers: which host cells, CPUs and pages an instance gets")]
+#[command(
+    name = "numafit",
+    version,
+    about = "NUMA placement for VMs and containers: which host cells, CPUs and pages an instance gets"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -106,6 +112,9 @@ enum Failure {
     Input(#[from] InputError),
     #[error("{0}")]
     Request(String),
+    /// A `--plugin` file that cannot be read or is not a usable component: bad input.
+    #[error("{0}")]
+    PluginLoad(String),
     #[error("{0:#}")]
     Plugin(anyhow::Error),
     #[error(transparent)]
@@ -117,7 +126,7 @@ enum Failure {
 impl Failure {
     fn exit_code(&self) -> u8 {
         match self {
-            Failure::Input(_) | Failure::Request(_) => 2,
+            Failure::Input(_) | Failure::Request(_) | Failure::PluginLoad(_) => 2,
             Failure::Plugin(_) | Failure::Verify(_) => 3,
             Failure::Io(_) => 2,
         }
@@ -125,12 +134,16 @@ impl Failure {
 }
 
 fn load_plugin(args: &PluginArgs) -> Result<Plugin, Failure> {
-    let limits = PluginLimits { fuel: args.fuel, memory_bytes: (args.memory_limit_mb as usize).saturating_mul(1 << 20) };
-    match &args.plugin {
-        Some(path) => Plugin::from_file(path, limits),
-        None => Plugin::embedded(limits),
-    }
-    .map_err(Failure::Plugin)
+    let limits = PluginLimits {
+        fuel: args.fuel,
+        memory_bytes: (args.memory_limit_mb as usize).saturating_mul(1 << 20),
+    };
+    Ok(match &args.plugin {
+        Some(path) => {
+            Plugin::from_file(path, limits).map_err(|e| Failure::PluginLoad(format!("{e:#}")))?
+        }
+        None => Plugin::embedded(limits).map_err(Failure::Plugin)?,
+    })
 }
 
 fn name_of(path: &Path) -> String {
@@ -148,18 +161,27 @@ fn read_request(path: &Path, plugin: &mut Plugin) -> Result<wit::Request, Failur
     let json: RequestJson = formats::read_json(path)?;
     match json.to_input(&name_of(path))? {
         RequestInput::Explicit(r) => Ok(r),
-        RequestInput::Flavor(flavor, pci) => match plugin.request_from_flavor(&flavor).map_err(Failure::Plugin)? {
+        RequestInput::Flavor(flavor, pci) => match plugin
+            .request_from_flavor(&flavor)
+            .map_err(Failure::Plugin)?
+        {
             Ok(mut r) => {
                 r.pci_requests = pci;
                 Ok(r)
             }
-            Err(e) => Err(Failure::Request(format!("{}: {}: {}", name_of(path), e.code, e.message))),
+            Err(e) => Err(Failure::Request(format!(
+                "{}: {}: {}",
+                name_of(path),
+                e.code,
+                e.message
+            ))),
         },
     }
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Failure::Io(format!("encoding JSON: {e}")))?;
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Failure::Io(format!("encoding JSON: {e}")))?;
     println!("{text}");
     Ok(())
 }
@@ -174,7 +196,11 @@ fn cpus_text(cpus: &[u32]) -> String {
         while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
             j += 1;
         }
-        parts.push(if j > i { format!("{}-{}", v[i], v[j]) } else { v[i].to_string() });
+        parts.push(if j > i {
+            format!("{}-{}", v[i], v[j])
+        } else {
+            v[i].to_string()
+        });
         i = j + 1;
     }
     if parts.is_empty() {
@@ -186,7 +212,10 @@ fn cpus_text(cpus: &[u32]) -> String {
 
 fn print_placement(p: &wit::Placement) {
     if p.cells.is_empty() {
-        println!("fits: the request has no NUMA constraint, so every host passes (policy {})", p.policy);
+        println!(
+            "fits: the request has no NUMA constraint, so every host passes (policy {})",
+            p.policy
+        );
         return;
     }
     let mut how = vec![format!("policy {}", p.policy)];
@@ -204,16 +233,29 @@ fn print_placement(p: &wit::Placement) {
             Some(k) => format!("{k} KiB pages"),
             None => "default pages".into(),
         };
-        println!("  guest cell {} -> host cell {}: {} MiB in {pages}", c.guest_cell, c.host_cell, c.memory_mb);
+        println!(
+            "  guest cell {} -> host cell {}: {} MiB in {pages}",
+            c.guest_cell, c.host_cell, c.memory_mb
+        );
         if !c.shared_vcpus.is_empty() {
-            println!("    shared vCPUs {} float on the cell's shared CPUs", cpus_text(&c.shared_vcpus));
+            println!(
+                "    shared vCPUs {} float on the cell's shared CPUs",
+                cpus_text(&c.shared_vcpus)
+            );
         }
         if !c.pinning.is_empty() {
-            let pins: Vec<String> = c.pinning.iter().map(|x| format!("{}->{}", x.vcpu, x.pcpu)).collect();
+            let pins: Vec<String> = c
+                .pinning
+                .iter()
+                .map(|x| format!("{}->{}", x.vcpu, x.pcpu))
+                .collect();
             println!("    pinned vCPU->pCPU: {}", pins.join(" "));
         }
         if !c.emulator_pcpus.is_empty() {
-            println!("    emulator threads on pCPU {}", cpus_text(&c.emulator_pcpus));
+            println!(
+                "    emulator threads on pCPU {}",
+                cpus_text(&c.emulator_pcpus)
+            );
         }
     }
 }
@@ -225,12 +267,26 @@ fn print_rejection(r: &wit::Rejection) {
     by_guest.sort_unstable();
     by_guest.dedup();
     if !r.refusals.is_empty() {
-        println!("  {:<6} {:<6} {:<16} {:>8} {:>9}  why", "guest", "host", "shortfall", "needed", "available");
+        println!(
+            "  {:<6} {:<6} {:<16} {:>8} {:>9}  why",
+            "guest", "host", "shortfall", "needed", "available"
+        );
     }
     for g in by_guest {
         for c in r.refusals.iter().filter(|c| c.guest_cell == g) {
-            let why = c.detail.split_once(": ").map(|(_, w)| w).unwrap_or(&c.detail);
-            println!("  {:<6} {:<6} {:<16} {:>8} {:>9}  {why}", c.guest_cell, c.host_cell, formats::shortfall_name(c.shortfall), c.needed, c.available);
+            let why = c
+                .detail
+                .split_once(": ")
+                .map(|(_, w)| w)
+                .unwrap_or(&c.detail);
+            println!(
+                "  {:<6} {:<6} {:<16} {:>8} {:>9}  {why}",
+                c.guest_cell,
+                c.host_cell,
+                formats::shortfall_name(c.shortfall),
+                c.needed,
+                c.available
+            );
         }
     }
     for reason in &r.reasons {
@@ -240,7 +296,12 @@ fn print_rejection(r: &wit::Rejection) {
 
 fn print_host_usage(host: &HostJson) {
     for c in &host.cells {
-        let pages: Vec<String> = c.mempages.iter().flatten().map(|p| format!("{} KiB pages {}/{} used", p.size_kb, p.used, p.total)).collect();
+        let pages: Vec<String> = c
+            .mempages
+            .iter()
+            .flatten()
+            .map(|p| format!("{} KiB pages {}/{} used", p.size_kb, p.used, p.total))
+            .collect();
         println!(
             "  host cell {}: memory {}/{} MiB used, shared vCPUs {}, pinned CPUs {}{}",
             c.id,
@@ -248,12 +309,22 @@ fn print_host_usage(host: &HostJson) {
             c.memory,
             c.cpu_usage,
             cpus_text(&c.pinned_cpus),
-            if pages.is_empty() { String::new() } else { format!(", {}", pages.join(", ")) }
+            if pages.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", pages.join(", "))
+            }
         );
     }
 }
 
-fn fit(host: &Path, request: &Path, limits: Option<&Path>, strategy: StrategyArg, args: &PluginArgs) -> Result<Outcome, Failure> {
+fn fit(
+    host: &Path,
+    request: &Path,
+    limits: Option<&Path>,
+    strategy: StrategyArg,
+    args: &PluginArgs,
+) -> Result<Outcome, Failure> {
     let mut plugin = load_plugin(args)?;
     let (_, whost) = read_host(host)?;
     let wrequest = read_request(request, &mut plugin)?;
@@ -265,7 +336,10 @@ fn fit(host: &Path, request: &Path, limits: Option<&Path>, strategy: StrategyArg
         Some(path) => formats::read_json::<LimitsJson>(path)?.to_wit(&name_of(path), strategy)?,
         None => LimitsJson::default().to_wit("", strategy)?,
     };
-    match plugin.fit(&whost, &wrequest, &wlimits).map_err(Failure::Plugin)? {
+    match plugin
+        .fit(&whost, &wrequest, &wlimits)
+        .map_err(Failure::Plugin)?
+    {
         Ok(p) => {
             verify::placement(plugin.name(), &whost, &wrequest, &p)?;
             if args.json {
@@ -276,7 +350,10 @@ fn fit(host: &Path, request: &Path, limits: Option<&Path>, strategy: StrategyArg
             Ok(Outcome::Done)
         }
         Err(r) => {
-            let policy = plugin.info().map(|i| i.name).unwrap_or_else(|_| plugin.name().to_string());
+            let policy = plugin
+                .info()
+                .map(|i| i.name)
+                .unwrap_or_else(|_| plugin.name().to_string());
             if args.json {
                 print_json(&RejectionJson::from_wit(&policy, &r))?;
             } else {
@@ -287,11 +364,20 @@ fn fit(host: &Path, request: &Path, limits: Option<&Path>, strategy: StrategyArg
     }
 }
 
-fn account(host: &Path, placement: &Path, args: &PluginArgs, claim: bool) -> Result<Outcome, Failure> {
+fn account(
+    host: &Path,
+    placement: &Path,
+    args: &PluginArgs,
+    claim: bool,
+) -> Result<Outcome, Failure> {
     let mut plugin = load_plugin(args)?;
     let (json, whost) = read_host(host)?;
     let wplacement = formats::read_json::<PlacementJson>(placement)?.to_wit(&name_of(placement))?;
-    let answer = if claim { plugin.claim(&whost, &wplacement) } else { plugin.release(&whost, &wplacement) };
+    let answer = if claim {
+        plugin.claim(&whost, &wplacement)
+    } else {
+        plugin.release(&whost, &wplacement)
+    };
     match answer.map_err(Failure::Plugin)? {
         Ok(after) => {
             verify::accounting(plugin.name(), &whost, &after, &wplacement, claim)?;
@@ -299,7 +385,10 @@ fn account(host: &Path, placement: &Path, args: &PluginArgs, claim: bool) -> Res
             if args.json {
                 print_json(&next)?;
             } else {
-                println!("{} done; the host now:", if claim { "claim" } else { "release" });
+                println!(
+                    "{} done; the host now:",
+                    if claim { "claim" } else { "release" }
+                );
                 print_host_usage(&next);
             }
             Ok(Outcome::Done)
@@ -307,9 +396,15 @@ fn account(host: &Path, placement: &Path, args: &PluginArgs, claim: bool) -> Res
         Err(e) => {
             let code = formats::accounting_code_name(e.code);
             if args.json {
-                print_json(&serde_json::json!({"ok": false, "code": code, "host_cell": e.host_cell, "cpus": e.cpus, "message": e.message}))?;
+                print_json(
+                    &serde_json::json!({"ok": false, "code": code, "host_cell": e.host_cell, "cpus": e.cpus, "message": e.message}),
+                )?;
             } else {
-                println!("{} refused: {code}: {}", if claim { "claim" } else { "release" }, e.message);
+                println!(
+                    "{} refused: {code}: {}",
+                    if claim { "claim" } else { "release" },
+                    e.message
+                );
             }
             Ok(Outcome::Refused)
         }
@@ -355,8 +450,20 @@ fn request(path: &Path, args: &PluginArgs) -> Result<Outcome, Failure> {
     } else {
         println!("{} guest NUMA cell(s)", r.cells.len());
         for (i, c) in r.cells.iter().enumerate() {
-            let ids = |d: bool| -> Vec<u32> { r.vcpus.iter().filter(|v| v.cell as usize == i && v.dedicated == d).map(|v| v.id).collect() };
-            println!("  cell {i}: shared vCPUs {}, dedicated vCPUs {}, {} MiB, page size {:?}", cpus_text(&ids(false)), cpus_text(&ids(true)), c.memory_mb, c.page_size);
+            let ids = |d: bool| -> Vec<u32> {
+                r.vcpus
+                    .iter()
+                    .filter(|v| v.cell as usize == i && v.dedicated == d)
+                    .map(|v| v.id)
+                    .collect()
+            };
+            println!(
+                "  cell {i}: shared vCPUs {}, dedicated vCPUs {}, {} MiB, page size {:?}",
+                cpus_text(&ids(false)),
+                cpus_text(&ids(true)),
+                c.memory_mb,
+                c.page_size
+            );
         }
     }
     Ok(Outcome::Done)
@@ -364,22 +471,48 @@ fn request(path: &Path, args: &PluginArgs) -> Result<Outcome, Failure> {
 
 fn run(cli: Cli) -> Result<Outcome, Failure> {
     match cli.command {
-        Command::Fit { host, request, limits, strategy, plugin } => fit(&host, &request, limits.as_deref(), strategy, &plugin),
-        Command::Claim { host, placement, plugin } => account(&host, &placement, &plugin, true),
-        Command::Release { host, placement, plugin } => account(&host, &placement, &plugin, false),
-        Command::Request { request: path, plugin } => request(&path, &plugin),
+        Command::Fit {
+            host,
+            request,
+            limits,
+            strategy,
+            plugin,
+        } => fit(&host, &request, limits.as_deref(), strategy, &plugin),
+        Command::Claim {
+            host,
+            placement,
+            plugin,
+        } => account(&host, &placement, &plugin, true),
+        Command::Release {
+            host,
+            placement,
+            plugin,
+        } => account(&host, &placement, &plugin, false),
+        Command::Request {
+            request: path,
+            plugin,
+        } => request(&path, &plugin),
         Command::Info { plugin } => {
             let mut p = load_plugin(&plugin)?;
             let info = p.info().map_err(Failure::Plugin)?;
             if plugin.json {
-                print_json(&serde_json::json!({"name": info.name, "version": info.version, "contract": info.contract, "source": p.name()}))?;
+                print_json(
+                    &serde_json::json!({"name": info.name, "version": info.version, "contract": info.contract, "source": p.name()}),
+                )?;
             } else {
-                println!("policy {} {} (contract numafit:policy@{}) from {}", info.name, info.version, info.contract, p.name());
+                println!(
+                    "policy {} {} (contract numafit:policy@{}) from {}",
+                    info.name,
+                    info.version,
+                    info.contract,
+                    p.name()
+                );
             }
             Ok(Outcome::Done)
         }
         Command::ExportPlugin { out } => {
-            std::fs::write(&out, crate::runtime::EMBEDDED_NOVA).map_err(|e| Failure::Io(format!("{}: cannot write: {e}", out.display())))?;
+            std::fs::write(&out, crate::runtime::EMBEDDED_NOVA)
+                .map_err(|e| Failure::Io(format!("{}: cannot write: {e}", out.display())))?;
             Ok(Outcome::Done)
         }
     }

@@ -2,7 +2,7 @@
 //! formats, loads and calls a policy component under limits, verifies every answer itself, and
 //! prints it. Data flows one way: formats → runtime (plugin) → verify → output.
 
+pub mod cli;
 pub mod formats;
 pub mod runtime;
 pub mod verify;
-pub mod cli;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, ResourceLimiter, Store};
 
 pub mod bindings {
     wasmtime::component::bindgen!({
@@ -18,9 +18,9 @@ pub mod bindings {
     });
 }
 
-use bindings::{PlacementPolicy, PlacementPolicyPre};
 /// The contract's types as the host sees them.
 pub use bindings as wit;
+use bindings::{PlacementPolicy, PlacementPolicyPre};
 
 /// The default `nova` policy, built from this workspace's `plugin/` crate.
 pub static EMBEDDED_NOVA: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/nova.wasm"));
@@ -36,14 +36,19 @@ pub struct PluginLimits {
 
 impl Default for PluginLimits {
     fn default() -> Self {
-        PluginLimits { fuel: 5_000_000_000, memory_bytes: 256 << 20 }
+        PluginLimits {
+            fuel: 5_000_000_000,
+            memory_bytes: 256 << 20,
+        }
     }
 }
 
 /// Why a plugin call failed: the plugin is named so an operator knows which policy misbehaved.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error("plugin {plugin} ran out of fuel (more than {fuel} units in one call): it may loop forever")]
+    #[error(
+        "plugin {plugin} ran out of fuel (more than {fuel} units in one call): it may loop forever"
+    )]
     OutOfFuel { plugin: String, fuel: u64 },
     #[error("plugin {plugin} hit its memory cap of {mib} MiB")]
     MemoryCap { plugin: String, mib: usize },
@@ -51,8 +56,43 @@ pub enum PluginError {
     Trap { plugin: String, trap: String },
 }
 
+/// Per-store data: the memory cap, and whether a call hit it (so the failure can be named).
 struct State {
-    limits: StoreLimits,
+    memory_cap: usize,
+    cap_hit: bool,
+}
+
+impl ResourceLimiter for State {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            self.cap_hit = true;
+            // An error (not `Ok(false)`) traps at once instead of letting the guest see a failed
+            // grow and abort somewhere less obvious.
+            wasmtime::bail!(
+                "memory cap of {} bytes reached (wanted {desired})",
+                self.memory_cap
+            );
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
 }
 
 /// A loaded policy component, ready to call.
@@ -81,8 +121,8 @@ fn cache_dir() -> Option<PathBuf> {
 }
 
 /// Compiles `bytes`, or loads the artifact a previous run compiled from the same bytes.
-fn load_component(engine: &Engine, bytes: &[u8]) -> Result<Component> {
-    let Some(dir) = cache_dir() else {
+fn load_component(engine: &Engine, bytes: &[u8], cache: Option<&Path>) -> Result<Component> {
+    let Some(dir) = cache else {
         return Ok(Component::new(engine, bytes)?);
     };
     let mut key = Sha256::new();
@@ -120,20 +160,46 @@ impl Plugin {
     }
 
     pub fn from_file(path: &Path, limits: PluginLimits) -> Result<Plugin> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?;
         Plugin::from_bytes(&path.display().to_string(), &bytes, limits)
     }
 
+    /// Loads a component, with the artifact cache in `$NUMAFIT_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/numafit`, else `~/.cache/numafit`.
     pub fn from_bytes(name: &str, bytes: &[u8], limits: PluginLimits) -> Result<Plugin> {
+        Plugin::from_bytes_cached(name, bytes, limits, cache_dir().as_deref())
+    }
+
+    /// Loads a component, caching its compiled artifact in `cache` (none: compile every time).
+    pub fn from_bytes_cached(
+        name: &str,
+        bytes: &[u8],
+        limits: PluginLimits,
+        cache: Option<&Path>,
+    ) -> Result<Plugin> {
         let engine = engine()?;
-        let component = load_component(&engine, bytes).with_context(|| format!("loading plugin {name}: not a valid component"))?;
+        let component = load_component(&engine, bytes, cache)
+            .with_context(|| format!("loading plugin {name}: not a valid component"))?;
         let linker = Linker::<State>::new(&engine);
         let pre = linker
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("plugin {name} needs imports numafit does not provide: a policy must import nothing"))?;
-        let pre = PlacementPolicyPre::new(pre).map_err(anyhow::Error::from).with_context(|| format!("plugin {name} does not export the numafit:policy@0.1.0 placement-policy world"))?;
-        Ok(Plugin { name: name.to_string(), engine, pre, limits, live: None })
+        let pre = PlacementPolicyPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "plugin {name} does not export the numafit:policy@0.1.0 placement-policy world"
+                )
+            })?;
+        Ok(Plugin {
+            name: name.to_string(),
+            engine,
+            pre,
+            limits,
+            live: None,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -141,31 +207,51 @@ impl Plugin {
     }
 
     fn fresh_instance(&self) -> Result<(Store<State>, PlacementPolicy)> {
-        let limits = StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).instances(1).trap_on_grow_failure(true).build();
-        let mut store = Store::new(&self.engine, State { limits });
-        store.limiter(|s| &mut s.limits);
+        let mut store = Store::new(
+            &self.engine,
+            State {
+                memory_cap: self.limits.memory_bytes,
+                cap_hit: false,
+            },
+        );
+        store.limiter(|s| s as &mut dyn ResourceLimiter);
         store.set_fuel(self.limits.fuel)?;
-        let instance = self.pre.instantiate(&mut store).map_err(|e| self.classify(e))?;
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.classify(e, store.data().cap_hit))?;
         Ok((store, instance))
     }
 
-    fn classify(&self, e: wasmtime::Error) -> anyhow::Error {
+    fn classify(&self, e: wasmtime::Error, cap_hit: bool) -> anyhow::Error {
         let plugin = self.name.clone();
         let err = match e.downcast_ref::<wasmtime::Trap>() {
-            Some(wasmtime::Trap::OutOfFuel) => PluginError::OutOfFuel { plugin, fuel: self.limits.fuel },
-            Some(wasmtime::Trap::AllocationTooLarge) => PluginError::MemoryCap { plugin, mib: self.limits.memory_bytes >> 20 },
-            _ if format!("{e:#}").contains("memory") && format!("{e:#}").contains("limit") => {
-                PluginError::MemoryCap { plugin, mib: self.limits.memory_bytes >> 20 }
-            }
-            Some(trap) => PluginError::Trap { plugin, trap: trap.to_string() },
-            None => PluginError::Trap { plugin, trap: format!("{e:#}") },
+            _ if cap_hit => PluginError::MemoryCap {
+                plugin,
+                mib: self.limits.memory_bytes >> 20,
+            },
+            Some(wasmtime::Trap::OutOfFuel) => PluginError::OutOfFuel {
+                plugin,
+                fuel: self.limits.fuel,
+            },
+            Some(trap) => PluginError::Trap {
+                plugin,
+                trap: trap.to_string(),
+            },
+            None => PluginError::Trap {
+                plugin,
+                trap: format!("{e:#}"),
+            },
         };
         anyhow!(err)
     }
 
     /// Runs one export on the live instance (made on first use), with a full fuel budget. After a
     /// trap the instance is dropped: a trapped instance may not be entered again.
-    fn call<T>(&mut self, f: impl FnOnce(&PlacementPolicy, &mut Store<State>) -> wasmtime::Result<T>) -> Result<T> {
+    fn call<T>(
+        &mut self,
+        f: impl FnOnce(&PlacementPolicy, &mut Store<State>) -> wasmtime::Result<T>,
+    ) -> Result<T> {
         let (mut store, instance) = match self.live.take() {
             Some(live) => live,
             None => self.fresh_instance()?,
@@ -176,7 +262,7 @@ impl Plugin {
                 self.live = Some((store, instance));
                 Ok(v)
             }
-            Err(e) => Err(self.classify(e)),
+            Err(e) => Err(self.classify(e, store.data().cap_hit)),
         }
     }
 
@@ -184,23 +270,44 @@ impl Plugin {
         self.call(|p, s| p.call_info(s))
     }
 
-    pub fn request_from_flavor(&mut self, flavor: &wit::Flavor) -> Result<Result<wit::Request, wit::RequestError>> {
+    pub fn request_from_flavor(
+        &mut self,
+        flavor: &wit::Flavor,
+    ) -> Result<Result<wit::Request, wit::RequestError>> {
         self.call(|p, s| p.call_request_from_flavor(s, flavor))
     }
 
-    pub fn fit(&mut self, host: &wit::Host, request: &wit::Request, limits: &wit::Limits) -> Result<Result<wit::Placement, wit::Rejection>> {
+    pub fn fit(
+        &mut self,
+        host: &wit::Host,
+        request: &wit::Request,
+        limits: &wit::Limits,
+    ) -> Result<Result<wit::Placement, wit::Rejection>> {
         self.call(|p, s| p.call_fit(s, host, request, limits))
     }
 
-    pub fn fit_many(&mut self, hosts: &[wit::Host], request: &wit::Request, limits: &wit::Limits) -> Result<Vec<Result<wit::Placement, wit::Rejection>>> {
+    pub fn fit_many(
+        &mut self,
+        hosts: &[wit::Host],
+        request: &wit::Request,
+        limits: &wit::Limits,
+    ) -> Result<Vec<Result<wit::Placement, wit::Rejection>>> {
         self.call(|p, s| p.call_fit_many(s, hosts, request, limits))
     }
 
-    pub fn claim(&mut self, host: &wit::Host, placement: &wit::Placement) -> Result<Result<wit::Host, wit::AccountingError>> {
+    pub fn claim(
+        &mut self,
+        host: &wit::Host,
+        placement: &wit::Placement,
+    ) -> Result<Result<wit::Host, wit::AccountingError>> {
         self.call(|p, s| p.call_claim(s, host, placement))
     }
 
-    pub fn release(&mut self, host: &wit::Host, placement: &wit::Placement) -> Result<Result<wit::Host, wit::AccountingError>> {
+    pub fn release(
+        &mut self,
+        host: &wit::Host,
+        placement: &wit::Placement,
+    ) -> Result<Result<wit::Host, wit::AccountingError>> {
         self.call(|p, s| p.call_release(s, host, placement))
     }
 }

@@ -195,6 +195,9 @@ mod tests {
         assert!(!s.remove(200));
         assert!(s.is_empty());
         assert_eq!(s, CpuSet::new());
-        assert_eq!(CpuSet::from([70]).difference(&CpuSet::from([70])), CpuSet::new());
+        assert_eq!(
+            CpuSet::from([70]).difference(&CpuSet::from([70])),
+            CpuSet::new()
+        );
     }
 }

@@ -19,7 +19,13 @@ pub fn cell_order(host: &HostTopology, guest: &GuestTopology, strategy: Strategy
     // Python's `sorted(reverse=True)` keeps equal keys in their original order, as does a stable
     // sort on the flipped comparison.
     let sort_by_key = |order: &mut Vec<usize>, descending: bool, key: &dyn Fn(usize) -> u64| {
-        order.sort_by(|&a, &b| if descending { key(b).cmp(&key(a)) } else { key(a).cmp(&key(b)) });
+        order.sort_by(|&a, &b| {
+            if descending {
+                key(b).cmp(&key(a))
+            } else {
+                key(a).cmp(&key(b))
+            }
+        });
     };
     sort_by_key(&mut order, !pack, &|i| cells[i].avail_memory());
     if guest.pins() {
@@ -30,7 +36,11 @@ pub fn cell_order(host: &HostTopology, guest: &GuestTopology, strategy: Strategy
     if !host.pci_pools.is_empty() {
         let devices = |i: usize| -> u64 {
             let id = cells[i].id;
-            host.pci_pools.iter().filter(|p| p.numa_node == Some(id)).map(|p| u64::from(p.count)).sum()
+            host.pci_pools
+                .iter()
+                .filter(|p| p.numa_node == Some(id))
+                .map(|p| u64::from(p.count))
+                .sum()
         };
         sort_by_key(&mut order, !guest.pci_requests.is_empty(), &devices);
     }

@@ -29,7 +29,13 @@ impl<'a> FitTable<'a> {
     fn new(host: &'a HostTopology, guest: &'a GuestTopology, limits: &'a Limits) -> Self {
         let order = cell_order(host, guest, limits.strategy);
         let fits = vec![None; guest.cells.len() * order.len()];
-        FitTable { host, guest, limits, order, fits }
+        FitTable {
+            host,
+            guest,
+            limits,
+            order,
+            fits,
+        }
     }
 
     fn columns(&self) -> usize {
@@ -43,7 +49,13 @@ impl<'a> FitTable<'a> {
             // The emulator threads' extra CPU is charged to the host cell of guest cell 0.
             let emulator = usize::from(g == 0 && self.guest.emulator_isolated());
             let host_cell = &self.host.cells[self.order[k]];
-            self.fits[slot] = Some(fit_cell(host_cell, &self.guest.cells[g], self.guest, self.limits, emulator));
+            self.fits[slot] = Some(fit_cell(
+                host_cell,
+                &self.guest.cells[g],
+                self.guest,
+                self.limits,
+                emulator,
+            ));
         }
         matches!(self.fits[slot], Some(Ok(_)))
     }
@@ -63,11 +75,18 @@ impl<'a> FitTable<'a> {
     /// The PCI and network checks on a complete assignment (trial positions per guest cell).
     fn whole_placement_ok(&self, assign: &[usize]) -> bool {
         let needs_pci = !self.guest.pci_requests.is_empty();
-        let needs_net = self.limits.network.as_ref().is_some_and(|n| !n.physnets.is_empty() || n.tunneled);
+        let needs_net = self
+            .limits
+            .network
+            .as_ref()
+            .is_some_and(|n| !n.physnets.is_empty() || n.tunneled);
         if !needs_pci && !needs_net {
             return true;
         }
-        let chosen: Vec<u32> = assign.iter().map(|&k| self.host.cells[self.order[k]].id).collect();
+        let chosen: Vec<u32> = assign
+            .iter()
+            .map(|&k| self.host.cells[self.order[k]].id)
+            .collect();
         if needs_pci && !pci::supports_requests(self.host, &self.guest.pci_requests, &chosen) {
             return false;
         }
@@ -83,7 +102,14 @@ impl<'a> FitTable<'a> {
         let n = self.columns();
         let mut owner: Vec<Option<usize>> = vec![None; n];
         let ok = |g: usize, k: usize| matches!(self.result(g, k), Some(Ok(_)));
-        fn augment(g: usize, n: usize, used: &[bool], owner: &mut [Option<usize>], seen: &mut [bool], ok: &dyn Fn(usize, usize) -> bool) -> bool {
+        fn augment(
+            g: usize,
+            n: usize,
+            used: &[bool],
+            owner: &mut [Option<usize>],
+            seen: &mut [bool],
+            ok: &dyn Fn(usize, usize) -> bool,
+        ) -> bool {
             for k in 0..n {
                 if used[k] || seen[k] || !ok(g, k) {
                     continue;
@@ -96,7 +122,8 @@ impl<'a> FitTable<'a> {
             }
             false
         }
-        (from..self.guest.cells.len()).all(|g| augment(g, n, used, &mut owner, &mut vec![false; n], &ok))
+        (from..self.guest.cells.len())
+            .all(|g| augment(g, n, used, &mut owner, &mut vec![false; n], &ok))
     }
 }
 
@@ -107,9 +134,19 @@ enum Walk {
 }
 
 /// Nova's walk, in its order, evaluating fits lazily; gives up after `budget` trials.
-fn walk_lazily(table: &mut FitTable, g: usize, used: &mut [bool], assign: &mut Vec<usize>, budget: &mut usize) -> Walk {
+fn walk_lazily(
+    table: &mut FitTable,
+    g: usize,
+    used: &mut [bool],
+    assign: &mut Vec<usize>,
+    budget: &mut usize,
+) -> Walk {
     if g == table.guest.cells.len() {
-        return if table.whole_placement_ok(assign) { Walk::Found(assign.clone()) } else { Walk::NoneLeft };
+        return if table.whole_placement_ok(assign) {
+            Walk::Found(assign.clone())
+        } else {
+            Walk::NoneLeft
+        };
     }
     for k in 0..table.columns() {
         if used[k] {
@@ -135,7 +172,12 @@ fn walk_lazily(table: &mut FitTable, g: usize, used: &mut [bool], assign: &mut V
 }
 
 /// The same walk over the filled table, entering only branches the matching says can complete.
-fn walk_pruned(table: &FitTable, g: usize, used: &mut [bool], assign: &mut Vec<usize>) -> Option<Vec<usize>> {
+fn walk_pruned(
+    table: &FitTable,
+    g: usize,
+    used: &mut [bool],
+    assign: &mut Vec<usize>,
+) -> Option<Vec<usize>> {
     if g == table.guest.cells.len() {
         return table.whole_placement_ok(assign).then(|| assign.clone());
     }
@@ -161,7 +203,9 @@ fn placement_from(table: &FitTable, assign: &[usize], policy: &str) -> Placement
         .iter()
         .enumerate()
         .filter_map(|(g, &k)| {
-            let Some(Ok(fit)) = table.result(g, k) else { return None };
+            let Some(Ok(fit)) = table.result(g, k) else {
+                return None;
+            };
             let guest = &table.guest.cells[g];
             Some(PlacedCell {
                 guest_cell: g as u32,
@@ -209,7 +253,12 @@ fn rejection_from(table: &FitTable) -> Rejection {
     let n = table.guest.cells.len();
     let mut reasons = Vec::new();
     let summary = if !homeless.is_empty() {
-        format!("guest cell{} {} fit{} on no host cell", if homeless.len() > 1 { "s" } else { "" }, homeless.join(", "), if homeless.len() > 1 { "" } else { "s" })
+        format!(
+            "guest cell{} {} fit{} on no host cell",
+            if homeless.len() > 1 { "s" } else { "" },
+            homeless.join(", "),
+            if homeless.len() > 1 { "" } else { "s" }
+        )
     } else if !table.matchable(0, &vec![false; table.columns()]) {
         format!("every guest cell fits some host cell, but no {n} distinct host cells hold all {n} guest cells")
     } else {
@@ -221,19 +270,35 @@ fn rejection_from(table: &FitTable) -> Rejection {
         }
         "every assignment of guest cells to host cells fails the PCI or network checks".to_string()
     };
-    Rejection { summary, refusals, reasons }
+    Rejection {
+        summary,
+        refusals,
+        reasons,
+    }
 }
 
 /// Places `guest` on `host` the way Nova does, or explains why it cannot.
-pub fn fit(host: &HostTopology, guest: &GuestTopology, limits: &Limits, policy: &str) -> Result<Placement, Rejection> {
-    host.validate().map_err(|e| Rejection::whole(format!("invalid host: {e}")))?;
-    guest.validate().map_err(|e| Rejection::whole(format!("invalid request: {e}")))?;
+pub fn fit(
+    host: &HostTopology,
+    guest: &GuestTopology,
+    limits: &Limits,
+    policy: &str,
+) -> Result<Placement, Rejection> {
+    host.validate()
+        .map_err(|e| Rejection::whole(format!("invalid host: {e}")))?;
+    guest
+        .validate()
+        .map_err(|e| Rejection::whole(format!("invalid request: {e}")))?;
     let mut table = FitTable::new(host, guest, limits);
     if guest.cells.is_empty() {
         return Ok(placement_from(&table, &[], policy));
     }
     if host.cells.len() < guest.cells.len() {
-        return Err(Rejection::whole(format!("the host has {} NUMA cells, the guest needs {}", host.cells.len(), guest.cells.len())));
+        return Err(Rejection::whole(format!(
+            "the host has {} NUMA cells, the guest needs {}",
+            host.cells.len(),
+            guest.cells.len()
+        )));
     }
     let mut used = vec![false; table.columns()];
     let mut assign = Vec::with_capacity(guest.cells.len());

@@ -114,7 +114,8 @@ impl HostCell {
         }
         let lone = self.pcpuset.union(&self.cpuset).difference(&grouped);
         self.siblings.retain(|core| !core.is_empty());
-        self.siblings.extend(lone.iter().map(|cpu| CpuSet::from([cpu])));
+        self.siblings
+            .extend(lone.iter().map(|cpu| CpuSet::from([cpu])));
     }
 }
 
@@ -165,16 +166,25 @@ impl HostTopology {
             let cpus = cell.cpuset.union(&cell.pcpuset);
             if cpus.intersects(&seen_cpus) {
                 let dup = cpus.intersection(&seen_cpus);
-                return Err(format!("cell {}: CPUs {dup} also belong to another cell", cell.id));
+                return Err(format!(
+                    "cell {}: CPUs {dup} also belong to another cell",
+                    cell.id
+                ));
             }
             seen_cpus = seen_cpus.union(&cpus);
             if !cell.pinned_cpus.is_subset(&cell.pcpuset) {
                 let bad = cell.pinned_cpus.difference(&cell.pcpuset);
-                return Err(format!("cell {}: pinned_cpus {bad} are not in pcpuset", cell.id));
+                return Err(format!(
+                    "cell {}: pinned_cpus {bad} are not in pcpuset",
+                    cell.id
+                ));
             }
             for (i, a) in cell.siblings.iter().enumerate() {
                 if let Some(b) = cell.siblings[i + 1..].iter().find(|b| a.intersects(b)) {
-                    return Err(format!("cell {}: sibling groups {a} and {b} overlap", cell.id));
+                    return Err(format!(
+                        "cell {}: sibling groups {a} and {b} overlap",
+                        cell.id
+                    ));
                 }
             }
             for pool in &cell.mempages {

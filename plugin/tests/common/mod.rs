@@ -1,7 +1,9 @@
 //! Named host topologies and request builders shared by the plugin's tests.
 #![allow(dead_code)]
 
-use numafit_plugin::{CpuPolicy, CpuSet, GuestCell, GuestTopology, HostCell, HostTopology, PagePool, ThreadPolicy};
+use numafit_plugin::{
+    CpuPolicy, CpuSet, GuestCell, GuestTopology, HostCell, HostTopology, PagePool, ThreadPolicy,
+};
 
 pub fn set(cpus: &[u32]) -> CpuSet {
     cpus.iter().copied().collect()
@@ -20,8 +22,18 @@ pub fn cell(id: u32, cores: &[&[u32]], memory: u64) -> HostCell {
         pinned_cpus: CpuSet::new(),
         siblings: cores.iter().map(|c| set(c)).collect(),
         mempages: vec![
-            PagePool { size_kb: 4, total: memory * 256, used: 0, reserved: 0 },
-            PagePool { size_kb: 2048, total: 1024, used: 0, reserved: 0 },
+            PagePool {
+                size_kb: 4,
+                total: memory * 256,
+                used: 0,
+                reserved: 0,
+            },
+            PagePool {
+                size_kb: 2048,
+                total: 1024,
+                used: 0,
+                reserved: 0,
+            },
         ],
         socket: Some(id),
         network_metadata: None,
@@ -29,7 +41,12 @@ pub fn cell(id: u32, cores: &[&[u32]], memory: u64) -> HostCell {
 }
 
 pub fn host(cells: Vec<HostCell>) -> HostTopology {
-    HostTopology { cells, distances: vec![], pci_pools: vec![] }.normalized()
+    HostTopology {
+        cells,
+        distances: vec![],
+        pci_pools: vec![],
+    }
+    .normalized()
 }
 
 /// Dual-socket hyperthreaded box: 2 cells of 4 cores x 2 threads, siblings {n, n+8}.
@@ -42,7 +59,17 @@ pub fn dual_socket_ht() -> HostTopology {
 
 /// 4-node host (EPYC-like NPS4 without SMT): 4 cells of 4 single-thread cores.
 pub fn four_node() -> HostTopology {
-    host((0..4).map(|n| cell(n, &[&[n * 4], &[n * 4 + 1], &[n * 4 + 2], &[n * 4 + 3]], 8192)).collect())
+    host(
+        (0..4)
+            .map(|n| {
+                cell(
+                    n,
+                    &[&[n * 4], &[n * 4 + 1], &[n * 4 + 2], &[n * 4 + 3]],
+                    8192,
+                )
+            })
+            .collect(),
+    )
 }
 
 /// The dual-socket box with work on it: cell 0 has core {0,8} pinned and 8 GiB used.
@@ -68,12 +95,22 @@ pub fn dedicated(cells: &[(u32, u64)], thread: Option<ThreadPolicy>) -> GuestTop
     let cells = cells
         .iter()
         .map(|&(n, memory)| {
-            let c = GuestCell { cpuset: CpuSet::new(), pcpuset: (next..next + n).collect(), memory, pagesize: None };
+            let c = GuestCell {
+                cpuset: CpuSet::new(),
+                pcpuset: (next..next + n).collect(),
+                memory,
+                pagesize: None,
+            };
             next += n;
             c
         })
         .collect();
-    GuestTopology { cells, cpu_policy: Some(CpuPolicy::Dedicated), thread_policy: thread, ..Default::default() }
+    GuestTopology {
+        cells,
+        cpu_policy: Some(CpuPolicy::Dedicated),
+        thread_policy: thread,
+        ..Default::default()
+    }
 }
 
 /// A floating guest: one cell per (vCPU count, MiB).

@@ -1,0 +1,92 @@
+//! Shared helpers of the end-to-end tests: paths, running the `numafit` binary, and building the
+//! hostile test plugin into a component.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+pub fn fixture(rel: &str) -> PathBuf {
+    root().join("tests/fixtures").join(rel)
+}
+
+pub fn example(name: &str) -> PathBuf {
+    root().join("examples").join(name)
+}
+
+/// Bench case folders (copies of shared/bench), sorted.
+pub fn bench_cases() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(fixture("bench"))
+        .expect("bench fixtures")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Runs the `numafit` binary with a private compile cache.
+pub fn numafit(args: &[&str]) -> Output {
+    let cache = std::env::temp_dir().join(format!("numafit-test-cache-{}", std::process::id()));
+    Command::new(env!("CARGO_BIN_EXE_numafit"))
+        .args(args)
+        .env("NUMAFIT_CACHE_DIR", cache)
+        .output()
+        .expect("numafit runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("numafit-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// The hostile plugin (tests/hostile-plugin) built for wasm32 and wrapped into a component.
+pub fn hostile_plugin() -> &'static [u8] {
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTES.get_or_init(|| {
+        let dir = root().join("tests/hostile-plugin");
+        let target = root().join("target/hostile-plugin");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--locked",
+                "--release",
+                "--target",
+                "wasm32-unknown-unknown",
+                "--manifest-path",
+            ])
+            .arg(dir.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the hostile plugin failed");
+        let module =
+            std::fs::read(target.join("wasm32-unknown-unknown/release/hostile_plugin.wasm"))
+                .expect("hostile module");
+        wit_component::ComponentEncoder::default()
+            .module(&module)
+            .expect("module")
+            .validate(true)
+            .encode()
+            .expect("component")
+    })
+}
