@@ -1,0 +1,89 @@
+//! `fit` on every case of tests/fixtures/bench (copies of shared/bench), measured side by side:
+//! `fit/<case>/component` through the embedded wasm component exactly as the host calls it (fuel
+//! and memory cap on, topology lowered across the boundary, answer lifted back), and
+//! `fit/<case>/native` the same core linked natively. Inputs are parsed once, outside the timing,
+//! like the Nova reference figures ("pre-built objects"). `scripts/bench-report.py` turns the
+//! results into the ratio table.
+
+use std::path::{Path, PathBuf};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use numafit_host::formats::{self, HostJson, LimitsJson, RequestInput, RequestJson};
+use numafit_host::runtime::{wit, Plugin, PluginLimits};
+use numafit_plugin::json;
+
+fn cases() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/bench");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("bench fixtures")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    v.sort();
+    v
+}
+
+fn read(dir: &Path, name: &str) -> Option<String> {
+    std::fs::read_to_string(dir.join(name)).ok()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut plugin = Plugin::embedded(PluginLimits::default()).expect("embedded plugin");
+    for dir in cases() {
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("case name")
+            .to_string();
+        // Component inputs: the contract's types, as the CLI builds them.
+        let host: HostJson = formats::read_json(&dir.join("host.json")).expect("host");
+        let whost = host.to_wit("host.json").expect("valid host");
+        let RequestInput::Explicit(wrequest) =
+            formats::read_json::<RequestJson>(&dir.join("request.json"))
+                .expect("request")
+                .to_input("request.json")
+                .expect("valid")
+        else {
+            panic!("{name}: bench requests are explicit topologies")
+        };
+        let limits: LimitsJson = if dir.join("limits.json").exists() {
+            formats::read_json(&dir.join("limits.json")).expect("limits")
+        } else {
+            LimitsJson::default()
+        };
+        let wlimits = limits
+            .to_wit("limits.json", wit::Strategy::Spread)
+            .expect("limits");
+        // Native inputs: the core's model.
+        let nhost = json::host_from_json(&read(&dir, "host.json").expect("host")).expect("host");
+        let nguest = json::request_from_json(&read(&dir, "request.json").expect("request"))
+            .expect("request");
+        let nlimits = read(&dir, "limits.json")
+            .map(|t| json::limits_from_json(&t, Default::default()).expect("limits"))
+            .unwrap_or_default();
+
+        let mut group = c.benchmark_group(format!("fit/{name}"));
+        group.bench_function("component", |b| {
+            b.iter(|| {
+                plugin
+                    .fit(&whost, &wrequest, &wlimits)
+                    .expect("no trap")
+                    .is_ok()
+            })
+        });
+        group.bench_function("native", |b| {
+            b.iter(|| numafit_plugin::fit(&nhost, &nguest, &nlimits).is_ok())
+        });
+        group.finish();
+    }
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(std::time::Duration::from_millis(500))
+        .measurement_time(std::time::Duration::from_secs(2))
+        .sample_size(30)
+}
+
+criterion_group! { name = benches; config = config(); targets = bench }
+criterion_main!(benches);
