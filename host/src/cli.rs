@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::discover::{self, HostConfig};
 use crate::formats::{
     self, HostJson, InputError, LimitsJson, PlacementJson, RejectionJson, RequestInput, RequestJson,
 };
@@ -40,6 +41,109 @@ struct PluginArgs {
     json: bool,
 }
 
+/// Where the host comes from when no `--host` file is given: this machine, a recorded sysfs tree,
+/// or captured `numactl --hardware` output, with the CPU sets and reservations to apply.
+#[derive(Args, Debug, Clone)]
+struct DiscoverArgs {
+    /// Read sysfs and procfs under DIR instead of `/` (a recorded machine).
+    #[arg(long, value_name = "DIR", conflicts_with = "numactl_output")]
+    sysfs_root: Option<PathBuf>,
+    /// Read the topology from captured `numactl --hardware` output.
+    #[arg(long, value_name = "FILE")]
+    numactl_output: Option<PathBuf>,
+    /// CPUs for floating vCPUs (Nova's cpu_shared_set), kernel list syntax: 0-3,8-11,^2.
+    #[arg(long, value_name = "LIST")]
+    shared_cpus: Option<String>,
+    /// CPUs that may be pinned (Nova's cpu_dedicated_set).
+    #[arg(long, value_name = "LIST")]
+    dedicated_cpus: Option<String>,
+    /// Memory held back for the host on a node, like the kubelet's --reserved-memory. Repeatable.
+    #[arg(long, value_name = "NODE:MiB")]
+    reserved_memory: Vec<String>,
+    /// Huge pages held back for the host: NODE:SIZE_KB:COUNT. Repeatable.
+    #[arg(long, value_name = "NODE:SIZE_KB:COUNT")]
+    reserved_hugepages: Vec<String>,
+}
+
+impl DiscoverArgs {
+    fn config(&self) -> Result<HostConfig, Failure> {
+        let bad = |flag: &str, v: &str, why: String| Failure::Usage(format!("{flag} {v:?}: {why}"));
+        let list = |flag: &str, v: &Option<String>| -> Result<Option<Vec<u32>>, Failure> {
+            v.as_ref()
+                .map(|t| discover::parse_list(t).map_err(|m| bad(flag, t, m)))
+                .transpose()
+        };
+        let mut reserved_memory_mb = std::collections::BTreeMap::new();
+        for v in &self.reserved_memory {
+            let (node, mb) = v
+                .split_once(':')
+                .ok_or_else(|| bad("--reserved-memory", v, "expected NODE:MiB".into()))?;
+            let node = node.parse::<u32>().map_err(|_| {
+                bad(
+                    "--reserved-memory",
+                    v,
+                    format!("node {node:?} is not a number"),
+                )
+            })?;
+            let mb = mb.parse::<u64>().map_err(|_| {
+                bad(
+                    "--reserved-memory",
+                    v,
+                    format!("{mb:?} is not a number of MiB"),
+                )
+            })?;
+            reserved_memory_mb.insert(node, mb);
+        }
+        let mut reserved_hugepages = std::collections::BTreeMap::new();
+        for v in &self.reserved_hugepages {
+            let parts: Vec<&str> = v.split(':').collect();
+            let nums: Vec<Option<u64>> = parts
+                .iter()
+                .map(|p| p.trim_end_matches("kB").parse::<u64>().ok())
+                .collect();
+            match nums.as_slice() {
+                [Some(node), Some(size), Some(count)]
+                    if *node <= u64::from(u32::MAX) && *size <= u64::from(u32::MAX) =>
+                {
+                    reserved_hugepages.insert((*node as u32, *size as u32), *count);
+                }
+                _ => {
+                    return Err(bad(
+                        "--reserved-hugepages",
+                        v,
+                        "expected NODE:SIZE_KB:COUNT, all numbers".into(),
+                    ))
+                }
+            }
+        }
+        Ok(HostConfig {
+            shared_cpus: list("--shared-cpus", &self.shared_cpus)?,
+            dedicated_cpus: list("--dedicated-cpus", &self.dedicated_cpus)?,
+            reserved_memory_mb,
+            reserved_hugepages,
+        })
+    }
+
+    fn read(&self) -> Result<discover::Topology, Failure> {
+        match (&self.numactl_output, &self.sysfs_root) {
+            (Some(file), _) => {
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| Failure::Usage(format!("{}: cannot read: {e}", file.display())))?;
+                Ok(discover::parse_numactl(&text, file)?)
+            }
+            (None, root) => Ok(discover::read_sysfs(
+                root.as_deref().unwrap_or(Path::new("/")),
+            )?),
+        }
+    }
+
+    /// The discovered host as HOST.json.
+    fn host(&self) -> Result<HostJson, Failure> {
+        let cfg = self.config()?;
+        self.read()?.to_host(&cfg).map_err(Failure::Usage)
+    }
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum StrategyArg {
     /// Try the most free host cells first (Nova's default).
@@ -52,8 +156,11 @@ enum StrategyArg {
 enum Command {
     /// Place an instance on a host: prints the placement, or why every host cell refused.
     Fit {
+        /// The host; without it, this machine (or --sysfs-root / --numactl-output) is read.
         #[arg(long, value_name = "HOST.json")]
-        host: PathBuf,
+        host: Option<PathBuf>,
+        #[command(flatten)]
+        discover: DiscoverArgs,
         #[arg(long, value_name = "REQUEST.json")]
         request: PathBuf,
         #[arg(long, value_name = "LIMITS.json")]
@@ -65,8 +172,11 @@ enum Command {
     },
     /// Take a placement's resources from a host; prints the host after the claim.
     Claim {
+        /// The host; without it, this machine (or --sysfs-root / --numactl-output) is read.
         #[arg(long, value_name = "HOST.json")]
-        host: PathBuf,
+        host: Option<PathBuf>,
+        #[command(flatten)]
+        discover: DiscoverArgs,
         #[arg(long, value_name = "PLACEMENT.json")]
         placement: PathBuf,
         #[command(flatten)]
@@ -74,8 +184,11 @@ enum Command {
     },
     /// Give a placement's resources back to a host; prints the host after the release.
     Release {
+        /// The host; without it, this machine (or --sysfs-root / --numactl-output) is read.
         #[arg(long, value_name = "HOST.json")]
-        host: PathBuf,
+        host: Option<PathBuf>,
+        #[command(flatten)]
+        discover: DiscoverArgs,
         #[arg(long, value_name = "PLACEMENT.json")]
         placement: PathBuf,
         #[command(flatten)]
@@ -87,6 +200,14 @@ enum Command {
         request: PathBuf,
         #[command(flatten)]
         plugin: PluginArgs,
+    },
+    /// Read this machine's NUMA topology (or a recorded one) and print it as HOST.json (--json) or for a person.
+    Topology {
+        #[command(flatten)]
+        discover: DiscoverArgs,
+        /// Print HOST.json.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the policy's name and versions.
     Info {
@@ -121,6 +242,11 @@ enum Failure {
     Verify(#[from] verify::VerifyError),
     #[error("{0}")]
     Io(String),
+    #[error(transparent)]
+    Discover(#[from] discover::DiscoverError),
+    /// A command-line value that cannot be used.
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl Failure {
@@ -128,7 +254,7 @@ impl Failure {
         match self {
             Failure::Input(_) | Failure::Request(_) | Failure::PluginLoad(_) => 2,
             Failure::Plugin(_) | Failure::Verify(_) => 3,
-            Failure::Io(_) => 2,
+            Failure::Io(_) | Failure::Discover(_) | Failure::Usage(_) => 2,
         }
     }
 }
@@ -150,9 +276,16 @@ fn name_of(path: &Path) -> String {
     path.display().to_string()
 }
 
-fn read_host(path: &Path) -> Result<(HostJson, wit::Host), Failure> {
-    let json: HostJson = formats::read_json(path)?;
-    let host = json.to_wit(&name_of(path))?;
+/// The host from `--host`, else discovered.
+fn read_host(
+    path: Option<&Path>,
+    discover: &DiscoverArgs,
+) -> Result<(HostJson, wit::Host), Failure> {
+    let (json, name) = match path {
+        Some(path) => (formats::read_json::<HostJson>(path)?, name_of(path)),
+        None => (discover.host()?, "the discovered host".to_string()),
+    };
+    let host = json.to_wit(&name)?;
     Ok((json, host))
 }
 
@@ -319,14 +452,15 @@ fn print_host_usage(host: &HostJson) {
 }
 
 fn fit(
-    host: &Path,
+    host: Option<&Path>,
+    discover: &DiscoverArgs,
     request: &Path,
     limits: Option<&Path>,
     strategy: StrategyArg,
     args: &PluginArgs,
 ) -> Result<Outcome, Failure> {
     let mut plugin = load_plugin(args)?;
-    let (_, whost) = read_host(host)?;
+    let (_, whost) = read_host(host, discover)?;
     let wrequest = read_request(request, &mut plugin)?;
     let strategy = match strategy {
         StrategyArg::Spread => wit::Strategy::Spread,
@@ -365,13 +499,14 @@ fn fit(
 }
 
 fn account(
-    host: &Path,
+    host: Option<&Path>,
+    discover: &DiscoverArgs,
     placement: &Path,
     args: &PluginArgs,
     claim: bool,
 ) -> Result<Outcome, Failure> {
     let mut plugin = load_plugin(args)?;
-    let (json, whost) = read_host(host)?;
+    let (json, whost) = read_host(host, discover)?;
     let wplacement = formats::read_json::<PlacementJson>(placement)?.to_wit(&name_of(placement))?;
     let answer = if claim {
         plugin.claim(&whost, &wplacement)
@@ -469,25 +604,108 @@ fn request(path: &Path, args: &PluginArgs) -> Result<Outcome, Failure> {
     Ok(Outcome::Done)
 }
 
+fn topology(args: &DiscoverArgs, json: bool) -> Result<Outcome, Failure> {
+    let topo = args.read()?;
+    let host = topo.to_host(&args.config()?).map_err(Failure::Usage)?;
+    if json {
+        print_json(&host)?;
+        return Ok(Outcome::Done);
+    }
+    let source = match (&args.numactl_output, &args.sysfs_root) {
+        (Some(f), _) => format!("numactl output {}", f.display()),
+        (None, Some(r)) => format!("sysfs under {}", r.display()),
+        (None, None) => "this machine".to_string(),
+    };
+    println!("{} NUMA node(s), read from {source}", topo.nodes.len());
+    for (node, cell) in topo.nodes.iter().zip(&host.cells) {
+        let free = node
+            .free_kib
+            .map(|f| format!(", {} MiB free", f / 1024))
+            .unwrap_or_default();
+        let socket = cell
+            .socket
+            .map(|s| format!(", socket {s}"))
+            .unwrap_or_default();
+        println!(
+            "node {}: {} CPUs, {} MiB{free}{socket}",
+            node.id,
+            node.cpus.len(),
+            node.memory_kib / 1024
+        );
+        if !cell.siblings.is_empty() {
+            let cores: Vec<String> = cell
+                .siblings
+                .iter()
+                .map(|g| format!("{{{}}}", cpus_text(g)))
+                .collect();
+            println!("  cores: {}", cores.join(" "));
+        }
+        let reserved: Vec<u32> = node
+            .cpus
+            .iter()
+            .copied()
+            .filter(|c| !cell.cpuset.contains(c) && !cell.pcpuset.contains(c))
+            .collect();
+        println!(
+            "  shared CPUs: {}; pinnable: {}; reserved for the host: {}",
+            cpus_text(&cell.cpuset),
+            cpus_text(&cell.pcpuset),
+            cpus_text(&reserved)
+        );
+        for p in cell.mempages.iter().flatten() {
+            let free = p.total.saturating_sub(p.used + p.reserved);
+            println!(
+                "  {} KiB pages: {} total, {} free, {} reserved",
+                p.size_kb, p.total, free, p.reserved
+            );
+        }
+        if let Some(d) = &cell.distances {
+            let text: Vec<String> = d.iter().map(|x| x.to_string()).collect();
+            println!("  distances: {}", text.join(" "));
+        }
+    }
+    if !topo.excluded_cpus.is_empty() {
+        println!(
+            "offline or not allowed CPUs, left out: {}",
+            cpus_text(&topo.excluded_cpus)
+        );
+    }
+    for note in &topo.notes {
+        println!("note: {note}");
+    }
+    Ok(Outcome::Done)
+}
+
 fn run(cli: Cli) -> Result<Outcome, Failure> {
     match cli.command {
         Command::Fit {
             host,
+            discover,
             request,
             limits,
             strategy,
             plugin,
-        } => fit(&host, &request, limits.as_deref(), strategy, &plugin),
+        } => fit(
+            host.as_deref(),
+            &discover,
+            &request,
+            limits.as_deref(),
+            strategy,
+            &plugin,
+        ),
         Command::Claim {
             host,
+            discover,
             placement,
             plugin,
-        } => account(&host, &placement, &plugin, true),
+        } => account(host.as_deref(), &discover, &placement, &plugin, true),
         Command::Release {
             host,
+            discover,
             placement,
             plugin,
-        } => account(&host, &placement, &plugin, false),
+        } => account(host.as_deref(), &discover, &placement, &plugin, false),
+        Command::Topology { discover, json } => topology(&discover, json),
         Command::Request {
             request: path,
             plugin,

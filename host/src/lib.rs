@@ -1,8 +1,9 @@
 //! numafit's host: the thin runtime around placement policy components. It reads the CLI's JSON
 //! formats, loads and calls a policy component under limits, verifies every answer itself, and
-//! prints it. Data flows one way: formats → runtime (plugin) → verify → output.
+//! prints it. Data flows one way: discover / formats → runtime (plugin) → verify → output.
 
 pub mod cli;
+pub mod discover;
 pub mod formats;
 pub mod runtime;
 pub mod verify;
