@@ -57,17 +57,12 @@ fn the_stock_wasmtime_cli_runs_the_component() {
             "{{id: {id}, memory-mb: 4096, memory-used-mb: 0, shared-vcpus-used: 0, socket: none}}"
         )
     };
-    let cpu = |id: u32, cell: u32| {
-        format!("{{id: {id}, cell: {cell}, core: {cell}, shared: false, pinnable: true, pinned: false}}")
-    };
+    // CPUs 0,1 (one core) on cell 0 and 2,3 (one core) on cell 1, all pinnable (role bit 1).
     let host = format!(
-        "{{cells: [{}, {}], cpus: [{}, {}, {}, {}], pages: [], distances: [], pci-pools: [], networks: []}}",
+        "{{cells: [{}, {}], cpus: {{ids: [0, 1, 2, 3], cells: [0, 0, 1, 1], cores: [0, 0, 1, 1], roles: [2, 2, 2, 2], l3: []}}, \
+         pages: [], distances: [], pci-pools: [], networks: []}}",
         cell(0),
-        cell(1),
-        cpu(0, 0),
-        cpu(1, 0),
-        cpu(2, 1),
-        cpu(3, 1)
+        cell(1)
     );
     let request = "{cells: [{memory-mb: 1024, page-size: none}], vcpus: [{id: 0, cell: 0, dedicated: true}, {id: 1, cell: 0, dedicated: true}], \
                    cpu-policy: some(dedicated), thread-policy: none, emulator-threads: none, pci-requests: []}";

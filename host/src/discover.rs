@@ -836,6 +836,24 @@ impl Topology {
                     cores.push(sib);
                 }
             }
+            let l3_groups = |cpus: &[u32]| -> Option<Vec<Vec<u32>>> {
+                let mut groups: Vec<Vec<u32>> = Vec::new();
+                for c in cpus {
+                    let l3: Vec<u32> = self
+                        .cpus
+                        .get(c)?
+                        .l3
+                        .as_ref()?
+                        .iter()
+                        .copied()
+                        .filter(|x| cpus.contains(x))
+                        .collect();
+                    if !groups.contains(&l3) {
+                        groups.push(l3);
+                    }
+                }
+                (!groups.is_empty()).then_some(groups)
+            };
             let packages: BTreeSet<i64> = node
                 .cpus
                 .iter()
@@ -861,6 +879,7 @@ impl Topology {
                 memory_usage: 0,
                 pinned_cpus: vec![],
                 siblings: cores,
+                l3_groups: l3_groups(&node.cpus),
                 mempages: Some(mempages),
                 socket: (packages.len() == 1)
                     .then(|| packages.iter().next().map(|p| *p as u32))

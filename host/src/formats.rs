@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::wit;
+use crate::runtime::{cpu_rows, push_cpu, wit, CpuRow};
 
 /// Invalid input: the message names the file, the field and the value.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +85,9 @@ pub struct HostCellJson {
     pub pinned_cpus: Vec<u32>,
     #[serde(default)]
     pub siblings: Vec<Vec<u32>>,
+    /// CPUs sharing an L3 cache (optional; `numafit topology` fills it in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l3_groups: Option<Vec<Vec<u32>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mempages: Option<Vec<PagesJson>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,7 +151,14 @@ impl HostJson {
         }
         let mut owner: BTreeMap<u32, usize> = BTreeMap::new();
         let mut cells = Vec::with_capacity(n);
-        let mut cpus = Vec::new();
+        let mut cpus = wit::HostCpus {
+            ids: vec![],
+            cells: vec![],
+            cores: vec![],
+            roles: vec![],
+            l3: vec![],
+        };
+        let any_l3 = self.cells.iter().any(|c| c.l3_groups.is_some());
         let mut pages = Vec::new();
         let mut networks = Vec::new();
         let mut distances = Vec::new();
@@ -209,14 +219,23 @@ impl HostJson {
                     core += 1;
                     core - 1
                 });
-                cpus.push(wit::HostCpu {
-                    id: cpu,
-                    cell: c.id,
-                    core: k,
-                    shared: c.cpuset.contains(&cpu),
-                    pinnable: c.pcpuset.contains(&cpu),
-                    pinned: c.pinned_cpus.contains(&cpu),
-                });
+                push_cpu(
+                    &mut cpus,
+                    CpuRow {
+                        id: cpu,
+                        cell: c.id,
+                        core: k,
+                        shared: c.cpuset.contains(&cpu),
+                        pinnable: c.pcpuset.contains(&cpu),
+                        pinned: c.pinned_cpus.contains(&cpu),
+                    },
+                );
+                if any_l3 {
+                    // L3 domains numbered host-wide: cell position * 4096 + group index.
+                    let group = c.l3_groups.iter().flatten().position(|g| g.contains(&cpu));
+                    cpus.l3
+                        .push(group.map_or(u32::MAX, |g| i as u32 * 4096 + g as u32));
+                }
             }
             for (j, p) in c.mempages.iter().flatten().enumerate() {
                 if p.size_kb == 0 {
@@ -303,9 +322,7 @@ impl HostJson {
                 cell.memory_usage = u.memory_used_mb;
                 cell.cpu_usage = u.shared_vcpus_used;
             }
-            let mut pinned: Vec<u32> = after
-                .cpus
-                .iter()
+            let mut pinned: Vec<u32> = cpu_rows(&after.cpus)
                 .filter(|c| c.cell == cell.id && c.pinned)
                 .map(|c| c.id)
                 .collect();

@@ -22,6 +22,41 @@ pub mod bindings {
 pub use bindings as wit;
 use bindings::{PlacementPolicy, PlacementPolicyPre};
 
+/// One CPU of the contract's column-wise CPU table, as a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuRow {
+    pub id: u32,
+    pub cell: u32,
+    pub core: u32,
+    pub shared: bool,
+    pub pinnable: bool,
+    pub pinned: bool,
+}
+
+/// The rows of a host's CPU table (columns shorter than `ids` read as zero).
+pub fn cpu_rows(c: &wit::HostCpus) -> impl Iterator<Item = CpuRow> + '_ {
+    (0..c.ids.len()).map(move |k| {
+        let roles = c.roles.get(k).copied().unwrap_or(0);
+        CpuRow {
+            id: c.ids[k],
+            cell: c.cells.get(k).copied().unwrap_or(0),
+            core: c.cores.get(k).copied().unwrap_or(0),
+            shared: roles & 1 != 0,
+            pinnable: roles & 2 != 0,
+            pinned: roles & 4 != 0,
+        }
+    })
+}
+
+/// Appends one CPU to a host's CPU table.
+pub fn push_cpu(c: &mut wit::HostCpus, row: CpuRow) {
+    c.ids.push(row.id);
+    c.cells.push(row.cell);
+    c.cores.push(row.core);
+    c.roles
+        .push(u8::from(row.shared) | u8::from(row.pinnable) << 1 | u8::from(row.pinned) << 2);
+}
+
 /// The default `nova` policy, built from this workspace's `plugin/` crate.
 pub static EMBEDDED_NOVA: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/nova.wasm"));
 

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::runtime::wit;
+use crate::runtime::{cpu_rows, wit};
 
 /// A plugin answer the host refuses to trust.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,7 @@ fn cell_views(host: &wit::Host) -> BTreeMap<u32, CellView<'_>> {
             )
         })
         .collect();
-    for cpu in &host.cpus {
+    for cpu in cpu_rows(&host.cpus) {
         if let Some(v) = views.get_mut(&cpu.cell) {
             if cpu.pinnable {
                 v.pinnable.insert(cpu.id);
@@ -228,9 +228,7 @@ fn layout(
         .iter()
         .map(|c| (c.id, c.memory_mb, c.socket))
         .collect();
-    let cpus = host
-        .cpus
-        .iter()
+    let cpus = cpu_rows(&host.cpus)
         .map(|c| (c.id, c.cell, c.core, c.shared, c.pinnable))
         .collect();
     let pages = host
@@ -271,8 +269,7 @@ pub fn accounting(
         ));
     }
     let pinned = |h: &wit::Host, cell: u32| -> BTreeSet<u32> {
-        h.cpus
-            .iter()
+        cpu_rows(&h.cpus)
             .filter(|c| c.cell == cell && c.pinned)
             .map(|c| c.id)
             .collect()
@@ -321,15 +318,11 @@ pub fn accounting(
             .collect();
         // Isolate takes whole cores: the siblings of its CPUs may move too, nothing else.
         let allowed: BTreeSet<u32> = if p.thread_policy == Some(wit::ThreadPolicy::Isolate) {
-            let cores: BTreeSet<u32> = before
-                .cpus
-                .iter()
+            let cores: BTreeSet<u32> = cpu_rows(&before.cpus)
                 .filter(|c| c.cell == b.id && mine.contains(&c.id))
                 .map(|c| c.core)
                 .collect();
-            before
-                .cpus
-                .iter()
+            cpu_rows(&before.cpus)
                 .filter(|c| c.cell == b.id && cores.contains(&c.core))
                 .map(|c| c.id)
                 .collect()

@@ -39,6 +39,7 @@ fn host_in(h: w::Host) -> Result<HostTopology, String> {
             memory_usage: c.memory_used_mb,
             pinned_cpus: CpuSet::new(),
             siblings: Vec::new(),
+            cache_groups: Vec::new(),
             mempages: Vec::new(),
             socket: c.socket,
             network_metadata: None,
@@ -48,19 +49,48 @@ fn host_in(h: w::Host) -> Result<HostTopology, String> {
     let index = |id: u32| ids.iter().position(|&c| c == id);
     let unknown =
         |what: String, id: u32| format!("{what} names cell {id}, which the host does not list");
+    let cpus = &h.cpus;
+    let n = cpus.ids.len();
+    if cpus.cells.len() != n
+        || cpus.cores.len() != n
+        || cpus.roles.len() != n
+        || !(cpus.l3.is_empty() || cpus.l3.len() == n)
+    {
+        return Err(format!(
+            "the CPU columns differ in length (ids {n}, cells {}, cores {}, roles {}, l3 {})",
+            cpus.cells.len(),
+            cpus.cores.len(),
+            cpus.roles.len(),
+            cpus.l3.len()
+        ));
+    }
+    // (core, cpu) and (l3, cpu) per cell, to build the sibling and cache groups.
     let mut cores: Vec<Vec<(u32, u32)>> = vec![Vec::new(); cells.len()];
-    for cpu in &h.cpus {
-        let i = index(cpu.cell).ok_or_else(|| unknown(format!("cpu {}", cpu.id), cpu.cell))?;
-        cores[i].push((cpu.core, cpu.id));
-        let cell = &mut cells[i];
-        if cpu.shared {
-            cell.cpuset.insert(cpu.id);
+    let mut caches: Vec<Vec<(u32, u32)>> = vec![Vec::new(); cells.len()];
+    let mut last = (u32::MAX, 0usize);
+    for k in 0..n {
+        let (id, cell) = (cpus.ids[k], cpus.cells[k]);
+        // CPUs come grouped by cell, so the last lookup usually answers.
+        let i = if last.0 == cell {
+            last.1
+        } else {
+            index(cell).ok_or_else(|| unknown(format!("cpu {id}"), cell))?
+        };
+        last = (cell, i);
+        cores[i].push((cpus.cores[k], id));
+        if let Some(&l3) = cpus.l3.get(k) {
+            caches[i].push((l3, id));
         }
-        if cpu.pinnable {
-            cell.pcpuset.insert(cpu.id);
+        let roles = cpus.roles[k];
+        let c = &mut cells[i];
+        if roles & 1 != 0 {
+            c.cpuset.insert(id);
         }
-        if cpu.pinned {
-            cell.pinned_cpus.insert(cpu.id);
+        if roles & 2 != 0 {
+            c.pcpuset.insert(id);
+        }
+        if roles & 4 != 0 {
+            c.pinned_cpus.insert(id);
         }
     }
     for pool in &h.pages {
@@ -105,21 +135,35 @@ fn host_in(h: w::Host) -> Result<HostTopology, String> {
 }
 
 fn host_out(h: HostTopology) -> w::Host {
-    let mut cpus = Vec::new();
+    let mut cpus = w::HostCpus {
+        ids: Vec::new(),
+        cells: Vec::new(),
+        cores: Vec::new(),
+        roles: Vec::new(),
+        l3: Vec::new(),
+    };
     let mut pages = Vec::new();
     let mut networks = Vec::new();
     let mut core = 0u32;
+    let with_l3 = h.cells.iter().any(|c| !c.cache_groups.is_empty());
     for cell in &h.cells {
         for group in &cell.siblings {
             for cpu in group.iter() {
-                cpus.push(w::HostCpu {
-                    id: cpu,
-                    cell: cell.id,
-                    core,
-                    shared: cell.cpuset.contains(cpu),
-                    pinnable: cell.pcpuset.contains(cpu),
-                    pinned: cell.pinned_cpus.contains(cpu),
-                });
+                cpus.ids.push(cpu);
+                cpus.cells.push(cell.id);
+                cpus.cores.push(core);
+                let role = |set: &CpuSet, bit: u8| if set.contains(cpu) { bit } else { 0 };
+                cpus.roles.push(
+                    role(&cell.cpuset, 1) | role(&cell.pcpuset, 2) | role(&cell.pinned_cpus, 4),
+                );
+                if with_l3 {
+                    let l3 = cell
+                        .cache_groups
+                        .iter()
+                        .position(|g| g.contains(cpu))
+                        .map_or(u32::MAX, |p| p as u32 + cell.id * 1024);
+                    cpus.l3.push(l3);
+                }
             }
             core += 1;
         }

@@ -81,6 +81,7 @@ mod tests {
             memory_usage: 0,
             pinned_cpus: CpuSet::new(),
             siblings: vec![],
+            cache_groups: vec![],
             mempages: pools
                 .iter()
                 .map(|&(size_kb, total, used)| PagePool {

@@ -58,6 +58,9 @@ pub struct HostCell {
     /// Hyperthread sibling groups (physical cores), in packing order.
     #[cfg_attr(feature = "serde", serde(default))]
     pub siblings: Vec<CpuSet>,
+    /// CPUs sharing an L3 cache, when the host says; empty when unknown.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub cache_groups: Vec<CpuSet>,
     /// Page pools, smallest size first.
     #[cfg_attr(feature = "serde", serde(default))]
     pub mempages: Vec<PagePool>,

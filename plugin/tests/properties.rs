@@ -106,6 +106,7 @@ fn build_host(specs: &[CellSpec]) -> HostTopology {
                 memory_usage: used_mb,
                 pinned_cpus: pinned,
                 siblings,
+                cache_groups: vec![],
                 mempages: vec![
                     PagePool {
                         size_kb: 4,

@@ -21,6 +21,7 @@ pub fn cell(id: u32, cores: &[&[u32]], memory: u64) -> HostCell {
         memory_usage: 0,
         pinned_cpus: CpuSet::new(),
         siblings: cores.iter().map(|c| set(c)).collect(),
+        cache_groups: vec![],
         mempages: vec![
             PagePool {
                 size_kb: 4,

@@ -39,7 +39,7 @@ impl Guest for Hostile {
             }
             Some(3) => panic!("hostile plugin panics on purpose"),
             Some(4) => {
-                let pcpu = host.cpus.first().map(|c| c.id).unwrap_or(0);
+                let pcpu = host.cpus.ids.first().copied().unwrap_or(0);
                 let cell = host.cells.first().map(|c| c.id).unwrap_or(0);
                 let dedicated: Vec<u32> = request.vcpus.iter().filter(|v| v.cell == 0 && v.dedicated).map(|v| v.id).collect();
                 let shared: Vec<u32> = request.vcpus.iter().filter(|v| v.cell == 0 && !v.dedicated).map(|v| v.id).collect();
