@@ -13,29 +13,17 @@ use anyhow::{bail, Context, Result};
 
 fn main() -> Result<()> {
     let host_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
-    let root = host_dir
-        .parent()
-        .context("host crate has no parent directory")?;
+    let root = host_dir.parent().context("host crate has no parent directory")?;
     let plugin_dir = root.join("plugin");
-    for watched in ["plugin/src", "plugin/Cargo.toml", "wit", "Cargo.lock"] {
+    for watched in ["plugin/src", "plugin/Cargo.toml", "wit", "Cargo.toml", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
-    let target_dir = env::var_os("NUMAFIT_PLUGIN_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target").join("plugin-wasm"));
+    let target_dir = env::var_os("NUMAFIT_PLUGIN_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target").join("plugin-wasm"));
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
     build
-        .args([
-            "build",
-            "--lib",
-            "--locked",
-            "--target",
-            "wasm32-unknown-unknown",
-            "--profile",
-            "wasm",
-        ])
+        .args(["build", "--lib", "--locked", "--target", "wasm32-unknown-unknown", "--profile", "wasm"])
         .arg("--manifest-path")
         .arg(plugin_dir.join("Cargo.toml"))
         .arg("--target-dir")
@@ -51,11 +39,11 @@ fn main() -> Result<()> {
     ] {
         build.env_remove(var);
     }
-    let status = build
-        .status()
-        .context("running cargo to build the plugin for wasm32-unknown-unknown")?;
+    let status = build.status().context("running cargo to build the plugin for wasm32-unknown-unknown")?;
     if !status.success() {
-        bail!("building the plugin for wasm32-unknown-unknown failed (is the target installed? `rustup target add wasm32-unknown-unknown`)");
+        bail!(
+            "building the plugin for wasm32-unknown-unknown failed (is the target installed? `rustup target add wasm32-unknown-unknown`)"
+        );
     }
 
     let module_path = target_dir.join("wasm32-unknown-unknown/wasm/numafit_plugin.wasm");
@@ -66,8 +54,7 @@ fn main() -> Result<()> {
 }
 
 fn componentize(module_path: &Path) -> Result<Vec<u8>> {
-    let module =
-        std::fs::read(module_path).with_context(|| format!("reading {}", module_path.display()))?;
+    let module = std::fs::read(module_path).with_context(|| format!("reading {}", module_path.display()))?;
     wit_component::ComponentEncoder::default()
         .module(&module)
         .context("reading the plugin's core module")?

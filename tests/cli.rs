@@ -7,13 +7,7 @@ use support::*;
 use serde_json::Value;
 
 fn json_of(o: &std::process::Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}\nstderr: {}",
-            stdout(o),
-            stderr(o)
-        )
-    })
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}\nstderr: {}", stdout(o), stderr(o)))
 }
 
 fn path(p: &std::path::Path) -> &str {
@@ -26,10 +20,7 @@ fn fit_on_the_shipped_example_prints_a_pinned_placement() {
     let o = numafit(&["fit", "--host", path(&h), "--request", path(&r)]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let text = stdout(&o);
-    assert!(
-        text.contains("fits") && text.contains("pinned vCPU->pCPU"),
-        "{text}"
-    );
+    assert!(text.contains("fits") && text.contains("pinned vCPU->pCPU"), "{text}");
 
     let o = numafit(&["fit", "--host", path(&h), "--request", path(&r), "--json"]);
     let p = json_of(&o);
@@ -39,15 +30,9 @@ fn fit_on_the_shipped_example_prints_a_pinned_placement() {
     assert_eq!(cells.len(), 2);
     // Host cell 0 has core {0,16} and {1,17} pinned already: the guest gets the next free pairs.
     assert_eq!(cells[0]["host_cell"], 0);
-    assert_eq!(
-        cells[0]["cpu_pinning"],
-        serde_json::json!({"0": 2, "1": 18, "2": 3, "3": 19})
-    );
+    assert_eq!(cells[0]["cpu_pinning"], serde_json::json!({"0": 2, "1": 18, "2": 3, "3": 19}));
     assert_eq!(cells[0]["pagesize_kb"], 2048);
-    assert_eq!(
-        cells[1]["cpu_pinning"],
-        serde_json::json!({"4": 8, "5": 24, "6": 9, "7": 25})
-    );
+    assert_eq!(cells[1]["cpu_pinning"], serde_json::json!({"4": 8, "5": 24, "6": 9, "7": 25}));
 }
 
 #[test]
@@ -58,59 +43,28 @@ fn claim_then_release_gives_back_the_identical_host() {
     let placement = dir.join("placement.json");
     std::fs::write(&placement, &o.stdout).unwrap();
 
-    let o = numafit(&[
-        "claim",
-        "--host",
-        path(&h),
-        "--placement",
-        path(&placement),
-        "--json",
-    ]);
+    let o = numafit(&["claim", "--host", path(&h), "--placement", path(&placement), "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let claimed = json_of(&o);
     let cell0 = &claimed["cells"][0];
     assert_eq!(cell0["memory_usage"], 4096);
-    assert_eq!(
-        cell0["pinned_cpus"],
-        serde_json::json!([0, 1, 2, 3, 16, 17, 18, 19])
-    );
+    assert_eq!(cell0["pinned_cpus"], serde_json::json!([0, 1, 2, 3, 16, 17, 18, 19]));
     assert_eq!(cell0["mempages"][1]["used"], 2048, "4 GiB in 2 MiB pages");
     let claimed_path = dir.join("claimed.json");
     std::fs::write(&claimed_path, &o.stdout).unwrap();
 
     // The same placement again collides: exit 1 and Nova's error name.
-    let o = numafit(&[
-        "claim",
-        "--host",
-        path(&claimed_path),
-        "--placement",
-        path(&placement),
-        "--json",
-    ]);
+    let o = numafit(&["claim", "--host", path(&claimed_path), "--placement", path(&placement), "--json"]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(json_of(&o)["code"], "CPUPinningInvalid");
 
-    let o = numafit(&[
-        "release",
-        "--host",
-        path(&claimed_path),
-        "--placement",
-        path(&placement),
-        "--json",
-    ]);
+    let o = numafit(&["release", "--host", path(&claimed_path), "--placement", path(&placement), "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let original: Value = serde_json::from_slice(&std::fs::read(&h).unwrap()).unwrap();
     assert_eq!(json_of(&o), original);
 
     // Releasing what is not pinned is refused.
-    let o = numafit(&[
-        "release",
-        "--host",
-        path(&h),
-        "--placement",
-        path(&placement),
-        "--json",
-    ]);
+    let o = numafit(&["release", "--host", path(&h), "--placement", path(&placement), "--json"]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(json_of(&o)["code"], "CPUUnpinningInvalid");
 }
@@ -122,29 +76,16 @@ fn a_request_that_fits_nowhere_prints_per_cell_reasons() {
     let o = numafit(&["fit", "--host", path(&h), "--request", path(&r)]);
     assert_eq!(o.status.code(), Some(1));
     let text = stdout(&o);
-    assert!(
-        text.contains("does not fit: guest cell 3 fits on no host cell"),
-        "{text}"
-    );
-    assert!(
-        text.contains("pinnable-cpus") && text.contains("16 CPUs pinnable, needs 17"),
-        "{text}"
-    );
+    assert!(text.contains("does not fit: guest cell 3 fits on no host cell"), "{text}");
+    assert!(text.contains("pinnable-cpus") && text.contains("16 CPUs pinnable, needs 17"), "{text}");
 
     let o = numafit(&["fit", "--host", path(&h), "--request", path(&r), "--json"]);
     assert_eq!(o.status.code(), Some(1));
     let j = json_of(&o);
     assert_eq!(j["fits"], false);
     let reasons = j["reasons"].as_array().unwrap();
-    assert_eq!(
-        reasons.len(),
-        8,
-        "one reason per host cell for guest cell 3"
-    );
-    assert!(reasons.iter().all(|r| r["guest_cell"] == 3
-        && r["needed"] == 17
-        && r["available"] == 16
-        && r["shortfall"] == "pinnable-cpus"));
+    assert_eq!(reasons.len(), 8, "one reason per host cell for guest cell 3");
+    assert!(reasons.iter().all(|r| r["guest_cell"] == 3 && r["needed"] == 17 && r["available"] == 16 && r["shortfall"] == "pinnable-cpus"));
 }
 
 #[test]
@@ -156,91 +97,36 @@ fn malformed_and_invalid_input_exit_2_naming_file_field_and_value() {
     std::fs::write(&bad, "{\"cells\": [").unwrap();
     let o = numafit(&["fit", "--host", path(&bad), "--request", path(&r)]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("bad.json") && stderr(&o).contains("invalid JSON"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("bad.json") && stderr(&o).contains("invalid JSON"), "{}", stderr(&o));
 
-    std::fs::write(
-        &bad,
-        r#"{"cells": [{"id": 0, "cpuset": [0], "pcpuset": ["x"], "memory": 1024}]}"#,
-    )
-    .unwrap();
+    std::fs::write(&bad, r#"{"cells": [{"id": 0, "cpuset": [0], "pcpuset": ["x"], "memory": 1024}]}"#).unwrap();
     let o = numafit(&["fit", "--host", path(&bad), "--request", path(&r)]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("cells[0].pcpuset[0]") && stderr(&o).contains("\"x\""),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("cells[0].pcpuset[0]") && stderr(&o).contains("\"x\""), "{}", stderr(&o));
 
-    std::fs::write(
-        &bad,
-        r#"{"cells": [{"id": 0, "pcpuset": [0, 1], "pinned_cpus": [5], "memory": 1024}]}"#,
-    )
-    .unwrap();
+    std::fs::write(&bad, r#"{"cells": [{"id": 0, "pcpuset": [0, 1], "pinned_cpus": [5], "memory": 1024}]}"#).unwrap();
     let o = numafit(&["fit", "--host", path(&bad), "--request", path(&r)]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("cells[0].pinned_cpus") && stderr(&o).contains("CPU 5"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("cells[0].pinned_cpus") && stderr(&o).contains("CPU 5"), "{}", stderr(&o));
 
-    std::fs::write(
-        &bad,
-        r#"{"cells": [{"id": 0, "pcpuset": [0], "memroy": 1024}]}"#,
-    )
-    .unwrap();
+    std::fs::write(&bad, r#"{"cells": [{"id": 0, "pcpuset": [0], "memroy": 1024}]}"#).unwrap();
     let o = numafit(&["fit", "--host", path(&bad), "--request", path(&r)]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("memroy"), "{}", stderr(&o));
 
-    std::fs::write(
-        &bad,
-        r#"{"flavor": {"vcpus": 4, "memory_mb": 4096, "extra_specs": {"hw:numa_nodes": "3"}}}"#,
-    )
-    .unwrap();
+    std::fs::write(&bad, r#"{"flavor": {"vcpus": 4, "memory_mb": 4096, "extra_specs": {"hw:numa_nodes": "3"}}}"#).unwrap();
     let o = numafit(&["fit", "--host", path(&h), "--request", path(&bad)]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("ImageNUMATopologyAsymmetric")
-            && stderr(&o).contains("hw:numa_nodes=3"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("ImageNUMATopologyAsymmetric") && stderr(&o).contains("hw:numa_nodes=3"), "{}", stderr(&o));
 
     std::fs::write(&bad, r#"{"cpu_allocation_ratio": -1}"#).unwrap();
-    let o = numafit(&[
-        "fit",
-        "--host",
-        path(&h),
-        "--request",
-        path(&r),
-        "--limits",
-        path(&bad),
-    ]);
+    let o = numafit(&["fit", "--host", path(&h), "--request", path(&r), "--limits", path(&bad)]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("cpu_allocation_ratio") && stderr(&o).contains("-1"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("cpu_allocation_ratio") && stderr(&o).contains("-1"), "{}", stderr(&o));
 
-    let o = numafit(&[
-        "fit",
-        "--host",
-        "/nonexistent/host.json",
-        "--request",
-        path(&r),
-    ]);
+    let o = numafit(&["fit", "--host", "/nonexistent/host.json", "--request", path(&r)]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("/nonexistent/host.json"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("/nonexistent/host.json"), "{}", stderr(&o));
 }
 
 #[test]
@@ -258,26 +144,12 @@ fn shared_guests_with_limits_and_the_no_constraint_case() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let j = json_of(&o);
-    assert!(j["cells"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|c| c["cpu_pinning"] == serde_json::json!({})));
+    assert!(j["cells"].as_array().unwrap().iter().all(|c| c["cpu_pinning"] == serde_json::json!({})));
 
     let dir = scratch("noconstraint");
     let req = dir.join("r.json");
-    std::fs::write(
-        &req,
-        r#"{"flavor": {"vcpus": 2, "memory_mb": 2048, "extra_specs": {}}}"#,
-    )
-    .unwrap();
-    let o = numafit(&[
-        "fit",
-        "--host",
-        path(&example("host.json")),
-        "--request",
-        path(&req),
-    ]);
+    std::fs::write(&req, r#"{"flavor": {"vcpus": 2, "memory_mb": 2048, "extra_specs": {}}}"#).unwrap();
+    let o = numafit(&["fit", "--host", path(&example("host.json")), "--request", path(&req)]);
     assert_eq!(o.status.code(), Some(0));
     assert!(stdout(&o).contains("no NUMA constraint"), "{}", stdout(&o));
 }
@@ -289,16 +161,7 @@ fn strategy_pack_changes_the_chosen_cell() {
     std::fs::write(&req, r#"{"flavor": {"vcpus": 2, "memory_mb": 2048, "extra_specs": {"hw:cpu_policy": "dedicated"}}}"#).unwrap();
     let h = example("host.json");
     let cell_of = |strategy: &str| {
-        let o = numafit(&[
-            "fit",
-            "--host",
-            path(&h),
-            "--request",
-            path(&req),
-            "--strategy",
-            strategy,
-            "--json",
-        ]);
+        let o = numafit(&["fit", "--host", path(&h), "--request", path(&req), "--strategy", strategy, "--json"]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         json_of(&o)["cells"][0]["host_cell"].as_u64().unwrap()
     };
@@ -309,12 +172,7 @@ fn strategy_pack_changes_the_chosen_cell() {
 
 #[test]
 fn request_prints_the_guest_topology_or_novas_error() {
-    let o = numafit(&[
-        "request",
-        "--request",
-        path(&example("request.json")),
-        "--json",
-    ]);
+    let o = numafit(&["request", "--request", path(&example("request.json")), "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let j = json_of(&o);
     assert_eq!(j["cells"].as_array().unwrap().len(), 2);
@@ -327,10 +185,7 @@ fn info_and_export_plugin() {
     let o = numafit(&["info", "--json"]);
     assert_eq!(o.status.code(), Some(0));
     let j = json_of(&o);
-    assert_eq!(
-        (j["name"].as_str(), j["contract"].as_str()),
-        (Some("nova"), Some("0.1.0"))
-    );
+    assert_eq!((j["name"].as_str(), j["contract"].as_str()), (Some("nova"), Some("0.1.0")));
 
     let dir = scratch("export");
     let out = dir.join("nova.wasm");

@@ -12,27 +12,13 @@ use numafit_host::verify;
 fn load_case(dir: &std::path::Path) -> (wit::Host, wit::Request, wit::Limits) {
     let host: HostJson = formats::read_json(&dir.join("host.json")).expect("host");
     let req: RequestJson = formats::read_json(&dir.join("request.json")).expect("request");
-    let RequestInput::Explicit(request) = req.to_input("request.json").expect("valid") else {
-        panic!("bench requests are explicit")
-    };
+    let RequestInput::Explicit(request) = req.to_input("request.json").expect("valid") else { panic!("bench requests are explicit") };
     let limits_path = dir.join("limits.json");
-    let limits = if limits_path.exists() {
-        formats::read_json::<LimitsJson>(&limits_path).expect("limits")
-    } else {
-        LimitsJson::default()
-    };
-    (
-        host.to_wit("host.json").expect("valid host"),
-        request,
-        limits
-            .to_wit("limits.json", wit::Strategy::Spread)
-            .expect("limits"),
-    )
+    let limits = if limits_path.exists() { formats::read_json::<LimitsJson>(&limits_path).expect("limits") } else { LimitsJson::default() };
+    (host.to_wit("host.json").expect("valid host"), request, limits.to_wit("limits.json", wit::Strategy::Spread).expect("limits"))
 }
 
-fn native(
-    dir: &std::path::Path,
-) -> Result<Vec<(u32, Vec<(u32, u32)>, Vec<u32>, Option<u32>)>, String> {
+fn native(dir: &std::path::Path) -> Result<Vec<(u32, Vec<(u32, u32)>, Vec<u32>, Option<u32>)>, String> {
     use numafit_plugin::json;
     let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap();
     let host = json::host_from_json(&read("host.json")).unwrap();
@@ -43,19 +29,7 @@ fn native(
         Default::default()
     };
     numafit_plugin::fit(&host, &guest, &limits)
-        .map(|p| {
-            p.cells
-                .iter()
-                .map(|c| {
-                    (
-                        c.host_cell,
-                        c.pinning.clone(),
-                        c.emulator.clone(),
-                        c.pagesize_kb,
-                    )
-                })
-                .collect()
-        })
+        .map(|p| p.cells.iter().map(|c| (c.host_cell, c.pinning.clone(), c.emulator.clone(), c.pagesize_kb)).collect())
         .map_err(|r| r.summary)
 }
 
@@ -69,18 +43,10 @@ fn the_component_answers_what_the_native_core_answers_on_every_bench_case() {
         let answer = plugin.fit(&host, &request, &limits).expect("no trap");
         let got = match &answer {
             Ok(p) => {
-                verify::placement(plugin.name(), &host, &request, p)
-                    .expect("the host accepts the placement");
+                verify::placement(plugin.name(), &host, &request, p).expect("the host accepts the placement");
                 Ok(p.cells
                     .iter()
-                    .map(|c| {
-                        (
-                            c.host_cell,
-                            c.pinning.iter().map(|x| (x.vcpu, x.pcpu)).collect(),
-                            c.emulator_pcpus.clone(),
-                            c.page_size_kb,
-                        )
-                    })
+                    .map(|c| (c.host_cell, c.pinning.iter().map(|x| (x.vcpu, x.pcpu)).collect(), c.emulator_pcpus.clone(), c.page_size_kb))
                     .collect())
             }
             Err(r) => Err(r.summary.clone()),
@@ -111,11 +77,7 @@ fn bench_answers_where_nova_is_wrong_or_slow() {
         "12-64cell-16cell-last-fits-nowhere",
     ] {
         let r = answer(case, &mut plugin).expect_err(case);
-        assert!(
-            r.summary.contains("fits on no host cell"),
-            "{case}: {}",
-            r.summary
-        );
+        assert!(r.summary.contains("fits on no host cell"), "{case}: {}", r.summary);
     }
     // Nova walks 518,918,400 permutations and never answers; numafit refuses at once.
     assert!(answer("14-16cell-8cell-too-big", &mut plugin).is_err());
@@ -128,36 +90,16 @@ fn fit_many_answers_each_host_in_one_call() {
     let mut plugin = Plugin::embedded(PluginLimits::default()).unwrap();
     let (fits, request, limits) = load_case(&fixture("bench/04-8cell-4cell-prefer"));
     let (too_small, _, _) = load_case(&fixture("bench/01-2cell-host-2cell-dedicated"));
-    let answers = plugin
-        .fit_many(&[fits.clone(), too_small, fits], &request, &limits)
-        .expect("no trap");
+    let answers = plugin.fit_many(&[fits.clone(), too_small, fits], &request, &limits).expect("no trap");
     assert_eq!(answers.len(), 3);
     assert!(answers[0].is_ok() && answers[2].is_ok());
-    assert!(answers[1]
-        .as_ref()
-        .unwrap_err()
-        .summary
-        .contains("2 NUMA cells, the guest needs 4"));
+    assert!(answers[1].as_ref().unwrap_err().summary.contains("2 NUMA cells, the guest needs 4"));
 }
 
 fn hostile_request(memory_mb: u64) -> wit::Request {
     wit::Request {
-        cells: vec![wit::GuestCell {
-            memory_mb,
-            page_size: None,
-        }],
-        vcpus: vec![
-            wit::GuestVcpu {
-                id: 0,
-                cell: 0,
-                dedicated: true,
-            },
-            wit::GuestVcpu {
-                id: 1,
-                cell: 0,
-                dedicated: true,
-            },
-        ],
+        cells: vec![wit::GuestCell { memory_mb, page_size: None }],
+        vcpus: vec![wit::GuestVcpu { id: 0, cell: 0, dedicated: true }, wit::GuestVcpu { id: 1, cell: 0, dedicated: true }],
         cpu_policy: Some(wit::CpuPolicy::Dedicated),
         thread_policy: None,
         emulator_threads: None,
@@ -166,78 +108,50 @@ fn hostile_request(memory_mb: u64) -> wit::Request {
 }
 
 fn small_limits() -> PluginLimits {
-    PluginLimits {
-        fuel: 50_000_000,
-        memory_bytes: 32 << 20,
-    }
+    PluginLimits { fuel: 50_000_000, memory_bytes: 32 << 20 }
 }
 
 #[test]
 fn a_plugin_that_loops_forever_runs_out_of_fuel() {
-    let mut plugin =
-        Plugin::from_bytes("hostile.wasm", hostile_plugin(), small_limits()).expect("loads");
+    let mut plugin = Plugin::from_bytes("hostile.wasm", hostile_plugin(), small_limits()).expect("loads");
     let (host, _, limits) = load_case(&fixture("bench/01-2cell-host-2cell-dedicated"));
-    let err = plugin
-        .fit(&host, &hostile_request(1), &limits)
-        .expect_err("must not return");
+    let err = plugin.fit(&host, &hostile_request(1), &limits).expect_err("must not return");
     let e = err.downcast_ref::<PluginError>().expect("a plugin error");
     assert!(matches!(e, PluginError::OutOfFuel { .. }), "{e}");
     assert!(e.to_string().contains("hostile.wasm"), "{e}");
     // The host survives and the plugin is usable again with a fresh instance.
-    let again = plugin
-        .fit(&host, &hostile_request(5), &limits)
-        .expect("fresh instance answers");
+    let again = plugin.fit(&host, &hostile_request(5), &limits).expect("fresh instance answers");
     assert!(again.is_err());
 }
 
 #[test]
 fn a_plugin_that_bombs_memory_hits_its_cap() {
-    let mut plugin =
-        Plugin::from_bytes("hostile.wasm", hostile_plugin(), small_limits()).expect("loads");
+    let mut plugin = Plugin::from_bytes("hostile.wasm", hostile_plugin(), small_limits()).expect("loads");
     let (host, _, limits) = load_case(&fixture("bench/01-2cell-host-2cell-dedicated"));
-    let err = plugin
-        .fit(&host, &hostile_request(2), &limits)
-        .expect_err("must not return");
+    let err = plugin.fit(&host, &hostile_request(2), &limits).expect_err("must not return");
     let e = err.downcast_ref::<PluginError>().expect("a plugin error");
     assert!(matches!(e, PluginError::MemoryCap { mib: 32, .. }), "{e}");
 }
 
 #[test]
 fn a_plugin_that_panics_is_a_named_trap() {
-    let mut plugin =
-        Plugin::from_bytes("hostile.wasm", hostile_plugin(), small_limits()).expect("loads");
+    let mut plugin = Plugin::from_bytes("hostile.wasm", hostile_plugin(), small_limits()).expect("loads");
     let (host, _, limits) = load_case(&fixture("bench/01-2cell-host-2cell-dedicated"));
-    let err = plugin
-        .fit(&host, &hostile_request(3), &limits)
-        .expect_err("must not return");
+    let err = plugin.fit(&host, &hostile_request(3), &limits).expect_err("must not return");
     let e = err.downcast_ref::<PluginError>().expect("a plugin error");
-    assert!(
-        matches!(e, PluginError::Trap { .. }) && e.to_string().contains("hostile.wasm"),
-        "{e}"
-    );
+    assert!(matches!(e, PluginError::Trap { .. }) && e.to_string().contains("hostile.wasm"), "{e}");
 }
 
 #[test]
 fn a_lying_plugin_is_caught_by_the_hosts_own_checks() {
-    let mut plugin =
-        Plugin::from_bytes("hostile.wasm", hostile_plugin(), small_limits()).expect("loads");
+    let mut plugin = Plugin::from_bytes("hostile.wasm", hostile_plugin(), small_limits()).expect("loads");
     let (host, _, limits) = load_case(&fixture("bench/01-2cell-host-2cell-dedicated"));
     let request = hostile_request(4);
-    let p = plugin
-        .fit(&host, &request, &limits)
-        .expect("no trap")
-        .expect("it claims a fit");
-    let err = verify::placement(plugin.name(), &host, &request, &p)
-        .expect_err("one CPU for two vCPUs is refused");
-    assert!(
-        err.to_string().contains("hostile.wasm") && err.to_string().contains("twice"),
-        "{err}"
-    );
+    let p = plugin.fit(&host, &request, &limits).expect("no trap").expect("it claims a fit");
+    let err = verify::placement(plugin.name(), &host, &request, &p).expect_err("one CPU for two vCPUs is refused");
+    assert!(err.to_string().contains("hostile.wasm") && err.to_string().contains("twice"), "{err}");
     // Its claim changes the host's capacity: refused as well.
-    let after = plugin
-        .claim(&host, &p)
-        .expect("no trap")
-        .expect("it says ok");
+    let after = plugin.claim(&host, &p).expect("no trap").expect("it says ok");
     assert!(verify::accounting(plugin.name(), &host, &after, &p, true).is_err());
 }
 
@@ -247,11 +161,7 @@ fn the_cli_reports_a_trapping_plugin_by_name_with_exit_3() {
     let wasm = dir.join("hostile.wasm");
     std::fs::write(&wasm, hostile_plugin()).unwrap();
     let req = dir.join("r.json");
-    std::fs::write(
-        &req,
-        r#"{"cells": [{"cpuset": [], "pcpuset": [0, 1], "memory": 1}], "cpu_policy": "dedicated"}"#,
-    )
-    .unwrap();
+    std::fs::write(&req, r#"{"cells": [{"cpuset": [], "pcpuset": [0, 1], "memory": 1}], "cpu_policy": "dedicated"}"#).unwrap();
     let host = fixture("bench/01-2cell-host-2cell-dedicated/host.json");
     let o = numafit(&[
         "fit",
@@ -265,31 +175,35 @@ fn the_cli_reports_a_trapping_plugin_by_name_with_exit_3() {
         "10000000",
     ]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("hostile.wasm") && stderr(&o).contains("fuel"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("hostile.wasm") && stderr(&o).contains("fuel"), "{}", stderr(&o));
 }
 
 #[test]
 fn compiled_components_are_cached_on_disk() {
     let dir = scratch("cache");
-    let load = || {
-        Plugin::from_bytes_cached(
-            "nova",
-            numafit_host::runtime::EMBEDDED_NOVA,
-            PluginLimits::default(),
-            Some(&dir),
-        )
-    };
+    let load = || Plugin::from_bytes_cached("nova", numafit_host::runtime::EMBEDDED_NOVA, PluginLimits::default(), Some(&dir));
     load().expect("compiles");
-    let cached: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
-        .collect();
+    let cached: Vec<_> =
+        std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == "cwasm")).collect();
     assert_eq!(cached.len(), 1, "one artifact for the embedded plugin");
     let mut again = load().expect("loads from cache");
     assert_eq!(again.info().unwrap().name, "nova");
+}
+
+#[test]
+fn the_guests_memory_does_not_grow_across_calls() {
+    let mut plugin = Plugin::embedded(PluginLimits::default()).unwrap();
+    let (host, request, limits) = load_case(&fixture("bench/11-16cell-8cell-last-fits-nowhere"));
+    let (fits, freq, flimits) = load_case(&fixture("bench/04-8cell-4cell-prefer"));
+    for _ in 0..20 {
+        plugin.fit(&host, &request, &limits).unwrap().unwrap_err();
+        plugin.fit(&fits, &freq, &flimits).unwrap().unwrap();
+    }
+    let warm = plugin.memory_bytes().expect("live instance");
+    assert!(warm > 0);
+    for _ in 0..500 {
+        plugin.fit(&host, &request, &limits).unwrap().unwrap_err();
+        plugin.fit(&fits, &freq, &flimits).unwrap().unwrap();
+    }
+    assert_eq!(plugin.memory_bytes(), Some(warm), "every call frees all it allocates, so the arena starts over");
 }

@@ -14,11 +14,8 @@ use numafit_plugin::json;
 
 fn cases() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/bench");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("bench fixtures")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
+    let mut v: Vec<PathBuf> =
+        std::fs::read_dir(&dir).expect("bench fixtures").filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
     v.sort();
     v
 }
@@ -30,19 +27,12 @@ fn read(dir: &Path, name: &str) -> Option<String> {
 fn bench(c: &mut Criterion) {
     let mut plugin = Plugin::embedded(PluginLimits::default()).expect("embedded plugin");
     for dir in cases() {
-        let name = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("case name")
-            .to_string();
+        let name = dir.file_name().and_then(|n| n.to_str()).expect("case name").to_string();
         // Component inputs: the contract's types, as the CLI builds them.
         let host: HostJson = formats::read_json(&dir.join("host.json")).expect("host");
         let whost = host.to_wit("host.json").expect("valid host");
         let RequestInput::Explicit(wrequest) =
-            formats::read_json::<RequestJson>(&dir.join("request.json"))
-                .expect("request")
-                .to_input("request.json")
-                .expect("valid")
+            formats::read_json::<RequestJson>(&dir.join("request.json")).expect("request").to_input("request.json").expect("valid")
         else {
             panic!("{name}: bench requests are explicit topologies")
         };
@@ -51,29 +41,16 @@ fn bench(c: &mut Criterion) {
         } else {
             LimitsJson::default()
         };
-        let wlimits = limits
-            .to_wit("limits.json", wit::Strategy::Spread)
-            .expect("limits");
+        let wlimits = limits.to_wit("limits.json", wit::Strategy::Spread).expect("limits");
         // Native inputs: the core's model.
         let nhost = json::host_from_json(&read(&dir, "host.json").expect("host")).expect("host");
-        let nguest = json::request_from_json(&read(&dir, "request.json").expect("request"))
-            .expect("request");
-        let nlimits = read(&dir, "limits.json")
-            .map(|t| json::limits_from_json(&t, Default::default()).expect("limits"))
-            .unwrap_or_default();
+        let nguest = json::request_from_json(&read(&dir, "request.json").expect("request")).expect("request");
+        let nlimits =
+            read(&dir, "limits.json").map(|t| json::limits_from_json(&t, Default::default()).expect("limits")).unwrap_or_default();
 
         let mut group = c.benchmark_group(format!("fit/{name}"));
-        group.bench_function("component", |b| {
-            b.iter(|| {
-                plugin
-                    .fit(&whost, &wrequest, &wlimits)
-                    .expect("no trap")
-                    .is_ok()
-            })
-        });
-        group.bench_function("native", |b| {
-            b.iter(|| numafit_plugin::fit(&nhost, &nguest, &nlimits).is_ok())
-        });
+        group.bench_function("component", |b| b.iter(|| plugin.fit(&whost, &wrequest, &wlimits).expect("no trap").is_ok()));
+        group.bench_function("native", |b| b.iter(|| numafit_plugin::fit(&nhost, &nguest, &nlimits).is_ok()));
         group.finish();
     }
 }

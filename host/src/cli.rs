@@ -8,18 +8,12 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::discover::{self, HostConfig};
-use crate::formats::{
-    self, HostJson, InputError, LimitsJson, PlacementJson, RejectionJson, RequestInput, RequestJson,
-};
+use crate::formats::{self, HostJson, InputError, LimitsJson, PlacementJson, RejectionJson, RequestInput, RequestJson};
 use crate::runtime::{wit, Plugin, PluginLimits};
 use crate::verify;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "numafit",
-    version,
-    about = "NUMA placement for VMs and containers: which host cells, CPUs and pages an instance gets"
-)]
+#[command(name = "numafit", version, about = "NUMA placement for VMs and containers: which host cells, CPUs and pages an instance gets")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,51 +63,24 @@ impl DiscoverArgs {
     fn config(&self) -> Result<HostConfig, Failure> {
         let bad = |flag: &str, v: &str, why: String| Failure::Usage(format!("{flag} {v:?}: {why}"));
         let list = |flag: &str, v: &Option<String>| -> Result<Option<Vec<u32>>, Failure> {
-            v.as_ref()
-                .map(|t| discover::parse_list(t).map_err(|m| bad(flag, t, m)))
-                .transpose()
+            v.as_ref().map(|t| discover::parse_list(t).map_err(|m| bad(flag, t, m))).transpose()
         };
         let mut reserved_memory_mb = std::collections::BTreeMap::new();
         for v in &self.reserved_memory {
-            let (node, mb) = v
-                .split_once(':')
-                .ok_or_else(|| bad("--reserved-memory", v, "expected NODE:MiB".into()))?;
-            let node = node.parse::<u32>().map_err(|_| {
-                bad(
-                    "--reserved-memory",
-                    v,
-                    format!("node {node:?} is not a number"),
-                )
-            })?;
-            let mb = mb.parse::<u64>().map_err(|_| {
-                bad(
-                    "--reserved-memory",
-                    v,
-                    format!("{mb:?} is not a number of MiB"),
-                )
-            })?;
+            let (node, mb) = v.split_once(':').ok_or_else(|| bad("--reserved-memory", v, "expected NODE:MiB".into()))?;
+            let node = node.parse::<u32>().map_err(|_| bad("--reserved-memory", v, format!("node {node:?} is not a number")))?;
+            let mb = mb.parse::<u64>().map_err(|_| bad("--reserved-memory", v, format!("{mb:?} is not a number of MiB")))?;
             reserved_memory_mb.insert(node, mb);
         }
         let mut reserved_hugepages = std::collections::BTreeMap::new();
         for v in &self.reserved_hugepages {
             let parts: Vec<&str> = v.split(':').collect();
-            let nums: Vec<Option<u64>> = parts
-                .iter()
-                .map(|p| p.trim_end_matches("kB").parse::<u64>().ok())
-                .collect();
+            let nums: Vec<Option<u64>> = parts.iter().map(|p| p.trim_end_matches("kB").parse::<u64>().ok()).collect();
             match nums.as_slice() {
-                [Some(node), Some(size), Some(count)]
-                    if *node <= u64::from(u32::MAX) && *size <= u64::from(u32::MAX) =>
-                {
+                [Some(node), Some(size), Some(count)] if *node <= u64::from(u32::MAX) && *size <= u64::from(u32::MAX) => {
                     reserved_hugepages.insert((*node as u32, *size as u32), *count);
                 }
-                _ => {
-                    return Err(bad(
-                        "--reserved-hugepages",
-                        v,
-                        "expected NODE:SIZE_KB:COUNT, all numbers".into(),
-                    ))
-                }
+                _ => return Err(bad("--reserved-hugepages", v, "expected NODE:SIZE_KB:COUNT, all numbers".into())),
             }
         }
         Ok(HostConfig {
@@ -127,13 +94,10 @@ impl DiscoverArgs {
     fn read(&self) -> Result<discover::Topology, Failure> {
         match (&self.numactl_output, &self.sysfs_root) {
             (Some(file), _) => {
-                let text = std::fs::read_to_string(file)
-                    .map_err(|e| Failure::Usage(format!("{}: cannot read: {e}", file.display())))?;
+                let text = std::fs::read_to_string(file).map_err(|e| Failure::Usage(format!("{}: cannot read: {e}", file.display())))?;
                 Ok(discover::parse_numactl(&text, file)?)
             }
-            (None, root) => Ok(discover::read_sysfs(
-                root.as_deref().unwrap_or(Path::new("/")),
-            )?),
+            (None, root) => Ok(discover::read_sysfs(root.as_deref().unwrap_or(Path::new("/")))?),
         }
     }
 
@@ -260,14 +224,9 @@ impl Failure {
 }
 
 fn load_plugin(args: &PluginArgs) -> Result<Plugin, Failure> {
-    let limits = PluginLimits {
-        fuel: args.fuel,
-        memory_bytes: (args.memory_limit_mb as usize).saturating_mul(1 << 20),
-    };
+    let limits = PluginLimits { fuel: args.fuel, memory_bytes: (args.memory_limit_mb as usize).saturating_mul(1 << 20) };
     Ok(match &args.plugin {
-        Some(path) => {
-            Plugin::from_file(path, limits).map_err(|e| Failure::PluginLoad(format!("{e:#}")))?
-        }
+        Some(path) => Plugin::from_file(path, limits).map_err(|e| Failure::PluginLoad(format!("{e:#}")))?,
         None => Plugin::embedded(limits).map_err(Failure::Plugin)?,
     })
 }
@@ -277,10 +236,7 @@ fn name_of(path: &Path) -> String {
 }
 
 /// The host from `--host`, else discovered.
-fn read_host(
-    path: Option<&Path>,
-    discover: &DiscoverArgs,
-) -> Result<(HostJson, wit::Host), Failure> {
+fn read_host(path: Option<&Path>, discover: &DiscoverArgs) -> Result<(HostJson, wit::Host), Failure> {
     let (json, name) = match path {
         Some(path) => (formats::read_json::<HostJson>(path)?, name_of(path)),
         None => (discover.host()?, "the discovered host".to_string()),
@@ -294,27 +250,18 @@ fn read_request(path: &Path, plugin: &mut Plugin) -> Result<wit::Request, Failur
     let json: RequestJson = formats::read_json(path)?;
     match json.to_input(&name_of(path))? {
         RequestInput::Explicit(r) => Ok(r),
-        RequestInput::Flavor(flavor, pci) => match plugin
-            .request_from_flavor(&flavor)
-            .map_err(Failure::Plugin)?
-        {
+        RequestInput::Flavor(flavor, pci) => match plugin.request_from_flavor(&flavor).map_err(Failure::Plugin)? {
             Ok(mut r) => {
                 r.pci_requests = pci;
                 Ok(r)
             }
-            Err(e) => Err(Failure::Request(format!(
-                "{}: {}: {}",
-                name_of(path),
-                e.code,
-                e.message
-            ))),
+            Err(e) => Err(Failure::Request(format!("{}: {}: {}", name_of(path), e.code, e.message))),
         },
     }
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| Failure::Io(format!("encoding JSON: {e}")))?;
+    let text = serde_json::to_string_pretty(value).map_err(|e| Failure::Io(format!("encoding JSON: {e}")))?;
     println!("{text}");
     Ok(())
 }
@@ -329,11 +276,7 @@ fn cpus_text(cpus: &[u32]) -> String {
         while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
             j += 1;
         }
-        parts.push(if j > i {
-            format!("{}-{}", v[i], v[j])
-        } else {
-            v[i].to_string()
-        });
+        parts.push(if j > i { format!("{}-{}", v[i], v[j]) } else { v[i].to_string() });
         i = j + 1;
     }
     if parts.is_empty() {
@@ -345,10 +288,7 @@ fn cpus_text(cpus: &[u32]) -> String {
 
 fn print_placement(p: &wit::Placement) {
     if p.cells.is_empty() {
-        println!(
-            "fits: the request has no NUMA constraint, so every host passes (policy {})",
-            p.policy
-        );
+        println!("fits: the request has no NUMA constraint, so every host passes (policy {})", p.policy);
         return;
     }
     let mut how = vec![format!("policy {}", p.policy)];
@@ -366,29 +306,16 @@ fn print_placement(p: &wit::Placement) {
             Some(k) => format!("{k} KiB pages"),
             None => "default pages".into(),
         };
-        println!(
-            "  guest cell {} -> host cell {}: {} MiB in {pages}",
-            c.guest_cell, c.host_cell, c.memory_mb
-        );
+        println!("  guest cell {} -> host cell {}: {} MiB in {pages}", c.guest_cell, c.host_cell, c.memory_mb);
         if !c.shared_vcpus.is_empty() {
-            println!(
-                "    shared vCPUs {} float on the cell's shared CPUs",
-                cpus_text(&c.shared_vcpus)
-            );
+            println!("    shared vCPUs {} float on the cell's shared CPUs", cpus_text(&c.shared_vcpus));
         }
         if !c.pinning.is_empty() {
-            let pins: Vec<String> = c
-                .pinning
-                .iter()
-                .map(|x| format!("{}->{}", x.vcpu, x.pcpu))
-                .collect();
+            let pins: Vec<String> = c.pinning.iter().map(|x| format!("{}->{}", x.vcpu, x.pcpu)).collect();
             println!("    pinned vCPU->pCPU: {}", pins.join(" "));
         }
         if !c.emulator_pcpus.is_empty() {
-            println!(
-                "    emulator threads on pCPU {}",
-                cpus_text(&c.emulator_pcpus)
-            );
+            println!("    emulator threads on pCPU {}", cpus_text(&c.emulator_pcpus));
         }
     }
 }
@@ -400,18 +327,11 @@ fn print_rejection(r: &wit::Rejection) {
     by_guest.sort_unstable();
     by_guest.dedup();
     if !r.refusals.is_empty() {
-        println!(
-            "  {:<6} {:<6} {:<16} {:>8} {:>9}  why",
-            "guest", "host", "shortfall", "needed", "available"
-        );
+        println!("  {:<6} {:<6} {:<16} {:>8} {:>9}  why", "guest", "host", "shortfall", "needed", "available");
     }
     for g in by_guest {
         for c in r.refusals.iter().filter(|c| c.guest_cell == g) {
-            let why = c
-                .detail
-                .split_once(": ")
-                .map(|(_, w)| w)
-                .unwrap_or(&c.detail);
+            let why = c.detail.split_once(": ").map(|(_, w)| w).unwrap_or(&c.detail);
             println!(
                 "  {:<6} {:<6} {:<16} {:>8} {:>9}  {why}",
                 c.guest_cell,
@@ -429,12 +349,8 @@ fn print_rejection(r: &wit::Rejection) {
 
 fn print_host_usage(host: &HostJson) {
     for c in &host.cells {
-        let pages: Vec<String> = c
-            .mempages
-            .iter()
-            .flatten()
-            .map(|p| format!("{} KiB pages {}/{} used", p.size_kb, p.used, p.total))
-            .collect();
+        let pages: Vec<String> =
+            c.mempages.iter().flatten().map(|p| format!("{} KiB pages {}/{} used", p.size_kb, p.used, p.total)).collect();
         println!(
             "  host cell {}: memory {}/{} MiB used, shared vCPUs {}, pinned CPUs {}{}",
             c.id,
@@ -442,11 +358,7 @@ fn print_host_usage(host: &HostJson) {
             c.memory,
             c.cpu_usage,
             cpus_text(&c.pinned_cpus),
-            if pages.is_empty() {
-                String::new()
-            } else {
-                format!(", {}", pages.join(", "))
-            }
+            if pages.is_empty() { String::new() } else { format!(", {}", pages.join(", ")) }
         );
     }
 }
@@ -470,10 +382,7 @@ fn fit(
         Some(path) => formats::read_json::<LimitsJson>(path)?.to_wit(&name_of(path), strategy)?,
         None => LimitsJson::default().to_wit("", strategy)?,
     };
-    match plugin
-        .fit(&whost, &wrequest, &wlimits)
-        .map_err(Failure::Plugin)?
-    {
+    match plugin.fit(&whost, &wrequest, &wlimits).map_err(Failure::Plugin)? {
         Ok(p) => {
             verify::placement(plugin.name(), &whost, &wrequest, &p)?;
             if args.json {
@@ -484,10 +393,7 @@ fn fit(
             Ok(Outcome::Done)
         }
         Err(r) => {
-            let policy = plugin
-                .info()
-                .map(|i| i.name)
-                .unwrap_or_else(|_| plugin.name().to_string());
+            let policy = plugin.info().map(|i| i.name).unwrap_or_else(|_| plugin.name().to_string());
             if args.json {
                 print_json(&RejectionJson::from_wit(&policy, &r))?;
             } else {
@@ -498,21 +404,11 @@ fn fit(
     }
 }
 
-fn account(
-    host: Option<&Path>,
-    discover: &DiscoverArgs,
-    placement: &Path,
-    args: &PluginArgs,
-    claim: bool,
-) -> Result<Outcome, Failure> {
+fn account(host: Option<&Path>, discover: &DiscoverArgs, placement: &Path, args: &PluginArgs, claim: bool) -> Result<Outcome, Failure> {
     let mut plugin = load_plugin(args)?;
     let (json, whost) = read_host(host, discover)?;
     let wplacement = formats::read_json::<PlacementJson>(placement)?.to_wit(&name_of(placement))?;
-    let answer = if claim {
-        plugin.claim(&whost, &wplacement)
-    } else {
-        plugin.release(&whost, &wplacement)
-    };
+    let answer = if claim { plugin.claim(&whost, &wplacement) } else { plugin.release(&whost, &wplacement) };
     match answer.map_err(Failure::Plugin)? {
         Ok(after) => {
             verify::accounting(plugin.name(), &whost, &after, &wplacement, claim)?;
@@ -520,10 +416,7 @@ fn account(
             if args.json {
                 print_json(&next)?;
             } else {
-                println!(
-                    "{} done; the host now:",
-                    if claim { "claim" } else { "release" }
-                );
+                println!("{} done; the host now:", if claim { "claim" } else { "release" });
                 print_host_usage(&next);
             }
             Ok(Outcome::Done)
@@ -535,11 +428,7 @@ fn account(
                     &serde_json::json!({"ok": false, "code": code, "host_cell": e.host_cell, "cpus": e.cpus, "message": e.message}),
                 )?;
             } else {
-                println!(
-                    "{} refused: {code}: {}",
-                    if claim { "claim" } else { "release" },
-                    e.message
-                );
+                println!("{} refused: {code}: {}", if claim { "claim" } else { "release" }, e.message);
             }
             Ok(Outcome::Refused)
         }
@@ -555,7 +444,8 @@ fn request(path: &Path, args: &PluginArgs) -> Result<Outcome, Failure> {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let ids = |d: bool| -> Vec<u32> { r.vcpus.iter().filter(|v| v.cell as usize == i && v.dedicated == d).map(|v| v.id).collect() };
+                let ids =
+                    |d: bool| -> Vec<u32> { r.vcpus.iter().filter(|v| v.cell as usize == i && v.dedicated == d).map(|v| v.id).collect() };
                 let pagesize = match c.page_size {
                     None => serde_json::Value::Null,
                     Some(wit::PageSize::Small) => "small".into(),
@@ -585,13 +475,7 @@ fn request(path: &Path, args: &PluginArgs) -> Result<Outcome, Failure> {
     } else {
         println!("{} guest NUMA cell(s)", r.cells.len());
         for (i, c) in r.cells.iter().enumerate() {
-            let ids = |d: bool| -> Vec<u32> {
-                r.vcpus
-                    .iter()
-                    .filter(|v| v.cell as usize == i && v.dedicated == d)
-                    .map(|v| v.id)
-                    .collect()
-            };
+            let ids = |d: bool| -> Vec<u32> { r.vcpus.iter().filter(|v| v.cell as usize == i && v.dedicated == d).map(|v| v.id).collect() };
             println!(
                 "  cell {i}: shared vCPUs {}, dedicated vCPUs {}, {} MiB, page size {:?}",
                 cpus_text(&ids(false)),
@@ -618,34 +502,14 @@ fn topology(args: &DiscoverArgs, json: bool) -> Result<Outcome, Failure> {
     };
     println!("{} NUMA node(s), read from {source}", topo.nodes.len());
     for (node, cell) in topo.nodes.iter().zip(&host.cells) {
-        let free = node
-            .free_kib
-            .map(|f| format!(", {} MiB free", f / 1024))
-            .unwrap_or_default();
-        let socket = cell
-            .socket
-            .map(|s| format!(", socket {s}"))
-            .unwrap_or_default();
-        println!(
-            "node {}: {} CPUs, {} MiB{free}{socket}",
-            node.id,
-            node.cpus.len(),
-            node.memory_kib / 1024
-        );
+        let free = node.free_kib.map(|f| format!(", {} MiB free", f / 1024)).unwrap_or_default();
+        let socket = cell.socket.map(|s| format!(", socket {s}")).unwrap_or_default();
+        println!("node {}: {} CPUs, {} MiB{free}{socket}", node.id, node.cpus.len(), node.memory_kib / 1024);
         if !cell.siblings.is_empty() {
-            let cores: Vec<String> = cell
-                .siblings
-                .iter()
-                .map(|g| format!("{{{}}}", cpus_text(g)))
-                .collect();
+            let cores: Vec<String> = cell.siblings.iter().map(|g| format!("{{{}}}", cpus_text(g))).collect();
             println!("  cores: {}", cores.join(" "));
         }
-        let reserved: Vec<u32> = node
-            .cpus
-            .iter()
-            .copied()
-            .filter(|c| !cell.cpuset.contains(c) && !cell.pcpuset.contains(c))
-            .collect();
+        let reserved: Vec<u32> = node.cpus.iter().copied().filter(|c| !cell.cpuset.contains(c) && !cell.pcpuset.contains(c)).collect();
         println!(
             "  shared CPUs: {}; pinnable: {}; reserved for the host: {}",
             cpus_text(&cell.cpuset),
@@ -654,10 +518,7 @@ fn topology(args: &DiscoverArgs, json: bool) -> Result<Outcome, Failure> {
         );
         for p in cell.mempages.iter().flatten() {
             let free = p.total.saturating_sub(p.used + p.reserved);
-            println!(
-                "  {} KiB pages: {} total, {} free, {} reserved",
-                p.size_kb, p.total, free, p.reserved
-            );
+            println!("  {} KiB pages: {} total, {} free, {} reserved", p.size_kb, p.total, free, p.reserved);
         }
         if let Some(d) = &cell.distances {
             let text: Vec<String> = d.iter().map(|x| x.to_string()).collect();
@@ -665,10 +526,7 @@ fn topology(args: &DiscoverArgs, json: bool) -> Result<Outcome, Failure> {
         }
     }
     if !topo.excluded_cpus.is_empty() {
-        println!(
-            "offline or not allowed CPUs, left out: {}",
-            cpus_text(&topo.excluded_cpus)
-        );
+        println!("offline or not allowed CPUs, left out: {}", cpus_text(&topo.excluded_cpus));
     }
     for note in &topo.notes {
         println!("note: {note}");
@@ -678,38 +536,13 @@ fn topology(args: &DiscoverArgs, json: bool) -> Result<Outcome, Failure> {
 
 fn run(cli: Cli) -> Result<Outcome, Failure> {
     match cli.command {
-        Command::Fit {
-            host,
-            discover,
-            request,
-            limits,
-            strategy,
-            plugin,
-        } => fit(
-            host.as_deref(),
-            &discover,
-            &request,
-            limits.as_deref(),
-            strategy,
-            &plugin,
-        ),
-        Command::Claim {
-            host,
-            discover,
-            placement,
-            plugin,
-        } => account(host.as_deref(), &discover, &placement, &plugin, true),
-        Command::Release {
-            host,
-            discover,
-            placement,
-            plugin,
-        } => account(host.as_deref(), &discover, &placement, &plugin, false),
+        Command::Fit { host, discover, request, limits, strategy, plugin } => {
+            fit(host.as_deref(), &discover, &request, limits.as_deref(), strategy, &plugin)
+        }
+        Command::Claim { host, discover, placement, plugin } => account(host.as_deref(), &discover, &placement, &plugin, true),
+        Command::Release { host, discover, placement, plugin } => account(host.as_deref(), &discover, &placement, &plugin, false),
         Command::Topology { discover, json } => topology(&discover, json),
-        Command::Request {
-            request: path,
-            plugin,
-        } => request(&path, &plugin),
+        Command::Request { request: path, plugin } => request(&path, &plugin),
         Command::Info { plugin } => {
             let mut p = load_plugin(&plugin)?;
             let info = p.info().map_err(Failure::Plugin)?;
@@ -718,13 +551,7 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
                     &serde_json::json!({"name": info.name, "version": info.version, "contract": info.contract, "source": p.name()}),
                 )?;
             } else {
-                println!(
-                    "policy {} {} (contract numafit:policy@{}) from {}",
-                    info.name,
-                    info.version,
-                    info.contract,
-                    p.name()
-                );
+                println!("policy {} {} (contract numafit:policy@{}) from {}", info.name, info.version, info.contract, p.name());
             }
             Ok(Outcome::Done)
         }

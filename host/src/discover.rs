@@ -18,10 +18,7 @@ pub struct DiscoverError {
 }
 
 fn err(file: &Path, message: impl Into<String>) -> DiscoverError {
-    DiscoverError {
-        file: file.display().to_string(),
-        message: message.into(),
-    }
+    DiscoverError { file: file.display().to_string(), message: message.into() }
 }
 
 /// A pool of huge pages on one node.
@@ -80,23 +77,12 @@ pub struct Topology {
 pub fn parse_list(text: &str) -> Result<Vec<u32>, String> {
     let mut include = BTreeSet::new();
     let mut exclude = BTreeSet::new();
-    for part in text
-        .trim()
-        .trim_end_matches('\0')
-        .trim()
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-    {
+    for part in text.trim().trim_end_matches('\0').trim().split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (target, body) = match part.strip_prefix('^') {
             Some(rest) => (&mut exclude, rest),
             None => (&mut include, part),
         };
-        let num = |s: &str| {
-            s.trim()
-                .parse::<u32>()
-                .map_err(|_| format!("{part:?} is not a number or range"))
-        };
+        let num = |s: &str| s.trim().parse::<u32>().map_err(|_| format!("{part:?} is not a number or range"));
         match body.split_once('-') {
             Some((a, b)) => {
                 let (a, b) = (num(a)?, num(b)?);
@@ -115,16 +101,10 @@ pub fn parse_list(text: &str) -> Result<Vec<u32>, String> {
 
 /// A kernel bitmask such as `0000,0000003f` (32-bit words, most significant first).
 pub fn parse_mask(text: &str) -> Result<Vec<u32>, String> {
-    let words: Vec<&str> = text
-        .trim()
-        .trim_end_matches('\0')
-        .trim()
-        .split(',')
-        .collect();
+    let words: Vec<&str> = text.trim().trim_end_matches('\0').trim().split(',').collect();
     let mut cpus = Vec::new();
     for (i, word) in words.iter().rev().enumerate() {
-        let w = u32::from_str_radix(word.trim(), 16)
-            .map_err(|_| format!("{word:?} is not a hexadecimal mask word"))?;
+        let w = u32::from_str_radix(word.trim(), 16).map_err(|_| format!("{word:?} is not a hexadecimal mask word"))?;
         for bit in 0..32 {
             if w >> bit & 1 == 1 {
                 cpus.push(i as u32 * 32 + bit);
@@ -151,11 +131,7 @@ impl Tree {
     fn text(&self, rel: &str) -> Result<Option<String>, DiscoverError> {
         let p = self.path(rel);
         match std::fs::read(&p) {
-            Ok(bytes) => Ok(Some(
-                String::from_utf8_lossy(&bytes)
-                    .trim_end_matches(['\0', '\n', ' ', '\t'])
-                    .to_string(),
-            )),
+            Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).trim_end_matches(['\0', '\n', ' ', '\t']).to_string())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) if p.is_dir() => Err(err(&p, format!("expected a file: {e}"))),
             Err(e) => Err(err(&p, format!("cannot read: {e}"))),
@@ -163,15 +139,11 @@ impl Tree {
     }
 
     fn list(&self, rel: &str) -> Result<Option<Vec<u32>>, DiscoverError> {
-        self.text(rel)?
-            .map(|t| parse_list(&t).map_err(|m| err(&self.path(rel), m)))
-            .transpose()
+        self.text(rel)?.map(|t| parse_list(&t).map_err(|m| err(&self.path(rel), m))).transpose()
     }
 
     fn mask(&self, rel: &str) -> Result<Option<Vec<u32>>, DiscoverError> {
-        self.text(rel)?
-            .map(|t| parse_mask(&t).map_err(|m| err(&self.path(rel), m)))
-            .transpose()
+        self.text(rel)?.map(|t| parse_mask(&t).map_err(|m| err(&self.path(rel), m))).transpose()
     }
 
     /// A CPU set from `NAME_list` (or `NAMElist`), else from the `NAME` / `NAMEmap` mask.
@@ -184,11 +156,7 @@ impl Tree {
 
     fn int(&self, rel: &str) -> Result<Option<i64>, DiscoverError> {
         self.text(rel)?
-            .map(|t| {
-                t.trim()
-                    .parse::<i64>()
-                    .map_err(|_| err(&self.path(rel), format!("{t:?} is not a whole number")))
-            })
+            .map(|t| t.trim().parse::<i64>().map_err(|_| err(&self.path(rel), format!("{t:?} is not a whole number"))))
             .transpose()
     }
 
@@ -202,12 +170,7 @@ impl Tree {
         };
         let mut ids: Vec<u32> = entries
             .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()
-                    .and_then(|n| n.strip_prefix(prefix))
-                    .and_then(|n| n.parse::<u32>().ok())
-            })
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix(prefix)).and_then(|n| n.parse::<u32>().ok()))
             .collect();
         ids.sort_unstable();
         Ok(ids)
@@ -231,9 +194,9 @@ fn status_list(tree: &Tree, key: &str) -> Result<Option<Vec<u32>>, DiscoverError
         return Ok(None);
     };
     match text.lines().find_map(|l| l.strip_prefix(key)) {
-        Some(v) => parse_list(v.trim_start_matches(':').trim())
-            .map(Some)
-            .map_err(|m| err(&tree.path("proc/self/status"), format!("{key}: {m}"))),
+        Some(v) => {
+            parse_list(v.trim_start_matches(':').trim()).map(Some).map_err(|m| err(&tree.path("proc/self/status"), format!("{key}: {m}")))
+        }
         None => Ok(None),
     }
 }
@@ -248,30 +211,17 @@ fn cgroup_cpuset(tree: &Tree) -> Result<(Option<Vec<u32>>, Option<Vec<u32>>), Di
     };
     for line in mounts.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let (Some(mount), Some(fstype), opts) = (
-            fields.get(1),
-            fields.get(2),
-            fields.get(3).copied().unwrap_or(""),
-        ) else {
+        let (Some(mount), Some(fstype), opts) = (fields.get(1), fields.get(2), fields.get(3).copied().unwrap_or("")) else {
             continue;
         };
-        let v1 =
-            *fstype == "cpuset" || (*fstype == "cgroup" && opts.split(',').any(|o| o == "cpuset"));
+        let v1 = *fstype == "cpuset" || (*fstype == "cgroup" && opts.split(',').any(|o| o == "cpuset"));
         let v2 = *fstype == "cgroup2";
         if !v1 && !v2 {
             continue;
         }
-        let dir = format!(
-            "{}/{}",
-            mount.trim_end_matches('/'),
-            path.trim().trim_start_matches('/')
-        );
+        let dir = format!("{}/{}", mount.trim_end_matches('/'), path.trim().trim_start_matches('/'));
         let names: &[(&str, &str)] = if v1 {
-            &[
-                ("cpus", "mems"),
-                ("cpuset.cpus", "cpuset.mems"),
-                ("cpuset.effective_cpus", "cpuset.effective_mems"),
-            ]
+            &[("cpus", "mems"), ("cpuset.cpus", "cpuset.mems"), ("cpuset.effective_cpus", "cpuset.effective_mems")]
         } else {
             &[("cpuset.cpus.effective", "cpuset.mems.effective")]
         };
@@ -289,10 +239,7 @@ fn read_cpu(tree: &Tree, id: u32, usable: &BTreeSet<u32>) -> Result<Cpu, Discove
     let base = format!("sys/devices/system/cpu/cpu{id}");
     let keep = |v: Vec<u32>| -> Vec<u32> { v.into_iter().filter(|c| usable.contains(c)).collect() };
     let siblings = tree
-        .cpus(
-            &format!("{base}/topology/thread_siblings_list"),
-            &format!("{base}/topology/thread_siblings"),
-        )?
+        .cpus(&format!("{base}/topology/thread_siblings_list"), &format!("{base}/topology/thread_siblings"))?
         .map(keep)
         .filter(|s| s.contains(&id))
         .unwrap_or_else(|| vec![id]);
@@ -300,12 +247,7 @@ fn read_cpu(tree: &Tree, id: u32, usable: &BTreeSet<u32>) -> Result<Cpu, Discove
     for index in tree.numbered(&format!("{base}/cache"), "index")? {
         let dir = format!("{base}/cache/index{index}");
         if tree.int(&format!("{dir}/level"))? == Some(3) {
-            l3 = tree
-                .cpus(
-                    &format!("{dir}/shared_cpu_list"),
-                    &format!("{dir}/shared_cpu_map"),
-                )?
-                .map(keep);
+            l3 = tree.cpus(&format!("{dir}/shared_cpu_list"), &format!("{dir}/shared_cpu_map"))?.map(keep);
         }
     }
     Ok(Cpu {
@@ -325,24 +267,13 @@ fn read_hugepages(tree: &Tree, node_dir: &str) -> Result<Vec<HugePool>, Discover
         return Ok(Vec::new());
     };
     let mut pools = Vec::new();
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().map(str::to_string))
-        .collect();
+    let mut names: Vec<String> = entries.filter_map(|e| e.ok()).filter_map(|e| e.file_name().to_str().map(str::to_string)).collect();
     names.sort();
     for name in names {
-        let Some(size) = name
-            .strip_prefix("hugepages-")
-            .and_then(|s| s.strip_suffix("kB"))
-        else {
+        let Some(size) = name.strip_prefix("hugepages-").and_then(|s| s.strip_suffix("kB")) else {
             continue;
         };
-        let size_kb = size.parse::<u32>().map_err(|_| {
-            err(
-                &dir.join(&name),
-                "size in the directory name is not a number",
-            )
-        })?;
+        let size_kb = size.parse::<u32>().map_err(|_| err(&dir.join(&name), "size in the directory name is not a number"))?;
         let count = |f: &str| -> Result<u64, DiscoverError> {
             let rel = format!("{node_dir}/hugepages/{name}/{f}");
             Ok(tree.int(&rel)?.map(|v| v.max(0) as u64).unwrap_or(0))
@@ -360,15 +291,10 @@ fn read_hugepages(tree: &Tree, node_dir: &str) -> Result<Vec<HugePool>, Discover
 
 /// Reads the topology under `root` (`/` for this machine).
 pub fn read_sysfs(root: &Path) -> Result<Topology, DiscoverError> {
-    let tree = Tree {
-        root: root.to_path_buf(),
-    };
+    let tree = Tree { root: root.to_path_buf() };
     let cpu_dir = "sys/devices/system/cpu";
     if !tree.path(cpu_dir).is_dir() {
-        return Err(err(
-            &tree.path(cpu_dir),
-            "not found: is this a Linux sysfs tree?",
-        ));
+        return Err(err(&tree.path(cpu_dir), "not found: is this a Linux sysfs tree?"));
     }
     let mut notes = Vec::new();
 
@@ -387,23 +313,11 @@ pub fn read_sysfs(root: &Path) -> Result<Topology, DiscoverError> {
         }
     };
     let (cg_cpus, cg_mems) = cgroup_cpuset(&tree)?;
-    let allowed: Option<BTreeSet<u32>> = status_list(&tree, "Cpus_allowed_list")?
-        .or(cg_cpus)
-        .map(|v| v.into_iter().collect());
-    let usable: BTreeSet<u32> = online
-        .iter()
-        .copied()
-        .filter(|c| allowed.as_ref().is_none_or(|a| a.contains(c)))
-        .collect();
-    let mut excluded: BTreeSet<u32> = present
-        .iter()
-        .copied()
-        .filter(|c| !usable.contains(c))
-        .collect();
+    let allowed: Option<BTreeSet<u32>> = status_list(&tree, "Cpus_allowed_list")?.or(cg_cpus).map(|v| v.into_iter().collect());
+    let usable: BTreeSet<u32> = online.iter().copied().filter(|c| allowed.as_ref().is_none_or(|a| a.contains(c))).collect();
+    let mut excluded: BTreeSet<u32> = present.iter().copied().filter(|c| !usable.contains(c)).collect();
     excluded.extend(online.iter().filter(|c| !usable.contains(c)));
-    let mems_allowed: Option<BTreeSet<u32>> = status_list(&tree, "Mems_allowed_list")?
-        .or(cg_mems)
-        .map(|v| v.into_iter().collect());
+    let mems_allowed: Option<BTreeSet<u32>> = status_list(&tree, "Mems_allowed_list")?.or(cg_mems).map(|v| v.into_iter().collect());
 
     // The nodes.
     let node_root = "sys/devices/system/node";
@@ -415,14 +329,8 @@ pub fn read_sysfs(root: &Path) -> Result<Topology, DiscoverError> {
     if node_ids.is_empty() {
         // No NUMA information: one node holding every usable CPU and all memory.
         let meminfo = tree.text("proc/meminfo")?;
-        let memory_kib = meminfo
-            .as_deref()
-            .and_then(|t| meminfo_kib(t, "MemTotal"))
-            .unwrap_or(0);
-        notes.push(
-            "no node directory in sysfs: one node with every CPU and the memory of /proc/meminfo"
-                .into(),
-        );
+        let memory_kib = meminfo.as_deref().and_then(|t| meminfo_kib(t, "MemTotal")).unwrap_or(0);
+        notes.push("no node directory in sysfs: one node with every CPU and the memory of /proc/meminfo".into());
         nodes.push(Node {
             id: 0,
             cpus: usable.iter().copied().collect(),
@@ -434,28 +342,18 @@ pub fn read_sysfs(root: &Path) -> Result<Topology, DiscoverError> {
     }
     for &id in &node_ids {
         let dir = format!("{node_root}/node{id}");
-        let cpus = tree
-            .cpus(&format!("{dir}/cpulist"), &format!("{dir}/cpumap"))?
-            .unwrap_or_default();
+        let cpus = tree.cpus(&format!("{dir}/cpulist"), &format!("{dir}/cpumap"))?.unwrap_or_default();
         let cpus: Vec<u32> = cpus.into_iter().filter(|c| usable.contains(c)).collect();
         let meminfo_path = format!("{dir}/meminfo");
         let meminfo = tree.text(&meminfo_path)?;
         let memory_kib = match &meminfo {
-            Some(t) => meminfo_kib(t, "MemTotal")
-                .ok_or_else(|| err(&tree.path(&meminfo_path), "no MemTotal line"))?,
+            Some(t) => meminfo_kib(t, "MemTotal").ok_or_else(|| err(&tree.path(&meminfo_path), "no MemTotal line"))?,
             None => 0,
         };
         let distances = match tree.text(&format!("{dir}/distance"))? {
             Some(t) => t
                 .split_whitespace()
-                .map(|d| {
-                    d.parse::<u32>().map_err(|_| {
-                        err(
-                            &tree.path(&format!("{dir}/distance")),
-                            format!("{d:?} is not a distance"),
-                        )
-                    })
-                })
+                .map(|d| d.parse::<u32>().map_err(|_| err(&tree.path(&format!("{dir}/distance")), format!("{d:?} is not a distance"))))
                 .collect::<Result<Vec<u32>, _>>()?,
             None => Vec::new(),
         };
@@ -472,11 +370,7 @@ pub fn read_sysfs(root: &Path) -> Result<Topology, DiscoverError> {
             cpus,
             memory_kib: if memory_allowed { memory_kib } else { 0 },
             free_kib: meminfo.as_deref().and_then(|t| meminfo_kib(t, "MemFree")),
-            hugepages: if memory_allowed {
-                read_hugepages(&tree, &dir)?
-            } else {
-                Vec::new()
-            },
+            hugepages: if memory_allowed { read_hugepages(&tree, &dir)? } else { Vec::new() },
             distances,
         });
     }
@@ -484,17 +378,10 @@ pub fn read_sysfs(root: &Path) -> Result<Topology, DiscoverError> {
     // A table that is not a SLIT (wrong size, local distance not 10, a distance under 10) is
     // left out rather than trusted.
     let listed = node_ids.len();
-    let kept: Vec<usize> = node_ids
-        .iter()
-        .enumerate()
-        .filter(|(_, id)| nodes.iter().any(|n| n.id == **id))
-        .map(|(i, _)| i)
-        .collect();
+    let kept: Vec<usize> = node_ids.iter().enumerate().filter(|(_, id)| nodes.iter().any(|n| n.id == **id)).map(|(i, _)| i).collect();
     let valid = kept.len() == nodes.len()
         && nodes.iter().zip(&kept).all(|(node, &col)| {
-            node.distances.len() == listed
-                && node.distances.iter().all(|&d| d >= 10)
-                && node.distances.get(col) == Some(&10)
+            node.distances.len() == listed && node.distances.iter().all(|&d| d >= 10) && node.distances.get(col) == Some(&10)
         });
     if valid {
         for node in &mut nodes {
@@ -516,18 +403,10 @@ pub fn read_sysfs(root: &Path) -> Result<Topology, DiscoverError> {
     let placed: BTreeSet<u32> = nodes.iter().flat_map(|n| n.cpus.iter().copied()).collect();
     let homeless: Vec<u32> = usable.difference(&placed).copied().collect();
     if !homeless.is_empty() {
-        notes.push(format!(
-            "CPUs {homeless:?} are online but in no node's cpulist: left out"
-        ));
+        notes.push(format!("CPUs {homeless:?} are online but in no node's cpulist: left out"));
         excluded.extend(homeless);
     }
-    Ok(Topology {
-        nodes,
-        cpus,
-        base_page_kb: base_page_kb(root),
-        excluded_cpus: excluded.into_iter().collect(),
-        notes,
-    })
+    Ok(Topology { nodes, cpus, base_page_kb: base_page_kb(root), excluded_cpus: excluded.into_iter().collect(), notes })
 }
 
 /// The base page size: this machine's own when reading `/`, else 4 KiB (as hwloc assumes for
@@ -571,18 +450,11 @@ pub fn parse_numactl(text: &str, file: &Path) -> Result<Topology, DiscoverError>
         if line == "node distances:" {
             continue;
         }
-        if let Some(rest) = line
-            .strip_prefix("node ")
-            .map(str::trim_start)
-            .filter(|r| r.contains(':'))
-        {
+        if let Some(rest) = line.strip_prefix("node ").map(str::trim_start).filter(|r| r.contains(':')) {
             // `node 0 cpus: 0 2 4 6`, `node 0 size: 32690 MB`, `node 0 free: 19579 MB`
             let first = rest.split_whitespace().next().unwrap_or_default();
             if let Ok(id) = first.parse::<u32>() {
-                let (key, value) = rest[first.len()..]
-                    .split_once(':')
-                    .map(|(k, v)| (k.trim(), v.trim()))
-                    .unwrap_or(("", ""));
+                let (key, value) = rest[first.len()..].split_once(':').map(|(k, v)| (k.trim(), v.trim())).unwrap_or(("", ""));
                 let node = nodes.entry(id).or_insert_with(|| Node {
                     id,
                     cpus: vec![],
@@ -593,18 +465,13 @@ pub fn parse_numactl(text: &str, file: &Path) -> Result<Topology, DiscoverError>
                 });
                 let mb = |v: &str| -> Result<u64, DiscoverError> {
                     let n = v.split_whitespace().next().unwrap_or_default();
-                    n.parse::<u64>()
-                        .map_err(|_| at(i, format!("node {id} {key}: {v:?} is not a size in MB")))
+                    n.parse::<u64>().map_err(|_| at(i, format!("node {id} {key}: {v:?} is not a size in MB")))
                 };
                 match key {
                     "cpus" => {
                         node.cpus = value
                             .split_whitespace()
-                            .map(|c| {
-                                c.parse::<u32>().map_err(|_| {
-                                    at(i, format!("node {id} cpus: {c:?} is not a CPU number"))
-                                })
-                            })
+                            .map(|c| c.parse::<u32>().map_err(|_| at(i, format!("node {id} cpus: {c:?} is not a CPU number"))))
                             .collect::<Result<_, _>>()?;
                         node.cpus.sort_unstable();
                     }
@@ -620,25 +487,16 @@ pub fn parse_numactl(text: &str, file: &Path) -> Result<Topology, DiscoverError>
             // The distance table header: `node   0   1`.
             columns = Some(
                 rest.split_whitespace()
-                    .map(|c| {
-                        c.parse::<u32>()
-                            .map_err(|_| at(i, format!("distance header: {c:?} is not a node id")))
-                    })
+                    .map(|c| c.parse::<u32>().map_err(|_| at(i, format!("distance header: {c:?} is not a node id"))))
                     .collect::<Result<_, _>>()?,
             );
             continue;
         }
         if let (Some(_), Some((id, values))) = (&columns, line.split_once(':')) {
-            let id = id
-                .trim()
-                .parse::<u32>()
-                .map_err(|_| at(i, format!("distance row: {id:?} is not a node id")))?;
+            let id = id.trim().parse::<u32>().map_err(|_| at(i, format!("distance row: {id:?} is not a node id")))?;
             let values = values
                 .split_whitespace()
-                .map(|d| {
-                    d.parse::<u32>()
-                        .map_err(|_| at(i, format!("distance row {id}: {d:?} is not a distance")))
-                })
+                .map(|d| d.parse::<u32>().map_err(|_| at(i, format!("distance row {id}: {d:?} is not a distance"))))
                 .collect::<Result<_, _>>()?;
             rows.insert(id, values);
             continue;
@@ -648,34 +506,19 @@ pub fn parse_numactl(text: &str, file: &Path) -> Result<Topology, DiscoverError>
     if let Some(ids) = &declared {
         for id in ids {
             if !nodes.contains_key(id) {
-                return Err(err(
-                    file,
-                    format!("node {id} is declared available but has no lines"),
-                ));
+                return Err(err(file, format!("node {id} is declared available but has no lines")));
             }
         }
     }
     if nodes.is_empty() {
-        return Err(err(
-            file,
-            "no `node N ...` lines: not numactl --hardware output",
-        ));
+        return Err(err(file, "no `node N ...` lines: not numactl --hardware output"));
     }
     let order: Vec<u32> = nodes.keys().copied().collect();
     if let Some(cols) = &columns {
         for (id, node) in nodes.iter_mut() {
-            let row = rows
-                .get(id)
-                .ok_or_else(|| err(file, format!("distance table has no row for node {id}")))?;
+            let row = rows.get(id).ok_or_else(|| err(file, format!("distance table has no row for node {id}")))?;
             if row.len() != cols.len() {
-                return Err(err(
-                    file,
-                    format!(
-                        "distance row {id} has {} entries for {} columns",
-                        row.len(),
-                        cols.len()
-                    ),
-                ));
+                return Err(err(file, format!("distance row {id} has {} entries for {} columns", row.len(), cols.len())));
             }
             node.distances = order
                 .iter()
@@ -683,9 +526,7 @@ pub fn parse_numactl(text: &str, file: &Path) -> Result<Topology, DiscoverError>
                     cols.iter()
                         .position(|c| c == to)
                         .map(|k| row[k])
-                        .ok_or_else(|| {
-                            err(file, format!("distance table has no column for node {to}"))
-                        })
+                        .ok_or_else(|| err(file, format!("distance table has no column for node {to}")))
                 })
                 .collect::<Result<_, _>>()?;
         }
@@ -693,30 +534,14 @@ pub fn parse_numactl(text: &str, file: &Path) -> Result<Topology, DiscoverError>
     let cpus = nodes
         .values()
         .flat_map(|n| n.cpus.iter().copied())
-        .map(|c| {
-            (
-                c,
-                Cpu {
-                    id: c,
-                    siblings: vec![c],
-                    core_id: None,
-                    package: None,
-                    die: None,
-                    cluster: None,
-                    l3: None,
-                },
-            )
-        })
+        .map(|c| (c, Cpu { id: c, siblings: vec![c], core_id: None, package: None, die: None, cluster: None, l3: None }))
         .collect();
     Ok(Topology {
         nodes: nodes.into_values().collect(),
         cpus,
         base_page_kb: 4,
         excluded_cpus: vec![],
-        notes: vec![
-            "from numactl output: no hyperthread sibling information, each CPU is its own core"
-                .into(),
-        ],
+        notes: vec!["from numactl output: no hyperthread sibling information, each CPU is its own core".into()],
     })
 }
 
@@ -738,19 +563,13 @@ pub struct HostConfig {
 impl Topology {
     /// The host as HOST.json. Default (nothing configured): every CPU both shared and pinnable.
     pub fn to_host(&self, cfg: &HostConfig) -> Result<HostJson, String> {
-        let all: BTreeSet<u32> = self
-            .nodes
-            .iter()
-            .flat_map(|n| n.cpus.iter().copied())
-            .collect();
+        let all: BTreeSet<u32> = self.nodes.iter().flat_map(|n| n.cpus.iter().copied()).collect();
         let pick = |list: &Option<Vec<u32>>, name: &str| -> Result<Option<BTreeSet<u32>>, String> {
             let Some(list) = list else { return Ok(None) };
             let set: BTreeSet<u32> = list.iter().copied().collect();
             let unknown: Vec<u32> = set.difference(&all).copied().collect();
             if !unknown.is_empty() {
-                return Err(format!(
-                    "{name}: CPUs {unknown:?} are not online CPUs of this host"
-                ));
+                return Err(format!("{name}: CPUs {unknown:?} are not online CPUs of this host"));
             }
             Ok(Some(set))
         };
@@ -766,31 +585,18 @@ impl Topology {
             (None, None) => (all.clone(), all.clone()),
             (s, d) => (s.unwrap_or_default(), d.unwrap_or_default()),
         };
-        for node in cfg
-            .reserved_memory_mb
-            .keys()
-            .chain(cfg.reserved_hugepages.keys().map(|(n, _)| n))
-        {
+        for node in cfg.reserved_memory_mb.keys().chain(cfg.reserved_hugepages.keys().map(|(n, _)| n)) {
             if !self.nodes.iter().any(|n| n.id == *node) {
-                return Err(format!(
-                    "reserved memory names node {node}, which this host does not have"
-                ));
+                return Err(format!("reserved memory names node {node}, which this host does not have"));
             }
         }
         let mut cells = Vec::new();
         for node in &self.nodes {
-            let huge_kib: u64 = node
-                .hugepages
-                .iter()
-                .map(|p| p.total * u64::from(p.size_kb))
-                .sum();
+            let huge_kib: u64 = node.hugepages.iter().map(|p| p.total * u64::from(p.size_kb)).sum();
             let reserved_mb = cfg.reserved_memory_mb.get(&node.id).copied().unwrap_or(0);
             let memory_mb = node.memory_kib / 1024;
             if reserved_mb > memory_mb {
-                return Err(format!(
-                    "--reserved-memory {}:{reserved_mb}: node {} has only {memory_mb} MiB",
-                    node.id, node.id
-                ));
+                return Err(format!("--reserved-memory {}:{reserved_mb}: node {} has only {memory_mb} MiB", node.id, node.id));
             }
             let base = u64::from(self.base_page_kb.max(1));
             let mut mempages = vec![PagesJson {
@@ -800,11 +606,7 @@ impl Topology {
                 reserved: reserved_mb * 1024 / base,
             }];
             for p in &node.hugepages {
-                let reserved = cfg
-                    .reserved_hugepages
-                    .get(&(node.id, p.size_kb))
-                    .copied()
-                    .unwrap_or(0);
+                let reserved = cfg.reserved_hugepages.get(&(node.id, p.size_kb)).copied().unwrap_or(0);
                 if reserved > p.total {
                     return Err(format!(
                         "reserved hugepages {}:{}kB:{reserved}: node {} has {} such pages",
@@ -824,13 +626,7 @@ impl Topology {
                 let sib: Vec<u32> = self
                     .cpus
                     .get(c)
-                    .map(|cpu| {
-                        cpu.siblings
-                            .iter()
-                            .copied()
-                            .filter(|s| node.cpus.contains(s))
-                            .collect()
-                    })
+                    .map(|cpu| cpu.siblings.iter().copied().filter(|s| node.cpus.contains(s)).collect())
                     .unwrap_or_else(|| vec![*c]);
                 if !cores.iter().any(|g| g.contains(c)) {
                     cores.push(sib);
@@ -839,41 +635,19 @@ impl Topology {
             let l3_groups = |cpus: &[u32]| -> Option<Vec<Vec<u32>>> {
                 let mut groups: Vec<Vec<u32>> = Vec::new();
                 for c in cpus {
-                    let l3: Vec<u32> = self
-                        .cpus
-                        .get(c)?
-                        .l3
-                        .as_ref()?
-                        .iter()
-                        .copied()
-                        .filter(|x| cpus.contains(x))
-                        .collect();
+                    let l3: Vec<u32> = self.cpus.get(c)?.l3.as_ref()?.iter().copied().filter(|x| cpus.contains(x)).collect();
                     if !groups.contains(&l3) {
                         groups.push(l3);
                     }
                 }
                 (!groups.is_empty()).then_some(groups)
             };
-            let packages: BTreeSet<i64> = node
-                .cpus
-                .iter()
-                .filter_map(|c| self.cpus.get(c).and_then(|cpu| cpu.package))
-                .filter(|p| *p >= 0)
-                .collect();
+            let packages: BTreeSet<i64> =
+                node.cpus.iter().filter_map(|c| self.cpus.get(c).and_then(|cpu| cpu.package)).filter(|p| *p >= 0).collect();
             cells.push(HostCellJson {
                 id: node.id,
-                cpuset: node
-                    .cpus
-                    .iter()
-                    .copied()
-                    .filter(|c| shared.contains(c))
-                    .collect(),
-                pcpuset: node
-                    .cpus
-                    .iter()
-                    .copied()
-                    .filter(|c| dedicated.contains(c))
-                    .collect(),
+                cpuset: node.cpus.iter().copied().filter(|c| shared.contains(c)).collect(),
+                pcpuset: node.cpus.iter().copied().filter(|c| dedicated.contains(c)).collect(),
                 memory: memory_mb - reserved_mb,
                 cpu_usage: 0,
                 memory_usage: 0,
@@ -881,16 +655,11 @@ impl Topology {
                 siblings: cores,
                 l3_groups: l3_groups(&node.cpus),
                 mempages: Some(mempages),
-                socket: (packages.len() == 1)
-                    .then(|| packages.iter().next().map(|p| *p as u32))
-                    .flatten(),
+                socket: (packages.len() == 1).then(|| packages.iter().next().map(|p| *p as u32)).flatten(),
                 distances: (!node.distances.is_empty()).then(|| node.distances.clone()),
                 network_metadata: None,
             });
         }
-        Ok(HostJson {
-            cells,
-            pci_pools: vec![],
-        })
+        Ok(HostJson { cells, pci_pools: vec![] })
     }
 }

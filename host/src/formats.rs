@@ -18,17 +18,13 @@ pub struct InputError {
 }
 
 fn input_error(file: &str, message: impl Into<String>) -> InputError {
-    InputError {
-        file: file.to_string(),
-        message: message.into(),
-    }
+    InputError { file: file.to_string(), message: message.into() }
 }
 
 /// Reads and parses a JSON file, with the path to the offending field on error.
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, InputError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| input_error(&file, format!("cannot read: {e}")))?;
+    let text = std::fs::read_to_string(path).map_err(|e| input_error(&file, format!("cannot read: {e}")))?;
     parse_json(&file, &text)
 }
 
@@ -124,19 +120,12 @@ fn scalar_text(v: &serde_json::Value) -> Option<String> {
     }
 }
 
-fn tags(
-    file: &str,
-    field: &str,
-    map: &BTreeMap<String, serde_json::Value>,
-) -> Result<Vec<(String, String)>, InputError> {
+fn tags(file: &str, field: &str, map: &BTreeMap<String, serde_json::Value>) -> Result<Vec<(String, String)>, InputError> {
     map.iter()
         .map(|(k, v)| {
-            scalar_text(v).map(|t| (k.clone(), t)).ok_or_else(|| {
-                input_error(
-                    file,
-                    format!("field {field}.{k}: expected a string, number or boolean, got {v}"),
-                )
-            })
+            scalar_text(v)
+                .map(|t| (k.clone(), t))
+                .ok_or_else(|| input_error(file, format!("field {field}.{k}: expected a string, number or boolean, got {v}")))
         })
         .collect()
 }
@@ -151,13 +140,7 @@ impl HostJson {
         }
         let mut owner: BTreeMap<u32, usize> = BTreeMap::new();
         let mut cells = Vec::with_capacity(n);
-        let mut cpus = wit::HostCpus {
-            ids: vec![],
-            cells: vec![],
-            cores: vec![],
-            roles: vec![],
-            l3: vec![],
-        };
+        let mut cpus = wit::HostCpus { ids: vec![], cells: vec![], cores: vec![], roles: vec![], l3: vec![] };
         let any_l3 = self.cells.iter().any(|c| c.l3_groups.is_some());
         let mut pages = Vec::new();
         let mut networks = Vec::new();
@@ -174,34 +157,22 @@ impl HostJson {
                     if !members.contains(&cpu) {
                         members.push(cpu);
                     }
-                    if c.siblings[..j].iter().any(|g| g.contains(&cpu))
-                        || group.iter().filter(|&&x| x == cpu).count() > 1
-                    {
-                        return Err(err(format!(
-                            "{}: CPU {cpu} is in more than one sibling group",
-                            at("siblings")
-                        )));
+                    if c.siblings[..j].iter().any(|g| g.contains(&cpu)) || group.iter().filter(|&&x| x == cpu).count() > 1 {
+                        return Err(err(format!("{}: CPU {cpu} is in more than one sibling group", at("siblings"))));
                     }
                 }
             }
             for &cpu in &members {
                 if let Some(&other) = owner.get(&cpu) {
                     if other != i {
-                        return Err(err(format!(
-                            "{}: CPU {cpu} also belongs to cell {}",
-                            at("cpuset"),
-                            self.cells[other].id
-                        )));
+                        return Err(err(format!("{}: CPU {cpu} also belongs to cell {}", at("cpuset"), self.cells[other].id)));
                     }
                 }
                 owner.insert(cpu, i);
             }
             for &cpu in &c.pinned_cpus {
                 if !c.pcpuset.contains(&cpu) {
-                    return Err(err(format!(
-                        "{}: CPU {cpu} is pinned but not in pcpuset",
-                        at("pinned_cpus")
-                    )));
+                    return Err(err(format!("{}: CPU {cpu} is pinned but not in pcpuset", at("pinned_cpus"))));
                 }
             }
             // Sibling groups in order, then every other CPU as a core of its own.
@@ -233,53 +204,24 @@ impl HostJson {
                 if any_l3 {
                     // L3 domains numbered host-wide: cell position * 4096 + group index.
                     let group = c.l3_groups.iter().flatten().position(|g| g.contains(&cpu));
-                    cpus.l3
-                        .push(group.map_or(u32::MAX, |g| i as u32 * 4096 + g as u32));
+                    cpus.l3.push(group.map_or(u32::MAX, |g| i as u32 * 4096 + g as u32));
                 }
             }
             for (j, p) in c.mempages.iter().flatten().enumerate() {
                 if p.size_kb == 0 {
-                    return Err(err(format!(
-                        "{}[{j}].size_kb: 0 is not a page size",
-                        at("mempages")
-                    )));
+                    return Err(err(format!("{}[{j}].size_kb: 0 is not a page size", at("mempages"))));
                 }
-                if c.mempages
-                    .iter()
-                    .flatten()
-                    .take(j)
-                    .any(|q| q.size_kb == p.size_kb)
-                {
-                    return Err(err(format!(
-                        "{}[{j}].size_kb: two pools of {} KiB",
-                        at("mempages"),
-                        p.size_kb
-                    )));
+                if c.mempages.iter().flatten().take(j).any(|q| q.size_kb == p.size_kb) {
+                    return Err(err(format!("{}[{j}].size_kb: two pools of {} KiB", at("mempages"), p.size_kb)));
                 }
-                pages.push(wit::PagePool {
-                    cell: c.id,
-                    size_kb: p.size_kb,
-                    total: p.total,
-                    used: p.used,
-                    reserved: p.reserved,
-                });
+                pages.push(wit::PagePool { cell: c.id, size_kb: p.size_kb, total: p.total, used: p.used, reserved: p.reserved });
             }
             if let Some(net) = &c.network_metadata {
-                networks.push(wit::CellNetwork {
-                    cell: c.id,
-                    physnets: net.physnets.clone(),
-                    tunneled: net.tunneled,
-                });
+                networks.push(wit::CellNetwork { cell: c.id, physnets: net.physnets.clone(), tunneled: net.tunneled });
             }
             match &c.distances {
                 Some(row) if row.len() == n => distances.extend_from_slice(row),
-                Some(row) => {
-                    return Err(err(format!(
-                        "{}: {} entries for {n} cells",
-                        at("distances"),
-                        row.len()
-                    )))
-                }
+                Some(row) => return Err(err(format!("{}: {} entries for {n} cells", at("distances"), row.len()))),
                 None => {}
             }
             cells.push(wit::HostCell {
@@ -291,26 +233,13 @@ impl HostJson {
             });
         }
         if !distances.is_empty() && distances.len() != n * n {
-            return Err(err(
-                "field cells[].distances: given for some cells but not all".into(),
-            ));
+            return Err(err("field cells[].distances: given for some cells but not all".into()));
         }
         let mut pci_pools = Vec::new();
         for (i, p) in self.pci_pools.iter().enumerate() {
-            pci_pools.push(wit::PciPool {
-                numa_node: p.numa_node,
-                count: p.count,
-                tags: tags(file, &format!("pci_pools[{i}]"), &p.tags)?,
-            });
+            pci_pools.push(wit::PciPool { numa_node: p.numa_node, count: p.count, tags: tags(file, &format!("pci_pools[{i}]"), &p.tags)? });
         }
-        Ok(wit::Host {
-            cells,
-            cpus,
-            pages,
-            distances,
-            pci_pools,
-            networks,
-        })
+        Ok(wit::Host { cells, cpus, pages, distances, pci_pools, networks })
     }
 
     /// This host with the usage of `after` (as a plugin returned it after a claim or release):
@@ -322,18 +251,11 @@ impl HostJson {
                 cell.memory_usage = u.memory_used_mb;
                 cell.cpu_usage = u.shared_vcpus_used;
             }
-            let mut pinned: Vec<u32> = cpu_rows(&after.cpus)
-                .filter(|c| c.cell == cell.id && c.pinned)
-                .map(|c| c.id)
-                .collect();
+            let mut pinned: Vec<u32> = cpu_rows(&after.cpus).filter(|c| c.cell == cell.id && c.pinned).map(|c| c.id).collect();
             pinned.sort_unstable();
             cell.pinned_cpus = pinned;
             for pool in cell.mempages.iter_mut().flatten() {
-                if let Some(p) = after
-                    .pages
-                    .iter()
-                    .find(|p| p.cell == cell.id && p.size_kb == pool.size_kb)
-                {
+                if let Some(p) = after.pages.iter().find(|p| p.cell == cell.id && p.size_kb == pool.size_kb) {
                     pool.used = p.used;
                 }
             }
@@ -364,9 +286,7 @@ impl PageSizeJson {
                 "any" => Ok(wit::PageSize::Any),
                 digits => match digits.parse::<u32>() {
                     Ok(k) if k > 0 => Ok(wit::PageSize::Kib(k)),
-                    _ => Err(format!(
-                        "{t:?} is not small, large, any or a page size in KiB"
-                    )),
+                    _ => Err(format!("{t:?} is not small, large, any or a page size in KiB")),
                 },
             },
         }
@@ -442,27 +362,15 @@ pub enum RequestInput {
     Explicit(wit::Request),
 }
 
-fn enum_field<T>(
-    file: &str,
-    field: &str,
-    value: &Option<String>,
-    choices: &[(&str, T)],
-) -> Result<Option<T>, InputError>
+fn enum_field<T>(file: &str, field: &str, value: &Option<String>, choices: &[(&str, T)]) -> Result<Option<T>, InputError>
 where
     T: Copy,
 {
     let Some(v) = value else { return Ok(None) };
-    choices
-        .iter()
-        .find(|(name, _)| name == v)
-        .map(|(_, t)| Some(*t))
-        .ok_or_else(|| {
-            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
-            input_error(
-                file,
-                format!("field {field}: {v:?} is not one of {}", names.join(", ")),
-            )
-        })
+    choices.iter().find(|(name, _)| name == v).map(|(_, t)| Some(*t)).ok_or_else(|| {
+        let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+        input_error(file, format!("field {field}: {v:?} is not one of {}", names.join(", ")))
+    })
 }
 
 impl RequestJson {
@@ -480,38 +388,22 @@ impl RequestJson {
                         _ => self.emulator_threads_policy.is_some(),
                     };
                     if set {
-                        return Err(err(format!(
-                            "field {key}: with a flavor, set hw:{key} in extra_specs instead"
-                        )));
+                        return Err(err(format!("field {key}: with a flavor, set hw:{key} in extra_specs instead")));
                     }
                 }
                 let extra_specs = tags(file, "flavor.extra_specs", &f.extra_specs)?;
                 let image_props = tags(file, "image_props", &self.image_props)?;
-                Ok(RequestInput::Flavor(
-                    wit::Flavor {
-                        vcpus: f.vcpus,
-                        memory_mb: f.memory_mb,
-                        extra_specs,
-                        image_props,
-                    },
-                    pci,
-                ))
+                Ok(RequestInput::Flavor(wit::Flavor { vcpus: f.vcpus, memory_mb: f.memory_mb, extra_specs, image_props }, pci))
             }
             (None, Some(cells)) => {
                 if !self.image_props.is_empty() {
-                    return Err(err(
-                        "field image_props: only meaningful with a flavor".into()
-                    ));
+                    return Err(err("field image_props: only meaningful with a flavor".into()));
                 }
                 let cpu_policy = enum_field(
                     file,
                     "cpu_policy",
                     &self.cpu_policy,
-                    &[
-                        ("shared", wit::CpuPolicy::Shared),
-                        ("dedicated", wit::CpuPolicy::Dedicated),
-                        ("mixed", wit::CpuPolicy::Mixed),
-                    ],
+                    &[("shared", wit::CpuPolicy::Shared), ("dedicated", wit::CpuPolicy::Dedicated), ("mixed", wit::CpuPolicy::Mixed)],
                 )?;
                 let thread_policy = enum_field(
                     file,
@@ -527,36 +419,20 @@ impl RequestJson {
                     file,
                     "emulator_threads_policy",
                     &self.emulator_threads_policy,
-                    &[
-                        ("share", wit::EmulatorThreadsPolicy::Share),
-                        ("isolate", wit::EmulatorThreadsPolicy::Isolate),
-                    ],
+                    &[("share", wit::EmulatorThreadsPolicy::Share), ("isolate", wit::EmulatorThreadsPolicy::Isolate)],
                 )?;
                 let mut wcells = Vec::new();
                 let mut vcpus = Vec::new();
                 for (i, c) in cells.iter().enumerate() {
-                    let page_size = c
-                        .pagesize
-                        .as_ref()
-                        .map(|p| p.to_wit())
-                        .transpose()
-                        .map_err(|m| err(format!("field cells[{i}].pagesize: {m}")))?;
-                    wcells.push(wit::GuestCell {
-                        memory_mb: c.memory,
-                        page_size,
-                    });
+                    let page_size =
+                        c.pagesize.as_ref().map(|p| p.to_wit()).transpose().map_err(|m| err(format!("field cells[{i}].pagesize: {m}")))?;
+                    wcells.push(wit::GuestCell { memory_mb: c.memory, page_size });
                     for (list, dedicated) in [(&c.cpuset, false), (&c.pcpuset, true)] {
                         for &id in list {
                             if vcpus.iter().any(|v: &wit::GuestVcpu| v.id == id) {
-                                return Err(err(format!(
-                                    "field cells[{i}]: vCPU {id} is listed more than once"
-                                )));
+                                return Err(err(format!("field cells[{i}]: vCPU {id} is listed more than once")));
                             }
-                            vcpus.push(wit::GuestVcpu {
-                                id,
-                                cell: i as u32,
-                                dedicated,
-                            });
+                            vcpus.push(wit::GuestVcpu { id, cell: i as u32, dedicated });
                         }
                     }
                 }
@@ -594,11 +470,7 @@ impl RequestJson {
                         ("socket", wit::PciNumaPolicy::Socket),
                     ],
                 )?;
-                Ok(wit::PciRequest {
-                    count: r.count,
-                    spec,
-                    numa_policy,
-                })
+                Ok(wit::PciRequest { count: r.count, spec, numa_policy })
             })
             .collect()
     }
@@ -620,26 +492,17 @@ pub struct LimitsJson {
 
 impl LimitsJson {
     pub fn to_wit(&self, file: &str, strategy: wit::Strategy) -> Result<wit::Limits, InputError> {
-        for (name, v) in [
-            ("cpu_allocation_ratio", self.cpu_allocation_ratio),
-            ("ram_allocation_ratio", self.ram_allocation_ratio),
-        ] {
+        for (name, v) in [("cpu_allocation_ratio", self.cpu_allocation_ratio), ("ram_allocation_ratio", self.ram_allocation_ratio)] {
             if let Some(r) = v {
                 if !r.is_finite() || r <= 0.0 {
-                    return Err(input_error(
-                        file,
-                        format!("field {name}: {r} must be a positive number"),
-                    ));
+                    return Err(input_error(file, format!("field {name}: {r} must be a positive number")));
                 }
             }
         }
         Ok(wit::Limits {
             cpu_allocation_ratio: self.cpu_allocation_ratio,
             ram_allocation_ratio: self.ram_allocation_ratio,
-            network: self.network_metadata.as_ref().map(|n| wit::NetworkNeed {
-                physnets: n.physnets.clone(),
-                tunneled: n.tunneled,
-            }),
+            network: self.network_metadata.as_ref().map(|n| wit::NetworkNeed { physnets: n.physnets.clone(), tunneled: n.tunneled }),
             strategy,
         })
     }
@@ -729,13 +592,8 @@ impl PlacementJson {
                     pcpuset: c.dedicated_vcpus.clone(),
                     memory: c.memory_mb,
                     pagesize_kb: c.page_size_kb,
-                    cpu_pinning: c
-                        .pinning
-                        .iter()
-                        .map(|p| (p.vcpu.to_string(), p.pcpu))
-                        .collect(),
-                    cpuset_reserved: (!c.emulator_pcpus.is_empty())
-                        .then(|| c.emulator_pcpus.clone()),
+                    cpu_pinning: c.pinning.iter().map(|p| (p.vcpu.to_string(), p.pcpu)).collect(),
+                    cpuset_reserved: (!c.emulator_pcpus.is_empty()).then(|| c.emulator_pcpus.clone()),
                 })
                 .collect(),
         }
@@ -743,50 +601,33 @@ impl PlacementJson {
 
     pub fn to_wit(&self, file: &str) -> Result<wit::Placement, InputError> {
         if !self.fits {
-            return Err(input_error(
-                file,
-                "field fits: false — this is a rejection, not a placement",
-            ));
+            return Err(input_error(file, "field fits: false — this is a rejection, not a placement"));
         }
         let cpu_policy = enum_field(
             file,
             "cpu_policy",
             &self.cpu_policy,
-            &[
-                ("shared", wit::CpuPolicy::Shared),
-                ("dedicated", wit::CpuPolicy::Dedicated),
-                ("mixed", wit::CpuPolicy::Mixed),
-            ],
+            &[("shared", wit::CpuPolicy::Shared), ("dedicated", wit::CpuPolicy::Dedicated), ("mixed", wit::CpuPolicy::Mixed)],
         )?;
         let thread_policy = enum_field(
             file,
             "cpu_thread_policy",
             &self.cpu_thread_policy,
-            &[
-                ("prefer", wit::ThreadPolicy::Prefer),
-                ("isolate", wit::ThreadPolicy::Isolate),
-                ("require", wit::ThreadPolicy::Require),
-            ],
+            &[("prefer", wit::ThreadPolicy::Prefer), ("isolate", wit::ThreadPolicy::Isolate), ("require", wit::ThreadPolicy::Require)],
         )?;
         let emulator_threads = enum_field(
             file,
             "emulator_threads_policy",
             &self.emulator_threads_policy,
-            &[
-                ("share", wit::EmulatorThreadsPolicy::Share),
-                ("isolate", wit::EmulatorThreadsPolicy::Isolate),
-            ],
+            &[("share", wit::EmulatorThreadsPolicy::Share), ("isolate", wit::EmulatorThreadsPolicy::Isolate)],
         )?;
         let mut cells = Vec::new();
         for (i, c) in self.cells.iter().enumerate() {
             let mut pinning = Vec::new();
             for (k, &pcpu) in &c.cpu_pinning {
-                let vcpu = k.parse::<u32>().map_err(|_| {
-                    input_error(
-                        file,
-                        format!("field cells[{i}].cpu_pinning: key {k:?} is not a vCPU number"),
-                    )
-                })?;
+                let vcpu = k
+                    .parse::<u32>()
+                    .map_err(|_| input_error(file, format!("field cells[{i}].cpu_pinning: key {k:?} is not a vCPU number")))?;
                 pinning.push(wit::PinnedVcpu { vcpu, pcpu });
             }
             pinning.sort_by_key(|p| p.vcpu);
@@ -801,13 +642,7 @@ impl PlacementJson {
                 emulator_pcpus: c.cpuset_reserved.clone().unwrap_or_default(),
             });
         }
-        Ok(wit::Placement {
-            policy: self.policy.clone(),
-            cpu_policy,
-            thread_policy,
-            emulator_threads,
-            cells,
-        })
+        Ok(wit::Placement { policy: self.policy.clone(), cpu_policy, thread_policy, emulator_threads, cells })
     }
 }
 
@@ -868,12 +703,7 @@ impl RejectionJson {
             available: None,
             detail: d.clone(),
         }));
-        RejectionJson {
-            fits: false,
-            policy: policy.to_string(),
-            summary: r.summary.clone(),
-            reasons,
-        }
+        RejectionJson { fits: false, policy: policy.to_string(), summary: r.summary.clone(), reasons }
     }
 }
 

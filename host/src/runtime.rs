@@ -53,8 +53,7 @@ pub fn push_cpu(c: &mut wit::HostCpus, row: CpuRow) {
     c.ids.push(row.id);
     c.cells.push(row.cell);
     c.cores.push(row.core);
-    c.roles
-        .push(u8::from(row.shared) | u8::from(row.pinnable) << 1 | u8::from(row.pinned) << 2);
+    c.roles.push(u8::from(row.shared) | u8::from(row.pinnable) << 1 | u8::from(row.pinned) << 2);
 }
 
 /// The default `nova` policy, built from this workspace's `plugin/` crate.
@@ -71,19 +70,14 @@ pub struct PluginLimits {
 
 impl Default for PluginLimits {
     fn default() -> Self {
-        PluginLimits {
-            fuel: 5_000_000_000,
-            memory_bytes: 256 << 20,
-        }
+        PluginLimits { fuel: 5_000_000_000, memory_bytes: 256 << 20 }
     }
 }
 
 /// Why a plugin call failed: the plugin is named so an operator knows which policy misbehaved.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error(
-        "plugin {plugin} ran out of fuel (more than {fuel} units in one call): it may loop forever"
-    )]
+    #[error("plugin {plugin} ran out of fuel (more than {fuel} units in one call): it may loop forever")]
     OutOfFuel { plugin: String, fuel: u64 },
     #[error("plugin {plugin} hit its memory cap of {mib} MiB")]
     MemoryCap { plugin: String, mib: usize },
@@ -95,33 +89,23 @@ pub enum PluginError {
 struct State {
     memory_cap: usize,
     cap_hit: bool,
+    /// Linear memory size after the last growth.
+    memory_bytes: usize,
 }
 
 impl ResourceLimiter for State {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.memory_cap {
             self.cap_hit = true;
             // An error (not `Ok(false)`) traps at once instead of letting the guest see a failed
             // grow and abort somewhere less obvious.
-            wasmtime::bail!(
-                "memory cap of {} bytes reached (wanted {desired})",
-                self.memory_cap
-            );
+            wasmtime::bail!("memory cap of {} bytes reached (wanted {desired})", self.memory_cap);
         }
+        self.memory_bytes = desired;
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
 
@@ -195,8 +179,7 @@ impl Plugin {
     }
 
     pub fn from_file(path: &Path, limits: PluginLimits) -> Result<Plugin> {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?;
+        let bytes = std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?;
         Plugin::from_bytes(&path.display().to_string(), &bytes, limits)
     }
 
@@ -207,15 +190,9 @@ impl Plugin {
     }
 
     /// Loads a component, caching its compiled artifact in `cache` (none: compile every time).
-    pub fn from_bytes_cached(
-        name: &str,
-        bytes: &[u8],
-        limits: PluginLimits,
-        cache: Option<&Path>,
-    ) -> Result<Plugin> {
+    pub fn from_bytes_cached(name: &str, bytes: &[u8], limits: PluginLimits, cache: Option<&Path>) -> Result<Plugin> {
         let engine = engine()?;
-        let component = load_component(&engine, bytes, cache)
-            .with_context(|| format!("loading plugin {name}: not a valid component"))?;
+        let component = load_component(&engine, bytes, cache).with_context(|| format!("loading plugin {name}: not a valid component"))?;
         let linker = Linker::<State>::new(&engine);
         let pre = linker
             .instantiate_pre(&component)
@@ -223,18 +200,8 @@ impl Plugin {
             .with_context(|| format!("plugin {name} needs imports numafit does not provide: a policy must import nothing"))?;
         let pre = PlacementPolicyPre::new(pre)
             .map_err(anyhow::Error::from)
-            .with_context(|| {
-                format!(
-                    "plugin {name} does not export the numafit:policy@0.1.0 placement-policy world"
-                )
-            })?;
-        Ok(Plugin {
-            name: name.to_string(),
-            engine,
-            pre,
-            limits,
-            live: None,
-        })
+            .with_context(|| format!("plugin {name} does not export the numafit:policy@0.1.0 placement-policy world"))?;
+        Ok(Plugin { name: name.to_string(), engine, pre, limits, live: None })
     }
 
     pub fn name(&self) -> &str {
@@ -242,51 +209,27 @@ impl Plugin {
     }
 
     fn fresh_instance(&self) -> Result<(Store<State>, PlacementPolicy)> {
-        let mut store = Store::new(
-            &self.engine,
-            State {
-                memory_cap: self.limits.memory_bytes,
-                cap_hit: false,
-            },
-        );
+        let mut store = Store::new(&self.engine, State { memory_cap: self.limits.memory_bytes, cap_hit: false, memory_bytes: 0 });
         store.limiter(|s| s as &mut dyn ResourceLimiter);
         store.set_fuel(self.limits.fuel)?;
-        let instance = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| self.classify(e, store.data().cap_hit))?;
+        let instance = self.pre.instantiate(&mut store).map_err(|e| self.classify(e, store.data().cap_hit))?;
         Ok((store, instance))
     }
 
     fn classify(&self, e: wasmtime::Error, cap_hit: bool) -> anyhow::Error {
         let plugin = self.name.clone();
         let err = match e.downcast_ref::<wasmtime::Trap>() {
-            _ if cap_hit => PluginError::MemoryCap {
-                plugin,
-                mib: self.limits.memory_bytes >> 20,
-            },
-            Some(wasmtime::Trap::OutOfFuel) => PluginError::OutOfFuel {
-                plugin,
-                fuel: self.limits.fuel,
-            },
-            Some(trap) => PluginError::Trap {
-                plugin,
-                trap: trap.to_string(),
-            },
-            None => PluginError::Trap {
-                plugin,
-                trap: format!("{e:#}"),
-            },
+            _ if cap_hit => PluginError::MemoryCap { plugin, mib: self.limits.memory_bytes >> 20 },
+            Some(wasmtime::Trap::OutOfFuel) => PluginError::OutOfFuel { plugin, fuel: self.limits.fuel },
+            Some(trap) => PluginError::Trap { plugin, trap: trap.to_string() },
+            None => PluginError::Trap { plugin, trap: format!("{e:#}") },
         };
         anyhow!(err)
     }
 
     /// Runs one export on the live instance (made on first use), with a full fuel budget. After a
     /// trap the instance is dropped: a trapped instance may not be entered again.
-    fn call<T>(
-        &mut self,
-        f: impl FnOnce(&PlacementPolicy, &mut Store<State>) -> wasmtime::Result<T>,
-    ) -> Result<T> {
+    fn call<T>(&mut self, f: impl FnOnce(&PlacementPolicy, &mut Store<State>) -> wasmtime::Result<T>) -> Result<T> {
         let (mut store, instance) = match self.live.take() {
             Some(live) => live,
             None => self.fresh_instance()?,
@@ -301,14 +244,16 @@ impl Plugin {
         }
     }
 
+    /// Linear memory of the live instance, in bytes (none before the first call or after a trap).
+    pub fn memory_bytes(&self) -> Option<usize> {
+        self.live.as_ref().map(|(store, _)| store.data().memory_bytes)
+    }
+
     pub fn info(&mut self) -> Result<wit::PluginInfo> {
         self.call(|p, s| p.call_info(s))
     }
 
-    pub fn request_from_flavor(
-        &mut self,
-        flavor: &wit::Flavor,
-    ) -> Result<Result<wit::Request, wit::RequestError>> {
+    pub fn request_from_flavor(&mut self, flavor: &wit::Flavor) -> Result<Result<wit::Request, wit::RequestError>> {
         self.call(|p, s| p.call_request_from_flavor(s, flavor))
     }
 
@@ -330,19 +275,11 @@ impl Plugin {
         self.call(|p, s| p.call_fit_many(s, hosts, request, limits))
     }
 
-    pub fn claim(
-        &mut self,
-        host: &wit::Host,
-        placement: &wit::Placement,
-    ) -> Result<Result<wit::Host, wit::AccountingError>> {
+    pub fn claim(&mut self, host: &wit::Host, placement: &wit::Placement) -> Result<Result<wit::Host, wit::AccountingError>> {
         self.call(|p, s| p.call_claim(s, host, placement))
     }
 
-    pub fn release(
-        &mut self,
-        host: &wit::Host,
-        placement: &wit::Placement,
-    ) -> Result<Result<wit::Host, wit::AccountingError>> {
+    pub fn release(&mut self, host: &wit::Host, placement: &wit::Placement) -> Result<Result<wit::Host, wit::AccountingError>> {
         self.call(|p, s| p.call_release(s, host, placement))
     }
 }

@@ -32,13 +32,7 @@ fn cell_views(host: &wit::Host) -> BTreeMap<u32, CellView<'_>> {
         .map(|c| {
             (
                 c.id,
-                CellView {
-                    cell: c,
-                    pinnable: BTreeSet::new(),
-                    pinned: BTreeSet::new(),
-                    cores: BTreeMap::new(),
-                    core_of: BTreeMap::new(),
-                },
+                CellView { cell: c, pinnable: BTreeSet::new(), pinned: BTreeSet::new(), cores: BTreeMap::new(), core_of: BTreeMap::new() },
             )
         })
         .collect();
@@ -58,115 +52,56 @@ fn cell_views(host: &wit::Host) -> BTreeMap<u32, CellView<'_>> {
 }
 
 /// Checks a placement against the host and request it answers.
-pub fn placement(
-    plugin: &str,
-    host: &wit::Host,
-    request: &wit::Request,
-    p: &wit::Placement,
-) -> Result<(), VerifyError> {
-    let fail = |problem: String| VerifyError {
-        plugin: plugin.to_string(),
-        what: "placement",
-        problem,
-    };
-    if p.cpu_policy != request.cpu_policy
-        || p.thread_policy != request.thread_policy
-        || p.emulator_threads != request.emulator_threads
-    {
-        return Err(fail(
-            "its CPU, thread or emulator-thread policy differs from the request's".into(),
-        ));
+pub fn placement(plugin: &str, host: &wit::Host, request: &wit::Request, p: &wit::Placement) -> Result<(), VerifyError> {
+    let fail = |problem: String| VerifyError { plugin: plugin.to_string(), what: "placement", problem };
+    if p.cpu_policy != request.cpu_policy || p.thread_policy != request.thread_policy || p.emulator_threads != request.emulator_threads {
+        return Err(fail("its CPU, thread or emulator-thread policy differs from the request's".into()));
     }
     if p.cells.len() != request.cells.len() {
-        return Err(fail(format!(
-            "{} cells placed for a guest of {}",
-            p.cells.len(),
-            request.cells.len()
-        )));
+        return Err(fail(format!("{} cells placed for a guest of {}", p.cells.len(), request.cells.len())));
     }
     let views = cell_views(host);
-    let pins = matches!(
-        request.cpu_policy,
-        Some(wit::CpuPolicy::Dedicated | wit::CpuPolicy::Mixed)
-    );
+    let pins = matches!(request.cpu_policy, Some(wit::CpuPolicy::Dedicated | wit::CpuPolicy::Mixed));
     let isolate = request.thread_policy == Some(wit::ThreadPolicy::Isolate);
     let mut used_cells = BTreeSet::new();
     let mut used_cpus = BTreeSet::new();
     for (g, placed) in p.cells.iter().enumerate() {
         if placed.guest_cell as usize != g {
-            return Err(fail(format!(
-                "cell {g} is labelled guest cell {}",
-                placed.guest_cell
-            )));
+            return Err(fail(format!("cell {g} is labelled guest cell {}", placed.guest_cell)));
         }
-        let view = views.get(&placed.host_cell).ok_or_else(|| {
-            fail(format!(
-                "guest cell {g} is on host cell {}, which does not exist",
-                placed.host_cell
-            ))
-        })?;
+        let view = views
+            .get(&placed.host_cell)
+            .ok_or_else(|| fail(format!("guest cell {g} is on host cell {}, which does not exist", placed.host_cell)))?;
         if !used_cells.insert(placed.host_cell) {
-            return Err(fail(format!(
-                "host cell {} holds two guest cells",
-                placed.host_cell
-            )));
+            return Err(fail(format!("host cell {} holds two guest cells", placed.host_cell)));
         }
         let want = &request.cells[g];
         if placed.memory_mb != want.memory_mb {
-            return Err(fail(format!(
-                "guest cell {g} got {} MiB, asked for {}",
-                placed.memory_mb, want.memory_mb
-            )));
+            return Err(fail(format!("guest cell {g} got {} MiB, asked for {}", placed.memory_mb, want.memory_mb)));
         }
         let asked = |dedicated: bool| -> BTreeSet<u32> {
-            request
-                .vcpus
-                .iter()
-                .filter(|v| v.cell as usize == g && v.dedicated == dedicated)
-                .map(|v| v.id)
-                .collect()
+            request.vcpus.iter().filter(|v| v.cell as usize == g && v.dedicated == dedicated).map(|v| v.id).collect()
         };
         let (shared, dedicated) = (asked(false), asked(true));
         if placed.shared_vcpus.iter().copied().collect::<BTreeSet<_>>() != shared
-            || placed
-                .dedicated_vcpus
-                .iter()
-                .copied()
-                .collect::<BTreeSet<_>>()
-                != dedicated
+            || placed.dedicated_vcpus.iter().copied().collect::<BTreeSet<_>>() != dedicated
         {
-            return Err(fail(format!(
-                "guest cell {g}'s vCPUs differ from the request's"
-            )));
+            return Err(fail(format!("guest cell {g}'s vCPUs differ from the request's")));
         }
         let pinned_vcpus: BTreeSet<u32> = placed.pinning.iter().map(|x| x.vcpu).collect();
         if pins && (pinned_vcpus != dedicated || placed.pinning.len() != dedicated.len()) {
-            return Err(fail(format!(
-                "guest cell {g} does not pin each dedicated vCPU exactly once"
-            )));
+            return Err(fail(format!("guest cell {g} does not pin each dedicated vCPU exactly once")));
         }
         if !pins && !(placed.pinning.is_empty() && placed.emulator_pcpus.is_empty()) {
-            return Err(fail(format!(
-                "guest cell {g} pins CPUs for a guest that asked for none"
-            )));
+            return Err(fail(format!("guest cell {g} pins CPUs for a guest that asked for none")));
         }
-        let pcpus: Vec<u32> = placed
-            .pinning
-            .iter()
-            .map(|x| x.pcpu)
-            .chain(placed.emulator_pcpus.iter().copied())
-            .collect();
+        let pcpus: Vec<u32> = placed.pinning.iter().map(|x| x.pcpu).chain(placed.emulator_pcpus.iter().copied()).collect();
         for &cpu in &pcpus {
             if !view.pinnable.contains(&cpu) {
-                return Err(fail(format!(
-                    "guest cell {g} pins CPU {cpu}, which host cell {} cannot pin",
-                    placed.host_cell
-                )));
+                return Err(fail(format!("guest cell {g} pins CPU {cpu}, which host cell {} cannot pin", placed.host_cell)));
             }
             if view.pinned.contains(&cpu) {
-                return Err(fail(format!(
-                    "guest cell {g} pins CPU {cpu}, which is already pinned"
-                )));
+                return Err(fail(format!("guest cell {g} pins CPU {cpu}, which is already pinned")));
             }
             if !used_cpus.insert(cpu) {
                 return Err(fail(format!("CPU {cpu} is given twice")));
@@ -174,26 +109,16 @@ pub fn placement(
             if isolate {
                 let core = view.core_of.get(&cpu).and_then(|k| view.cores.get(k));
                 if let Some(core) = core {
-                    if core.iter().any(|t| {
-                        !view.pinnable.contains(t)
-                            || view.pinned.contains(t)
-                            || (*t != cpu && pcpus.contains(t))
-                    }) {
+                    if core.iter().any(|t| !view.pinnable.contains(t) || view.pinned.contains(t) || (*t != cpu && pcpus.contains(t))) {
                         return Err(fail(format!("guest cell {g} (isolate) uses CPU {cpu} on a core that is not wholly its own")));
                     }
                 }
             }
         }
         if let Some(size) = placed.page_size_kb {
-            let pool = host
-                .pages
-                .iter()
-                .find(|pp| pp.cell == placed.host_cell && pp.size_kb == size)
-                .ok_or_else(|| {
-                    fail(format!(
-                        "guest cell {g} uses {size} KiB pages, which host cell {} does not have",
-                        placed.host_cell
-                    ))
+            let pool =
+                host.pages.iter().find(|pp| pp.cell == placed.host_cell && pp.size_kb == size).ok_or_else(|| {
+                    fail(format!("guest cell {g} uses {size} KiB pages, which host cell {} does not have", placed.host_cell))
                 })?;
             let kb = placed.memory_mb * 1024;
             let free = pool.total.saturating_sub(pool.used + pool.reserved);
@@ -207,133 +132,58 @@ pub fn placement(
             && view.cell.memory_mb.saturating_sub(view.cell.memory_used_mb) < placed.memory_mb
             && !host.pages.iter().any(|pp| pp.cell == placed.host_cell)
         {
-            return Err(fail(format!(
-                "guest cell {g} needs {} MiB; host cell {} has less free",
-                placed.memory_mb, placed.host_cell
-            )));
+            return Err(fail(format!("guest cell {g} needs {} MiB; host cell {} has less free", placed.memory_mb, placed.host_cell)));
         }
     }
     Ok(())
 }
 
-fn layout(
-    host: &wit::Host,
-) -> (
-    Vec<(u32, u64, Option<u32>)>,
-    Vec<(u32, u32, u32, bool, bool)>,
-    Vec<(u32, u32, u64, u64)>,
-) {
-    let cells = host
-        .cells
-        .iter()
-        .map(|c| (c.id, c.memory_mb, c.socket))
-        .collect();
-    let cpus = cpu_rows(&host.cpus)
-        .map(|c| (c.id, c.cell, c.core, c.shared, c.pinnable))
-        .collect();
-    let pages = host
-        .pages
-        .iter()
-        .map(|p| (p.cell, p.size_kb, p.total, p.reserved))
-        .collect();
+fn layout(host: &wit::Host) -> (Vec<(u32, u64, Option<u32>)>, Vec<(u32, u32, u32, bool, bool)>, Vec<(u32, u32, u64, u64)>) {
+    let cells = host.cells.iter().map(|c| (c.id, c.memory_mb, c.socket)).collect();
+    let cpus = cpu_rows(&host.cpus).map(|c| (c.id, c.cell, c.core, c.shared, c.pinnable)).collect();
+    let pages = host.pages.iter().map(|p| (p.cell, p.size_kb, p.total, p.reserved)).collect();
     (cells, cpus, pages)
 }
 
 /// Checks a host a plugin returned from claim (`sign` +1) or release (−1): same layout and
 /// capacity, usage moved by exactly the placement's memory and vCPUs, pins only on its cells.
-pub fn accounting(
-    plugin: &str,
-    before: &wit::Host,
-    after: &wit::Host,
-    p: &wit::Placement,
-    claim: bool,
-) -> Result<(), VerifyError> {
-    let fail = |problem: String| VerifyError {
-        plugin: plugin.to_string(),
-        what: if claim { "claim" } else { "release" },
-        problem,
-    };
+pub fn accounting(plugin: &str, before: &wit::Host, after: &wit::Host, p: &wit::Placement, claim: bool) -> Result<(), VerifyError> {
+    let fail = |problem: String| VerifyError { plugin: plugin.to_string(), what: if claim { "claim" } else { "release" }, problem };
     let (mut bl, mut al) = (layout(before), layout(after));
     for l in [&mut bl, &mut al] {
         l.1.sort_unstable_by_key(|c| c.0);
     }
-    if (bl.0, bl.2) != (al.0, al.2)
-        || bl
-            .1
-            .iter()
-            .map(|c| (c.0, c.1, c.3, c.4))
-            .ne(al.1.iter().map(|c| (c.0, c.1, c.3, c.4)))
-    {
-        return Err(fail(
-            "the host's cells, CPUs or page pools changed, not just their usage".into(),
-        ));
+    if (bl.0, bl.2) != (al.0, al.2) || bl.1.iter().map(|c| (c.0, c.1, c.3, c.4)).ne(al.1.iter().map(|c| (c.0, c.1, c.3, c.4))) {
+        return Err(fail("the host's cells, CPUs or page pools changed, not just their usage".into()));
     }
-    let pinned = |h: &wit::Host, cell: u32| -> BTreeSet<u32> {
-        cpu_rows(&h.cpus)
-            .filter(|c| c.cell == cell && c.pinned)
-            .map(|c| c.id)
-            .collect()
-    };
+    let pinned =
+        |h: &wit::Host, cell: u32| -> BTreeSet<u32> { cpu_rows(&h.cpus).filter(|c| c.cell == cell && c.pinned).map(|c| c.id).collect() };
     for (b, a) in before.cells.iter().zip(&after.cells) {
-        let placed: Vec<&wit::PlacedCell> =
-            p.cells.iter().filter(|c| c.host_cell == b.id).collect();
+        let placed: Vec<&wit::PlacedCell> = p.cells.iter().filter(|c| c.host_cell == b.id).collect();
         let mem: u64 = placed.iter().map(|c| c.memory_mb).sum();
         let vcpus: u32 = placed.iter().map(|c| c.shared_vcpus.len() as u32).sum();
         let (want_mem, want_vcpus) = if claim {
-            (
-                b.memory_used_mb.checked_add(mem),
-                b.shared_vcpus_used.checked_add(vcpus),
-            )
+            (b.memory_used_mb.checked_add(mem), b.shared_vcpus_used.checked_add(vcpus))
         } else {
-            (
-                b.memory_used_mb.checked_sub(mem),
-                b.shared_vcpus_used.checked_sub(vcpus),
-            )
+            (b.memory_used_mb.checked_sub(mem), b.shared_vcpus_used.checked_sub(vcpus))
         };
         if Some(a.memory_used_mb) != want_mem || Some(a.shared_vcpus_used) != want_vcpus {
-            return Err(fail(format!(
-                "host cell {}'s memory or vCPU usage moved by other than the placement",
-                b.id
-            )));
+            return Err(fail(format!("host cell {}'s memory or vCPU usage moved by other than the placement", b.id)));
         }
         let (pb, pa) = (pinned(before, b.id), pinned(after, b.id));
-        let moved: BTreeSet<u32> = if claim {
-            pa.difference(&pb).copied().collect()
-        } else {
-            pb.difference(&pa).copied().collect()
-        };
-        let kept = if claim {
-            pb.is_subset(&pa)
-        } else {
-            pa.is_subset(&pb)
-        };
-        let mine: BTreeSet<u32> = placed
-            .iter()
-            .flat_map(|c| {
-                c.pinning
-                    .iter()
-                    .map(|x| x.pcpu)
-                    .chain(c.emulator_pcpus.iter().copied())
-            })
-            .collect();
+        let moved: BTreeSet<u32> = if claim { pa.difference(&pb).copied().collect() } else { pb.difference(&pa).copied().collect() };
+        let kept = if claim { pb.is_subset(&pa) } else { pa.is_subset(&pb) };
+        let mine: BTreeSet<u32> =
+            placed.iter().flat_map(|c| c.pinning.iter().map(|x| x.pcpu).chain(c.emulator_pcpus.iter().copied())).collect();
         // Isolate takes whole cores: the siblings of its CPUs may move too, nothing else.
         let allowed: BTreeSet<u32> = if p.thread_policy == Some(wit::ThreadPolicy::Isolate) {
-            let cores: BTreeSet<u32> = cpu_rows(&before.cpus)
-                .filter(|c| c.cell == b.id && mine.contains(&c.id))
-                .map(|c| c.core)
-                .collect();
-            cpu_rows(&before.cpus)
-                .filter(|c| c.cell == b.id && cores.contains(&c.core))
-                .map(|c| c.id)
-                .collect()
+            let cores: BTreeSet<u32> = cpu_rows(&before.cpus).filter(|c| c.cell == b.id && mine.contains(&c.id)).map(|c| c.core).collect();
+            cpu_rows(&before.cpus).filter(|c| c.cell == b.id && cores.contains(&c.core)).map(|c| c.id).collect()
         } else {
             mine.clone()
         };
         if !kept || !mine.is_subset(&moved) || !moved.is_subset(&allowed) {
-            return Err(fail(format!(
-                "host cell {}'s pinned CPUs changed by other than the placement",
-                b.id
-            )));
+            return Err(fail(format!("host cell {}'s pinned CPUs changed by other than the placement", b.id)));
         }
     }
     Ok(())

@@ -51,12 +51,7 @@ pub struct AccountingError {
 
 impl AccountingError {
     fn new(code: AccountingCode, host_cell: Option<u32>, cpus: CpuSet, message: String) -> Self {
-        AccountingError {
-            code,
-            host_cell,
-            cpus,
-            message,
-        }
+        AccountingError { code, host_cell, cpus, message }
     }
 }
 
@@ -91,10 +86,7 @@ fn pin(cell: &mut HostCell, cpus: &CpuSet, dir: Direction) -> Result<(), Account
                     AccountingCode::CpuPinningUnknown,
                     id,
                     unknown.clone(),
-                    format!(
-                        "host cell {}: CPUs {unknown} are not pinnable here (pinnable: {})",
-                        cell.id, cell.pcpuset
-                    ),
+                    format!("host cell {}: CPUs {unknown} are not pinnable here (pinnable: {})", cell.id, cell.pcpuset),
                 ));
             }
             let taken = cpus.intersection(&cell.pinned_cpus);
@@ -103,11 +95,7 @@ fn pin(cell: &mut HostCell, cpus: &CpuSet, dir: Direction) -> Result<(), Account
                     AccountingCode::CpuPinningInvalid,
                     id,
                     taken.clone(),
-                    format!(
-                        "host cell {}: CPUs {taken} are already pinned (free: {})",
-                        cell.id,
-                        cell.free_pcpus()
-                    ),
+                    format!("host cell {}: CPUs {taken} are already pinned (free: {})", cell.id, cell.free_pcpus()),
                 ));
             }
             cell.pinned_cpus = cell.pinned_cpus.union(cpus);
@@ -118,10 +106,7 @@ fn pin(cell: &mut HostCell, cpus: &CpuSet, dir: Direction) -> Result<(), Account
                     AccountingCode::CpuUnpinningUnknown,
                     id,
                     unknown.clone(),
-                    format!(
-                        "host cell {}: CPUs {unknown} are not pinnable here (pinnable: {})",
-                        cell.id, cell.pcpuset
-                    ),
+                    format!("host cell {}: CPUs {unknown} are not pinnable here (pinnable: {})", cell.id, cell.pcpuset),
                 ));
             }
             let not_pinned = cpus.difference(&cell.pinned_cpus);
@@ -130,10 +115,7 @@ fn pin(cell: &mut HostCell, cpus: &CpuSet, dir: Direction) -> Result<(), Account
                     AccountingCode::CpuUnpinningInvalid,
                     id,
                     not_pinned.clone(),
-                    format!(
-                        "host cell {}: CPUs {not_pinned} are not pinned (pinned: {})",
-                        cell.id, cell.pinned_cpus
-                    ),
+                    format!("host cell {}: CPUs {not_pinned} are not pinned (pinned: {})", cell.id, cell.pinned_cpus),
                 ));
             }
             cell.pinned_cpus = cell.pinned_cpus.difference(cpus);
@@ -143,20 +125,10 @@ fn pin(cell: &mut HostCell, cpus: &CpuSet, dir: Direction) -> Result<(), Account
 }
 
 fn over_release(cell: u32, what: String) -> AccountingError {
-    AccountingError::new(
-        AccountingCode::OverRelease,
-        Some(cell),
-        CpuSet::new(),
-        format!("host cell {cell}: {what}"),
-    )
+    AccountingError::new(AccountingCode::OverRelease, Some(cell), CpuSet::new(), format!("host cell {cell}: {what}"))
 }
 
-fn apply(
-    cell: &mut HostCell,
-    placed: &PlacedCell,
-    placement: &Placement,
-    dir: Direction,
-) -> Result<(), AccountingError> {
+fn apply(cell: &mut HostCell, placed: &PlacedCell, placement: &Placement, dir: Direction) -> Result<(), AccountingError> {
     let id = cell.id;
     // CPUs first: a double claim or a stray release is reported as the pinning conflict it is.
     if placement.pins() {
@@ -167,9 +139,7 @@ fn apply(
         pin(cell, &cpus, dir)?;
     }
     // Memory in pages of the chosen size, or of the smallest when none was chosen.
-    let size = placed
-        .pagesize_kb
-        .or_else(|| cell.smallest_pages().map(|p| p.size_kb));
+    let size = placed.pagesize_kb.or_else(|| cell.smallest_pages().map(|p| p.size_kb));
     if let Some(size) = size {
         let Some(pool) = cell.mempages.iter_mut().find(|p| p.size_kb == size) else {
             return Err(AccountingError::new(
@@ -180,19 +150,13 @@ fn apply(
             ));
         };
         // Memory that is not a whole number of pages takes the last page whole.
-        let pages = pages_needed(size, placed.memory)
-            .unwrap_or_else(|| (placed.memory * 1024).div_ceil(u64::from(size)));
+        let pages = pages_needed(size, placed.memory).unwrap_or_else(|| (placed.memory * 1024).div_ceil(u64::from(size)));
         pool.used = match dir {
             Direction::Claim => pool.used + pages,
-            Direction::Release => pool.used.checked_sub(pages).ok_or_else(|| {
-                over_release(
-                    id,
-                    format!(
-                        "releasing {pages} {size} KiB pages but only {} are used",
-                        pool.used
-                    ),
-                )
-            })?,
+            Direction::Release => pool
+                .used
+                .checked_sub(pages)
+                .ok_or_else(|| over_release(id, format!("releasing {pages} {size} KiB pages but only {} are used", pool.used)))?,
         };
     }
     cell.memory_usage = match dir {
@@ -200,45 +164,21 @@ fn apply(
         Direction::Release => cell
             .memory_usage
             .checked_sub(placed.memory)
-            .ok_or_else(|| {
-                over_release(
-                    id,
-                    format!(
-                        "releasing {} MiB but only {} MiB are in use",
-                        placed.memory, cell.memory_usage
-                    ),
-                )
-            })?,
+            .ok_or_else(|| over_release(id, format!("releasing {} MiB but only {} MiB are in use", placed.memory, cell.memory_usage)))?,
     };
     let floating = placed.cpuset.len() as u32;
     cell.cpu_usage = match dir {
         Direction::Claim => cell.cpu_usage + floating,
-        Direction::Release => cell.cpu_usage.checked_sub(floating).ok_or_else(|| {
-            over_release(
-                id,
-                format!(
-                    "releasing {floating} shared vCPUs but only {} are placed",
-                    cell.cpu_usage
-                ),
-            )
-        })?,
+        Direction::Release => cell
+            .cpu_usage
+            .checked_sub(floating)
+            .ok_or_else(|| over_release(id, format!("releasing {floating} shared vCPUs but only {} are placed", cell.cpu_usage)))?,
     };
     Ok(())
 }
 
-fn account(
-    host: &HostTopology,
-    placement: &Placement,
-    dir: Direction,
-) -> Result<HostTopology, AccountingError> {
-    host.validate().map_err(|e| {
-        AccountingError::new(
-            AccountingCode::InvalidInput,
-            None,
-            CpuSet::new(),
-            format!("invalid host: {e}"),
-        )
-    })?;
+fn account(host: &HostTopology, placement: &Placement, dir: Direction) -> Result<HostTopology, AccountingError> {
+    host.validate().map_err(|e| AccountingError::new(AccountingCode::InvalidInput, None, CpuSet::new(), format!("invalid host: {e}")))?;
     let mut seen = Vec::new();
     for placed in &placement.cells {
         if seen.contains(&placed.host_cell) {
@@ -246,10 +186,7 @@ fn account(
                 AccountingCode::InvalidInput,
                 Some(placed.host_cell),
                 CpuSet::new(),
-                format!(
-                    "placement puts two guest cells on host cell {}",
-                    placed.host_cell
-                ),
+                format!("placement puts two guest cells on host cell {}", placed.host_cell),
             ));
         }
         seen.push(placed.host_cell);
@@ -262,10 +199,7 @@ fn account(
                 AccountingCode::UnknownCell,
                 Some(placed.host_cell),
                 CpuSet::new(),
-                format!(
-                    "guest cell {} is placed on host cell {}, which the host does not have",
-                    placed.guest_cell, placed.host_cell
-                ),
+                format!("guest cell {} is placed on host cell {}, which the host does not have", placed.guest_cell, placed.host_cell),
             )
         })?;
         apply(cell, placed, placement, dir)?;
@@ -279,9 +213,6 @@ pub fn claim(host: &HostTopology, placement: &Placement) -> Result<HostTopology,
 }
 
 /// The host after `placement` gives its resources back.
-pub fn release(
-    host: &HostTopology,
-    placement: &Placement,
-) -> Result<HostTopology, AccountingError> {
+pub fn release(host: &HostTopology, placement: &Placement) -> Result<HostTopology, AccountingError> {
     account(host, placement, Direction::Release)
 }

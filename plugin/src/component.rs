@@ -4,10 +4,7 @@
 use crate::cpuset::CpuSet;
 use crate::fit::{Limits, NetworkNeed, Shortfall, Strategy};
 use crate::placement::{PlacedCell, Placement, Rejection};
-use crate::request::{
-    self as core_req, CpuPolicy, EmulatorThreads, GuestCell, GuestTopology, PageSizeWish,
-    PciNumaPolicy, ThreadPolicy,
-};
+use crate::request::{self as core_req, CpuPolicy, EmulatorThreads, GuestCell, GuestTopology, PageSizeWish, PciNumaPolicy, ThreadPolicy};
 use crate::topology::{CellNetwork, HostCell, HostTopology, PagePool, PciPool};
 use crate::{accounting, AccountingCode};
 
@@ -47,15 +44,10 @@ fn host_in(h: w::Host) -> Result<HostTopology, String> {
         .collect();
     let ids: Vec<u32> = cells.iter().map(|c| c.id).collect();
     let index = |id: u32| ids.iter().position(|&c| c == id);
-    let unknown =
-        |what: String, id: u32| format!("{what} names cell {id}, which the host does not list");
+    let unknown = |what: String, id: u32| format!("{what} names cell {id}, which the host does not list");
     let cpus = &h.cpus;
     let n = cpus.ids.len();
-    if cpus.cells.len() != n
-        || cpus.cores.len() != n
-        || cpus.roles.len() != n
-        || !(cpus.l3.is_empty() || cpus.l3.len() == n)
-    {
+    if cpus.cells.len() != n || cpus.cores.len() != n || cpus.roles.len() != n || !(cpus.l3.is_empty() || cpus.l3.len() == n) {
         return Err(format!(
             "the CPU columns differ in length (ids {n}, cells {}, cores {}, roles {}, l3 {})",
             cpus.cells.len(),
@@ -71,11 +63,7 @@ fn host_in(h: w::Host) -> Result<HostTopology, String> {
     for k in 0..n {
         let (id, cell) = (cpus.ids[k], cpus.cells[k]);
         // CPUs come grouped by cell, so the last lookup usually answers.
-        let i = if last.0 == cell {
-            last.1
-        } else {
-            index(cell).ok_or_else(|| unknown(format!("cpu {id}"), cell))?
-        };
+        let i = if last.0 == cell { last.1 } else { index(cell).ok_or_else(|| unknown(format!("cpu {id}"), cell))? };
         last = (cell, i);
         cores[i].push((cpus.cores[k], id));
         if let Some(&l3) = cpus.l3.get(k) {
@@ -94,54 +82,27 @@ fn host_in(h: w::Host) -> Result<HostTopology, String> {
         }
     }
     for pool in &h.pages {
-        let i = index(pool.cell)
-            .ok_or_else(|| unknown(format!("a {} KiB page pool", pool.size_kb), pool.cell))?;
-        cells[i].mempages.push(PagePool {
-            size_kb: pool.size_kb,
-            total: pool.total,
-            used: pool.used,
-            reserved: pool.reserved,
-        });
+        let i = index(pool.cell).ok_or_else(|| unknown(format!("a {} KiB page pool", pool.size_kb), pool.cell))?;
+        cells[i].mempages.push(PagePool { size_kb: pool.size_kb, total: pool.total, used: pool.used, reserved: pool.reserved });
     }
     for net in h.networks {
         let i = index(net.cell).ok_or_else(|| unknown("a network entry".into(), net.cell))?;
-        cells[i].network_metadata = Some(CellNetwork {
-            physnets: net.physnets,
-            tunneled: net.tunneled,
-        });
+        cells[i].network_metadata = Some(CellNetwork { physnets: net.physnets, tunneled: net.tunneled });
     }
     for (cell, mut members) in cells.iter_mut().zip(cores) {
         members.sort_unstable();
         for group in members.chunk_by(|a, b| a.0 == b.0) {
-            cell.siblings
-                .push(group.iter().map(|&(_, cpu)| cpu).collect());
+            cell.siblings.push(group.iter().map(|&(_, cpu)| cpu).collect());
         }
     }
-    let pci_pools = h
-        .pci_pools
-        .into_iter()
-        .map(|p| PciPool {
-            numa_node: p.numa_node,
-            count: p.count,
-            tags: p.tags,
-        })
-        .collect();
-    Ok(HostTopology {
-        cells,
-        distances: h.distances,
-        pci_pools,
-    }
-    .normalized())
+    let pci_pools = h.pci_pools.into_iter().map(|p| PciPool { numa_node: p.numa_node, count: p.count, tags: p.tags }).collect();
+    let host = HostTopology { cells, distances: h.distances, pci_pools }.normalized();
+    host.validate()?;
+    Ok(host)
 }
 
 fn host_out(h: HostTopology) -> w::Host {
-    let mut cpus = w::HostCpus {
-        ids: Vec::new(),
-        cells: Vec::new(),
-        cores: Vec::new(),
-        roles: Vec::new(),
-        l3: Vec::new(),
-    };
+    let mut cpus = w::HostCpus { ids: Vec::new(), cells: Vec::new(), cores: Vec::new(), roles: Vec::new(), l3: Vec::new() };
     let mut pages = Vec::new();
     let mut networks = Vec::new();
     let mut core = 0u32;
@@ -153,15 +114,9 @@ fn host_out(h: HostTopology) -> w::Host {
                 cpus.cells.push(cell.id);
                 cpus.cores.push(core);
                 let role = |set: &CpuSet, bit: u8| if set.contains(cpu) { bit } else { 0 };
-                cpus.roles.push(
-                    role(&cell.cpuset, 1) | role(&cell.pcpuset, 2) | role(&cell.pinned_cpus, 4),
-                );
+                cpus.roles.push(role(&cell.cpuset, 1) | role(&cell.pcpuset, 2) | role(&cell.pinned_cpus, 4));
                 if with_l3 {
-                    let l3 = cell
-                        .cache_groups
-                        .iter()
-                        .position(|g| g.contains(cpu))
-                        .map_or(u32::MAX, |p| p as u32 + cell.id * 1024);
+                    let l3 = cell.cache_groups.iter().position(|g| g.contains(cpu)).map_or(u32::MAX, |p| p as u32 + cell.id * 1024);
                     cpus.l3.push(l3);
                 }
             }
@@ -175,11 +130,7 @@ fn host_out(h: HostTopology) -> w::Host {
             reserved: p.reserved,
         }));
         if let Some(net) = &cell.network_metadata {
-            networks.push(w::CellNetwork {
-                cell: cell.id,
-                physnets: net.physnets.clone(),
-                tunneled: net.tunneled,
-            });
+            networks.push(w::CellNetwork { cell: cell.id, physnets: net.physnets.clone(), tunneled: net.tunneled });
         }
     }
     w::Host {
@@ -197,15 +148,7 @@ fn host_out(h: HostTopology) -> w::Host {
         cpus,
         pages,
         distances: h.distances,
-        pci_pools: h
-            .pci_pools
-            .into_iter()
-            .map(|p| w::PciPool {
-                numa_node: p.numa_node,
-                count: p.count,
-                tags: p.tags,
-            })
-            .collect(),
+        pci_pools: h.pci_pools.into_iter().map(|p| w::PciPool { numa_node: p.numa_node, count: p.count, tags: p.tags }).collect(),
         networks,
     }
 }
@@ -278,20 +221,12 @@ fn request_in(r: w::Request) -> Result<GuestTopology, String> {
     let mut cells: Vec<GuestCell> = r
         .cells
         .iter()
-        .map(|c| GuestCell {
-            cpuset: CpuSet::new(),
-            pcpuset: CpuSet::new(),
-            memory: c.memory_mb,
-            pagesize: c.page_size.map(page_size_in),
-        })
+        .map(|c| GuestCell { cpuset: CpuSet::new(), pcpuset: CpuSet::new(), memory: c.memory_mb, pagesize: c.page_size.map(page_size_in) })
         .collect();
     for v in &r.vcpus {
-        let cell = cells.get_mut(v.cell as usize).ok_or_else(|| {
-            format!(
-                "vcpu {} names guest cell {}, which the request does not list",
-                v.id, v.cell
-            )
-        })?;
+        let cell = cells
+            .get_mut(v.cell as usize)
+            .ok_or_else(|| format!("vcpu {} names guest cell {}, which the request does not list", v.id, v.cell))?;
         if v.dedicated {
             cell.pcpuset.insert(v.id);
         } else {
@@ -324,27 +259,12 @@ fn request_in(r: w::Request) -> Result<GuestTopology, String> {
 fn request_out(g: GuestTopology) -> w::Request {
     let mut vcpus = Vec::new();
     for (i, cell) in g.cells.iter().enumerate() {
-        vcpus.extend(cell.cpuset.iter().map(|id| w::GuestVcpu {
-            id,
-            cell: i as u32,
-            dedicated: false,
-        }));
-        vcpus.extend(cell.pcpuset.iter().map(|id| w::GuestVcpu {
-            id,
-            cell: i as u32,
-            dedicated: true,
-        }));
+        vcpus.extend(cell.cpuset.iter().map(|id| w::GuestVcpu { id, cell: i as u32, dedicated: false }));
+        vcpus.extend(cell.pcpuset.iter().map(|id| w::GuestVcpu { id, cell: i as u32, dedicated: true }));
     }
     vcpus.sort_by_key(|v| v.id);
     w::Request {
-        cells: g
-            .cells
-            .iter()
-            .map(|c| w::GuestCell {
-                memory_mb: c.memory,
-                page_size: c.pagesize.map(page_size_out),
-            })
-            .collect(),
+        cells: g.cells.iter().map(|c| w::GuestCell { memory_mb: c.memory, page_size: c.pagesize.map(page_size_out) }).collect(),
         vcpus,
         cpu_policy: g.cpu_policy.map(cpu_policy_out),
         thread_policy: g.thread_policy.map(thread_policy_out),
@@ -357,10 +277,7 @@ fn limits_in(l: w::Limits) -> Limits {
     Limits {
         cpu_allocation_ratio: l.cpu_allocation_ratio,
         ram_allocation_ratio: l.ram_allocation_ratio,
-        network: l.network.map(|n| NetworkNeed {
-            physnets: n.physnets,
-            tunneled: n.tunneled,
-        }),
+        network: l.network.map(|n| NetworkNeed { physnets: n.physnets, tunneled: n.tunneled }),
         strategy: match l.strategy {
             w::Strategy::Spread => Strategy::Spread,
             w::Strategy::Pack => Strategy::Pack,
@@ -384,11 +301,7 @@ fn placement_out(p: Placement) -> w::Placement {
                 dedicated_vcpus: c.pcpuset.to_vec(),
                 memory_mb: c.memory,
                 page_size_kb: c.pagesize_kb,
-                pinning: c
-                    .pinning
-                    .into_iter()
-                    .map(|(vcpu, pcpu)| w::PinnedVcpu { vcpu, pcpu })
-                    .collect(),
+                pinning: c.pinning.into_iter().map(|(vcpu, pcpu)| w::PinnedVcpu { vcpu, pcpu }).collect(),
                 emulator_pcpus: c.emulator,
             })
             .collect(),
@@ -471,46 +384,24 @@ fn accounting_error_out(e: accounting::AccountingError) -> w::AccountingError {
 }
 
 fn invalid(message: String) -> w::AccountingError {
-    w::AccountingError {
-        code: w::AccountingCode::InvalidInput,
-        host_cell: None,
-        cpus: Vec::new(),
-        message,
-    }
+    w::AccountingError { code: w::AccountingCode::InvalidInput, host_cell: None, cpus: Vec::new(), message }
 }
 
-fn fit_one(
-    host: w::Host,
-    request: &GuestTopology,
-    limits: &Limits,
-) -> Result<w::Placement, w::Rejection> {
-    let host =
-        host_in(host).map_err(|e| rejection_out(Rejection::whole(format!("invalid host: {e}"))))?;
-    crate::fit(&host, request, limits)
-        .map(placement_out)
-        .map_err(rejection_out)
+fn fit_one(host: w::Host, request: &GuestTopology, limits: &Limits) -> Result<w::Placement, w::Rejection> {
+    let host = host_in(host).map_err(|e| rejection_out(Rejection::whole(format!("invalid host: {e}"))))?;
+    crate::fit(&host, request, limits).map(placement_out).map_err(rejection_out)
 }
 
 type Account = fn(&HostTopology, &Placement) -> Result<HostTopology, accounting::AccountingError>;
 
-fn account(
-    host: w::Host,
-    placement: w::Placement,
-    op: Account,
-) -> Result<w::Host, w::AccountingError> {
+fn account(host: w::Host, placement: w::Placement, op: Account) -> Result<w::Host, w::AccountingError> {
     let host = host_in(host).map_err(|e| invalid(format!("invalid host: {e}")))?;
-    op(&host, &placement_in(placement))
-        .map(host_out)
-        .map_err(accounting_error_out)
+    op(&host, &placement_in(placement)).map(host_out).map_err(accounting_error_out)
 }
 
 impl Guest for Policy {
     fn info() -> w::PluginInfo {
-        w::PluginInfo {
-            name: crate::POLICY_NAME.into(),
-            version: crate::POLICY_VERSION.into(),
-            contract: crate::CONTRACT_VERSION.into(),
-        }
+        w::PluginInfo { name: crate::POLICY_NAME.into(), version: crate::POLICY_VERSION.into(), contract: crate::CONTRACT_VERSION.into() }
     }
 
     fn request_from_flavor(flavor: w::Flavor) -> Result<w::Request, w::RequestError> {
@@ -520,43 +411,19 @@ impl Guest for Policy {
             extra_specs: flavor.extra_specs,
             image_props: flavor.image_props,
         };
-        core_req::from_flavor(&f)
-            .map(request_out)
-            .map_err(|e| w::RequestError {
-                code: e.code,
-                message: e.message,
-            })
+        core_req::from_flavor(&f).map(request_out).map_err(|e| w::RequestError { code: e.code, message: e.message })
     }
 
-    fn fit(
-        host: w::Host,
-        request: w::Request,
-        limits: w::Limits,
-    ) -> Result<w::Placement, w::Rejection> {
-        let request = request_in(request)
-            .map_err(|e| rejection_out(Rejection::whole(format!("invalid request: {e}"))))?;
+    fn fit(host: w::Host, request: w::Request, limits: w::Limits) -> Result<w::Placement, w::Rejection> {
+        let request = request_in(request).map_err(|e| rejection_out(Rejection::whole(format!("invalid request: {e}"))))?;
         fit_one(host, &request, &limits_in(limits))
     }
 
-    fn fit_many(
-        hosts: Vec<w::Host>,
-        request: w::Request,
-        limits: w::Limits,
-    ) -> Vec<Result<w::Placement, w::Rejection>> {
+    fn fit_many(hosts: Vec<w::Host>, request: w::Request, limits: w::Limits) -> Vec<Result<w::Placement, w::Rejection>> {
         let limits = limits_in(limits);
         match request_in(request) {
-            Ok(request) => hosts
-                .into_iter()
-                .map(|h| fit_one(h, &request, &limits))
-                .collect(),
-            Err(e) => hosts
-                .iter()
-                .map(|_| {
-                    Err(rejection_out(Rejection::whole(format!(
-                        "invalid request: {e}"
-                    ))))
-                })
-                .collect(),
+            Ok(request) => hosts.into_iter().map(|h| fit_one(h, &request, &limits)).collect(),
+            Err(e) => hosts.iter().map(|_| Err(rejection_out(Rejection::whole(format!("invalid request: {e}"))))).collect(),
         }
     }
 

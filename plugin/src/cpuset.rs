@@ -1,17 +1,22 @@
 //! A set of CPU numbers as a bitmap: the set algebra of pinning (free = pinnable − pinned) is
-//! word-wide instead of element-wise, and iteration is always in ascending CPU order.
+//! word-wide instead of element-wise, and iteration is always in ascending CPU order. The first
+//! 512 CPU numbers live inline, so sets of ordinary hosts never touch the allocator.
+
+use smallvec::SmallVec;
+
+type Words = SmallVec<[u64; 8]>;
 
 /// A set of host or guest CPU numbers.
 ///
 /// Invariant: no trailing zero words, so the derived equality and hash are set equality.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct CpuSet {
-    words: Vec<u64>,
+    words: Words,
 }
 
 impl CpuSet {
     pub fn new() -> Self {
-        CpuSet { words: Vec::new() }
+        CpuSet { words: Words::new() }
     }
 
     pub fn insert(&mut self, cpu: u32) -> bool {
@@ -79,14 +84,10 @@ impl CpuSet {
 
     fn zip_words(&self, other: &CpuSet, op: impl Fn(u64, u64) -> u64) -> CpuSet {
         let n = self.words.len().max(other.words.len());
-        let words = (0..n)
-            .map(|i| {
-                op(
-                    self.words.get(i).copied().unwrap_or(0),
-                    other.words.get(i).copied().unwrap_or(0),
-                )
-            })
-            .collect();
+        let mut words = Words::from_elem(0, n);
+        for (i, w) in words.iter_mut().enumerate() {
+            *w = op(self.words.get(i).copied().unwrap_or(0), other.words.get(i).copied().unwrap_or(0));
+        }
         let mut set = CpuSet { words };
         set.trim();
         set
@@ -105,7 +106,22 @@ impl CpuSet {
     }
 
     pub fn is_subset(&self, other: &CpuSet) -> bool {
-        self.difference(other).is_empty()
+        self.words.iter().enumerate().all(|(i, &w)| w & !other.words.get(i).copied().unwrap_or(0) == 0)
+    }
+
+    /// `self ∪= other`, in place.
+    pub fn union_with(&mut self, other: &CpuSet) {
+        if other.words.len() > self.words.len() {
+            self.words.resize(other.words.len(), 0);
+        }
+        for (a, b) in self.words.iter_mut().zip(&other.words) {
+            *a |= b;
+        }
+    }
+
+    /// Number of CPUs in `self ∖ other`, without building it.
+    pub fn difference_len(&self, other: &CpuSet) -> usize {
+        self.words.iter().enumerate().map(|(i, &w)| (w & !other.words.get(i).copied().unwrap_or(0)).count_ones() as usize).sum()
     }
 
     pub fn intersects(&self, other: &CpuSet) -> bool {
@@ -150,11 +166,7 @@ impl std::fmt::Display for CpuSet {
             while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
                 j += 1;
             }
-            parts.push(if j > i {
-                format!("{}-{}", cpus[i], cpus[j])
-            } else {
-                cpus[i].to_string()
-            });
+            parts.push(if j > i { format!("{}-{}", cpus[i], cpus[j]) } else { cpus[i].to_string() });
             i = j + 1;
         }
         write!(f, "{{{}}}", parts.join(","))
@@ -195,9 +207,6 @@ mod tests {
         assert!(!s.remove(200));
         assert!(s.is_empty());
         assert_eq!(s, CpuSet::new());
-        assert_eq!(
-            CpuSet::from([70]).difference(&CpuSet::from([70])),
-            CpuSet::new()
-        );
+        assert_eq!(CpuSet::from([70]).difference(&CpuSet::from([70])), CpuSet::new());
     }
 }

@@ -34,12 +34,7 @@ pub struct Refusal {
 
 impl Refusal {
     pub fn new(shortfall: Shortfall, needed: u64, available: u64) -> Self {
-        Refusal {
-            shortfall,
-            needed,
-            available,
-            page_size_kb: None,
-        }
+        Refusal { shortfall, needed, available, page_size_kb: None }
     }
 
     pub fn with_page_size(mut self, size_kb: u32) -> Self {
@@ -88,18 +83,12 @@ fn check_memory(host: &HostCell, guest: &GuestCell, pins: bool) -> Result<Option
     if pins {
         return match host.smallest_pages() {
             Some(pool) if hugepages::fits_in_free_pages(pool, guest.memory) => Ok(None),
-            Some(pool) => Err(Refusal::new(
-                Shortfall::Pages,
-                hugepages::pages_needed(pool.size_kb, guest.memory).unwrap_or(u64::MAX),
-                pool.free(),
-            )
-            .with_page_size(pool.size_kb)),
+            Some(pool) => {
+                Err(Refusal::new(Shortfall::Pages, hugepages::pages_needed(pool.size_kb, guest.memory).unwrap_or(u64::MAX), pool.free())
+                    .with_page_size(pool.size_kb))
+            }
             None if host.avail_memory() >= guest.memory => Ok(None),
-            None => Err(Refusal::new(
-                Shortfall::Memory,
-                guest.memory,
-                host.avail_memory(),
-            )),
+            None => Err(Refusal::new(Shortfall::Memory, guest.memory, host.avail_memory())),
         };
     }
     if host.memory < guest.memory {
@@ -114,35 +103,21 @@ fn check_ratios(host: &HostCell, guest: &GuestCell, limits: &Limits) -> Result<(
         let usage = u64::from(host.cpu_usage) + guest.cpuset.len() as u64;
         let limit = host.cpuset.len() as f64 * ratio;
         if usage as f64 > limit {
-            return Err(Refusal::new(
-                Shortfall::CpuRatio,
-                usage,
-                limit.max(0.0) as u64,
-            ));
+            return Err(Refusal::new(Shortfall::CpuRatio, usage, limit.max(0.0) as u64));
         }
     }
     if let Some(ratio) = limits.ram_allocation_ratio {
         let usage = host.memory_usage + guest.memory;
         let limit = host.memory as f64 * ratio;
         if usage as f64 > limit {
-            return Err(Refusal::new(
-                Shortfall::Memory,
-                usage,
-                limit.max(0.0) as u64,
-            ));
+            return Err(Refusal::new(Shortfall::Memory, usage, limit.max(0.0) as u64));
         }
     }
     Ok(())
 }
 
 /// Fits `guest` (with `emulator` extra pinned CPUs) on `host`, or says why not.
-pub fn fit_cell(
-    host: &HostCell,
-    guest: &GuestCell,
-    topo: &GuestTopology,
-    limits: &Limits,
-    emulator: usize,
-) -> Result<CellFit, Refusal> {
+pub fn fit_cell(host: &HostCell, guest: &GuestCell, topo: &GuestTopology, limits: &Limits, emulator: usize) -> Result<CellFit, Refusal> {
     let pins = topo.pins();
     if host.cpuset.is_empty() && host.pcpuset.is_empty() && guest.vcpus() > 0 {
         return Err(Refusal::new(Shortfall::NoCpus, guest.vcpus() as u64, 0));
@@ -150,28 +125,16 @@ pub fn fit_cell(
     let pagesize_kb = check_memory(host, guest, pins)?;
     let dedicated = guest.pcpuset.len() + emulator;
     if pins && dedicated > host.pcpuset.len() {
-        return Err(Refusal::new(
-            Shortfall::PinnableCpus,
-            dedicated as u64,
-            host.pcpuset.len() as u64,
-        ));
+        return Err(Refusal::new(Shortfall::PinnableCpus, dedicated as u64, host.pcpuset.len() as u64));
     }
     if topo.floats() && guest.cpuset.len() > host.cpuset.len() {
-        return Err(Refusal::new(
-            Shortfall::SharedCpus,
-            guest.cpuset.len() as u64,
-            host.cpuset.len() as u64,
-        ));
+        return Err(Refusal::new(Shortfall::SharedCpus, guest.cpuset.len() as u64, host.cpuset.len() as u64));
     }
     let mut pinning = CellPinning::default();
     if pins {
-        let free = host.pcpuset.len() - host.pinned_cpus.intersection(&host.pcpuset).len();
+        let free = host.pcpuset.difference_len(&host.pinned_cpus);
         if dedicated > free {
-            return Err(Refusal::new(
-                Shortfall::FreeCpus,
-                dedicated as u64,
-                free as u64,
-            ));
+            return Err(Refusal::new(Shortfall::FreeCpus, dedicated as u64, free as u64));
         }
         let vcpus = guest.pcpuset.to_vec();
         pinning = pinning::pin_cell(host, &vcpus, emulator, topo.effective_thread_policy())?;
@@ -179,9 +142,5 @@ pub fn fit_cell(
     if topo.floats() {
         check_ratios(host, guest, limits)?;
     }
-    Ok(CellFit {
-        host_cell: host.id,
-        pagesize_kb,
-        pinning,
-    })
+    Ok(CellFit { host_cell: host.id, pagesize_kb, pinning })
 }

@@ -34,32 +34,21 @@ pub fn fits_in_free_pages(pool: &PagePool, memory_mb: u64) -> bool {
 }
 
 /// The page size chosen for a guest cell that asked for one, or why none works.
-pub fn choose_page_size(
-    cell: &HostCell,
-    wish: PageSizeWish,
-    memory_mb: u64,
-) -> Result<u32, Refusal> {
+pub fn choose_page_size(cell: &HostCell, wish: PageSizeWish, memory_mb: u64) -> Result<u32, Refusal> {
     let sizes = candidates(cell, wish);
     for &size in &sizes {
         match cell.pages_of(size) {
             Some(pool) if fits_in_free_pages(pool, memory_mb) => return Ok(size),
             Some(_) => {}
             // An explicit size the cell has no pool of: the cell does not fit.
-            None => {
-                return Err(Refusal::new(Shortfall::Pages, u64::from(size), 0).with_page_size(size))
-            }
+            None => return Err(Refusal::new(Shortfall::Pages, u64::from(size), 0).with_page_size(size)),
         }
     }
     // Report against the first candidate: the one Nova would have preferred.
     let first = sizes.first().copied();
     let (needed, available) = first
         .and_then(|s| cell.pages_of(s))
-        .map(|p| {
-            (
-                pages_needed(p.size_kb, memory_mb).unwrap_or(u64::MAX),
-                p.free(),
-            )
-        })
+        .map(|p| (pages_needed(p.size_kb, memory_mb).unwrap_or(u64::MAX), p.free()))
         .unwrap_or((memory_mb, 0));
     let mut refusal = Refusal::new(Shortfall::Pages, needed, available);
     refusal.page_size_kb = first;
@@ -82,15 +71,7 @@ mod tests {
             pinned_cpus: CpuSet::new(),
             siblings: vec![],
             cache_groups: vec![],
-            mempages: pools
-                .iter()
-                .map(|&(size_kb, total, used)| PagePool {
-                    size_kb,
-                    total,
-                    used,
-                    reserved: 0,
-                })
-                .collect(),
+            mempages: pools.iter().map(|&(size_kb, total, used)| PagePool { size_kb, total, used, reserved: 0 }).collect(),
             socket: None,
             network_metadata: None,
         }
@@ -113,10 +94,7 @@ mod tests {
     fn explicit_size_absent_or_short_refuses() {
         let c = cell(&[(4, 1 << 20, 0), (2048, 512, 500)]);
         let r = choose_page_size(&c, PageSizeWish::Kib(1048576), 1024).unwrap_err();
-        assert_eq!(
-            (r.shortfall, r.page_size_kb),
-            (Shortfall::Pages, Some(1048576))
-        );
+        assert_eq!((r.shortfall, r.page_size_kb), (Shortfall::Pages, Some(1048576)));
         let r = choose_page_size(&c, PageSizeWish::Kib(2048), 1024).unwrap_err();
         assert_eq!((r.needed, r.available), (512, 12));
     }

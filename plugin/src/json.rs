@@ -6,9 +6,7 @@ use serde::Deserialize;
 
 use crate::cpuset::CpuSet;
 use crate::fit::{Limits, NetworkNeed, Strategy};
-use crate::request::{
-    CpuPolicy, EmulatorThreads, GuestCell, GuestTopology, PageSizeWish, ThreadPolicy,
-};
+use crate::request::{CpuPolicy, EmulatorThreads, GuestCell, GuestTopology, PageSizeWish, ThreadPolicy};
 use crate::topology::{HostCell, HostTopology};
 
 #[derive(Deserialize)]
@@ -36,12 +34,9 @@ pub fn host_from_json(text: &str) -> Result<HostTopology, String> {
         }
         cells.push(serde_json::from_value::<HostCell>(v).map_err(|e| e.to_string())?);
     }
-    Ok(HostTopology {
-        cells,
-        distances,
-        pci_pools: Vec::new(),
-    }
-    .normalized())
+    let host = HostTopology { cells, distances, pci_pools: Vec::new() }.normalized();
+    host.validate()?;
+    Ok(host)
 }
 
 #[derive(Deserialize)]
@@ -83,9 +78,7 @@ pub fn request_from_json(text: &str) -> Result<GuestTopology, String> {
             let pagesize = match c.pagesize {
                 None => None,
                 Some(PageSizeDoc::Kib(k)) => Some(PageSizeWish::Kib(k)),
-                Some(PageSizeDoc::Text(t)) => {
-                    Some(crate::request::parse_page_size(&t).map_err(|e| e.to_string())?)
-                }
+                Some(PageSizeDoc::Text(t)) => Some(crate::request::parse_page_size(&t).map_err(|e| e.to_string())?),
             };
             Ok(GuestCell {
                 cpuset: c.cpuset.into_iter().collect::<CpuSet>(),
@@ -115,13 +108,7 @@ pub fn request_from_json(text: &str) -> Result<GuestTopology, String> {
         Some("isolate") => Some(EmulatorThreads::Isolate),
         Some(other) => return Err(format!("emulator_threads_policy {other:?}")),
     };
-    Ok(GuestTopology {
-        cells,
-        cpu_policy,
-        thread_policy,
-        emulator_threads,
-        pci_requests: Vec::new(),
-    })
+    Ok(GuestTopology { cells, cpu_policy, thread_policy, emulator_threads, pci_requests: Vec::new() })
 }
 
 #[derive(Deserialize, Default)]
@@ -148,10 +135,7 @@ pub fn limits_from_json(text: &str, strategy: Strategy) -> Result<Limits, String
     Ok(Limits {
         cpu_allocation_ratio: doc.cpu_allocation_ratio,
         ram_allocation_ratio: doc.ram_allocation_ratio,
-        network: doc.network_metadata.map(|n| NetworkNeed {
-            physnets: n.physnets,
-            tunneled: n.tunneled,
-        }),
+        network: doc.network_metadata.map(|n| NetworkNeed { physnets: n.physnets, tunneled: n.tunneled }),
         strategy,
     })
 }

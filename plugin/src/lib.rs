@@ -20,16 +20,19 @@ pub mod search;
 pub mod topology;
 
 #[cfg(target_arch = "wasm32")]
+mod arena;
+#[cfg(target_arch = "wasm32")]
 mod component;
+
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: arena::Arena = arena::Arena::new();
 
 pub use accounting::{claim, release, AccountingCode, AccountingError};
 pub use cpuset::CpuSet;
 pub use fit::{Limits, NetworkNeed, Refusal, Shortfall, Strategy};
 pub use placement::{CellRefusal, PlacedCell, Placement, Rejection};
-pub use request::{
-    from_flavor, CpuPolicy, EmulatorThreads, Flavor, GuestCell, GuestTopology, PageSizeWish,
-    ThreadPolicy,
-};
+pub use request::{from_flavor, CpuPolicy, EmulatorThreads, Flavor, GuestCell, GuestTopology, PageSizeWish, ThreadPolicy};
 pub use topology::{HostCell, HostTopology, PagePool};
 
 /// The name this policy reports in `info()` and in every placement.
@@ -40,19 +43,11 @@ pub const POLICY_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const CONTRACT_VERSION: &str = "0.1.0";
 
 /// Places an instance on a host with the `nova` policy.
-pub fn fit(
-    host: &HostTopology,
-    guest: &GuestTopology,
-    limits: &Limits,
-) -> Result<Placement, Rejection> {
+pub fn fit(host: &HostTopology, guest: &GuestTopology, limits: &Limits) -> Result<Placement, Rejection> {
     search::fit(host, guest, limits, POLICY_NAME)
 }
 
 /// One answer per host, in order.
-pub fn fit_many(
-    hosts: &[HostTopology],
-    guest: &GuestTopology,
-    limits: &Limits,
-) -> Vec<Result<Placement, Rejection>> {
+pub fn fit_many(hosts: &[HostTopology], guest: &GuestTopology, limits: &Limits) -> Vec<Result<Placement, Rejection>> {
     hosts.iter().map(|h| fit(h, guest, limits)).collect()
 }

@@ -11,6 +11,8 @@
 //!
 //! Inside a core, threads are taken in ascending CPU order.
 
+use smallvec::SmallVec;
+
 use crate::cpuset::CpuSet;
 use crate::fit::{Refusal, Shortfall};
 use crate::request::ThreadPolicy;
@@ -25,63 +27,47 @@ pub struct CellPinning {
     pub emulator: Vec<u32>,
 }
 
+/// The free threads of one core, ascending.
+pub type Threads = SmallVec<[u32; 8]>;
+
 /// Free pinnable threads of each core, in core order (cores with none left are kept, empty).
-pub fn free_threads_by_core(cell: &HostCell) -> Vec<Vec<u32>> {
-    let free = cell.free_pcpus();
-    cell.siblings
-        .iter()
-        .map(|core| core.intersection(&free).to_vec())
-        .collect()
+pub fn free_threads_by_core(cell: &HostCell) -> Vec<Threads> {
+    cell.siblings.iter().map(|core| core.iter().filter(|&c| cell.pcpuset.contains(c) && !cell.pinned_cpus.contains(c)).collect()).collect()
 }
 
 /// Cores whose every thread is pinnable and free: the only cores `isolate` may use, so its claim
 /// (which takes whole cores) cannot collide with anything.
 pub fn wholly_free_cores(cell: &HostCell) -> Vec<&CpuSet> {
     let free = cell.free_pcpus();
-    cell.siblings
-        .iter()
-        .filter(|core| !core.is_empty() && core.is_subset(&free))
-        .collect()
+    cell.siblings.iter().filter(|core| !core.is_empty() && core.is_subset(&free)).collect()
 }
 
 /// Step: the first `t` free threads of every core that has at least `t`, zipped with the vCPUs.
-fn take_threads_per_core(cores: &[Vec<u32>], t: usize, vcpus: &[u32]) -> Option<Vec<(u32, u32)>> {
-    let usable: Vec<&Vec<u32>> = cores.iter().filter(|c| c.len() >= t).collect();
-    if t * usable.len() < vcpus.len() {
+fn take_threads_per_core(cores: &[Threads], t: usize, vcpus: &[u32]) -> Option<Vec<(u32, u32)>> {
+    if t * cores.iter().filter(|c| c.len() >= t).count() < vcpus.len() {
         return None;
     }
-    let pcpus = usable.iter().flat_map(|c| c[..t].iter().copied());
+    let pcpus = cores.iter().filter(|c| c.len() >= t).flat_map(|c| c[..t].iter().copied());
     Some(vcpus.iter().copied().zip(pcpus).collect())
 }
 
 /// Step: every free thread as if it were a core of its own, in core order.
-fn take_single_threads(cores: &[Vec<u32>], vcpus: &[u32]) -> Option<Vec<(u32, u32)>> {
+fn take_single_threads(cores: &[Threads], vcpus: &[u32]) -> Option<Vec<(u32, u32)>> {
     let pcpus: Vec<u32> = cores.iter().flatten().copied().collect();
     (pcpus.len() >= vcpus.len()).then(|| vcpus.iter().copied().zip(pcpus).collect())
 }
 
 /// Step: the first `n` free threads left after the vCPUs took theirs, in core order.
-fn take_emulator_threads(cores: &[Vec<u32>], pairs: &[(u32, u32)], n: usize) -> Option<Vec<u32>> {
+fn take_emulator_threads(cores: &[Threads], pairs: &[(u32, u32)], n: usize) -> Option<Vec<u32>> {
     let taken: CpuSet = pairs.iter().map(|&(_, p)| p).collect();
-    let rest: Vec<u32> = cores
-        .iter()
-        .flatten()
-        .copied()
-        .filter(|p| !taken.contains(*p))
-        .take(n)
-        .collect();
+    let rest: Vec<u32> = cores.iter().flatten().copied().filter(|p| !taken.contains(*p)).take(n).collect();
     (rest.len() == n).then_some(rest)
 }
 
 /// Step: the lowest thread of each of the first `n` wholly free cores no vCPU uses.
 fn take_emulator_cores(free_cores: &[&CpuSet], pairs: &[(u32, u32)], n: usize) -> Option<Vec<u32>> {
     let taken: CpuSet = pairs.iter().map(|&(_, p)| p).collect();
-    let rest: Vec<u32> = free_cores
-        .iter()
-        .filter(|c| !c.intersects(&taken))
-        .filter_map(|c| c.first())
-        .take(n)
-        .collect();
+    let rest: Vec<u32> = free_cores.iter().filter(|c| !c.intersects(&taken)).filter_map(|c| c.first()).take(n).collect();
     (rest.len() == n).then_some(rest)
 }
 
@@ -92,27 +78,18 @@ fn pin_isolate(cell: &HostCell, vcpus: &[u32], emulator: usize) -> Result<CellPi
     if free_cores.len() < vcpus.len() {
         return Err(refuse());
     }
-    let pairs: Vec<(u32, u32)> = vcpus
-        .iter()
-        .copied()
-        .zip(free_cores.iter().filter_map(|c| c.first()))
-        .collect();
+    let pairs: Vec<(u32, u32)> = vcpus.iter().copied().zip(free_cores.iter().filter_map(|c| c.first())).collect();
     let emulator = take_emulator_cores(&free_cores, &pairs, emulator).ok_or_else(refuse)?;
     Ok(CellPinning { pairs, emulator })
 }
 
-fn pin_packed(
-    cell: &HostCell,
-    vcpus: &[u32],
-    emulator: usize,
-    policy: ThreadPolicy,
-) -> Result<CellPinning, Refusal> {
+fn pin_packed(cell: &HostCell, vcpus: &[u32], emulator: usize, policy: ThreadPolicy) -> Result<CellPinning, Refusal> {
     let require = policy == ThreadPolicy::Require;
     if require && cell.threads_per_core() < 2 {
         return Err(Refusal::new(Shortfall::SiblingThreads, 2, 1));
     }
     let cores = free_threads_by_core(cell);
-    let widest = cores.iter().map(Vec::len).max().unwrap_or(0);
+    let widest = cores.iter().map(|c| c.len()).max().unwrap_or(0);
     let lowest = if require { 2 } else { 1 };
     for t in (lowest..=widest).rev() {
         let Some(pairs) = take_threads_per_core(&cores, t, vcpus) else {
@@ -128,33 +105,16 @@ fn pin_packed(
                 return Ok(CellPinning { pairs, emulator });
             }
         }
-        let free: usize = cores.iter().map(Vec::len).sum();
-        let short = if free >= vcpus.len() {
-            Shortfall::EmulatorCpu
-        } else {
-            Shortfall::FreeCpus
-        };
-        return Err(Refusal::new(
-            short,
-            (vcpus.len() + emulator) as u64,
-            free as u64,
-        ));
+        let free: usize = cores.iter().map(|c| c.len()).sum();
+        let short = if free >= vcpus.len() { Shortfall::EmulatorCpu } else { Shortfall::FreeCpus };
+        return Err(Refusal::new(short, (vcpus.len() + emulator) as u64, free as u64));
     }
-    let paired: usize = cores.iter().filter(|c| c.len() >= 2).map(Vec::len).sum();
-    Err(Refusal::new(
-        Shortfall::SiblingThreads,
-        (vcpus.len() + emulator) as u64,
-        paired as u64,
-    ))
+    let paired: usize = cores.iter().filter(|c| c.len() >= 2).map(|c| c.len()).sum();
+    Err(Refusal::new(Shortfall::SiblingThreads, (vcpus.len() + emulator) as u64, paired as u64))
 }
 
 /// Pins `vcpus` (ascending) of one guest cell, plus `emulator` extra CPUs, on `cell`.
-pub fn pin_cell(
-    cell: &HostCell,
-    vcpus: &[u32],
-    emulator: usize,
-    policy: ThreadPolicy,
-) -> Result<CellPinning, Refusal> {
+pub fn pin_cell(cell: &HostCell, vcpus: &[u32], emulator: usize, policy: ThreadPolicy) -> Result<CellPinning, Refusal> {
     match policy {
         ThreadPolicy::Isolate => pin_isolate(cell, vcpus, emulator),
         ThreadPolicy::Prefer | ThreadPolicy::Require => pin_packed(cell, vcpus, emulator, policy),

@@ -79,10 +79,7 @@ pub struct GuestTopology {
 impl GuestTopology {
     /// Dedicated vCPUs are pinned under the dedicated and mixed policies.
     pub fn pins(&self) -> bool {
-        matches!(
-            self.cpu_policy,
-            Some(CpuPolicy::Dedicated | CpuPolicy::Mixed)
-        )
+        matches!(self.cpu_policy, Some(CpuPolicy::Dedicated | CpuPolicy::Mixed))
     }
 
     /// Floating vCPUs exist under shared (or unset) and mixed policies.
@@ -106,58 +103,37 @@ impl GuestTopology {
             if cell.cpuset.intersects(&cell.pcpuset) {
                 return Err(RequestError::new(
                     "ImageNUMATopologyCPUDuplicates",
-                    format!(
-                        "guest cell {i}: vCPUs {} are both shared and dedicated",
-                        cell.cpuset.intersection(&cell.pcpuset)
-                    ),
+                    format!("guest cell {i}: vCPUs {} are both shared and dedicated", cell.cpuset.intersection(&cell.pcpuset)),
                 ));
             }
             let all = cell.cpuset.union(&cell.pcpuset);
             if all.intersects(&seen) {
                 return Err(RequestError::new(
                     "ImageNUMATopologyCPUDuplicates",
-                    format!(
-                        "guest cell {i}: vCPUs {} appear in another cell too",
-                        all.intersection(&seen)
-                    ),
+                    format!("guest cell {i}: vCPUs {} appear in another cell too", all.intersection(&seen)),
                 ));
             }
             seen = seen.union(&all);
             if all.is_empty() {
-                return Err(RequestError::new(
-                    "ImageNUMATopologyCPUsUnassigned",
-                    format!("guest cell {i} has no vCPUs"),
-                ));
+                return Err(RequestError::new("ImageNUMATopologyCPUsUnassigned", format!("guest cell {i} has no vCPUs")));
             }
             if cell.memory == 0 {
-                return Err(RequestError::new(
-                    "ImageNUMATopologyMemoryOutOfRange",
-                    format!("guest cell {i} has no memory"),
-                ));
+                return Err(RequestError::new("ImageNUMATopologyMemoryOutOfRange", format!("guest cell {i} has no memory")));
             }
             if let Some(PageSizeWish::Kib(0)) = cell.pagesize {
-                return Err(RequestError::new(
-                    "MemoryPageSizeInvalid",
-                    format!("guest cell {i}: page size 0"),
-                ));
+                return Err(RequestError::new("MemoryPageSizeInvalid", format!("guest cell {i}: page size 0")));
             }
             match self.cpu_policy {
                 Some(CpuPolicy::Dedicated) if !cell.cpuset.is_empty() => {
                     return Err(RequestError::new(
                         "InvalidRequest",
-                        format!(
-                            "guest cell {i}: cpu_policy dedicated but shared vCPUs {}",
-                            cell.cpuset
-                        ),
+                        format!("guest cell {i}: cpu_policy dedicated but shared vCPUs {}", cell.cpuset),
                     ))
                 }
                 None | Some(CpuPolicy::Shared) if !cell.pcpuset.is_empty() => {
                     return Err(RequestError::new(
                         "RequiredMixedInstancePolicy",
-                        format!(
-                            "guest cell {i}: dedicated vCPUs {} need cpu_policy dedicated or mixed",
-                            cell.pcpuset
-                        ),
+                        format!("guest cell {i}: dedicated vCPUs {} need cpu_policy dedicated or mixed", cell.pcpuset),
                     ))
                 }
                 _ => {}
@@ -190,10 +166,7 @@ pub struct RequestError {
 
 impl RequestError {
     pub fn new(code: &str, message: String) -> Self {
-        RequestError {
-            code: code.to_string(),
-            message,
-        }
+        RequestError { code: code.to_string(), message }
     }
 }
 
@@ -214,17 +187,11 @@ pub struct Flavor {
 
 impl Flavor {
     fn spec(&self, key: &str) -> Option<&str> {
-        self.extra_specs
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.extra_specs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     fn prop(&self, key: &str) -> Option<&str> {
-        self.image_props
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.image_props.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// `hw:NAME` from the flavor and `hw_NAME` from the image, empty strings read as unset.
@@ -244,12 +211,9 @@ pub fn parse_cpu_spec(spec: &str) -> Result<CpuSet, RequestError> {
     let mut include = CpuSet::new();
     let mut exclude = CpuSet::new();
     let num = |s: &str, rule: &str, what: &str| -> Result<u32, RequestError> {
-        s.trim().parse::<u32>().map_err(|_| {
-            RequestError::new(
-                "Invalid",
-                format!("invalid {what} expression {rule:?} in CPU spec {spec:?}"),
-            )
-        })
+        s.trim()
+            .parse::<u32>()
+            .map_err(|_| RequestError::new("Invalid", format!("invalid {what} expression {rule:?} in CPU spec {spec:?}")))
     };
     for rule in spec.split(',').map(str::trim).filter(|r| !r.is_empty()) {
         let (reject, body) = match rule.strip_prefix('^') {
@@ -260,28 +224,18 @@ pub fn parse_cpu_spec(spec: &str) -> Result<CpuSet, RequestError> {
         if let Some((a, b)) = body.split_once('-') {
             let (start, end) = (num(a, rule, "range")?, num(b, rule, "range")?);
             if start > end || end - start > 65_535 {
-                return Err(RequestError::new(
-                    "Invalid",
-                    format!("invalid range expression {rule:?} in CPU spec {spec:?}"),
-                ));
+                return Err(RequestError::new("Invalid", format!("invalid range expression {rule:?} in CPU spec {spec:?}")));
             }
             target.extend(start..=end);
         } else {
-            target.insert(num(
-                body,
-                rule,
-                if reject { "exclusion" } else { "inclusion" },
-            )?);
+            target.insert(num(body, rule, if reject { "exclusion" } else { "inclusion" })?);
         }
     }
     Ok(include.difference(&exclude))
 }
 
 fn parse_bool(s: &str) -> bool {
-    matches!(
-        s.trim().to_ascii_lowercase().as_str(),
-        "1" | "t" | "true" | "on" | "y" | "yes"
-    )
+    matches!(s.trim().to_ascii_lowercase().as_str(), "1" | "t" | "true" | "on" | "y" | "yes")
 }
 
 fn parse_cpu_policy(v: &str, source: &str) -> Result<CpuPolicy, RequestError> {
@@ -312,12 +266,8 @@ fn parse_thread_policy(v: &str, source: &str) -> Result<ThreadPolicy, RequestErr
 /// contradict a flavor's mixed or shared; an unset flavor takes the image's.
 fn cpu_policy(f: &Flavor) -> Result<Option<CpuPolicy>, RequestError> {
     let (fv, iv) = f.both("cpu_policy");
-    let fp = fv
-        .map(|v| parse_cpu_policy(v, "flavor extra spec hw:"))
-        .transpose()?;
-    let ip = iv
-        .map(|v| parse_cpu_policy(v, "image property hw_"))
-        .transpose()?;
+    let fp = fv.map(|v| parse_cpu_policy(v, "flavor extra spec hw:")).transpose()?;
+    let ip = iv.map(|v| parse_cpu_policy(v, "image property hw_")).transpose()?;
     let forbidden = || {
         RequestError::new(
             "ImageCPUPinningForbidden",
@@ -331,9 +281,7 @@ fn cpu_policy(f: &Flavor) -> Result<Option<CpuPolicy>, RequestError> {
     match fp {
         Some(CpuPolicy::Dedicated) => Ok(fp),
         Some(CpuPolicy::Mixed) if ip == Some(CpuPolicy::Dedicated) => Err(forbidden()),
-        Some(CpuPolicy::Shared) if matches!(ip, Some(CpuPolicy::Mixed | CpuPolicy::Dedicated)) => {
-            Err(forbidden())
-        }
+        Some(CpuPolicy::Shared) if matches!(ip, Some(CpuPolicy::Mixed | CpuPolicy::Dedicated)) => Err(forbidden()),
         Some(_) => Ok(fp),
         None => Ok(ip),
     }
@@ -343,12 +291,8 @@ fn cpu_policy(f: &Flavor) -> Result<Option<CpuPolicy>, RequestError> {
 /// any other flavor policy must not be contradicted by the image.
 fn thread_policy(f: &Flavor) -> Result<Option<ThreadPolicy>, RequestError> {
     let (fv, iv) = f.both("cpu_thread_policy");
-    let fp = fv
-        .map(|v| parse_thread_policy(v, "flavor extra spec hw:"))
-        .transpose()?;
-    let ip = iv
-        .map(|v| parse_thread_policy(v, "image property hw_"))
-        .transpose()?;
+    let fp = fv.map(|v| parse_thread_policy(v, "flavor extra spec hw:")).transpose()?;
+    let ip = iv.map(|v| parse_thread_policy(v, "image property hw_")).transpose()?;
     match fp {
         None | Some(ThreadPolicy::Prefer) => Ok(fp.or(ip)),
         Some(p) if ip.is_some_and(|i| i != p) => Err(RequestError::new(
@@ -364,18 +308,13 @@ fn thread_policy(f: &Flavor) -> Result<Option<ThreadPolicy>, RequestError> {
 }
 
 fn emulator_threads(f: &Flavor) -> Result<Option<EmulatorThreads>, RequestError> {
-    match f
-        .spec("hw:emulator_threads_policy")
-        .filter(|v| !v.is_empty())
-    {
+    match f.spec("hw:emulator_threads_policy").filter(|v| !v.is_empty()) {
         None => Ok(None),
         Some("share") => Ok(Some(EmulatorThreads::Share)),
         Some("isolate") => Ok(Some(EmulatorThreads::Isolate)),
         Some(v) => Err(RequestError::new(
             "InvalidEmulatorThreadsPolicy",
-            format!(
-                "flavor extra spec hw:emulator_threads_policy={v:?} is not one of share, isolate"
-            ),
+            format!("flavor extra spec hw:emulator_threads_policy={v:?} is not one of share, isolate"),
         )),
     }
 }
@@ -405,11 +344,7 @@ fn dedicated_mask(f: &Flavor) -> Result<Option<CpuSet>, RequestError> {
     if !pcpus.is_subset(&all) {
         return Err(RequestError::new(
             "InvalidMixedInstanceDedicatedMask",
-            format!(
-                "hw:cpu_dedicated_mask={mask:?} names vCPUs {} the flavor's {} vCPUs do not have",
-                pcpus.difference(&all),
-                f.vcpus
-            ),
+            format!("hw:cpu_dedicated_mask={mask:?} names vCPUs {} the flavor's {} vCPUs do not have", pcpus.difference(&all), f.vcpus),
         ));
     }
     Ok(Some(pcpus))
@@ -417,10 +352,7 @@ fn dedicated_mask(f: &Flavor) -> Result<Option<CpuSet>, RequestError> {
 
 /// Nova's `get_realtime_cpu_constraint`: with `hw:cpu_realtime`, the realtime vCPUs (image mask
 /// before flavor mask; all vCPUs without one).
-fn realtime_cpus(
-    f: &Flavor,
-    emulator: Option<EmulatorThreads>,
-) -> Result<Option<CpuSet>, RequestError> {
+fn realtime_cpus(f: &Flavor, emulator: Option<EmulatorThreads>) -> Result<Option<CpuSet>, RequestError> {
     if !f.spec("hw:cpu_realtime").is_some_and(parse_bool) {
         return Ok(None);
     }
@@ -433,10 +365,7 @@ fn realtime_cpus(
     };
     let invalid = |why: String| RequestError::new("RealtimeMaskNotFoundOrInvalid", why);
     if rt.is_empty() {
-        return Err(invalid(format!(
-            "hw:cpu_realtime_mask={:?} selects no vCPU",
-            mask.unwrap_or_default()
-        )));
+        return Err(invalid(format!("hw:cpu_realtime_mask={:?} selects no vCPU", mask.unwrap_or_default())));
     }
     if rt == all && emulator.is_none() {
         return Err(invalid(format!(
@@ -465,9 +394,7 @@ fn vcpu_pcpu_resources(f: &Flavor) -> (u32, u32) {
         let Some(suffix) = group.strip_prefix("resources") else {
             continue;
         };
-        if !(suffix.is_empty()
-            || (!suffix.starts_with('0') && suffix.chars().all(|c| c.is_ascii_digit())))
-        {
+        if !(suffix.is_empty() || (!suffix.starts_with('0') && suffix.chars().all(|c| c.is_ascii_digit()))) {
             continue;
         }
         let n = val.trim().parse::<u32>().unwrap_or(0);
@@ -484,18 +411,13 @@ fn hyperthreading_trait(f: &Flavor) -> Option<String> {
     for (k, val) in &f.extra_specs {
         if let Some((group, name)) = k.split_once(':') {
             let suffix = group.strip_prefix("trait");
-            if name == "HW_CPU_HYPERTHREADING"
-                && suffix.is_some_and(|s| s.chars().all(|c| c.is_ascii_digit()))
-            {
+            if name == "HW_CPU_HYPERTHREADING" && suffix.is_some_and(|s| s.chars().all(|c| c.is_ascii_digit())) {
                 return Some(val.clone());
             }
         }
     }
     let required = f.prop("traits_required").unwrap_or_default();
-    if required
-        .split(|c: char| c == ',' || c.is_whitespace() || c == '"' || c == '[' || c == ']')
-        .any(|t| t == "HW_CPU_HYPERTHREADING")
-    {
+    if required.split(|c: char| c == ',' || c.is_whitespace() || c == '"' || c == '[' || c == ']').any(|t| t == "HW_CPU_HYPERTHREADING") {
         return Some("required".into());
     }
     None
@@ -504,7 +426,10 @@ fn hyperthreading_trait(f: &Flavor) -> Option<String> {
 /// `hw:mem_page_size` / `hw_mem_page_size`: small, large, any, KiB, or a size with unit.
 pub fn parse_page_size(v: &str) -> Result<PageSizeWish, RequestError> {
     let invalid = || {
-        RequestError::new("MemoryPageSizeInvalid", format!("page size {v:?} is not small, large, any, a KiB count or a size such as 2MB or 1GB"))
+        RequestError::new(
+            "MemoryPageSizeInvalid",
+            format!("page size {v:?} is not small, large, any, a KiB count or a size such as 2MB or 1GB"),
+        )
     };
     match v {
         "small" => return Ok(PageSizeWish::Small),
@@ -514,11 +439,7 @@ pub fn parse_page_size(v: &str) -> Result<PageSizeWish, RequestError> {
     }
     if !v.is_empty() && v.chars().all(|c| c.is_ascii_digit()) {
         let kib = v.parse::<u32>().map_err(|_| invalid())?;
-        return if kib == 0 {
-            Err(invalid())
-        } else {
-            Ok(PageSizeWish::Kib(kib))
-        };
+        return if kib == 0 { Err(invalid()) } else { Ok(PageSizeWish::Kib(kib)) };
     }
     // oslo's string_to_bytes in IEC mode: NUMBER [K|M|G|T][i] (B|b|bit), base 1024.
     let t = v.trim();
@@ -563,9 +484,7 @@ fn page_size(f: &Flavor) -> Result<Option<PageSizeWish>, RequestError> {
     };
     let wish = parse_page_size(fv)?;
     match iv {
-        Some(iv) if matches!(wish, PageSizeWish::Any | PageSizeWish::Large) => {
-            parse_page_size(iv).map(Some)
-        }
+        Some(iv) if matches!(wish, PageSizeWish::Any | PageSizeWish::Large) => parse_page_size(iv).map(Some),
         Some(_) => Err(forbidden(fv)),
         None => Ok(Some(wish)),
     }
@@ -576,18 +495,14 @@ fn numa_nodes(f: &Flavor) -> Result<Option<u32>, RequestError> {
     if fv.is_some() && iv.is_some() {
         return Err(RequestError::new(
             "ImageNUMATopologyForbidden",
-            "image property hw_numa_nodes may not be set when flavor extra spec hw:numa_nodes is"
-                .into(),
+            "image property hw_numa_nodes may not be set when flavor extra spec hw:numa_nodes is".into(),
         ));
     }
     match fv.or(iv) {
         None => Ok(None),
         Some(v) => match v.trim().parse::<u32>() {
             Ok(n) if n >= 1 => Ok(Some(n)),
-            _ => Err(RequestError::new(
-                "InvalidNUMANodesNumber",
-                format!("hw:numa_nodes={v:?} must be a whole number of at least 1"),
-            )),
+            _ => Err(RequestError::new("InvalidNUMANodesNumber", format!("hw:numa_nodes={v:?} must be a whole number of at least 1"))),
         },
     }
 }
@@ -619,20 +534,13 @@ fn node_lists(f: &Flavor) -> Result<(Option<Vec<CpuSet>>, Option<Vec<u64>>), Req
             continue;
         }
         if cpu {
-            cpus = Some(
-                list.iter()
-                    .map(|(_, v)| parse_cpu_spec(v))
-                    .collect::<Result<_, _>>()?,
-            );
+            cpus = Some(list.iter().map(|(_, v)| parse_cpu_spec(v)).collect::<Result<_, _>>()?);
         } else {
             mems = Some(
                 list.iter()
                     .map(|(k, v)| {
                         v.trim().parse::<u64>().map_err(|_| {
-                            RequestError::new(
-                                "ImageNUMATopologyMemoryOutOfRange",
-                                format!("{k}={v:?} is not a whole number of MiB"),
-                            )
+                            RequestError::new("ImageNUMATopologyMemoryOutOfRange", format!("{k}={v:?} is not a whole number of MiB"))
                         })
                     })
                     .collect::<Result<_, _>>()?,
@@ -646,10 +554,7 @@ fn cells_auto(f: &Flavor, nodes: u32, dedicated: &CpuSet) -> Result<Vec<GuestCel
     if f.vcpus % nodes != 0 || f.memory_mb % u64::from(nodes) != 0 {
         return Err(RequestError::new(
             "ImageNUMATopologyAsymmetric",
-            format!(
-                "{} vCPUs and {} MiB cannot be split evenly over hw:numa_nodes={nodes}",
-                f.vcpus, f.memory_mb
-            ),
+            format!("{} vCPUs and {} MiB cannot be split evenly over hw:numa_nodes={nodes}", f.vcpus, f.memory_mb),
         ));
     }
     let per = f.vcpus / nodes;
@@ -657,22 +562,12 @@ fn cells_auto(f: &Flavor, nodes: u32, dedicated: &CpuSet) -> Result<Vec<GuestCel
     Ok((0..nodes)
         .map(|n| {
             let cpus: CpuSet = (n * per..(n + 1) * per).collect();
-            GuestCell {
-                pcpuset: cpus.intersection(dedicated),
-                cpuset: cpus.difference(dedicated),
-                memory: mem,
-                pagesize: None,
-            }
+            GuestCell { pcpuset: cpus.intersection(dedicated), cpuset: cpus.difference(dedicated), memory: mem, pagesize: None }
         })
         .collect())
 }
 
-fn cells_manual(
-    f: &Flavor,
-    cpu_list: &[CpuSet],
-    mem_list: &[u64],
-    dedicated: &CpuSet,
-) -> Result<Vec<GuestCell>, RequestError> {
+fn cells_manual(f: &Flavor, cpu_list: &[CpuSet], mem_list: &[u64], dedicated: &CpuSet) -> Result<Vec<GuestCell>, RequestError> {
     let mut avail = f.all_vcpus();
     let mut cells = Vec::new();
     for (node, (cpus, &mem)) in cpu_list.iter().zip(mem_list).enumerate() {
@@ -680,10 +575,7 @@ fn cells_manual(
             if cpu >= f.vcpus {
                 return Err(RequestError::new(
                     "ImageNUMATopologyCPUOutOfRange",
-                    format!(
-                        "hw:numa_cpus.{node} names vCPU {cpu}; the flavor's vCPUs are 0-{}",
-                        f.vcpus.saturating_sub(1)
-                    ),
+                    format!("hw:numa_cpus.{node} names vCPU {cpu}; the flavor's vCPUs are 0-{}", f.vcpus.saturating_sub(1)),
                 ));
             }
             if !avail.remove(cpu) {
@@ -693,27 +585,16 @@ fn cells_manual(
                 ));
             }
         }
-        cells.push(GuestCell {
-            pcpuset: cpus.intersection(dedicated),
-            cpuset: cpus.difference(dedicated),
-            memory: mem,
-            pagesize: None,
-        });
+        cells.push(GuestCell { pcpuset: cpus.intersection(dedicated), cpuset: cpus.difference(dedicated), memory: mem, pagesize: None });
     }
     if !avail.is_empty() {
-        return Err(RequestError::new(
-            "ImageNUMATopologyCPUsUnassigned",
-            format!("vCPUs {avail} are in no hw:numa_cpus.N"),
-        ));
+        return Err(RequestError::new("ImageNUMATopologyCPUsUnassigned", format!("vCPUs {avail} are in no hw:numa_cpus.N")));
     }
     let total: u64 = mem_list.iter().sum();
     if total != f.memory_mb {
         return Err(RequestError::new(
             "ImageNUMATopologyMemoryOutOfRange",
-            format!(
-                "hw:numa_mem.N sum to {total} MiB but the flavor has {} MiB",
-                f.memory_mb
-            ),
+            format!("hw:numa_mem.N sum to {total} MiB but the flavor has {} MiB", f.memory_mb),
         ));
     }
     Ok(cells)
@@ -723,10 +604,7 @@ fn cells_manual(
 /// only with `hw:numa_nodes`, a page size, vPMEM, or CPU pinning; otherwise `cells` is empty.
 pub fn from_flavor(f: &Flavor) -> Result<GuestTopology, RequestError> {
     if f.vcpus == 0 {
-        return Err(RequestError::new(
-            "InvalidRequest",
-            "flavor vcpus must be at least 1".into(),
-        ));
+        return Err(RequestError::new("InvalidRequest", "flavor vcpus must be at least 1".into()));
     }
     let mut cpu_policy = cpu_policy(f)?;
     let mut thread_policy = thread_policy(f)?;
@@ -754,11 +632,7 @@ pub fn from_flavor(f: &Flavor) -> Result<GuestTopology, RequestError> {
                 "InvalidRequest",
                 format!(
                     "resources:PCPU={req_p} must equal the flavor's vCPUs{} = {want}",
-                    if want > f.vcpus {
-                        " + 1 (emulator threads isolate)"
-                    } else {
-                        ""
-                    }
+                    if want > f.vcpus { " + 1 (emulator threads isolate)" } else { "" }
                 ),
             ));
         }
@@ -772,7 +646,8 @@ pub fn from_flavor(f: &Flavor) -> Result<GuestTopology, RequestError> {
         if thread_policy.is_some() {
             return Err(RequestError::new(
                 "InvalidRequest",
-                "trait:HW_CPU_HYPERTHREADING cannot be combined with hw:cpu_thread_policy / hw_cpu_thread_policy; use one or the other".into(),
+                "trait:HW_CPU_HYPERTHREADING cannot be combined with hw:cpu_thread_policy / hw_cpu_thread_policy; use one or the other"
+                    .into(),
             ));
         }
         thread_policy = match ht.as_str() {
@@ -787,22 +662,17 @@ pub fn from_flavor(f: &Flavor) -> Result<GuestTopology, RequestError> {
             if let Some(p) = thread_policy {
                 return Err(RequestError::new(
                     "CPUThreadPolicyConfigurationInvalid",
-                    format!("cpu_thread_policy {p:?} needs hw:cpu_policy dedicated or mixed")
-                        .to_lowercase(),
+                    format!("cpu_thread_policy {p:?} needs hw:cpu_policy dedicated or mixed").to_lowercase(),
                 ));
             }
             if emulator == Some(EmulatorThreads::Isolate) {
                 return Err(RequestError::new(
                     "BadRequirementEmulatorThreadsPolicy",
-                    "hw:emulator_threads_policy=isolate needs hw:cpu_policy dedicated or mixed"
-                        .into(),
+                    "hw:emulator_threads_policy=isolate needs hw:cpu_policy dedicated or mixed".into(),
                 ));
             }
             if dedicated.is_some() {
-                return Err(RequestError::new(
-                    "RequiredMixedInstancePolicy",
-                    "hw:cpu_dedicated_mask needs hw:cpu_policy=mixed".into(),
-                ));
+                return Err(RequestError::new("RequiredMixedInstancePolicy", "hw:cpu_dedicated_mask needs hw:cpu_policy=mixed".into()));
             }
             if realtime.is_some() {
                 return Err(RequestError::new(
@@ -843,12 +713,7 @@ pub fn from_flavor(f: &Flavor) -> Result<GuestTopology, RequestError> {
     let has_pmem = f.spec("hw:pmem").is_some_and(|v| !v.is_empty());
     let pins = matches!(cpu_policy, Some(CpuPolicy::Dedicated | CpuPolicy::Mixed));
     if nodes.is_none() && pagesize.is_none() && !has_pmem && !pins {
-        return Ok(GuestTopology {
-            cpu_policy,
-            thread_policy,
-            emulator_threads: emulator,
-            ..Default::default()
-        });
+        return Ok(GuestTopology { cpu_policy, thread_policy, emulator_threads: emulator, ..Default::default() });
     }
     let dedicated = match cpu_policy {
         Some(CpuPolicy::Dedicated) => f.all_vcpus(),
@@ -872,11 +737,5 @@ pub fn from_flavor(f: &Flavor) -> Result<GuestTopology, RequestError> {
     for cell in &mut cells {
         cell.pagesize = pagesize;
     }
-    Ok(GuestTopology {
-        cells,
-        cpu_policy,
-        thread_policy,
-        emulator_threads: emulator,
-        pci_requests: Vec::new(),
-    })
+    Ok(GuestTopology { cells, cpu_policy, thread_policy, emulator_threads: emulator, pci_requests: Vec::new() })
 }

@@ -16,32 +16,24 @@ pub fn cell_order(host: &HostTopology, guest: &GuestTopology, strategy: Strategy
     }
     let pack = strategy == Strategy::Pack;
     let cells = &host.cells;
+    // Keys computed once per cell, not once per comparison.
+    let memory: Vec<u64> = cells.iter().map(|c| c.avail_memory()).collect();
+    let cpus: Vec<u64> = if guest.pins() {
+        cells.iter().map(|c| c.pcpuset.difference_len(&c.pinned_cpus) as u64).collect()
+    } else {
+        cells.iter().map(|c| u64::from(c.cpu_usage)).collect()
+    };
     // Python's `sorted(reverse=True)` keeps equal keys in their original order, as does a stable
     // sort on the flipped comparison.
-    let sort_by_key = |order: &mut Vec<usize>, descending: bool, key: &dyn Fn(usize) -> u64| {
-        order.sort_by(|&a, &b| {
-            if descending {
-                key(b).cmp(&key(a))
-            } else {
-                key(a).cmp(&key(b))
-            }
-        });
+    let sort_by_key = |order: &mut Vec<usize>, descending: bool, key: &[u64]| {
+        order.sort_by(|&a, &b| if descending { key[b].cmp(&key[a]) } else { key[a].cmp(&key[b]) });
     };
-    sort_by_key(&mut order, !pack, &|i| cells[i].avail_memory());
-    if guest.pins() {
-        sort_by_key(&mut order, !pack, &|i| cells[i].free_pcpus().len() as u64);
-    } else {
-        sort_by_key(&mut order, pack, &|i| u64::from(cells[i].cpu_usage));
-    }
+    sort_by_key(&mut order, !pack, &memory);
+    // Pinned guests: most free pinnable CPUs first; floating guests: least used first.
+    sort_by_key(&mut order, if guest.pins() { !pack } else { pack }, &cpus);
     if !host.pci_pools.is_empty() {
-        let devices = |i: usize| -> u64 {
-            let id = cells[i].id;
-            host.pci_pools
-                .iter()
-                .filter(|p| p.numa_node == Some(id))
-                .map(|p| u64::from(p.count))
-                .sum()
-        };
+        let devices: Vec<u64> =
+            cells.iter().map(|c| host.pci_pools.iter().filter(|p| p.numa_node == Some(c.id)).map(|p| u64::from(p.count)).sum()).collect();
         sort_by_key(&mut order, !guest.pci_requests.is_empty(), &devices);
     }
     order

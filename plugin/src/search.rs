@@ -29,13 +29,7 @@ impl<'a> FitTable<'a> {
     fn new(host: &'a HostTopology, guest: &'a GuestTopology, limits: &'a Limits) -> Self {
         let order = cell_order(host, guest, limits.strategy);
         let fits = vec![None; guest.cells.len() * order.len()];
-        FitTable {
-            host,
-            guest,
-            limits,
-            order,
-            fits,
-        }
+        FitTable { host, guest, limits, order, fits }
     }
 
     fn columns(&self) -> usize {
@@ -49,13 +43,7 @@ impl<'a> FitTable<'a> {
             // The emulator threads' extra CPU is charged to the host cell of guest cell 0.
             let emulator = usize::from(g == 0 && self.guest.emulator_isolated());
             let host_cell = &self.host.cells[self.order[k]];
-            self.fits[slot] = Some(fit_cell(
-                host_cell,
-                &self.guest.cells[g],
-                self.guest,
-                self.limits,
-                emulator,
-            ));
+            self.fits[slot] = Some(fit_cell(host_cell, &self.guest.cells[g], self.guest, self.limits, emulator));
         }
         matches!(self.fits[slot], Some(Ok(_)))
     }
@@ -75,18 +63,11 @@ impl<'a> FitTable<'a> {
     /// The PCI and network checks on a complete assignment (trial positions per guest cell).
     fn whole_placement_ok(&self, assign: &[usize]) -> bool {
         let needs_pci = !self.guest.pci_requests.is_empty();
-        let needs_net = self
-            .limits
-            .network
-            .as_ref()
-            .is_some_and(|n| !n.physnets.is_empty() || n.tunneled);
+        let needs_net = self.limits.network.as_ref().is_some_and(|n| !n.physnets.is_empty() || n.tunneled);
         if !needs_pci && !needs_net {
             return true;
         }
-        let chosen: Vec<u32> = assign
-            .iter()
-            .map(|&k| self.host.cells[self.order[k]].id)
-            .collect();
+        let chosen: Vec<u32> = assign.iter().map(|&k| self.host.cells[self.order[k]].id).collect();
         if needs_pci && !pci::supports_requests(self.host, &self.guest.pci_requests, &chosen) {
             return false;
         }
@@ -122,8 +103,7 @@ impl<'a> FitTable<'a> {
             }
             false
         }
-        (from..self.guest.cells.len())
-            .all(|g| augment(g, n, used, &mut owner, &mut vec![false; n], &ok))
+        (from..self.guest.cells.len()).all(|g| augment(g, n, used, &mut owner, &mut vec![false; n], &ok))
     }
 }
 
@@ -134,19 +114,9 @@ enum Walk {
 }
 
 /// Nova's walk, in its order, evaluating fits lazily; gives up after `budget` trials.
-fn walk_lazily(
-    table: &mut FitTable,
-    g: usize,
-    used: &mut [bool],
-    assign: &mut Vec<usize>,
-    budget: &mut usize,
-) -> Walk {
+fn walk_lazily(table: &mut FitTable, g: usize, used: &mut [bool], assign: &mut Vec<usize>, budget: &mut usize) -> Walk {
     if g == table.guest.cells.len() {
-        return if table.whole_placement_ok(assign) {
-            Walk::Found(assign.clone())
-        } else {
-            Walk::NoneLeft
-        };
+        return if table.whole_placement_ok(assign) { Walk::Found(assign.clone()) } else { Walk::NoneLeft };
     }
     for k in 0..table.columns() {
         if used[k] {
@@ -172,12 +142,7 @@ fn walk_lazily(
 }
 
 /// The same walk over the filled table, entering only branches the matching says can complete.
-fn walk_pruned(
-    table: &FitTable,
-    g: usize,
-    used: &mut [bool],
-    assign: &mut Vec<usize>,
-) -> Option<Vec<usize>> {
+fn walk_pruned(table: &FitTable, g: usize, used: &mut [bool], assign: &mut Vec<usize>) -> Option<Vec<usize>> {
     if g == table.guest.cells.len() {
         return table.whole_placement_ok(assign).then(|| assign.clone());
     }
@@ -263,42 +228,30 @@ fn rejection_from(table: &FitTable) -> Rejection {
         format!("every guest cell fits some host cell, but no {n} distinct host cells hold all {n} guest cells")
     } else {
         if !table.guest.pci_requests.is_empty() {
-            reasons.push(format!("PCI requests ({} device(s)) cannot be met with NUMA affinity on any set of host cells that fits", table.guest.pci_requests.iter().map(|r| r.count).sum::<u32>()));
+            reasons.push(format!(
+                "PCI requests ({} device(s)) cannot be met with NUMA affinity on any set of host cells that fits",
+                table.guest.pci_requests.iter().map(|r| r.count).sum::<u32>()
+            ));
         }
         if table.limits.network.is_some() {
             reasons.push("network NUMA affinity (physnets / tunneled) cannot be met on any set of host cells that fits".to_string());
         }
         "every assignment of guest cells to host cells fails the PCI or network checks".to_string()
     };
-    Rejection {
-        summary,
-        refusals,
-        reasons,
-    }
+    Rejection { summary, refusals, reasons }
 }
 
-/// Places `guest` on `host` the way Nova does, or explains why it cannot.
-pub fn fit(
-    host: &HostTopology,
-    guest: &GuestTopology,
-    limits: &Limits,
-    policy: &str,
-) -> Result<Placement, Rejection> {
-    host.validate()
-        .map_err(|e| Rejection::whole(format!("invalid host: {e}")))?;
-    guest
-        .validate()
-        .map_err(|e| Rejection::whole(format!("invalid request: {e}")))?;
+/// Places `guest` on `host` the way Nova does, or explains why it cannot. The host must be
+/// normalized and valid (`HostTopology::normalized`, `validate`): entry points that take a host
+/// from outside (the component, the JSON readers) check it once there, not on every fit.
+pub fn fit(host: &HostTopology, guest: &GuestTopology, limits: &Limits, policy: &str) -> Result<Placement, Rejection> {
+    guest.validate().map_err(|e| Rejection::whole(format!("invalid request: {e}")))?;
     let mut table = FitTable::new(host, guest, limits);
     if guest.cells.is_empty() {
         return Ok(placement_from(&table, &[], policy));
     }
     if host.cells.len() < guest.cells.len() {
-        return Err(Rejection::whole(format!(
-            "the host has {} NUMA cells, the guest needs {}",
-            host.cells.len(),
-            guest.cells.len()
-        )));
+        return Err(Rejection::whole(format!("the host has {} NUMA cells, the guest needs {}", host.cells.len(), guest.cells.len())));
     }
     let mut used = vec![false; table.columns()];
     let mut assign = Vec::with_capacity(guest.cells.len());

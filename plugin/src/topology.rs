@@ -93,12 +93,7 @@ impl HostCell {
     /// Most threads of one core usable by guests (shared or pinnable): 1 on a host without SMT.
     pub fn threads_per_core(&self) -> usize {
         let usable = self.cpuset.union(&self.pcpuset);
-        self.siblings
-            .iter()
-            .map(|core| core.intersection(&usable).len())
-            .max()
-            .unwrap_or(0)
-            .max(1)
+        self.siblings.iter().map(|core| core.intersection(&usable).len()).max().unwrap_or(0).max(1)
     }
 
     /// The sibling group holding `cpu`, if any.
@@ -113,12 +108,11 @@ impl HostCell {
         self.mempages.sort_by_key(|p| p.size_kb);
         let mut grouped = CpuSet::new();
         for core in &self.siblings {
-            grouped = grouped.union(core);
+            grouped.union_with(core);
         }
         let lone = self.pcpuset.union(&self.cpuset).difference(&grouped);
         self.siblings.retain(|core| !core.is_empty());
-        self.siblings
-            .extend(lone.iter().map(|cpu| CpuSet::from([cpu])));
+        self.siblings.extend(lone.iter().map(|cpu| CpuSet::from([cpu])));
     }
 }
 
@@ -159,55 +153,41 @@ impl HostTopology {
 
     /// Checks what the algorithms assume and a hand-written host may break.
     pub fn validate(&self) -> Result<(), String> {
-        let mut seen_ids = Vec::new();
         let mut seen_cpus = CpuSet::new();
-        for cell in &self.cells {
-            if seen_ids.contains(&cell.id) {
+        for (i, cell) in self.cells.iter().enumerate() {
+            if self.cells[..i].iter().any(|c| c.id == cell.id) {
                 return Err(format!("cell id {} appears twice", cell.id));
             }
-            seen_ids.push(cell.id);
-            let cpus = cell.cpuset.union(&cell.pcpuset);
+            let mut cpus = cell.cpuset.clone();
+            cpus.union_with(&cell.pcpuset);
             if cpus.intersects(&seen_cpus) {
                 let dup = cpus.intersection(&seen_cpus);
-                return Err(format!(
-                    "cell {}: CPUs {dup} also belong to another cell",
-                    cell.id
-                ));
+                return Err(format!("cell {}: CPUs {dup} also belong to another cell", cell.id));
             }
-            seen_cpus = seen_cpus.union(&cpus);
+            seen_cpus.union_with(&cpus);
             if !cell.pinned_cpus.is_subset(&cell.pcpuset) {
                 let bad = cell.pinned_cpus.difference(&cell.pcpuset);
-                return Err(format!(
-                    "cell {}: pinned_cpus {bad} are not in pcpuset",
-                    cell.id
-                ));
+                return Err(format!("cell {}: pinned_cpus {bad} are not in pcpuset", cell.id));
             }
-            for (i, a) in cell.siblings.iter().enumerate() {
-                if let Some(b) = cell.siblings[i + 1..].iter().find(|b| a.intersects(b)) {
-                    return Err(format!(
-                        "cell {}: sibling groups {a} and {b} overlap",
-                        cell.id
-                    ));
+            let mut grouped = CpuSet::new();
+            for core in &cell.siblings {
+                if core.intersects(&grouped) {
+                    return Err(format!("cell {}: sibling group {core} overlaps another", cell.id));
                 }
+                grouped.union_with(core);
             }
             for pool in &cell.mempages {
                 if pool.size_kb == 0 {
                     return Err(format!("cell {}: a page pool has size_kb 0", cell.id));
                 }
             }
-            let mut sizes: Vec<u32> = cell.mempages.iter().map(|p| p.size_kb).collect();
-            sizes.dedup();
-            if sizes.len() != cell.mempages.len() {
+            if cell.mempages.windows(2).any(|w| w[0].size_kb == w[1].size_kb) {
                 return Err(format!("cell {}: two page pools of the same size", cell.id));
             }
         }
         let n = self.cells.len();
         if !self.distances.is_empty() && self.distances.len() != n * n {
-            return Err(format!(
-                "distances has {} entries, expected {} ({n} cells squared)",
-                self.distances.len(),
-                n * n
-            ));
+            return Err(format!("distances has {} entries, expected {} ({n} cells squared)", self.distances.len(), n * n));
         }
         Ok(())
     }

@@ -16,10 +16,7 @@ fn nic_host() -> HostTopology {
     let nic = |numa_node, count| PciPool {
         numa_node,
         count,
-        tags: vec![
-            ("vendor_id".into(), "8086".into()),
-            ("product_id".into(), "154d".into()),
-        ],
+        tags: vec![("vendor_id".into(), "8086".into()), ("product_id".into(), "154d".into())],
     };
     h.pci_pools = vec![nic(Some(0), 2), nic(None, 1)];
     h
@@ -27,11 +24,7 @@ fn nic_host() -> HostTopology {
 
 fn wants_nic(policy: Option<PciNumaPolicy>, count: u32) -> GuestTopology {
     let mut g = dedicated(&[(2, 1024)], None);
-    g.pci_requests = vec![PciRequest {
-        count,
-        spec: vec![vec![("vendor_id".into(), "8086".into())]],
-        numa_policy: policy,
-    }];
+    g.pci_requests = vec![PciRequest { count, spec: vec![vec![("vendor_id".into(), "8086".into())]], numa_policy: policy }];
     g
 }
 
@@ -42,18 +35,8 @@ fn cell_of(h: &HostTopology, g: &GuestTopology, l: &Limits) -> Option<u32> {
 #[test]
 fn cells_with_devices_come_first_when_the_guest_asks_for_devices_and_last_otherwise() {
     let h = nic_host();
-    assert_eq!(
-        cell_of(
-            &h,
-            &wants_nic(Some(PciNumaPolicy::Required), 1),
-            &Limits::default()
-        ),
-        Some(0)
-    );
-    assert_eq!(
-        cell_of(&h, &dedicated(&[(2, 1024)], None), &Limits::default()),
-        Some(1)
-    );
+    assert_eq!(cell_of(&h, &wants_nic(Some(PciNumaPolicy::Required), 1), &Limits::default()), Some(0));
+    assert_eq!(cell_of(&h, &dedicated(&[(2, 1024)], None), &Limits::default()), Some(1));
 }
 
 #[test]
@@ -67,35 +50,16 @@ fn numa_policies_decide_which_devices_count() {
     assert!(r.summary.contains("PCI"), "{}", r.summary);
     assert!(r.reasons.iter().any(|x| x.contains("PCI")));
     // legacy (and unset): devices without NUMA affinity count too.
-    assert_eq!(
-        cell_of(&h, &wants_nic(Some(PciNumaPolicy::Legacy), 1), &l),
-        Some(1)
-    );
+    assert_eq!(cell_of(&h, &wants_nic(Some(PciNumaPolicy::Legacy), 1), &l), Some(1));
     assert_eq!(cell_of(&h, &wants_nic(None, 1), &l), Some(1));
-    assert_eq!(
-        cell_of(&h, &wants_nic(Some(PciNumaPolicy::Legacy), 2), &l),
-        None
-    );
+    assert_eq!(cell_of(&h, &wants_nic(Some(PciNumaPolicy::Legacy), 2), &l), None);
     // preferred: any device, local ones first.
-    assert_eq!(
-        cell_of(&h, &wants_nic(Some(PciNumaPolicy::Preferred), 3), &l),
-        Some(1)
-    );
-    assert_eq!(
-        cell_of(&h, &wants_nic(Some(PciNumaPolicy::Preferred), 4), &l),
-        None
-    );
+    assert_eq!(cell_of(&h, &wants_nic(Some(PciNumaPolicy::Preferred), 3), &l), Some(1));
+    assert_eq!(cell_of(&h, &wants_nic(Some(PciNumaPolicy::Preferred), 4), &l), None);
     // socket: devices on cells of the same socket; cell 1 shares socket 0 with the NICs' cell 0.
-    assert_eq!(
-        cell_of(&h, &wants_nic(Some(PciNumaPolicy::Socket), 2), &l),
-        Some(1)
-    );
+    assert_eq!(cell_of(&h, &wants_nic(Some(PciNumaPolicy::Socket), 2), &l), Some(1));
     h.cells[1].pinned_cpus = set(&[4, 5, 6, 7]);
-    assert_eq!(
-        cell_of(&h, &wants_nic(Some(PciNumaPolicy::Socket), 2), &l),
-        None,
-        "cells 2 and 3 are on socket 1"
-    );
+    assert_eq!(cell_of(&h, &wants_nic(Some(PciNumaPolicy::Socket), 2), &l), None, "cells 2 and 3 are on socket 1");
 }
 
 #[test]
@@ -109,20 +73,11 @@ fn a_spec_that_matches_no_pool_never_fits() {
 #[test]
 fn network_affinity_pulls_the_guest_to_the_physnets_cell() {
     let mut h = four_node();
-    h.cells[2].network_metadata = Some(CellNetwork {
-        physnets: vec!["physnet1".into()],
-        tunneled: false,
-    });
-    h.cells[3].network_metadata = Some(CellNetwork {
-        physnets: vec![],
-        tunneled: true,
-    });
+    h.cells[2].network_metadata = Some(CellNetwork { physnets: vec!["physnet1".into()], tunneled: false });
+    h.cells[3].network_metadata = Some(CellNetwork { physnets: vec![], tunneled: true });
     let g = dedicated(&[(2, 1024)], None);
     let need = |physnets: &[&str], tunneled| Limits {
-        network: Some(NetworkNeed {
-            physnets: physnets.iter().map(|s| s.to_string()).collect(),
-            tunneled,
-        }),
+        network: Some(NetworkNeed { physnets: physnets.iter().map(|s| s.to_string()).collect(), tunneled }),
         ..Default::default()
     };
     assert_eq!(cell_of(&h, &g, &Limits::default()), Some(0));

@@ -5,8 +5,8 @@
 use numafit_plugin::fit::fit_cell;
 use numafit_plugin::scoring::cell_order;
 use numafit_plugin::{
-    claim, fit, release, CpuPolicy, CpuSet, EmulatorThreads, GuestCell, GuestTopology, HostCell,
-    HostTopology, Limits, PagePool, PageSizeWish, Placement, Strategy as CellOrder, ThreadPolicy,
+    claim, fit, release, CpuPolicy, CpuSet, EmulatorThreads, GuestCell, GuestTopology, HostCell, HostTopology, Limits, PagePool,
+    PageSizeWish, Placement, Strategy as CellOrder, ThreadPolicy,
 };
 use proptest::prelude::*;
 
@@ -25,46 +25,21 @@ struct CellSpec {
 }
 
 fn cell_spec() -> impl Strategy<Value = CellSpec> {
-    (
-        1u32..=5,
-        1u32..=4,
-        1u64..=16,
-        any::<u64>(),
-        any::<u64>(),
-        any::<bool>(),
-        0u8..=4,
-        0u64..=8,
-        0u64..=8,
-        0u32..=8,
+    (1u32..=5, 1u32..=4, 1u64..=16, any::<u64>(), any::<u64>(), any::<bool>(), 0u8..=4, 0u64..=8, 0u64..=8, 0u32..=8).prop_map(
+        |(cores, threads, gib, pinnable_mask, pinned_mask, legacy, used_frac, huge_total, huge_used, cpu_usage)| CellSpec {
+            cores,
+            threads: if threads == 3 { 2 } else { threads },
+            memory: gib * 1024,
+            // Most CPUs pinnable, some pinned: masks thinned by AND-ing with rotations.
+            pinnable_mask: pinnable_mask | pinnable_mask.rotate_left(7),
+            pinned_mask: pinned_mask & pinned_mask.rotate_left(13) & pinned_mask.rotate_left(29),
+            legacy,
+            used_frac,
+            huge_total: huge_total * 256,
+            huge_used: huge_used.min(huge_total) * 256,
+            cpu_usage,
+        },
     )
-        .prop_map(
-            |(
-                cores,
-                threads,
-                gib,
-                pinnable_mask,
-                pinned_mask,
-                legacy,
-                used_frac,
-                huge_total,
-                huge_used,
-                cpu_usage,
-            )| CellSpec {
-                cores,
-                threads: if threads == 3 { 2 } else { threads },
-                memory: gib * 1024,
-                // Most CPUs pinnable, some pinned: masks thinned by AND-ing with rotations.
-                pinnable_mask: pinnable_mask | pinnable_mask.rotate_left(7),
-                pinned_mask: pinned_mask
-                    & pinned_mask.rotate_left(13)
-                    & pinned_mask.rotate_left(29),
-                legacy,
-                used_frac,
-                huge_total: huge_total * 256,
-                huge_used: huge_used.min(huge_total) * 256,
-                cpu_usage,
-            },
-        )
 }
 
 fn build_host(specs: &[CellSpec]) -> HostTopology {
@@ -108,30 +83,15 @@ fn build_host(specs: &[CellSpec]) -> HostTopology {
                 siblings,
                 cache_groups: vec![],
                 mempages: vec![
-                    PagePool {
-                        size_kb: 4,
-                        total: small_mb * 256,
-                        used: used_mb * 256,
-                        reserved: 0,
-                    },
-                    PagePool {
-                        size_kb: 2048,
-                        total: huge_total,
-                        used: huge_used,
-                        reserved: 0,
-                    },
+                    PagePool { size_kb: 4, total: small_mb * 256, used: used_mb * 256, reserved: 0 },
+                    PagePool { size_kb: 2048, total: huge_total, used: huge_used, reserved: 0 },
                 ],
                 socket: Some(id as u32 / 2),
                 network_metadata: None,
             }
         })
         .collect();
-    HostTopology {
-        cells,
-        distances: vec![],
-        pci_pools: vec![],
-    }
-    .normalized()
+    HostTopology { cells, distances: vec![], pci_pools: vec![] }.normalized()
 }
 
 #[derive(Clone, Debug)]
@@ -144,20 +104,15 @@ struct GuestSpec {
 }
 
 fn guest_spec() -> impl Strategy<Value = GuestSpec> {
-    (
-        prop::collection::vec((1u32..=4, 0u32..=2, 1u64..=8), 1..=3),
-        0u8..3,
-        0u8..4,
-        any::<bool>(),
-        0u8..5,
-    )
-        .prop_map(|(cells, policy, thread, emulator, pagesize)| GuestSpec {
+    (prop::collection::vec((1u32..=4, 0u32..=2, 1u64..=8), 1..=3), 0u8..3, 0u8..4, any::<bool>(), 0u8..5).prop_map(
+        |(cells, policy, thread, emulator, pagesize)| GuestSpec {
             cells: cells.into_iter().map(|(d, s, m)| (d, s, m * 512)).collect(),
             policy,
             thread,
             emulator,
             pagesize,
-        })
+        },
+    )
 }
 
 fn build_guest(s: &GuestSpec) -> GuestTopology {
@@ -175,19 +130,10 @@ fn build_guest(s: &GuestSpec) -> GuestTopology {
             let pcpuset: CpuSet = (next..next + d).collect();
             let cpuset: CpuSet = (next + d..next + d + sh).collect();
             next += d + sh;
-            let pagesize = [
-                None,
-                Some(PageSizeWish::Small),
-                Some(PageSizeWish::Large),
-                Some(PageSizeWish::Any),
-                Some(PageSizeWish::Kib(2048)),
-            ][s.pagesize as usize];
-            GuestCell {
-                cpuset,
-                pcpuset,
-                memory,
-                pagesize,
-            }
+            let pagesize =
+                [None, Some(PageSizeWish::Small), Some(PageSizeWish::Large), Some(PageSizeWish::Any), Some(PageSizeWish::Kib(2048))]
+                    [s.pagesize as usize];
+            GuestCell { cpuset, pcpuset, memory, pagesize }
         })
         .collect();
     let pins = policy != CpuPolicy::Shared;
@@ -195,12 +141,7 @@ fn build_guest(s: &GuestSpec) -> GuestTopology {
         cells,
         cpu_policy: Some(policy),
         thread_policy: if pins {
-            [
-                None,
-                Some(ThreadPolicy::Prefer),
-                Some(ThreadPolicy::Isolate),
-                Some(ThreadPolicy::Require),
-            ][s.thread as usize]
+            [None, Some(ThreadPolicy::Prefer), Some(ThreadPolicy::Isolate), Some(ThreadPolicy::Require)][s.thread as usize]
         } else {
             None
         },
@@ -214,20 +155,12 @@ fn limits_for(ratios: bool, pack: bool) -> Limits {
         cpu_allocation_ratio: ratios.then_some(2.0),
         ram_allocation_ratio: ratios.then_some(1.0),
         network: None,
-        strategy: if pack {
-            CellOrder::Pack
-        } else {
-            CellOrder::Spread
-        },
+        strategy: if pack { CellOrder::Pack } else { CellOrder::Spread },
     }
 }
 
 /// Nova's walk, literally: every permutation of the ordered host cells, first one where all fit.
-fn brute_force(
-    host: &HostTopology,
-    guest: &GuestTopology,
-    limits: &Limits,
-) -> Option<Vec<(u32, Vec<(u32, u32)>, Vec<u32>, Option<u32>)>> {
+fn brute_force(host: &HostTopology, guest: &GuestTopology, limits: &Limits) -> Option<Vec<(u32, Vec<(u32, u32)>, Vec<u32>, Option<u32>)>> {
     let order = cell_order(host, guest, limits.strategy);
     let k = guest.cells.len();
     fn perms(items: &[usize], k: usize, prefix: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
@@ -250,12 +183,7 @@ fn brute_force(
         for (g, &h) in perm.iter().enumerate() {
             let emulator = usize::from(g == 0 && guest.emulator_isolated());
             match fit_cell(&host.cells[h], &guest.cells[g], guest, limits, emulator) {
-                Ok(f) => cells.push((
-                    f.host_cell,
-                    f.pinning.pairs,
-                    f.pinning.emulator,
-                    f.pagesize_kb,
-                )),
+                Ok(f) => cells.push((f.host_cell, f.pinning.pairs, f.pinning.emulator, f.pagesize_kb)),
                 Err(_) => continue 'perm,
             }
         }
@@ -265,33 +193,12 @@ fn brute_force(
 }
 
 fn summary(p: &Placement) -> Vec<(u32, Vec<(u32, u32)>, Vec<u32>, Option<u32>)> {
-    p.cells
-        .iter()
-        .map(|c| {
-            (
-                c.host_cell,
-                c.pinning.clone(),
-                c.emulator.clone(),
-                c.pagesize_kb,
-            )
-        })
-        .collect()
+    p.cells.iter().map(|c| (c.host_cell, c.pinning.clone(), c.emulator.clone(), c.pagesize_kb)).collect()
 }
 
 fn scenario() -> impl Strategy<Value = (HostTopology, GuestTopology, Limits)> {
-    (
-        prop::collection::vec(cell_spec(), 2..=5),
-        guest_spec(),
-        any::<bool>(),
-        any::<bool>(),
-    )
-        .prop_map(|(cells, guest, ratios, pack)| {
-            (
-                build_host(&cells),
-                build_guest(&guest),
-                limits_for(ratios, pack),
-            )
-        })
+    (prop::collection::vec(cell_spec(), 2..=5), guest_spec(), any::<bool>(), any::<bool>())
+        .prop_map(|(cells, guest, ratios, pack)| (build_host(&cells), build_guest(&guest), limits_for(ratios, pack)))
 }
 
 proptest! {

@@ -4,43 +4,21 @@
 use numafit_plugin::{from_flavor, CpuPolicy, Flavor, GuestTopology, PageSizeWish, ThreadPolicy};
 
 fn flavor(vcpus: u32, memory_mb: u64, specs: &[(&str, &str)], props: &[(&str, &str)]) -> Flavor {
-    let kv = |l: &[(&str, &str)]| {
-        l.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    };
-    Flavor {
-        vcpus,
-        memory_mb,
-        extra_specs: kv(specs),
-        image_props: kv(props),
-    }
+    let kv = |l: &[(&str, &str)]| l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Flavor { vcpus, memory_mb, extra_specs: kv(specs), image_props: kv(props) }
 }
 
 /// (shared vCPUs, dedicated vCPUs, MiB) per cell.
 fn cells(g: &GuestTopology) -> Vec<(Vec<u32>, Vec<u32>, u64)> {
-    g.cells
-        .iter()
-        .map(|c| (c.cpuset.to_vec(), c.pcpuset.to_vec(), c.memory))
-        .collect()
+    g.cells.iter().map(|c| (c.cpuset.to_vec(), c.pcpuset.to_vec(), c.memory)).collect()
 }
 
 #[test]
 fn flavors_give_nova_topologies() {
     type Want = Vec<(Vec<u32>, Vec<u32>, u64)>;
     let rows: Vec<(&str, Flavor, Want, Option<CpuPolicy>)> = vec![
-        (
-            "no NUMA constraint",
-            flavor(4, 4096, &[], &[]),
-            vec![],
-            None,
-        ),
-        (
-            "even split",
-            flavor(4, 4096, &[("hw:numa_nodes", "2")], &[]),
-            vec![(vec![0, 1], vec![], 2048), (vec![2, 3], vec![], 2048)],
-            None,
-        ),
+        ("no NUMA constraint", flavor(4, 4096, &[], &[]), vec![], None),
+        ("even split", flavor(4, 4096, &[("hw:numa_nodes", "2")], &[]), vec![(vec![0, 1], vec![], 2048), (vec![2, 3], vec![], 2048)], None),
         (
             "image numa nodes",
             flavor(4, 4096, &[], &[("hw_numa_nodes", "2")]),
@@ -84,51 +62,23 @@ fn flavors_give_nova_topologies() {
         ),
         (
             "mixed with a ^ mask",
-            flavor(
-                4,
-                4096,
-                &[("hw:cpu_policy", "mixed"), ("hw:cpu_dedicated_mask", "^0")],
-                &[],
-            ),
+            flavor(4, 4096, &[("hw:cpu_policy", "mixed"), ("hw:cpu_dedicated_mask", "^0")], &[]),
             vec![(vec![0], vec![1, 2, 3], 4096)],
             Some(CpuPolicy::Mixed),
         ),
         (
             "mixed takes realtime vCPUs as dedicated",
-            flavor(
-                4,
-                4096,
-                &[
-                    ("hw:cpu_policy", "mixed"),
-                    ("hw:cpu_realtime", "yes"),
-                    ("hw:cpu_realtime_mask", "^0-1"),
-                ],
-                &[],
-            ),
+            flavor(4, 4096, &[("hw:cpu_policy", "mixed"), ("hw:cpu_realtime", "yes"), ("hw:cpu_realtime_mask", "^0-1")], &[]),
             vec![(vec![0, 1], vec![2, 3], 4096)],
             Some(CpuPolicy::Mixed),
         ),
         (
             "mixed over two cells splits each",
-            flavor(
-                4,
-                4096,
-                &[
-                    ("hw:cpu_policy", "mixed"),
-                    ("hw:cpu_dedicated_mask", "1,3"),
-                    ("hw:numa_nodes", "2"),
-                ],
-                &[],
-            ),
+            flavor(4, 4096, &[("hw:cpu_policy", "mixed"), ("hw:cpu_dedicated_mask", "1,3"), ("hw:numa_nodes", "2")], &[]),
             vec![(vec![0], vec![1], 2048), (vec![2], vec![3], 2048)],
             Some(CpuPolicy::Mixed),
         ),
-        (
-            "page size implies one cell",
-            flavor(2, 2048, &[("hw:mem_page_size", "large")], &[]),
-            vec![(vec![0, 1], vec![], 2048)],
-            None,
-        ),
+        ("page size implies one cell", flavor(2, 2048, &[("hw:mem_page_size", "large")], &[]), vec![(vec![0, 1], vec![], 2048)], None),
     ];
     for (name, f, want, policy) in rows {
         let g = from_flavor(&f).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -140,31 +90,11 @@ fn flavors_give_nova_topologies() {
 #[test]
 fn invalid_flavors_name_novas_exception() {
     let rows: Vec<(Flavor, &str)> = vec![
-        (
-            flavor(4, 4096, &[("hw:numa_nodes", "3")], &[]),
-            "ImageNUMATopologyAsymmetric",
-        ),
-        (
-            flavor(4, 4095, &[("hw:numa_nodes", "2")], &[]),
-            "ImageNUMATopologyAsymmetric",
-        ),
-        (
-            flavor(4, 4096, &[("hw:numa_nodes", "0")], &[]),
-            "InvalidNUMANodesNumber",
-        ),
-        (
-            flavor(4, 4096, &[("hw:numa_nodes", "two")], &[]),
-            "InvalidNUMANodesNumber",
-        ),
-        (
-            flavor(
-                4,
-                4096,
-                &[("hw:numa_nodes", "2")],
-                &[("hw_numa_nodes", "2")],
-            ),
-            "ImageNUMATopologyForbidden",
-        ),
+        (flavor(4, 4096, &[("hw:numa_nodes", "3")], &[]), "ImageNUMATopologyAsymmetric"),
+        (flavor(4, 4095, &[("hw:numa_nodes", "2")], &[]), "ImageNUMATopologyAsymmetric"),
+        (flavor(4, 4096, &[("hw:numa_nodes", "0")], &[]), "InvalidNUMANodesNumber"),
+        (flavor(4, 4096, &[("hw:numa_nodes", "two")], &[]), "InvalidNUMANodesNumber"),
+        (flavor(4, 4096, &[("hw:numa_nodes", "2")], &[("hw_numa_nodes", "2")]), "ImageNUMATopologyForbidden"),
         (
             flavor(
                 4,
@@ -226,207 +156,52 @@ fn invalid_flavors_name_novas_exception() {
             "ImageNUMATopologyMemoryOutOfRange",
         ),
         (
-            flavor(
-                4,
-                4096,
-                &[
-                    ("hw:numa_nodes", "2"),
-                    ("hw:numa_cpus.0", "0,1"),
-                    ("hw:numa_cpus.1", "2,3"),
-                ],
-                &[],
-            ),
+            flavor(4, 4096, &[("hw:numa_nodes", "2"), ("hw:numa_cpus.0", "0,1"), ("hw:numa_cpus.1", "2,3")], &[]),
             "ImageNUMATopologyIncomplete",
         ),
+        (flavor(2, 2048, &[("hw:cpu_policy", "shared")], &[("hw_cpu_policy", "dedicated")]), "ImageCPUPinningForbidden"),
         (
-            flavor(
-                2,
-                2048,
-                &[("hw:cpu_policy", "shared")],
-                &[("hw_cpu_policy", "dedicated")],
-            ),
+            flavor(2, 2048, &[("hw:cpu_policy", "mixed"), ("hw:cpu_dedicated_mask", "1")], &[("hw_cpu_policy", "dedicated")]),
             "ImageCPUPinningForbidden",
         ),
+        (flavor(2, 2048, &[("hw:cpu_policy", "pinned")], &[]), "InvalidCPUAllocationPolicy"),
+        (flavor(2, 2048, &[("hw:cpu_thread_policy", "isolate")], &[]), "CPUThreadPolicyConfigurationInvalid"),
         (
-            flavor(
-                2,
-                2048,
-                &[("hw:cpu_policy", "mixed"), ("hw:cpu_dedicated_mask", "1")],
-                &[("hw_cpu_policy", "dedicated")],
-            ),
-            "ImageCPUPinningForbidden",
-        ),
-        (
-            flavor(2, 2048, &[("hw:cpu_policy", "pinned")], &[]),
-            "InvalidCPUAllocationPolicy",
-        ),
-        (
-            flavor(2, 2048, &[("hw:cpu_thread_policy", "isolate")], &[]),
-            "CPUThreadPolicyConfigurationInvalid",
-        ),
-        (
-            flavor(
-                2,
-                2048,
-                &[
-                    ("hw:cpu_policy", "dedicated"),
-                    ("hw:cpu_thread_policy", "isolate"),
-                ],
-                &[("hw_cpu_thread_policy", "require")],
-            ),
+            flavor(2, 2048, &[("hw:cpu_policy", "dedicated"), ("hw:cpu_thread_policy", "isolate")], &[("hw_cpu_thread_policy", "require")]),
             "ImageCPUThreadPolicyForbidden",
         ),
         (
-            flavor(
-                2,
-                2048,
-                &[
-                    ("hw:cpu_policy", "dedicated"),
-                    ("hw:cpu_thread_policy", "sometimes"),
-                ],
-                &[],
-            ),
+            flavor(2, 2048, &[("hw:cpu_policy", "dedicated"), ("hw:cpu_thread_policy", "sometimes")], &[]),
             "InvalidCPUThreadAllocationPolicy",
         ),
-        (
-            flavor(2, 2048, &[("hw:emulator_threads_policy", "isolate")], &[]),
-            "BadRequirementEmulatorThreadsPolicy",
-        ),
-        (
-            flavor(
-                2,
-                2048,
-                &[
-                    ("hw:cpu_policy", "dedicated"),
-                    ("hw:emulator_threads_policy", "own"),
-                ],
-                &[],
-            ),
-            "InvalidEmulatorThreadsPolicy",
-        ),
-        (
-            flavor(4, 4096, &[("hw:cpu_policy", "mixed")], &[]),
-            "RequiredMixedOrRealtimeCPUMask",
-        ),
-        (
-            flavor(
-                4,
-                4096,
-                &[
-                    ("hw:cpu_policy", "dedicated"),
-                    ("hw:cpu_dedicated_mask", "0"),
-                ],
-                &[],
-            ),
-            "RequiredMixedInstancePolicy",
-        ),
-        (
-            flavor(
-                4,
-                4096,
-                &[("hw:cpu_policy", "mixed"), ("hw:cpu_dedicated_mask", "0-3")],
-                &[],
-            ),
-            "InvalidMixedInstanceDedicatedMask",
-        ),
-        (
-            flavor(
-                4,
-                4096,
-                &[("hw:cpu_policy", "mixed"), ("hw:cpu_dedicated_mask", "0,7")],
-                &[],
-            ),
-            "InvalidMixedInstanceDedicatedMask",
-        ),
-        (
-            flavor(
-                4,
-                4096,
-                &[("hw:cpu_policy", "dedicated"), ("hw:cpu_realtime", "yes")],
-                &[],
-            ),
-            "RealtimeMaskNotFoundOrInvalid",
-        ),
-        (
-            flavor(
-                4,
-                4096,
-                &[("hw:cpu_realtime", "yes"), ("hw:cpu_realtime_mask", "^0")],
-                &[],
-            ),
-            "RealtimeConfigurationInvalid",
-        ),
-        (
-            flavor(2, 2048, &[], &[("hw_mem_page_size", "large")]),
-            "MemoryPageSizeForbidden",
-        ),
+        (flavor(2, 2048, &[("hw:emulator_threads_policy", "isolate")], &[]), "BadRequirementEmulatorThreadsPolicy"),
+        (flavor(2, 2048, &[("hw:cpu_policy", "dedicated"), ("hw:emulator_threads_policy", "own")], &[]), "InvalidEmulatorThreadsPolicy"),
+        (flavor(4, 4096, &[("hw:cpu_policy", "mixed")], &[]), "RequiredMixedOrRealtimeCPUMask"),
+        (flavor(4, 4096, &[("hw:cpu_policy", "dedicated"), ("hw:cpu_dedicated_mask", "0")], &[]), "RequiredMixedInstancePolicy"),
+        (flavor(4, 4096, &[("hw:cpu_policy", "mixed"), ("hw:cpu_dedicated_mask", "0-3")], &[]), "InvalidMixedInstanceDedicatedMask"),
+        (flavor(4, 4096, &[("hw:cpu_policy", "mixed"), ("hw:cpu_dedicated_mask", "0,7")], &[]), "InvalidMixedInstanceDedicatedMask"),
+        (flavor(4, 4096, &[("hw:cpu_policy", "dedicated"), ("hw:cpu_realtime", "yes")], &[]), "RealtimeMaskNotFoundOrInvalid"),
+        (flavor(4, 4096, &[("hw:cpu_realtime", "yes"), ("hw:cpu_realtime_mask", "^0")], &[]), "RealtimeConfigurationInvalid"),
+        (flavor(2, 2048, &[], &[("hw_mem_page_size", "large")]), "MemoryPageSizeForbidden"),
+        (flavor(2, 2048, &[("hw:mem_page_size", "small")], &[("hw_mem_page_size", "large")]), "MemoryPageSizeForbidden"),
+        (flavor(2, 2048, &[("hw:mem_page_size", "huge")], &[]), "MemoryPageSizeInvalid"),
+        (flavor(2, 2048, &[("hw:cpu_policy", "dedicated"), ("resources:PCPU", "2")], &[]), "InvalidRequest"),
+        (flavor(2, 2048, &[("resources:PCPU", "3")], &[]), "InvalidRequest"),
+        (flavor(2, 2048, &[("resources:PCPU", "2"), ("resources:VCPU", "2")], &[]), "InvalidRequest"),
         (
             flavor(
                 2,
                 2048,
-                &[("hw:mem_page_size", "small")],
-                &[("hw_mem_page_size", "large")],
-            ),
-            "MemoryPageSizeForbidden",
-        ),
-        (
-            flavor(2, 2048, &[("hw:mem_page_size", "huge")], &[]),
-            "MemoryPageSizeInvalid",
-        ),
-        (
-            flavor(
-                2,
-                2048,
-                &[("hw:cpu_policy", "dedicated"), ("resources:PCPU", "2")],
+                &[("hw:cpu_policy", "dedicated"), ("hw:cpu_thread_policy", "isolate"), ("trait:HW_CPU_HYPERTHREADING", "forbidden")],
                 &[],
             ),
             "InvalidRequest",
         ),
-        (
-            flavor(2, 2048, &[("resources:PCPU", "3")], &[]),
-            "InvalidRequest",
-        ),
-        (
-            flavor(
-                2,
-                2048,
-                &[("resources:PCPU", "2"), ("resources:VCPU", "2")],
-                &[],
-            ),
-            "InvalidRequest",
-        ),
-        (
-            flavor(
-                2,
-                2048,
-                &[
-                    ("hw:cpu_policy", "dedicated"),
-                    ("hw:cpu_thread_policy", "isolate"),
-                    ("trait:HW_CPU_HYPERTHREADING", "forbidden"),
-                ],
-                &[],
-            ),
-            "InvalidRequest",
-        ),
-        (
-            flavor(
-                2,
-                2048,
-                &[("hw:cpu_policy", "mixed"), ("hw:cpu_dedicated_mask", "1-x")],
-                &[],
-            ),
-            "Invalid",
-        ),
+        (flavor(2, 2048, &[("hw:cpu_policy", "mixed"), ("hw:cpu_dedicated_mask", "1-x")], &[]), "Invalid"),
     ];
     for (f, code) in rows {
-        let e = from_flavor(&f)
-            .map(|g| cells(&g))
-            .expect_err(&format!("{code} expected for {:?}", f.extra_specs));
-        assert_eq!(
-            e.code, code,
-            "{:?} / {:?}: {}",
-            f.extra_specs, f.image_props, e.message
-        );
+        let e = from_flavor(&f).map(|g| cells(&g)).expect_err(&format!("{code} expected for {:?}", f.extra_specs));
+        assert_eq!(e.code, code, "{:?} / {:?}: {}", f.extra_specs, f.image_props, e.message);
         assert!(!e.message.is_empty());
     }
 }
@@ -436,65 +211,23 @@ fn policies_and_page_sizes_follow_nova_precedence() {
     let g = from_flavor(&flavor(
         2,
         2048,
-        &[
-            ("hw:cpu_policy", "dedicated"),
-            ("hw:cpu_thread_policy", "prefer"),
-        ],
+        &[("hw:cpu_policy", "dedicated"), ("hw:cpu_thread_policy", "prefer")],
         &[("hw_cpu_thread_policy", "isolate")],
     ))
     .unwrap();
-    assert_eq!(
-        g.thread_policy,
-        Some(ThreadPolicy::Prefer),
-        "a flavor's prefer wins over the image"
-    );
-    let g = from_flavor(&flavor(
-        2,
-        2048,
-        &[("hw:cpu_policy", "dedicated")],
-        &[("hw_cpu_thread_policy", "isolate")],
-    ))
-    .unwrap();
-    assert_eq!(
-        g.thread_policy,
-        Some(ThreadPolicy::Isolate),
-        "an unset flavor takes the image's"
-    );
-    let g = from_flavor(&flavor(
-        2,
-        2048,
-        &[
-            ("hw:cpu_policy", "dedicated"),
-            ("trait:HW_CPU_HYPERTHREADING", "forbidden"),
-        ],
-        &[],
-    ))
-    .unwrap();
+    assert_eq!(g.thread_policy, Some(ThreadPolicy::Prefer), "a flavor's prefer wins over the image");
+    let g = from_flavor(&flavor(2, 2048, &[("hw:cpu_policy", "dedicated")], &[("hw_cpu_thread_policy", "isolate")])).unwrap();
+    assert_eq!(g.thread_policy, Some(ThreadPolicy::Isolate), "an unset flavor takes the image's");
+    let g = from_flavor(&flavor(2, 2048, &[("hw:cpu_policy", "dedicated"), ("trait:HW_CPU_HYPERTHREADING", "forbidden")], &[])).unwrap();
     assert_eq!(g.thread_policy, Some(ThreadPolicy::Isolate));
     let g = from_flavor(&flavor(
         2,
         2048,
-        &[
-            ("hw:cpu_policy", "dedicated"),
-            ("resources1:PCPU", "3"),
-            ("hw:emulator_threads_policy", "isolate"),
-        ],
+        &[("hw:cpu_policy", "dedicated"), ("resources1:PCPU", "3"), ("hw:emulator_threads_policy", "isolate")],
         &[],
     ));
-    assert!(
-        g.is_err(),
-        "hw:cpu_policy and resources:PCPU together are refused"
-    );
-    let g = from_flavor(&flavor(
-        2,
-        2048,
-        &[
-            ("resources:PCPU", "3"),
-            ("hw:emulator_threads_policy", "isolate"),
-        ],
-        &[],
-    ))
-    .unwrap();
+    assert!(g.is_err(), "hw:cpu_policy and resources:PCPU together are refused");
+    let g = from_flavor(&flavor(2, 2048, &[("resources:PCPU", "3"), ("hw:emulator_threads_policy", "isolate")], &[])).unwrap();
     assert_eq!(g.cpu_policy, Some(CpuPolicy::Dedicated));
     for (flavor_size, image_size, want) in [
         ("large", Some("2MB"), PageSizeWish::Kib(2048)),
@@ -504,20 +237,8 @@ fn policies_and_page_sizes_follow_nova_precedence() {
         ("1GiB", None, PageSizeWish::Kib(1048576)),
         ("large", None, PageSizeWish::Large),
     ] {
-        let props: Vec<(&str, &str)> = image_size
-            .map(|s| vec![("hw_mem_page_size", s)])
-            .unwrap_or_default();
-        let g = from_flavor(&flavor(
-            2,
-            2048,
-            &[("hw:mem_page_size", flavor_size)],
-            &props,
-        ))
-        .unwrap();
-        assert_eq!(
-            g.cells[0].pagesize,
-            Some(want),
-            "{flavor_size} / {image_size:?}"
-        );
+        let props: Vec<(&str, &str)> = image_size.map(|s| vec![("hw_mem_page_size", s)]).unwrap_or_default();
+        let g = from_flavor(&flavor(2, 2048, &[("hw:mem_page_size", flavor_size)], &props)).unwrap();
+        assert_eq!(g.cells[0].pagesize, Some(want), "{flavor_size} / {image_size:?}");
     }
 }

@@ -7,10 +7,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
 pub fn fixture(rel: &str) -> PathBuf {
@@ -35,11 +32,7 @@ pub fn bench_cases() -> Vec<PathBuf> {
 /// Runs the `numafit` binary with a private compile cache.
 pub fn numafit(args: &[&str]) -> Output {
     let cache = std::env::temp_dir().join(format!("numafit-test-cache-{}", std::process::id()));
-    Command::new(env!("CARGO_BIN_EXE_numafit"))
-        .args(args)
-        .env("NUMAFIT_CACHE_DIR", cache)
-        .output()
-        .expect("numafit runs")
+    Command::new(env!("CARGO_BIN_EXE_numafit")).args(args).env("NUMAFIT_CACHE_DIR", cache).output().expect("numafit runs")
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -63,14 +56,7 @@ pub fn hostile_plugin() -> &'static [u8] {
         let dir = root().join("tests/hostile-plugin");
         let target = root().join("target/hostile-plugin");
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "--locked",
-                "--release",
-                "--target",
-                "wasm32-unknown-unknown",
-                "--manifest-path",
-            ])
+            .args(["build", "--locked", "--release", "--target", "wasm32-unknown-unknown", "--manifest-path"])
             .arg(dir.join("Cargo.toml"))
             .arg("--target-dir")
             .arg(&target)
@@ -79,14 +65,7 @@ pub fn hostile_plugin() -> &'static [u8] {
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building the hostile plugin failed");
-        let module =
-            std::fs::read(target.join("wasm32-unknown-unknown/release/hostile_plugin.wasm"))
-                .expect("hostile module");
-        wit_component::ComponentEncoder::default()
-            .module(&module)
-            .expect("module")
-            .validate(true)
-            .encode()
-            .expect("component")
+        let module = std::fs::read(target.join("wasm32-unknown-unknown/release/hostile_plugin.wasm")).expect("hostile module");
+        wit_component::ComponentEncoder::default().module(&module).expect("module").validate(true).encode().expect("component")
     })
 }

@@ -1,9 +1,7 @@
 //! Named host topologies and request builders shared by the plugin's tests.
 #![allow(dead_code)]
 
-use numafit_plugin::{
-    CpuPolicy, CpuSet, GuestCell, GuestTopology, HostCell, HostTopology, PagePool, ThreadPolicy,
-};
+use numafit_plugin::{CpuPolicy, CpuSet, GuestCell, GuestTopology, HostCell, HostTopology, PagePool, ThreadPolicy};
 
 pub fn set(cpus: &[u32]) -> CpuSet {
     cpus.iter().copied().collect()
@@ -23,18 +21,8 @@ pub fn cell(id: u32, cores: &[&[u32]], memory: u64) -> HostCell {
         siblings: cores.iter().map(|c| set(c)).collect(),
         cache_groups: vec![],
         mempages: vec![
-            PagePool {
-                size_kb: 4,
-                total: memory * 256,
-                used: 0,
-                reserved: 0,
-            },
-            PagePool {
-                size_kb: 2048,
-                total: 1024,
-                used: 0,
-                reserved: 0,
-            },
+            PagePool { size_kb: 4, total: memory * 256, used: 0, reserved: 0 },
+            PagePool { size_kb: 2048, total: 1024, used: 0, reserved: 0 },
         ],
         socket: Some(id),
         network_metadata: None,
@@ -42,35 +30,17 @@ pub fn cell(id: u32, cores: &[&[u32]], memory: u64) -> HostCell {
 }
 
 pub fn host(cells: Vec<HostCell>) -> HostTopology {
-    HostTopology {
-        cells,
-        distances: vec![],
-        pci_pools: vec![],
-    }
-    .normalized()
+    HostTopology { cells, distances: vec![], pci_pools: vec![] }.normalized()
 }
 
 /// Dual-socket hyperthreaded box: 2 cells of 4 cores x 2 threads, siblings {n, n+8}.
 pub fn dual_socket_ht() -> HostTopology {
-    host(vec![
-        cell(0, &[&[0, 8], &[1, 9], &[2, 10], &[3, 11]], 16384),
-        cell(1, &[&[4, 12], &[5, 13], &[6, 14], &[7, 15]], 16384),
-    ])
+    host(vec![cell(0, &[&[0, 8], &[1, 9], &[2, 10], &[3, 11]], 16384), cell(1, &[&[4, 12], &[5, 13], &[6, 14], &[7, 15]], 16384)])
 }
 
 /// 4-node host (EPYC-like NPS4 without SMT): 4 cells of 4 single-thread cores.
 pub fn four_node() -> HostTopology {
-    host(
-        (0..4)
-            .map(|n| {
-                cell(
-                    n,
-                    &[&[n * 4], &[n * 4 + 1], &[n * 4 + 2], &[n * 4 + 3]],
-                    8192,
-                )
-            })
-            .collect(),
-    )
+    host((0..4).map(|n| cell(n, &[&[n * 4], &[n * 4 + 1], &[n * 4 + 2], &[n * 4 + 3]], 8192)).collect())
 }
 
 /// The dual-socket box with work on it: cell 0 has core {0,8} pinned and 8 GiB used.
@@ -96,22 +66,12 @@ pub fn dedicated(cells: &[(u32, u64)], thread: Option<ThreadPolicy>) -> GuestTop
     let cells = cells
         .iter()
         .map(|&(n, memory)| {
-            let c = GuestCell {
-                cpuset: CpuSet::new(),
-                pcpuset: (next..next + n).collect(),
-                memory,
-                pagesize: None,
-            };
+            let c = GuestCell { cpuset: CpuSet::new(), pcpuset: (next..next + n).collect(), memory, pagesize: None };
             next += n;
             c
         })
         .collect();
-    GuestTopology {
-        cells,
-        cpu_policy: Some(CpuPolicy::Dedicated),
-        thread_policy: thread,
-        ..Default::default()
-    }
+    GuestTopology { cells, cpu_policy: Some(CpuPolicy::Dedicated), thread_policy: thread, ..Default::default() }
 }
 
 /// A floating guest: one cell per (vCPU count, MiB).
