@@ -1,5 +1,6 @@
-//! Builds the default `nova` policy from this workspace's `plugin/` crate into a WebAssembly
-//! component and hands it to the host crate to embed, so `numafit` works with no flags.
+//! Builds the policies of this workspace's `plugin/` crate (`nova`, the default, and `balanced`)
+//! into WebAssembly components and hands them to the host crate to embed, so `numafit` works with
+//! no flags and `--policy balanced` needs no file.
 //!
 //! The plugin is compiled for `wasm32-unknown-unknown` (no WASI imports) by a nested cargo in its
 //! own target directory (the outer build holds the lock on the normal one), then wrapped into a
@@ -19,7 +20,21 @@ fn main() -> Result<()> {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
-    let target_dir = env::var_os("NUMAFIT_PLUGIN_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target").join("plugin-wasm"));
+    let target_root =
+        env::var_os("NUMAFIT_PLUGIN_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target").join("plugin-wasm"));
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    // One component per policy, each from its own target directory so neither rebuild evicts the other.
+    for (policy, features) in [("nova", None), ("balanced", Some("policy-balanced"))] {
+        let target_dir = target_root.join(policy);
+        build_plugin(&plugin_dir, &target_dir, features)?;
+        let module_path = target_dir.join("wasm32-unknown-unknown/wasm/numafit_plugin.wasm");
+        let out = out_dir.join(format!("{policy}.wasm"));
+        std::fs::write(&out, componentize(&module_path)?).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
+
+fn build_plugin(plugin_dir: &Path, target_dir: &Path, features: Option<&str>) -> Result<()> {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
     build
@@ -27,7 +42,10 @@ fn main() -> Result<()> {
         .arg("--manifest-path")
         .arg(plugin_dir.join("Cargo.toml"))
         .arg("--target-dir")
-        .arg(&target_dir);
+        .arg(target_dir);
+    if let Some(f) = features {
+        build.args(["--features", f]);
+    }
     // Flags meant for the host (coverage, sanitizers, a host target) must not reach the guest build.
     for var in [
         "RUSTFLAGS",
@@ -45,11 +63,6 @@ fn main() -> Result<()> {
             "building the plugin for wasm32-unknown-unknown failed (is the target installed? `rustup target add wasm32-unknown-unknown`)"
         );
     }
-
-    let module_path = target_dir.join("wasm32-unknown-unknown/wasm/numafit_plugin.wasm");
-    let component = componentize(&module_path)?;
-    let out = PathBuf::from(env::var("OUT_DIR")?).join("nova.wasm");
-    std::fs::write(&out, component).with_context(|| format!("writing {}", out.display()))?;
     Ok(())
 }
 

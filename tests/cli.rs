@@ -198,3 +198,30 @@ fn info_and_export_plugin() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("/nonexistent.wasm"));
 }
+
+#[test]
+fn policy_balanced_answers_differently_on_asymmetric_distances() {
+    let dir = scratch("balanced");
+    let req = dir.join("r.json");
+    std::fs::write(
+        &req,
+        r#"{"flavor": {"vcpus": 4, "memory_mb": 4096, "extra_specs": {"hw:numa_nodes": "2", "hw:cpu_policy": "dedicated"}}}"#,
+    )
+    .unwrap();
+    let host = fixture("asymmetric-host.json");
+    let cells = |policy: &str| -> (Vec<u64>, String) {
+        let o = numafit(&["fit", "--host", path(&host), "--request", path(&req), "--policy", policy, "--json"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let j = json_of(&o);
+        (
+            j["cells"].as_array().unwrap().iter().map(|c| c["host_cell"].as_u64().unwrap()).collect(),
+            j["policy"].as_str().unwrap().to_string(),
+        )
+    };
+    assert_eq!(cells("nova"), (vec![0, 1], "nova".to_string()), "Nova: first cells in its order");
+    assert_eq!(cells("balanced"), (vec![0, 3], "balanced".to_string()), "balanced: cells 0 and 3 are 11 apart, the rest 21");
+    let o = numafit(&["info", "--policy", "balanced"]);
+    assert!(stdout(&o).contains("policy balanced"), "{}", stdout(&o));
+    let o = numafit(&["fit", "--host", path(&host), "--request", path(&req), "--policy", "balanced", "--plugin", "x.wasm"]);
+    assert_eq!(o.status.code(), Some(2), "--policy and --plugin conflict");
+}

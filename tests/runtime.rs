@@ -61,6 +61,34 @@ fn the_component_answers_what_the_native_core_answers_on_every_bench_case() {
 }
 
 #[test]
+fn the_balanced_component_answers_what_the_native_balanced_policy_answers() {
+    use numafit_plugin::json;
+    let mut plugin = Plugin::embedded_named("balanced", PluginLimits::default()).expect("embedded balanced policy");
+    assert_eq!(plugin.info().unwrap().name, "balanced");
+    for dir in bench_cases() {
+        let (host, request, limits) = load_case(&dir);
+        let got = plugin.fit(&host, &request, &limits).expect("no trap").map(|p| {
+            p.cells.iter().map(|c| (c.host_cell, c.pinning.iter().map(|x| (x.vcpu, x.pcpu)).collect::<Vec<_>>())).collect::<Vec<_>>()
+        });
+        let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap();
+        let nhost = json::host_from_json(&read("host.json")).unwrap();
+        let nguest = json::request_from_json(&read("request.json")).unwrap();
+        let nlimits = if dir.join("limits.json").exists() {
+            json::limits_from_json(&read("limits.json"), Default::default()).unwrap()
+        } else {
+            Default::default()
+        };
+        let want = numafit_plugin::Policy::Balanced
+            .fit(&nhost, &nguest, &nlimits)
+            .map(|p| p.cells.iter().map(|c| (c.host_cell, c.pinning.clone())).collect::<Vec<_>>());
+        assert_eq!(got.map_err(|r| r.summary), want.map_err(|r| r.summary), "{}", dir.display());
+        if let Ok(p) = plugin.fit(&host, &request, &limits).unwrap() {
+            verify::placement(plugin.name(), &host, &request, &p).expect("the host accepts it");
+        }
+    }
+}
+
+#[test]
 fn bench_answers_where_nova_is_wrong_or_slow() {
     let mut plugin = Plugin::embedded(PluginLimits::default()).unwrap();
     let answer = |name: &str, plugin: &mut Plugin| {

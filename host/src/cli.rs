@@ -21,9 +21,12 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 struct PluginArgs {
-    /// A policy component to use instead of the embedded `nova` policy.
-    #[arg(long, value_name = "FILE.wasm", global = true)]
+    /// A policy component to use instead of an embedded policy.
+    #[arg(long, value_name = "FILE.wasm", global = true, conflicts_with = "policy")]
     plugin: Option<PathBuf>,
+    /// Which embedded policy decides: nova (Nova's answer) or balanced (compact, core-preserving).
+    #[arg(long, value_enum, default_value = "nova", global = true)]
+    policy: PolicyArg,
     /// Fuel (about one unit per wasm instruction) one plugin call may burn.
     #[arg(long, default_value_t = PluginLimits::default().fuel, global = true)]
     fuel: u64,
@@ -106,6 +109,12 @@ impl DiscoverArgs {
         let cfg = self.config()?;
         self.read()?.to_host(&cfg).map_err(Failure::Usage)
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PolicyArg {
+    Nova,
+    Balanced,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -227,7 +236,9 @@ fn load_plugin(args: &PluginArgs) -> Result<Plugin, Failure> {
     let limits = PluginLimits { fuel: args.fuel, memory_bytes: (args.memory_limit_mb as usize).saturating_mul(1 << 20) };
     Ok(match &args.plugin {
         Some(path) => Plugin::from_file(path, limits).map_err(|e| Failure::PluginLoad(format!("{e:#}")))?,
-        None => Plugin::embedded(limits).map_err(Failure::Plugin)?,
+        None => {
+            Plugin::embedded_named(if args.policy == PolicyArg::Balanced { "balanced" } else { "nova" }, limits).map_err(Failure::Plugin)?
+        }
     })
 }
 

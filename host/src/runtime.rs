@@ -58,6 +58,8 @@ pub fn push_cpu(c: &mut wit::HostCpus, row: CpuRow) {
 
 /// The default `nova` policy, built from this workspace's `plugin/` crate.
 pub static EMBEDDED_NOVA: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/nova.wasm"));
+/// The `balanced` policy, built from the same crate.
+pub static EMBEDDED_BALANCED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/balanced.wasm"));
 
 /// Per-call resource limits for a plugin.
 #[derive(Clone, Copy, Debug)]
@@ -176,6 +178,15 @@ impl Plugin {
     /// The embedded default policy.
     pub fn embedded(limits: PluginLimits) -> Result<Plugin> {
         Plugin::from_bytes("nova (embedded)", EMBEDDED_NOVA, limits)
+    }
+
+    /// An embedded policy by name: `nova` or `balanced`.
+    pub fn embedded_named(name: &str, limits: PluginLimits) -> Result<Plugin> {
+        match name {
+            "nova" => Plugin::embedded(limits),
+            "balanced" => Plugin::from_bytes("balanced (embedded)", EMBEDDED_BALANCED, limits),
+            other => Err(anyhow!("no embedded policy {other:?}: nova or balanced")),
+        }
     }
 
     pub fn from_file(path: &Path, limits: PluginLimits) -> Result<Plugin> {

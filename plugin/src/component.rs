@@ -389,7 +389,7 @@ fn invalid(message: String) -> w::AccountingError {
 
 fn fit_one(host: w::Host, request: &GuestTopology, limits: &Limits) -> Result<w::Placement, w::Rejection> {
     let host = host_in(host).map_err(|e| rejection_out(Rejection::whole(format!("invalid host: {e}"))))?;
-    crate::fit(&host, request, limits).map(placement_out).map_err(rejection_out)
+    crate::POLICY.fit(&host, request, limits).map(placement_out).map_err(rejection_out)
 }
 
 type Account = fn(&HostTopology, &Placement) -> Result<HostTopology, accounting::AccountingError>;

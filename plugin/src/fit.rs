@@ -3,7 +3,7 @@
 //! allocation ratios for floating vCPUs. A refusal carries the numbers that decided it.
 
 use crate::hugepages;
-use crate::pinning::{self, CellPinning};
+use crate::pinning::{self, CellPinning, Packing};
 use crate::request::{GuestCell, GuestTopology};
 use crate::topology::HostCell;
 
@@ -118,6 +118,18 @@ fn check_ratios(host: &HostCell, guest: &GuestCell, limits: &Limits) -> Result<(
 
 /// Fits `guest` (with `emulator` extra pinned CPUs) on `host`, or says why not.
 pub fn fit_cell(host: &HostCell, guest: &GuestCell, topo: &GuestTopology, limits: &Limits, emulator: usize) -> Result<CellFit, Refusal> {
+    fit_cell_packed(host, guest, topo, limits, emulator, Packing::Nova)
+}
+
+/// `fit_cell` with a choice of how `prefer` packs threads.
+pub fn fit_cell_packed(
+    host: &HostCell,
+    guest: &GuestCell,
+    topo: &GuestTopology,
+    limits: &Limits,
+    emulator: usize,
+    packing: Packing,
+) -> Result<CellFit, Refusal> {
     let pins = topo.pins();
     if host.cpuset.is_empty() && host.pcpuset.is_empty() && guest.vcpus() > 0 {
         return Err(Refusal::new(Shortfall::NoCpus, guest.vcpus() as u64, 0));
@@ -137,7 +149,7 @@ pub fn fit_cell(host: &HostCell, guest: &GuestCell, topo: &GuestTopology, limits
             return Err(Refusal::new(Shortfall::FreeCpus, dedicated as u64, free as u64));
         }
         let vcpus = guest.pcpuset.to_vec();
-        pinning = pinning::pin_cell(host, &vcpus, emulator, topo.effective_thread_policy())?;
+        pinning = pinning::pin_cell_packed(host, &vcpus, emulator, topo.effective_thread_policy(), packing)?;
     }
     if topo.floats() {
         check_ratios(host, guest, limits)?;

@@ -6,6 +6,7 @@
 //! through `component`, the `numafit:policy` WebAssembly component the host runtime loads.
 
 pub mod accounting;
+pub mod balanced;
 pub mod cpuset;
 pub mod fit;
 pub mod hugepages;
@@ -35,8 +36,42 @@ pub use placement::{CellRefusal, PlacedCell, Placement, Rejection};
 pub use request::{from_flavor, CpuPolicy, EmulatorThreads, Flavor, GuestCell, GuestTopology, PageSizeWish, ThreadPolicy};
 pub use topology::{HostCell, HostTopology, PagePool};
 
+/// The placement policies this crate implements; a component build embeds one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// OpenStack Nova's `numa_fit_instance_to_host`, without its bugs.
+    Nova,
+    /// Compact, core-preserving, least-stranding placement (`balanced` module).
+    Balanced,
+}
+
+impl Policy {
+    const fn name_const(self) -> &'static str {
+        match self {
+            Policy::Nova => "nova",
+            Policy::Balanced => "balanced",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Nova => "nova",
+            Policy::Balanced => "balanced",
+        }
+    }
+
+    pub fn fit(self, host: &HostTopology, guest: &GuestTopology, limits: &Limits) -> Result<Placement, Rejection> {
+        match self {
+            Policy::Nova => search::fit(host, guest, limits, self.name()),
+            Policy::Balanced => balanced::fit(host, guest, limits, self.name()),
+        }
+    }
+}
+
+/// The policy a component build of this crate exports (`--features policy-balanced` for `balanced`).
+pub const POLICY: Policy = if cfg!(feature = "policy-balanced") { Policy::Balanced } else { Policy::Nova };
 /// The name this policy reports in `info()` and in every placement.
-pub const POLICY_NAME: &str = "nova";
+pub const POLICY_NAME: &str = POLICY.name_const();
 /// Version of the policy's behaviour.
 pub const POLICY_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Version of the WIT contract (`wit/0.1.0`).
@@ -44,7 +79,7 @@ pub const CONTRACT_VERSION: &str = "0.1.0";
 
 /// Places an instance on a host with the `nova` policy.
 pub fn fit(host: &HostTopology, guest: &GuestTopology, limits: &Limits) -> Result<Placement, Rejection> {
-    search::fit(host, guest, limits, POLICY_NAME)
+    Policy::Nova.fit(host, guest, limits)
 }
 
 /// One answer per host, in order.

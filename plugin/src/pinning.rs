@@ -18,6 +18,15 @@ use crate::fit::{Refusal, Shortfall};
 use crate::request::ThreadPolicy;
 use crate::topology::HostCell;
 
+/// How `prefer` packs threads: Nova's way, or the `balanced` policy's, which keeps whole cores
+/// free for later `isolate`/`require` guests and keeps a cell inside one L3 cache when it can.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Packing {
+    #[default]
+    Nova,
+    KeepCoresWhole,
+}
+
 /// The CPUs chosen for one guest cell on one host cell.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CellPinning {
@@ -113,10 +122,71 @@ fn pin_packed(cell: &HostCell, vcpus: &[u32], emulator: usize, policy: ThreadPol
     Err(Refusal::new(Shortfall::SiblingThreads, (vcpus.len() + emulator) as u64, paired as u64))
 }
 
+/// Step (balanced): whole free cores, ordered so that the cell stays inside one L3 cache when one
+/// can hold it: the cache group with the fewest whole free cores that still has `cores` of them
+/// first, then the others by descending size; core order inside a group.
+fn whole_cores_by_cache(cell: &HostCell, cores: &[Threads], whole: &[usize], wanted: usize) -> Vec<usize> {
+    if cell.cache_groups.is_empty() {
+        return whole.to_vec();
+    }
+    let group_of = |k: usize| cores[k].first().and_then(|&t| cell.cache_groups.iter().position(|g| g.contains(t))).unwrap_or(usize::MAX);
+    let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+    for &k in whole {
+        let g = group_of(k);
+        match groups.iter_mut().find(|(id, _)| *id == g) {
+            Some((_, v)) => v.push(k),
+            None => groups.push((g, vec![k])),
+        }
+    }
+    let best = groups.iter().enumerate().filter(|(_, (_, v))| v.len() >= wanted).min_by_key(|(_, (_, v))| v.len()).map(|(i, _)| i);
+    let mut ordered = Vec::new();
+    if let Some(i) = best {
+        ordered.extend(groups.remove(i).1);
+    }
+    groups.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+    ordered.extend(groups.into_iter().flat_map(|(_, v)| v));
+    ordered
+}
+
+/// `prefer` for the balanced policy: whole cores for as many vCPUs as fill them; the odd
+/// remainder (and the emulator thread) on free threads of cores already in use, so no whole core
+/// is broken for a thread or two; whole cores again only when those run out.
+fn pin_keep_cores_whole(cell: &HostCell, vcpus: &[u32], emulator: usize) -> Result<CellPinning, Refusal> {
+    let cores = free_threads_by_core(cell);
+    let is_whole = |k: usize| !cores[k].is_empty() && cores[k].len() == cell.siblings[k].len();
+    let whole: Vec<usize> = (0..cores.len()).filter(|&k| is_whole(k)).collect();
+    let partial: Vec<usize> = (0..cores.len()).filter(|&k| !cores[k].is_empty() && !is_whole(k)).collect();
+    let width = whole.iter().map(|&k| cores[k].len()).max().unwrap_or(1);
+    let full_cores = vcpus.len() / width;
+    let ordered = whole_cores_by_cache(cell, &cores, &whole, full_cores.max(1));
+    let mut threads: Vec<u32> = Vec::new();
+    threads.extend(ordered.iter().take(full_cores).flat_map(|&k| cores[k].iter().copied()));
+    threads.extend(partial.iter().flat_map(|&k| cores[k].iter().copied()));
+    threads.extend(ordered.iter().skip(full_cores).flat_map(|&k| cores[k].iter().copied()));
+    let needed = vcpus.len() + emulator;
+    if threads.len() < needed {
+        return Err(Refusal::new(Shortfall::FreeCpus, needed as u64, threads.len() as u64));
+    }
+    let pairs = vcpus.iter().copied().zip(threads.iter().copied()).collect();
+    Ok(CellPinning { pairs, emulator: threads[vcpus.len()..needed].to_vec() })
+}
+
 /// Pins `vcpus` (ascending) of one guest cell, plus `emulator` extra CPUs, on `cell`.
 pub fn pin_cell(cell: &HostCell, vcpus: &[u32], emulator: usize, policy: ThreadPolicy) -> Result<CellPinning, Refusal> {
-    match policy {
-        ThreadPolicy::Isolate => pin_isolate(cell, vcpus, emulator),
-        ThreadPolicy::Prefer | ThreadPolicy::Require => pin_packed(cell, vcpus, emulator, policy),
+    pin_cell_packed(cell, vcpus, emulator, policy, Packing::Nova)
+}
+
+/// `pin_cell` with a choice of packing for `prefer`.
+pub fn pin_cell_packed(
+    cell: &HostCell,
+    vcpus: &[u32],
+    emulator: usize,
+    policy: ThreadPolicy,
+    packing: Packing,
+) -> Result<CellPinning, Refusal> {
+    match (policy, packing) {
+        (ThreadPolicy::Isolate, _) => pin_isolate(cell, vcpus, emulator),
+        (ThreadPolicy::Prefer, Packing::KeepCoresWhole) => pin_keep_cores_whole(cell, vcpus, emulator),
+        (ThreadPolicy::Prefer | ThreadPolicy::Require, _) => pin_packed(cell, vcpus, emulator, policy),
     }
 }

@@ -9,46 +9,49 @@
 //! (a bipartite matching). Without PCI or network needs that walk never backtracks, so it is
 //! polynomial; the answer is the same first assignment either way.
 
-use crate::fit::{fit_cell, CellFit, Limits, Refusal};
+use crate::fit::{fit_cell_packed, CellFit, Limits, Refusal};
 use crate::pci;
+use crate::pinning::Packing;
 use crate::placement::{describe_refusal, CellRefusal, PlacedCell, Placement, Rejection};
 use crate::request::GuestTopology;
 use crate::scoring::cell_order;
 use crate::topology::HostTopology;
 
 /// Memoised fits of guest cells (rows) on host cells (columns, in trial order).
-struct FitTable<'a> {
-    host: &'a HostTopology,
-    guest: &'a GuestTopology,
+pub(crate) struct FitTable<'a> {
+    pub(crate) host: &'a HostTopology,
+    pub(crate) guest: &'a GuestTopology,
     limits: &'a Limits,
-    order: Vec<usize>,
+    packing: Packing,
+    /// Host cell positions in Nova's trial order: column k is host cell `order[k]`.
+    pub(crate) order: Vec<usize>,
     fits: Vec<Option<Result<CellFit, Refusal>>>,
 }
 
 impl<'a> FitTable<'a> {
-    fn new(host: &'a HostTopology, guest: &'a GuestTopology, limits: &'a Limits) -> Self {
+    pub(crate) fn new(host: &'a HostTopology, guest: &'a GuestTopology, limits: &'a Limits, packing: Packing) -> Self {
         let order = cell_order(host, guest, limits.strategy);
         let fits = vec![None; guest.cells.len() * order.len()];
-        FitTable { host, guest, limits, order, fits }
+        FitTable { host, guest, limits, packing, order, fits }
     }
 
-    fn columns(&self) -> usize {
+    pub(crate) fn columns(&self) -> usize {
         self.order.len()
     }
 
     /// Whether guest cell `g` fits the host cell at trial position `k`, computed once.
-    fn fits(&mut self, g: usize, k: usize) -> bool {
+    pub(crate) fn fits(&mut self, g: usize, k: usize) -> bool {
         let slot = g * self.order.len() + k;
         if self.fits[slot].is_none() {
             // The emulator threads' extra CPU is charged to the host cell of guest cell 0.
             let emulator = usize::from(g == 0 && self.guest.emulator_isolated());
             let host_cell = &self.host.cells[self.order[k]];
-            self.fits[slot] = Some(fit_cell(host_cell, &self.guest.cells[g], self.guest, self.limits, emulator));
+            self.fits[slot] = Some(fit_cell_packed(host_cell, &self.guest.cells[g], self.guest, self.limits, emulator, self.packing));
         }
         matches!(self.fits[slot], Some(Ok(_)))
     }
 
-    fn fill(&mut self) {
+    pub(crate) fn fill(&mut self) {
         for g in 0..self.guest.cells.len() {
             for k in 0..self.columns() {
                 self.fits(g, k);
@@ -56,12 +59,12 @@ impl<'a> FitTable<'a> {
         }
     }
 
-    fn result(&self, g: usize, k: usize) -> Option<&Result<CellFit, Refusal>> {
+    pub(crate) fn result(&self, g: usize, k: usize) -> Option<&Result<CellFit, Refusal>> {
         self.fits[g * self.order.len() + k].as_ref()
     }
 
     /// The PCI and network checks on a complete assignment (trial positions per guest cell).
-    fn whole_placement_ok(&self, assign: &[usize]) -> bool {
+    pub(crate) fn whole_placement_ok(&self, assign: &[usize]) -> bool {
         let needs_pci = !self.guest.pci_requests.is_empty();
         let needs_net = self.limits.network.as_ref().is_some_and(|n| !n.physnets.is_empty() || n.tunneled);
         if !needs_pci && !needs_net {
@@ -79,7 +82,7 @@ impl<'a> FitTable<'a> {
 
     /// Whether guest cells `from..` can each get a distinct unused host cell (Kuhn's augmenting paths
     /// over the filled table).
-    fn matchable(&self, from: usize, used: &[bool]) -> bool {
+    pub(crate) fn matchable(&self, from: usize, used: &[bool]) -> bool {
         let n = self.columns();
         let mut owner: Vec<Option<usize>> = vec![None; n];
         let ok = |g: usize, k: usize| matches!(self.result(g, k), Some(Ok(_)));
@@ -163,7 +166,7 @@ fn walk_pruned(table: &FitTable, g: usize, used: &mut [bool], assign: &mut Vec<u
     None
 }
 
-fn placement_from(table: &FitTable, assign: &[usize], policy: &str) -> Placement {
+pub(crate) fn placement_from(table: &FitTable, assign: &[usize], policy: &str) -> Placement {
     let cells = assign
         .iter()
         .enumerate()
@@ -193,7 +196,7 @@ fn placement_from(table: &FitTable, assign: &[usize], policy: &str) -> Placement
     }
 }
 
-fn rejection_from(table: &FitTable) -> Rejection {
+pub(crate) fn rejection_from(table: &FitTable) -> Rejection {
     let mut refusals = Vec::new();
     let mut homeless = Vec::new();
     for (g, guest) in table.guest.cells.iter().enumerate() {
@@ -246,7 +249,7 @@ fn rejection_from(table: &FitTable) -> Rejection {
 /// from outside (the component, the JSON readers) check it once there, not on every fit.
 pub fn fit(host: &HostTopology, guest: &GuestTopology, limits: &Limits, policy: &str) -> Result<Placement, Rejection> {
     guest.validate().map_err(|e| Rejection::whole(format!("invalid request: {e}")))?;
-    let mut table = FitTable::new(host, guest, limits);
+    let mut table = FitTable::new(host, guest, limits, Packing::Nova);
     if guest.cells.is_empty() {
         return Ok(placement_from(&table, &[], policy));
     }

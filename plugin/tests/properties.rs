@@ -6,7 +6,7 @@ use numafit_plugin::fit::fit_cell;
 use numafit_plugin::scoring::cell_order;
 use numafit_plugin::{
     claim, fit, release, CpuPolicy, CpuSet, EmulatorThreads, GuestCell, GuestTopology, HostCell, HostTopology, Limits, PagePool,
-    PageSizeWish, Placement, Strategy as CellOrder, ThreadPolicy,
+    PageSizeWish, Placement, Policy, Strategy as CellOrder, ThreadPolicy,
 };
 use proptest::prelude::*;
 
@@ -241,6 +241,18 @@ proptest! {
             if p.pins() && p.cells.iter().any(|c| !c.pinning.is_empty()) {
                 prop_assert!(claim(&claimed, &p).is_err());
             }
+        }
+    }
+
+    #[test]
+    fn balanced_fits_exactly_when_nova_does_and_its_placements_claim((host, guest, limits) in scenario()) {
+        let nova = fit(&host, &guest, &limits);
+        let balanced = Policy::Balanced.fit(&host, &guest, &limits);
+        prop_assert_eq!(nova.is_ok(), balanced.is_ok(), "the same per-cell rules admit the same hosts");
+        if let Ok(p) = balanced {
+            let claimed = claim(&host, &p);
+            prop_assert!(claimed.is_ok(), "balanced placement must claim: {:?}", claimed.err());
+            prop_assert_eq!(release(&claimed.unwrap(), &p).unwrap(), host.clone());
         }
     }
 }
