@@ -261,11 +261,8 @@ fn read_request(path: &Path, plugin: &mut Plugin) -> Result<wit::Request, Failur
     let json: RequestJson = formats::read_json(path)?;
     match json.to_input(&name_of(path))? {
         RequestInput::Explicit(r) => Ok(r),
-        RequestInput::Flavor(flavor, pci) => match plugin.request_from_flavor(&flavor).map_err(Failure::Plugin)? {
-            Ok(mut r) => {
-                r.pci_requests = pci;
-                Ok(r)
-            }
+        RequestInput::Flavor(flavor) => match plugin.request_from_flavor(&flavor).map_err(Failure::Plugin)? {
+            Ok(r) => Ok(r),
             Err(e) => Err(Failure::Request(format!("{}: {}: {}", name_of(path), e.code, e.message))),
         },
     }

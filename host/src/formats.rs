@@ -358,7 +358,7 @@ pub struct RequestJson {
 
 /// What a REQUEST.json holds: a flavor for the plugin to interpret, or an explicit guest topology.
 pub enum RequestInput {
-    Flavor(wit::Flavor, Vec<wit::PciRequest>),
+    Flavor(wit::Flavor),
     Explicit(wit::Request),
 }
 
@@ -393,7 +393,13 @@ impl RequestJson {
                 }
                 let extra_specs = tags(file, "flavor.extra_specs", &f.extra_specs)?;
                 let image_props = tags(file, "image_props", &self.image_props)?;
-                Ok(RequestInput::Flavor(wit::Flavor { vcpus: f.vcpus, memory_mb: f.memory_mb, extra_specs, image_props }, pci))
+                Ok(RequestInput::Flavor(wit::Flavor {
+                    vcpus: f.vcpus,
+                    memory_mb: f.memory_mb,
+                    extra_specs,
+                    image_props,
+                    pci_requests: pci,
+                }))
             }
             (None, Some(cells)) => {
                 if !self.image_props.is_empty() {

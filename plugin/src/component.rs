@@ -217,6 +217,32 @@ fn page_size_out(p: PageSizeWish) -> w::PageSize {
     }
 }
 
+fn pci_in(p: w::PciRequest) -> core_req::PciRequest {
+    core_req::PciRequest {
+        count: p.count,
+        spec: p.spec,
+        numa_policy: p.numa_policy.map(|n| match n {
+            w::PciNumaPolicy::Required => PciNumaPolicy::Required,
+            w::PciNumaPolicy::Legacy => PciNumaPolicy::Legacy,
+            w::PciNumaPolicy::Preferred => PciNumaPolicy::Preferred,
+            w::PciNumaPolicy::Socket => PciNumaPolicy::Socket,
+        }),
+    }
+}
+
+fn pci_out(p: core_req::PciRequest) -> w::PciRequest {
+    w::PciRequest {
+        count: p.count,
+        spec: p.spec,
+        numa_policy: p.numa_policy.map(|n| match n {
+            PciNumaPolicy::Required => w::PciNumaPolicy::Required,
+            PciNumaPolicy::Legacy => w::PciNumaPolicy::Legacy,
+            PciNumaPolicy::Preferred => w::PciNumaPolicy::Preferred,
+            PciNumaPolicy::Socket => w::PciNumaPolicy::Socket,
+        }),
+    }
+}
+
 fn request_in(r: w::Request) -> Result<GuestTopology, String> {
     let mut cells: Vec<GuestCell> = r
         .cells
@@ -233,20 +259,7 @@ fn request_in(r: w::Request) -> Result<GuestTopology, String> {
             cell.cpuset.insert(v.id);
         }
     }
-    let pci_requests = r
-        .pci_requests
-        .into_iter()
-        .map(|p| core_req::PciRequest {
-            count: p.count,
-            spec: p.spec,
-            numa_policy: p.numa_policy.map(|n| match n {
-                w::PciNumaPolicy::Required => PciNumaPolicy::Required,
-                w::PciNumaPolicy::Legacy => PciNumaPolicy::Legacy,
-                w::PciNumaPolicy::Preferred => PciNumaPolicy::Preferred,
-                w::PciNumaPolicy::Socket => PciNumaPolicy::Socket,
-            }),
-        })
-        .collect();
+    let pci_requests = r.pci_requests.into_iter().map(pci_in).collect();
     Ok(GuestTopology {
         cells,
         cpu_policy: r.cpu_policy.map(cpu_policy_in),
@@ -269,7 +282,7 @@ fn request_out(g: GuestTopology) -> w::Request {
         cpu_policy: g.cpu_policy.map(cpu_policy_out),
         thread_policy: g.thread_policy.map(thread_policy_out),
         emulator_threads: g.emulator_threads.map(emulator_out),
-        pci_requests: Vec::new(),
+        pci_requests: g.pci_requests.into_iter().map(pci_out).collect(),
     }
 }
 
@@ -410,6 +423,7 @@ impl Guest for Policy {
             memory_mb: flavor.memory_mb,
             extra_specs: flavor.extra_specs,
             image_props: flavor.image_props,
+            pci_requests: flavor.pci_requests.into_iter().map(pci_in).collect(),
         };
         core_req::from_flavor(&f).map(request_out).map_err(|e| w::RequestError { code: e.code, message: e.message })
     }

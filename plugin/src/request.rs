@@ -183,6 +183,7 @@ pub struct Flavor {
     pub memory_mb: u64,
     pub extra_specs: Vec<(String, String)>,
     pub image_props: Vec<(String, String)>,
+    pub pci_requests: Vec<PciRequest>,
 }
 
 impl Flavor {
@@ -600,6 +601,30 @@ fn cells_manual(f: &Flavor, cpu_list: &[CpuSet], mem_list: &[u64], dedicated: &C
     Ok(cells)
 }
 
+/// Nova's `get_pci_numa_policy_constraint`: flavor and image may not disagree.
+fn pci_numa_policy(f: &Flavor) -> Result<Option<PciNumaPolicy>, RequestError> {
+    let (fv, iv) = f.both("pci_numa_affinity_policy");
+    if let (Some(a), Some(b)) = (fv, iv) {
+        if a != b {
+            return Err(RequestError::new(
+                "ImagePCINUMAPolicyForbidden",
+                format!("image property hw_pci_numa_affinity_policy={b} conflicts with flavor extra spec hw:pci_numa_affinity_policy={a}"),
+            ));
+        }
+    }
+    match fv.or(iv) {
+        None => Ok(None),
+        Some("required") => Ok(Some(PciNumaPolicy::Required)),
+        Some("legacy") => Ok(Some(PciNumaPolicy::Legacy)),
+        Some("preferred") => Ok(Some(PciNumaPolicy::Preferred)),
+        Some("socket") => Ok(Some(PciNumaPolicy::Socket)),
+        Some(v) => Err(RequestError::new(
+            "InvalidPCINUMAAffinity",
+            format!("hw:pci_numa_affinity_policy={v:?} is not one of required, legacy, preferred, socket"),
+        )),
+    }
+}
+
 /// Nova's `numa_get_constraints`: the guest topology a flavor and image imply. A topology exists
 /// only with `hw:numa_nodes`, a page size, vPMEM, or CPU pinning; otherwise `cells` is empty.
 pub fn from_flavor(f: &Flavor) -> Result<GuestTopology, RequestError> {
@@ -710,10 +735,13 @@ pub fn from_flavor(f: &Flavor) -> Result<GuestTopology, RequestError> {
 
     let nodes = numa_nodes(f)?;
     let pagesize = page_size(f)?;
+    let pci_policy = pci_numa_policy(f)?;
+    let pci_requests: Vec<PciRequest> =
+        f.pci_requests.iter().map(|r| PciRequest { numa_policy: r.numa_policy.or(pci_policy), ..r.clone() }).collect();
     let has_pmem = f.spec("hw:pmem").is_some_and(|v| !v.is_empty());
     let pins = matches!(cpu_policy, Some(CpuPolicy::Dedicated | CpuPolicy::Mixed));
     if nodes.is_none() && pagesize.is_none() && !has_pmem && !pins {
-        return Ok(GuestTopology { cpu_policy, thread_policy, emulator_threads: emulator, ..Default::default() });
+        return Ok(GuestTopology { cpu_policy, thread_policy, emulator_threads: emulator, pci_requests, ..Default::default() });
     }
     let dedicated = match cpu_policy {
         Some(CpuPolicy::Dedicated) => f.all_vcpus(),
@@ -737,5 +765,5 @@ pub fn from_flavor(f: &Flavor) -> Result<GuestTopology, RequestError> {
     for cell in &mut cells {
         cell.pagesize = pagesize;
     }
-    Ok(GuestTopology { cells, cpu_policy, thread_policy, emulator_threads: emulator, pci_requests: Vec::new() })
+    Ok(GuestTopology { cells, cpu_policy, thread_policy, emulator_threads: emulator, pci_requests })
 }

@@ -5,7 +5,7 @@ use numafit_plugin::{from_flavor, CpuPolicy, Flavor, GuestTopology, PageSizeWish
 
 fn flavor(vcpus: u32, memory_mb: u64, specs: &[(&str, &str)], props: &[(&str, &str)]) -> Flavor {
     let kv = |l: &[(&str, &str)]| l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    Flavor { vcpus, memory_mb, extra_specs: kv(specs), image_props: kv(props) }
+    Flavor { vcpus, memory_mb, extra_specs: kv(specs), image_props: kv(props), pci_requests: vec![] }
 }
 
 /// (shared vCPUs, dedicated vCPUs, MiB) per cell.
@@ -198,6 +198,11 @@ fn invalid_flavors_name_novas_exception() {
             "InvalidRequest",
         ),
         (flavor(2, 2048, &[("hw:cpu_policy", "mixed"), ("hw:cpu_dedicated_mask", "1-x")], &[]), "Invalid"),
+        (flavor(2, 2048, &[("hw:pci_numa_affinity_policy", "sometimes")], &[]), "InvalidPCINUMAAffinity"),
+        (
+            flavor(2, 2048, &[("hw:pci_numa_affinity_policy", "required")], &[("hw_pci_numa_affinity_policy", "legacy")]),
+            "ImagePCINUMAPolicyForbidden",
+        ),
     ];
     for (f, code) in rows {
         let e = from_flavor(&f).map(|g| cells(&g)).expect_err(&format!("{code} expected for {:?}", f.extra_specs));
@@ -241,4 +246,15 @@ fn policies_and_page_sizes_follow_nova_precedence() {
         let g = from_flavor(&flavor(2, 2048, &[("hw:mem_page_size", flavor_size)], &props)).unwrap();
         assert_eq!(g.cells[0].pagesize, Some(want), "{flavor_size} / {image_size:?}");
     }
+}
+
+#[test]
+fn the_flavors_pci_numa_policy_applies_to_requests_without_one() {
+    use numafit_plugin::request::{PciNumaPolicy, PciRequest};
+    let mut f = flavor(2, 2048, &[("hw:pci_numa_affinity_policy", "socket"), ("hw:cpu_policy", "dedicated")], &[]);
+    let nic = |p| PciRequest { count: 1, spec: vec![vec![("vendor_id".into(), "8086".into())]], numa_policy: p };
+    f.pci_requests = vec![nic(None), nic(Some(PciNumaPolicy::Required))];
+    let g = from_flavor(&f).unwrap();
+    let policies: Vec<_> = g.pci_requests.iter().map(|r| r.numa_policy).collect();
+    assert_eq!(policies, vec![Some(PciNumaPolicy::Socket), Some(PciNumaPolicy::Required)]);
 }
