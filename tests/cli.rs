@@ -225,3 +225,26 @@ fn policy_balanced_answers_differently_on_asymmetric_distances() {
     let o = numafit(&["fit", "--host", path(&host), "--request", path(&req), "--policy", "balanced", "--plugin", "x.wasm"]);
     assert_eq!(o.status.code(), Some(2), "--policy and --plugin conflict");
 }
+
+#[test]
+fn pci_requests_pull_the_guest_to_the_cell_with_the_devices() {
+    let dir = scratch("pci");
+    let mut host: Value = serde_json::from_slice(&std::fs::read(fixture("asymmetric-host.json")).unwrap()).unwrap();
+    host["pci_pools"] = serde_json::json!([{"numa_node": 2, "count": 2, "vendor_id": "8086", "product_id": "154d"}]);
+    let host_path = dir.join("host.json");
+    std::fs::write(&host_path, serde_json::to_vec(&host).unwrap()).unwrap();
+    let run = |request: &str| {
+        let req = dir.join("r.json");
+        std::fs::write(&req, request).unwrap();
+        let o = numafit(&["fit", "--host", path(&host_path), "--request", path(&req), "--json"]);
+        (o.status.code(), json_of(&o))
+    };
+    let flavor = r#""flavor": {"vcpus": 2, "memory_mb": 2048, "extra_specs": {"hw:cpu_policy": "dedicated", "hw:pci_numa_affinity_policy": "required"}}"#;
+    let (code, j) = run(&format!(r#"{{{flavor}, "pci_requests": [{{"count": 2, "spec": [{{"vendor_id": "8086"}}]}}]}}"#));
+    assert_eq!((code, j["cells"][0]["host_cell"].as_u64()), (Some(0), Some(2)), "{j}");
+    let (code, j) = run(&format!(r#"{{{flavor}}}"#));
+    assert_eq!((code, j["cells"][0]["host_cell"].as_u64()), (Some(0), Some(0)), "without devices, cells with devices come last: {j}");
+    let (code, j) = run(&format!(r#"{{{flavor}, "pci_requests": [{{"count": 3, "spec": [{{"vendor_id": "8086"}}]}}]}}"#));
+    assert_eq!(code, Some(1), "{j}");
+    assert!(j["reasons"].as_array().unwrap().iter().any(|r| r["detail"].as_str().unwrap().contains("PCI")), "{j}");
+}
