@@ -227,6 +227,8 @@ fn the_guests_memory_does_not_grow_across_calls() {
         plugin.fit(&host, &request, &limits).unwrap().unwrap_err();
         plugin.fit(&fits, &freq, &flimits).unwrap().unwrap();
     }
+    let burned = plugin.fuel_used().expect("live instance");
+    assert!(burned > 0 && burned < PluginLimits::default().fuel, "a fit burns some fuel, not the budget: {burned}");
     let warm = plugin.memory_bytes().expect("live instance");
     assert!(warm > 0);
     for _ in 0..500 {

@@ -255,6 +255,11 @@ impl Plugin {
         }
     }
 
+    /// Fuel the last call burned (about one unit per wasm instruction).
+    pub fn fuel_used(&self) -> Option<u64> {
+        self.live.as_ref().and_then(|(store, _)| store.get_fuel().ok()).map(|left| self.limits.fuel - left)
+    }
+
     /// Linear memory of the live instance, in bytes (none before the first call or after a trap).
     pub fn memory_bytes(&self) -> Option<usize> {
         self.live.as_ref().map(|(store, _)| store.data().memory_bytes)

@@ -21,8 +21,8 @@ impl CpuSet {
 
     pub fn insert(&mut self, cpu: u32) -> bool {
         let (w, b) = ((cpu / 64) as usize, cpu % 64);
-        if w >= self.words.len() {
-            self.words.resize(w + 1, 0);
+        while w >= self.words.len() {
+            self.words.push(0);
         }
         let was = self.words[w] & (1 << b) != 0;
         self.words[w] |= 1 << b;
@@ -137,9 +137,27 @@ impl CpuSet {
 
 impl FromIterator<u32> for CpuSet {
     fn from_iter<I: IntoIterator<Item = u32>>(iter: I) -> Self {
+        // Bits gathered in a word array on the stack first: no growth step per CPU.
+        let mut inline = [0u64; 8];
+        let mut used = 0usize;
         let mut set = CpuSet::new();
-        set.extend(iter);
-        set
+        for cpu in iter {
+            let w = (cpu / 64) as usize;
+            if w < inline.len() {
+                inline[w] |= 1 << (cpu % 64);
+                used = used.max(w + 1);
+            } else {
+                set.insert(cpu);
+            }
+        }
+        let words = set.words.len().max(used);
+        let mut merged = Words::from_elem(0, words);
+        for (i, word) in merged.iter_mut().enumerate() {
+            *word = inline.get(i).copied().unwrap_or(0) | set.words.get(i).copied().unwrap_or(0);
+        }
+        let mut out = CpuSet { words: merged };
+        out.trim();
+        out
     }
 }
 
