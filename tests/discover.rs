@@ -300,4 +300,24 @@ fn the_cli_prints_fixtures_and_fits_without_a_host_file() {
     assert!(stdout(&o).contains("node 1"), "{}", stdout(&o));
     let o = numafit(&["topology", "--sysfs-root", "/nonexistent-root"]);
     assert_eq!(o.status.code(), Some(2));
+
+    // The drawing: one square per thread, coloured and titled by what the CPU may be used for.
+    let svg = dir.join("topology.svg");
+    let o = numafit(&[
+        "topology",
+        "--sysfs-root",
+        root.to_str().unwrap(),
+        "--shared-cpus",
+        "0-1",
+        "--dedicated-cpus",
+        "2-47",
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"));
+    assert_eq!(text.matches("<title>CPU ").count(), 48, "one square per CPU");
+    assert!(text.contains("<title>CPU 0: shared</title>") && text.contains("<title>CPU 2: pinnable</title>"));
+    assert_eq!(text.matches(">node ").count(), 8);
 }

@@ -181,6 +181,9 @@ enum Command {
         /// Print HOST.json.
         #[arg(long)]
         json: bool,
+        /// Also draw the topology into this SVG file.
+        #[arg(long, value_name = "FILE.svg")]
+        svg: Option<PathBuf>,
     },
     /// Print the policy's name and versions.
     Info {
@@ -496,9 +499,13 @@ fn request(path: &Path, args: &PluginArgs) -> Result<Outcome, Failure> {
     Ok(Outcome::Done)
 }
 
-fn topology(args: &DiscoverArgs, json: bool) -> Result<Outcome, Failure> {
+fn topology(args: &DiscoverArgs, json: bool, svg: Option<&Path>) -> Result<Outcome, Failure> {
     let topo = args.read()?;
     let host = topo.to_host(&args.config()?).map_err(Failure::Usage)?;
+    if let Some(path) = svg {
+        let title = format!("{} NUMA node(s), {} CPUs", host.cells.len(), topo.nodes.iter().map(|n| n.cpus.len()).sum::<usize>());
+        std::fs::write(path, crate::draw::svg(&host, &title)).map_err(|e| Failure::Io(format!("{}: cannot write: {e}", path.display())))?;
+    }
     if json {
         print_json(&host)?;
         return Ok(Outcome::Done);
@@ -549,7 +556,7 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
         }
         Command::Claim { host, discover, placement, plugin } => account(host.as_deref(), &discover, &placement, &plugin, true),
         Command::Release { host, discover, placement, plugin } => account(host.as_deref(), &discover, &placement, &plugin, false),
-        Command::Topology { discover, json } => topology(&discover, json),
+        Command::Topology { discover, json, svg } => topology(&discover, json, svg.as_deref()),
         Command::Request { request: path, plugin } => request(&path, &plugin),
         Command::Info { plugin } => {
             let mut p = load_plugin(&plugin)?;

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod discover;
+pub mod draw;
 pub mod formats;
 pub mod runtime;
 pub mod verify;

@@ -1,0 +1,94 @@
+//! Draws a host as SVG: one box per NUMA node (grouped by socket), cores inside, one square per
+//! hardware thread coloured by what it may be used for. People look at topologies rather than
+//! read them.
+
+use std::fmt::Write;
+
+use crate::formats::HostJson;
+
+const THREAD: u32 = 18;
+const GAP: u32 = 4;
+const CORES_PER_ROW: u32 = 8;
+
+/// Fill colour of a thread: pinned, pinnable and shared, pinnable only, shared only, reserved.
+fn colour(pinned: bool, pinnable: bool, shared: bool) -> (&'static str, &'static str) {
+    match (pinned, pinnable, shared) {
+        (true, _, _) => ("#d9534f", "pinned"),
+        (false, true, true) => ("#5bc0a8", "shared and pinnable"),
+        (false, true, false) => ("#5cb85c", "pinnable"),
+        (false, false, true) => ("#5b9bd5", "shared"),
+        (false, false, false) => ("#bbbbbb", "reserved for the host"),
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// The SVG document for `host`.
+pub fn svg(host: &HostJson, title: &str) -> String {
+    let mut body = String::new();
+    let mut y = 40u32;
+    let mut width = 400u32;
+    let mut sockets: Vec<Option<u32>> = host.cells.iter().map(|c| c.socket).collect();
+    sockets.dedup();
+    for socket in sockets {
+        let label = socket.map_or("socket unknown".to_string(), |s| format!("socket {s}"));
+        let _ = writeln!(body, r#"<text x="10" y="{}" font-size="14" font-weight="bold">{}</text>"#, y, escape(&label));
+        y += 10;
+        for cell in host.cells.iter().filter(|c| c.socket == socket) {
+            let widest = cell.siblings.iter().map(|g| g.len() as u32).max().unwrap_or(1);
+            let core_w = widest * (THREAD + 2) + 6;
+            let rows = (cell.siblings.len() as u32).div_ceil(CORES_PER_ROW).max(1);
+            let box_w = CORES_PER_ROW.min(cell.siblings.len().max(1) as u32) * (core_w + GAP) + 20;
+            let box_h = rows * (THREAD + 14) + 44;
+            width = width.max(box_w + 40);
+            let memory = format!("node {}: {} MiB, {} used", cell.id, cell.memory, cell.memory_usage);
+            let _ = writeln!(body, r##"<rect x="20" y="{y}" width="{box_w}" height="{box_h}" rx="8" fill="#f7f7f7" stroke="#555"/>"##);
+            let _ = writeln!(body, r#"<text x="30" y="{}" font-size="12">{}</text>"#, y + 16, escape(&memory));
+            for (k, group) in cell.siblings.iter().enumerate() {
+                let (row, col) = (k as u32 / CORES_PER_ROW, k as u32 % CORES_PER_ROW);
+                let cx = 30 + col * (core_w + GAP);
+                let cy = y + 26 + row * (THREAD + 14);
+                let _ = writeln!(
+                    body,
+                    r##"<rect x="{cx}" y="{cy}" width="{core_w}" height="{}" rx="4" fill="none" stroke="#999"/>"##,
+                    THREAD + 8
+                );
+                for (t, cpu) in group.iter().enumerate() {
+                    let (fill, what) = colour(cell.pinned_cpus.contains(cpu), cell.pcpuset.contains(cpu), cell.cpuset.contains(cpu));
+                    let tx = cx + 4 + t as u32 * (THREAD + 2);
+                    let _ = writeln!(
+                        body,
+                        r#"<rect x="{tx}" y="{}" width="{THREAD}" height="{THREAD}" fill="{fill}"><title>CPU {cpu}: {what}</title></rect><text x="{}" y="{}" font-size="8" text-anchor="middle">{cpu}</text>"#,
+                        cy + 4,
+                        tx + THREAD / 2,
+                        cy + 4 + THREAD / 2 + 3
+                    );
+                }
+            }
+            y += box_h + 12;
+        }
+        y += 10;
+    }
+    let mut legend = String::new();
+    for (i, (p, pi, s)) in [(true, true, false), (false, true, true), (false, true, false), (false, false, true), (false, false, false)]
+        .into_iter()
+        .enumerate()
+    {
+        let (fill, what) = colour(p, pi, s);
+        let x = 20 + i as u32 * 150;
+        let _ = writeln!(
+            legend,
+            r#"<rect x="{x}" y="{y}" width="12" height="12" fill="{fill}"/><text x="{}" y="{}" font-size="11">{what}</text>"#,
+            x + 16,
+            y + 10
+        );
+    }
+    width = width.max(20 + 5 * 150);
+    let height = y + 30;
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\">\n<text x=\"10\" y=\"22\" font-size=\"16\">{}</text>\n{body}{legend}</svg>\n",
+        escape(title)
+    )
+}
