@@ -18,7 +18,8 @@ fn load_case(dir: &std::path::Path) -> (wit::Host, wit::Request, wit::Limits) {
     (host.to_wit("host.json").expect("valid host"), request, limits.to_wit("limits.json", wit::Strategy::Spread).expect("limits"))
 }
 
-fn native(dir: &std::path::Path) -> Result<Vec<(u32, Vec<(u32, u32)>, Vec<u32>, Option<u32>)>, String> {
+/// The case read straight into the core's model, for the native side of comparisons.
+fn native_case(dir: &std::path::Path) -> (numafit_plugin::HostTopology, numafit_plugin::GuestTopology, numafit_plugin::Limits) {
     use numafit_plugin::json;
     let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap();
     let host = json::host_from_json(&read("host.json")).unwrap();
@@ -28,6 +29,11 @@ fn native(dir: &std::path::Path) -> Result<Vec<(u32, Vec<(u32, u32)>, Vec<u32>, 
     } else {
         Default::default()
     };
+    (host, guest, limits)
+}
+
+fn native(dir: &std::path::Path) -> Result<Vec<(u32, Vec<(u32, u32)>, Vec<u32>, Option<u32>)>, String> {
+    let (host, guest, limits) = native_case(dir);
     numafit_plugin::fit(&host, &guest, &limits)
         .map(|p| p.cells.iter().map(|c| (c.host_cell, c.pinning.clone(), c.emulator.clone(), c.pagesize_kb)).collect())
         .map_err(|r| r.summary)
@@ -62,7 +68,6 @@ fn the_component_answers_what_the_native_core_answers_on_every_bench_case() {
 
 #[test]
 fn the_balanced_component_answers_what_the_native_balanced_policy_answers() {
-    use numafit_plugin::json;
     let mut plugin = Plugin::embedded_named("balanced", PluginLimits::default()).expect("embedded balanced policy");
     assert_eq!(plugin.info().unwrap().name, "balanced");
     for dir in bench_cases() {
@@ -70,14 +75,7 @@ fn the_balanced_component_answers_what_the_native_balanced_policy_answers() {
         let got = plugin.fit(&host, &request, &limits).expect("no trap").map(|p| {
             p.cells.iter().map(|c| (c.host_cell, c.pinning.iter().map(|x| (x.vcpu, x.pcpu)).collect::<Vec<_>>())).collect::<Vec<_>>()
         });
-        let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap();
-        let nhost = json::host_from_json(&read("host.json")).unwrap();
-        let nguest = json::request_from_json(&read("request.json")).unwrap();
-        let nlimits = if dir.join("limits.json").exists() {
-            json::limits_from_json(&read("limits.json"), Default::default()).unwrap()
-        } else {
-            Default::default()
-        };
+        let (nhost, nguest, nlimits) = native_case(&dir);
         let want = numafit_plugin::Policy::Balanced
             .fit(&nhost, &nguest, &nlimits)
             .map(|p| p.cells.iter().map(|c| (c.host_cell, c.pinning.clone())).collect::<Vec<_>>());

@@ -22,7 +22,7 @@ use crate::fit::{CellFit, Limits};
 use crate::pinning::{self, Packing};
 use crate::placement::{Placement, Rejection};
 use crate::request::GuestTopology;
-use crate::search::{placement_from, rejection_from, FitTable};
+use crate::search::{placement_from, rejection_from, start, FitTable, Start};
 use crate::topology::{HostCell, HostTopology};
 
 /// Wholly free cores a fit breaks (takes some but not all threads of).
@@ -99,14 +99,10 @@ fn score(table: &FitTable, costs: &Costs, assign: &[usize]) -> Score {
 
 /// Places `guest` on `host` with the balanced policy, or explains why it cannot.
 pub fn fit(host: &HostTopology, guest: &GuestTopology, limits: &Limits, policy: &str) -> Result<Placement, Rejection> {
-    guest.validate().map_err(|e| Rejection::whole(format!("invalid request: {e}")))?;
-    let mut table = FitTable::new(host, guest, limits, Packing::KeepCoresWhole);
-    if guest.cells.is_empty() {
-        return Ok(placement_from(&table, &[], policy));
-    }
-    if host.cells.len() < guest.cells.len() {
-        return Err(Rejection::whole(format!("the host has {} NUMA cells, the guest needs {}", host.cells.len(), guest.cells.len())));
-    }
+    let mut table = match start(host, guest, limits, Packing::KeepCoresWhole, policy)? {
+        Start::Answered(p) => return Ok(p),
+        Start::Search(table) => table,
+    };
     table.fill();
     let n = table.columns();
     if !table.matchable(0, &vec![false; n]) {

@@ -244,18 +244,40 @@ pub(crate) fn rejection_from(table: &FitTable) -> Rejection {
     Rejection { summary, refusals, reasons }
 }
 
-/// Places `guest` on `host` the way Nova does, or explains why it cannot. The host must be
-/// normalized and valid (`HostTopology::normalized`, `validate`): entry points that take a host
-/// from outside (the component, the JSON readers) check it once there, not on every fit.
-pub fn fit(host: &HostTopology, guest: &GuestTopology, limits: &Limits, policy: &str) -> Result<Placement, Rejection> {
+/// How a policy's search begins: the answers that need no search, or the table to search.
+pub(crate) enum Start<'a> {
+    Answered(Placement),
+    Search(FitTable<'a>),
+}
+
+/// The checks every policy makes before searching: a valid request, a NUMA constraint at all, and
+/// enough host cells.
+pub(crate) fn start<'a>(
+    host: &'a HostTopology,
+    guest: &'a GuestTopology,
+    limits: &'a Limits,
+    packing: Packing,
+    policy: &str,
+) -> Result<Start<'a>, Rejection> {
     guest.validate().map_err(|e| Rejection::whole(format!("invalid request: {e}")))?;
-    let mut table = FitTable::new(host, guest, limits, Packing::Nova);
+    let table = FitTable::new(host, guest, limits, packing);
     if guest.cells.is_empty() {
-        return Ok(placement_from(&table, &[], policy));
+        return Ok(Start::Answered(placement_from(&table, &[], policy)));
     }
     if host.cells.len() < guest.cells.len() {
         return Err(Rejection::whole(format!("the host has {} NUMA cells, the guest needs {}", host.cells.len(), guest.cells.len())));
     }
+    Ok(Start::Search(table))
+}
+
+/// Places `guest` on `host` the way Nova does, or explains why it cannot. The host must be
+/// normalized and valid (`HostTopology::normalized`, `validate`): entry points that take a host
+/// from outside (the component, the JSON readers) check it once there, not on every fit.
+pub fn fit(host: &HostTopology, guest: &GuestTopology, limits: &Limits, policy: &str) -> Result<Placement, Rejection> {
+    let mut table = match start(host, guest, limits, Packing::Nova, policy)? {
+        Start::Answered(p) => return Ok(p),
+        Start::Search(table) => table,
+    };
     let mut used = vec![false; table.columns()];
     let mut assign = Vec::with_capacity(guest.cells.len());
     let mut budget = guest.cells.len() * table.columns();
