@@ -431,11 +431,11 @@ fn base_page_kb(root: &Path) -> u32 {
 pub fn parse_numactl(text: &str, file: &Path) -> Result<Topology, DiscoverError> {
     let mut nodes: BTreeMap<u32, Node> = BTreeMap::new();
     let mut declared: Option<Vec<u32>> = None;
-    let mut lines = text.lines().enumerate().peekable();
+    let lines = text.lines().enumerate();
     let at = |i: usize, m: String| err(file, format!("line {}: {m}", i + 1));
     let mut columns: Option<Vec<u32>> = None;
     let mut rows: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-    while let Some((i, raw)) = lines.next() {
+    for (i, raw) in lines {
         let line = raw.trim();
         if line.is_empty() {
             continue;

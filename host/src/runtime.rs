@@ -167,7 +167,7 @@ fn load_component(engine: &Engine, bytes: &[u8], cache: Option<&Path>) -> Result
     let artifact = engine.precompile_component(bytes)?;
     // A cache that cannot be written only costs the next start a compile.
     let tmp = dir.join(format!("{digest}.{}.tmp", std::process::id()));
-    if std::fs::create_dir_all(&dir).is_ok() && std::fs::write(&tmp, &artifact).is_ok() {
+    if std::fs::create_dir_all(dir).is_ok() && std::fs::write(&tmp, &artifact).is_ok() {
         let _ = std::fs::rename(&tmp, &path);
     }
     // SAFETY: `artifact` was produced just now by this engine.

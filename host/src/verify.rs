@@ -92,7 +92,7 @@ pub fn placement(plugin: &str, host: &wit::Host, request: &wit::Request, p: &wit
         if pins && (pinned_vcpus != dedicated || placed.pinning.len() != dedicated.len()) {
             return Err(fail(format!("guest cell {g} does not pin each dedicated vCPU exactly once")));
         }
-        if !pins && !(placed.pinning.is_empty() && placed.emulator_pcpus.is_empty()) {
+        if !pins && (!placed.pinning.is_empty() || !placed.emulator_pcpus.is_empty()) {
             return Err(fail(format!("guest cell {g} pins CPUs for a guest that asked for none")));
         }
         let pcpus: Vec<u32> = placed.pinning.iter().map(|x| x.pcpu).chain(placed.emulator_pcpus.iter().copied()).collect();

@@ -552,7 +552,7 @@ fn node_lists(f: &Flavor) -> Result<(Option<Vec<CpuSet>>, Option<Vec<u64>>), Req
 }
 
 fn cells_auto(f: &Flavor, nodes: u32, dedicated: &CpuSet) -> Result<Vec<GuestCell>, RequestError> {
-    if f.vcpus % nodes != 0 || f.memory_mb % u64::from(nodes) != 0 {
+    if !f.vcpus.is_multiple_of(nodes) || !f.memory_mb.is_multiple_of(u64::from(nodes)) {
         return Err(RequestError::new(
             "ImageNUMATopologyAsymmetric",
             format!("{} vCPUs and {} MiB cannot be split evenly over hw:numa_nodes={nodes}", f.vcpus, f.memory_mb),
