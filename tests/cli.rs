@@ -119,6 +119,11 @@ fn malformed_and_invalid_input_exit_2_naming_file_field_and_value() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("ImageNUMATopologyAsymmetric") && stderr(&o).contains("hw:numa_nodes=3"), "{}", stderr(&o));
 
+    std::fs::write(&bad, r#"{"cells": [{"id": 0, "pcpuset": [0, 4000000000], "memory": 1024}]}"#).unwrap();
+    let o = numafit(&["fit", "--host", path(&bad), "--request", path(&r)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cells[0].pcpuset") && stderr(&o).contains("4000000000"), "{}", stderr(&o));
+
     std::fs::write(&bad, r#"{"cpu_allocation_ratio": -1}"#).unwrap();
     let o = numafit(&["fit", "--host", path(&h), "--request", path(&r), "--limits", path(&bad)]);
     assert_eq!(o.status.code(), Some(2));

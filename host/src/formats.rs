@@ -17,6 +17,10 @@ pub struct InputError {
     pub message: String,
 }
 
+/// Largest CPU (and vCPU) number accepted: Linux builds with at most 8192 CPUs; anything far beyond
+/// is a typo, and would make the plugin's CPU sets needlessly large.
+pub const MAX_CPU: u32 = 65535;
+
 fn input_error(file: &str, message: impl Into<String>) -> InputError {
     InputError { file: file.to_string(), message: message.into() }
 }
@@ -150,6 +154,14 @@ impl HostJson {
             let at = |f: &str| format!("field cells[{i}].{f}");
             if self.cells[..i].iter().any(|o| o.id == c.id) {
                 return Err(err(format!("{}: cell id {} appears twice", at("id"), c.id)));
+            }
+            for (name, list) in [("cpuset", &c.cpuset), ("pcpuset", &c.pcpuset), ("pinned_cpus", &c.pinned_cpus)] {
+                if let Some(cpu) = list.iter().find(|&&cpu| cpu > MAX_CPU) {
+                    return Err(err(format!("{}: CPU {cpu} is beyond the largest supported CPU number {MAX_CPU}", at(name))));
+                }
+            }
+            if let Some(cpu) = c.siblings.iter().flatten().find(|&&cpu| cpu > MAX_CPU) {
+                return Err(err(format!("{}: CPU {cpu} is beyond the largest supported CPU number {MAX_CPU}", at("siblings"))));
             }
             let mut members: Vec<u32> = c.cpuset.iter().chain(&c.pcpuset).copied().collect();
             for (j, group) in c.siblings.iter().enumerate() {
@@ -391,6 +403,9 @@ impl RequestJson {
                         return Err(err(format!("field {key}: with a flavor, set hw:{key} in extra_specs instead")));
                     }
                 }
+                if f.vcpus > MAX_CPU {
+                    return Err(err(format!("field flavor.vcpus: {} is more than the {MAX_CPU} vCPUs numafit accepts", f.vcpus)));
+                }
                 let extra_specs = tags(file, "flavor.extra_specs", &f.extra_specs)?;
                 let image_props = tags(file, "image_props", &self.image_props)?;
                 Ok(RequestInput::Flavor(wit::Flavor {
@@ -435,6 +450,9 @@ impl RequestJson {
                     wcells.push(wit::GuestCell { memory_mb: c.memory, page_size });
                     for (list, dedicated) in [(&c.cpuset, false), (&c.pcpuset, true)] {
                         for &id in list {
+                            if id > MAX_CPU {
+                                return Err(err(format!("field cells[{i}]: vCPU {id} is beyond the largest supported number {MAX_CPU}")));
+                            }
                             if vcpus.iter().any(|v: &wit::GuestVcpu| v.id == id) {
                                 return Err(err(format!("field cells[{i}]: vCPU {id} is listed more than once")));
                             }
