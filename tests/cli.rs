@@ -124,6 +124,20 @@ fn malformed_and_invalid_input_exit_2_naming_file_field_and_value() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("cells[0].pcpuset") && stderr(&o).contains("4000000000"), "{}", stderr(&o));
 
+    std::fs::write(
+        &bad,
+        r#"{"cells": [{"cpuset": [0, 1], "pcpuset": [], "memory": 1024}], "cpu_policy": "shared", "cpu_thread_policy": "isolate"}"#,
+    )
+    .unwrap();
+    let o = numafit(&["fit", "--host", path(&h), "--request", path(&bad)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cpu_thread_policy") && stderr(&o).contains("CPUThreadPolicyConfigurationInvalid"), "{}", stderr(&o));
+
+    std::fs::write(&bad, r#"{"cells": [{"cpuset": [0], "pcpuset": [1], "memory": 1024}], "cpu_policy": "dedicated"}"#).unwrap();
+    let o = numafit(&["fit", "--host", path(&h), "--request", path(&bad)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cells[0].cpuset"), "{}", stderr(&o));
+
     std::fs::write(&bad, r#"{"cpu_allocation_ratio": -1}"#).unwrap();
     let o = numafit(&["fit", "--host", path(&h), "--request", path(&r), "--limits", path(&bad)]);
     assert_eq!(o.status.code(), Some(2));

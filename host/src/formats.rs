@@ -442,9 +442,34 @@ impl RequestJson {
                     &self.emulator_threads_policy,
                     &[("share", wit::EmulatorThreadsPolicy::Share), ("isolate", wit::EmulatorThreadsPolicy::Isolate)],
                 )?;
+                let pins = matches!(cpu_policy, Some(wit::CpuPolicy::Dedicated | wit::CpuPolicy::Mixed));
+                if !pins && thread_policy.is_some() {
+                    return Err(err("field cpu_thread_policy: only meaningful with cpu_policy dedicated or mixed (Nova: CPUThreadPolicyConfigurationInvalid)".into()));
+                }
+                if !pins && emulator_threads == Some(wit::EmulatorThreadsPolicy::Isolate) {
+                    return Err(err("field emulator_threads_policy: isolate needs cpu_policy dedicated or mixed (Nova: BadRequirementEmulatorThreadsPolicy)".into()));
+                }
+                if cells.is_empty() {
+                    return Err(err("field cells: an explicit guest topology needs at least one cell".into()));
+                }
                 let mut wcells = Vec::new();
                 let mut vcpus = Vec::new();
                 for (i, c) in cells.iter().enumerate() {
+                    if c.cpuset.is_empty() && c.pcpuset.is_empty() {
+                        return Err(err(format!("field cells[{i}]: the cell has no vCPUs")));
+                    }
+                    if c.memory == 0 {
+                        return Err(err(format!("field cells[{i}].memory: 0 MiB")));
+                    }
+                    if cpu_policy == Some(wit::CpuPolicy::Dedicated) && !c.cpuset.is_empty() {
+                        return Err(err(format!("field cells[{i}].cpuset: {:?} are shared vCPUs, but cpu_policy dedicated pins every vCPU (list them in pcpuset)", c.cpuset)));
+                    }
+                    if !pins && !c.pcpuset.is_empty() {
+                        return Err(err(format!(
+                            "field cells[{i}].pcpuset: {:?} are dedicated vCPUs, which need cpu_policy dedicated or mixed",
+                            c.pcpuset
+                        )));
+                    }
                     let page_size =
                         c.pagesize.as_ref().map(|p| p.to_wit()).transpose().map_err(|m| err(format!("field cells[{i}].pagesize: {m}")))?;
                     wcells.push(wit::GuestCell { memory_mb: c.memory, page_size });
