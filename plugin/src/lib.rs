@@ -81,8 +81,3 @@ pub const CONTRACT_VERSION: &str = "0.1.0";
 pub fn fit(host: &HostTopology, guest: &GuestTopology, limits: &Limits) -> Result<Placement, Rejection> {
     Policy::Nova.fit(host, guest, limits)
 }
-
-/// One answer per host, in order.
-pub fn fit_many(hosts: &[HostTopology], guest: &GuestTopology, limits: &Limits) -> Vec<Result<Placement, Rejection>> {
-    hosts.iter().map(|h| fit(h, guest, limits)).collect()
-}

@@ -96,11 +96,6 @@ impl HostCell {
         self.siblings.iter().map(|core| core.intersection(&usable).len()).max().unwrap_or(0).max(1)
     }
 
-    /// The sibling group holding `cpu`, if any.
-    pub fn core_of(&self, cpu: u32) -> Option<&CpuSet> {
-        self.siblings.iter().find(|core| core.contains(cpu))
-    }
-
     /// Puts the model in the shape the algorithms rely on: page pools sorted by size, and every
     /// pinnable or shared CPU in exactly one sibling group (a CPU no group names is its own core,
     /// after the named ones, so hosts described without SMT information still pin).
