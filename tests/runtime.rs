@@ -1,6 +1,8 @@
 //! End-to-end tests of the host runtime driving real components: the embedded `nova` component
-//! answers exactly what the same core answers natively on every benchmark case; a hostile plugin
-//! that loops, bombs memory, panics or lies is contained and named, and the host keeps working.
+//! answers exactly what the same core answers natively on every benchmark case, whether the host
+//! crosses with each call or is loaded once (`host-state`); a hostile plugin that loops, bombs
+//! memory, panics or lies is contained and named, and the host keeps working; a plugin built
+//! against contract 0.1 still loads and answers.
 
 mod support;
 use support::*;
@@ -58,6 +60,11 @@ fn the_component_answers_what_the_native_core_answers_on_every_bench_case() {
             Err(r) => Err(r.summary.clone()),
         };
         assert_eq!(got, native(&dir), "{}", dir.display());
+        // A host loaded once answers exactly what the stateless call answers.
+        let mut loaded = plugin.load(host.clone()).expect("no trap").expect("valid host");
+        let again = plugin.fit_loaded(&mut loaded, &request, &limits).expect("no trap");
+        assert_eq!(format!("{again:?}"), format!("{answer:?}"), "{}: loaded vs stateless", dir.display());
+        plugin.unload(loaded).expect("unloads");
         // Each fitting placement claims cleanly through the component.
         if let Ok(p) = &answer {
             let after = plugin.claim(&host, p).expect("no trap").expect("claims");
@@ -120,6 +127,85 @@ fn fit_many_answers_each_host_in_one_call() {
     assert_eq!(answers.len(), 3);
     assert!(answers[0].is_ok() && answers[2].is_ok());
     assert!(answers[1].as_ref().unwrap_err().summary.contains("2 NUMA cells, the guest needs 4"));
+}
+
+#[test]
+fn fit_loaded_answers_each_loaded_host_in_one_call() {
+    let mut plugin = Plugin::embedded(PluginLimits::default()).unwrap();
+    let (fits, request, limits) = load_case(&fixture("bench/04-8cell-4cell-prefer"));
+    let (too_small, _, _) = load_case(&fixture("bench/01-2cell-host-2cell-dedicated"));
+    let mut bad = fits.clone();
+    bad.cpus.cores.pop();
+    let mut hosts = Vec::new();
+    for h in [fits.clone(), too_small, fits] {
+        hosts.push(plugin.load(h).expect("no trap").expect("valid host"));
+    }
+    let answers = plugin.fit_loaded_many(&mut hosts, &request, &limits).expect("no trap");
+    assert_eq!(answers.len(), 3);
+    assert!(answers[0].is_ok() && answers[2].is_ok());
+    assert!(answers[1].as_ref().unwrap_err().summary.contains("2 NUMA cells, the guest needs 4"));
+    // An inconsistent host is refused when it is loaded, with the reason.
+    let err = plugin.load(bad).expect("no trap").err().expect("refused");
+    assert!(err.contains("CPU columns differ in length"), "{err}");
+}
+
+#[test]
+fn a_loaded_host_survives_a_trap_of_its_plugin() {
+    // Enough fuel to load the 64-cell host and answer small requests, not to search it exhaustively.
+    let limits = PluginLimits { fuel: 3_000_000, ..PluginLimits::default() };
+    let mut plugin = Plugin::embedded(limits).unwrap();
+    let (host, hard, hard_limits) = load_case(&fixture("bench/12-64cell-16cell-last-fits-nowhere"));
+    let (_, easy, easy_limits) = load_case(&fixture("bench/13-64cell-16cell-fits"));
+    let mut loaded = plugin.load(host.clone()).expect("no trap").expect("valid host");
+    let before = plugin.fit_loaded(&mut loaded, &easy, &easy_limits).expect("no trap");
+    let err = plugin.fit_loaded(&mut loaded, &hard, &hard_limits).expect_err("runs out of fuel");
+    assert!(matches!(err.downcast_ref::<PluginError>(), Some(PluginError::OutOfFuel { .. })), "{err}");
+    // The trapped instance is gone with the loaded host in it; the host is loaded again transparently.
+    let after = plugin.fit_loaded(&mut loaded, &easy, &easy_limits).expect("fresh instance answers");
+    assert_eq!(format!("{after:?}"), format!("{before:?}"));
+    plugin.unload(loaded).expect("unloading a host of a dropped instance is a no-op");
+}
+
+#[test]
+fn the_guests_memory_does_not_grow_across_loads() {
+    let mut plugin = Plugin::embedded(PluginLimits::default()).unwrap();
+    let (host, request, limits) = load_case(&fixture("bench/11-16cell-8cell-last-fits-nowhere"));
+    let (fits, freq, flimits) = load_case(&fixture("bench/04-8cell-4cell-prefer"));
+    let mut cycle = |plugin: &mut Plugin| {
+        let mut a = plugin.load(host.clone()).unwrap().unwrap();
+        let mut b = plugin.load(fits.clone()).unwrap().unwrap();
+        for _ in 0..5 {
+            plugin.fit_loaded(&mut a, &request, &limits).unwrap().unwrap_err();
+            plugin.fit_loaded(&mut b, &freq, &flimits).unwrap().unwrap();
+        }
+        plugin.unload(a).unwrap();
+        plugin.unload(b).unwrap();
+    };
+    for _ in 0..20 {
+        cycle(&mut plugin);
+    }
+    let warm = plugin.memory_bytes().expect("live instance");
+    for _ in 0..300 {
+        cycle(&mut plugin);
+    }
+    assert_eq!(plugin.memory_bytes(), Some(warm), "loaded hosts are freed when unloaded, and calls reuse the arena");
+}
+
+#[test]
+fn a_plugin_built_against_contract_0_1_keeps_loading() {
+    let mut plugin = Plugin::from_bytes("hostile.wasm", hostile_plugin(), small_limits()).expect("loads");
+    assert_eq!(plugin.contract(), "0.1.0");
+    assert_eq!(plugin.info().unwrap().contract, "0.1.0");
+    assert_eq!(Plugin::embedded(PluginLimits::default()).unwrap().contract(), "0.2.0");
+    // No host-state in 0.1: the host keeps the loaded tables and sends them with each fit.
+    let (host, _, limits) = load_case(&fixture("bench/01-2cell-host-2cell-dedicated"));
+    let mut loaded = plugin.load(host).expect("no trap").expect("kept on the host side");
+    let polite = plugin.fit_loaded(&mut loaded, &hostile_request(5), &limits).expect("no trap");
+    assert!(polite.is_err(), "the hostile plugin refuses ordinary requests");
+    let lie = plugin.fit_loaded(&mut loaded, &hostile_request(4), &limits).expect("no trap").expect("its lying placement");
+    assert!(!lie.cells.is_empty());
+    let many = plugin.fit_loaded_many(std::slice::from_mut(&mut loaded), &hostile_request(5), &limits).expect("no trap");
+    assert_eq!(many.len(), 1);
 }
 
 fn hostile_request(memory_mb: u64) -> wit::Request {

@@ -1,9 +1,14 @@
 //! `fit` on every case of tests/fixtures/bench (copies of shared/bench), measured side by side:
-//! `fit/<case>/component` through the embedded wasm component exactly as the host calls it (fuel
-//! and memory cap on, topology lowered across the boundary, answer lifted back), and
-//! `fit/<case>/native` the same core linked natively. Inputs are parsed once, outside the timing,
-//! like the Nova reference figures ("pre-built objects"). `scripts/bench-report.py` turns the
-//! results into the ratio table.
+//! - `fit/<case>/component`: through the embedded wasm component as a scheduler calls it, on a host
+//!   loaded into the plugin (`host-state`): the request is lowered, the answer lifted back, fuel
+//!   and memory cap on;
+//! - `fit/<case>/native`: the same core linked natively, on the same host model;
+//! - `fit/<case>/component-stateless`: the 0.1-style call that also lowers and models the whole
+//!   host on every call (what a one-shot `numafit fit` does);
+//! - `load/<case>/component`: loading the host (`host-state.load`), paid once per host state.
+//!
+//! Inputs are parsed once, outside the timing, like the Nova reference figures ("pre-built
+//! objects"). `scripts/bench-report.py` turns the results into the ratio table.
 
 use std::path::{Path, PathBuf};
 
@@ -49,8 +54,22 @@ fn bench(c: &mut Criterion) {
             read(&dir, "limits.json").map(|t| json::limits_from_json(&t, Default::default()).expect("limits")).unwrap_or_default();
 
         let mut group = c.benchmark_group(format!("fit/{name}"));
-        group.bench_function("component", |b| b.iter(|| plugin.fit(&whost, &wrequest, &wlimits).expect("no trap").is_ok()));
+        let mut loaded = plugin.load(whost.clone()).expect("no trap").expect("valid host");
+        group.bench_function("component", |b| {
+            b.iter(|| plugin.fit_loaded(&mut loaded, &wrequest, &wlimits).expect("no trap").is_ok())
+        });
         group.bench_function("native", |b| b.iter(|| numafit_plugin::fit(&nhost, &nguest, &nlimits).is_ok()));
+        group.bench_function("component-stateless", |b| b.iter(|| plugin.fit(&whost, &wrequest, &wlimits).expect("no trap").is_ok()));
+        group.finish();
+        plugin.unload(loaded).expect("unload");
+
+        let mut group = c.benchmark_group(format!("load/{name}"));
+        group.bench_function("component", |b| {
+            b.iter(|| {
+                let loaded = plugin.load(whost.clone()).expect("no trap").expect("valid host");
+                plugin.unload(loaded).expect("unload")
+            })
+        });
         group.finish();
     }
 }

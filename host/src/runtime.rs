@@ -3,23 +3,27 @@
 //! and a plugin that traps is reported by name and replaced by a fresh instance for the next call.
 //! Compiled components are cached on disk, keyed by their bytes and the engine, so start-up does
 //! not recompile.
+//!
+//! The host speaks contract 0.2 (`wit/0.2.0`). A plugin built against 0.1 (`wit/0.1.0`, the same
+//! types and functions at the component's top level, no `host-state`) keeps loading: its functions
+//! are looked up by name and called with the same types, and loaded hosts are kept on this side.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, ComponentNamedList, Func, Lift, Linker, Lower, ResourceAny};
 use wasmtime::{Config, Engine, ResourceLimiter, Store};
 
 pub mod bindings {
     wasmtime::component::bindgen!({
         world: "placement-policy",
-        path: "../wit/0.1.0",
+        path: "../wit/0.2.0",
     });
 }
 
 /// The contract's types as the host sees them.
-pub use bindings as wit;
+pub use bindings::exports::numafit::policy::policy as wit;
 use bindings::{PlacementPolicy, PlacementPolicyPre};
 
 /// One CPU of the contract's column-wise CPU table, as a row.
@@ -111,8 +115,10 @@ impl ResourceLimiter for State {
         Ok(desired <= 1_000_000)
     }
 
+    /// One component instance is a few core instances (the policy module, plus the shims
+    /// `wit-component` adds, e.g. for a resource's destructor); a store never holds more than one component.
     fn instances(&self) -> usize {
-        1
+        8
     }
 }
 
@@ -120,9 +126,97 @@ impl ResourceLimiter for State {
 pub struct Plugin {
     name: String,
     engine: Engine,
-    pre: PlacementPolicyPre<State>,
+    pre: Pre,
     limits: PluginLimits,
-    live: Option<(Store<State>, PlacementPolicy)>,
+    live: Option<(Store<State>, Exports)>,
+    /// Counts instances made, so a `LoadedHost` made in a dropped instance is never used again.
+    generation: u64,
+}
+
+/// How a component's exports are found: by the 0.2 bindings, or by name for a 0.1 plugin.
+enum Pre {
+    Current(PlacementPolicyPre<State>),
+    V0_1 { pre: wasmtime::component::InstancePre<State>, funcs: LegacyIndices },
+}
+
+/// A live instance's exports.
+enum Exports {
+    Current(PlacementPolicy),
+    V0_1(LegacyFuncs),
+}
+
+/// Where a 0.1 plugin's top-level functions are.
+#[derive(Clone, Copy)]
+struct LegacyIndices {
+    info: ComponentExportIndex,
+    request_from_flavor: ComponentExportIndex,
+    fit: ComponentExportIndex,
+    fit_many: ComponentExportIndex,
+    claim: ComponentExportIndex,
+    release: ComponentExportIndex,
+}
+
+/// A 0.1 plugin's functions in one instance. 0.1 and 0.2 types are structurally identical, so the
+/// 0.2 bindings' Rust types lower and lift them (wasmtime type-checks each call).
+struct LegacyFuncs {
+    info: Func,
+    request_from_flavor: Func,
+    fit: Func,
+    fit_many: Func,
+    claim: Func,
+    release: Func,
+}
+
+impl LegacyIndices {
+    fn find(component: &Component) -> Option<LegacyIndices> {
+        let at = |name: &str| component.get_export_index(None, name);
+        Some(LegacyIndices {
+            info: at("info")?,
+            request_from_flavor: at("request-from-flavor")?,
+            fit: at("fit")?,
+            fit_many: at("fit-many")?,
+            claim: at("claim")?,
+            release: at("release")?,
+        })
+    }
+
+    fn funcs(&self, store: &mut Store<State>, instance: &wasmtime::component::Instance) -> wasmtime::Result<LegacyFuncs> {
+        let mut get = |index: &ComponentExportIndex| {
+            instance.get_func(&mut *store, index).ok_or_else(|| wasmtime::format_err!("a 0.1 export is not a function"))
+        };
+        Ok(LegacyFuncs {
+            info: get(&self.info)?,
+            request_from_flavor: get(&self.request_from_flavor)?,
+            fit: get(&self.fit)?,
+            fit_many: get(&self.fit_many)?,
+            claim: get(&self.claim)?,
+            release: get(&self.release)?,
+        })
+    }
+}
+
+/// Calls a 0.1 function with the given types (checked against the component's).
+fn call_legacy<P, R>(func: Func, store: &mut Store<State>, params: P) -> wasmtime::Result<R>
+where
+    P: ComponentNamedList + Lower,
+    R: ComponentNamedList + Lift,
+{
+    func.typed::<P, R>(&*store)?.call(store, params)
+}
+
+/// A host loaded into a plugin (`host-state`): fits against it cross only the request. The tables
+/// are kept, so the host is loaded again transparently when the plugin instance was replaced after
+/// a trap; for a 0.1 plugin they are what each fit sends.
+pub struct LoadedHost {
+    host: wit::Host,
+    /// The instance generation and the resource in it.
+    handle: Option<(u64, ResourceAny)>,
+}
+
+impl LoadedHost {
+    pub fn host(&self) -> &wit::Host {
+        &self.host
+    }
 }
 
 fn engine() -> Result<Engine> {
@@ -209,22 +303,45 @@ impl Plugin {
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("plugin {name} needs imports numafit does not provide: a policy must import nothing"))?;
-        let pre = PlacementPolicyPre::new(pre)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("plugin {name} does not export the numafit:policy@0.1.0 placement-policy world"))?;
-        Ok(Plugin { name: name.to_string(), engine, pre, limits, live: None })
+        let pre = match PlacementPolicyPre::new(pre.clone()) {
+            Ok(current) => Pre::Current(current),
+            Err(current_err) => match LegacyIndices::find(&component) {
+                Some(funcs) => Pre::V0_1 { pre, funcs },
+                None => {
+                    return Err(anyhow::Error::from(current_err)).with_context(|| {
+                        format!("plugin {name} exports neither the numafit:policy@0.2.0 nor the @0.1.0 placement-policy world")
+                    })
+                }
+            },
+        };
+        Ok(Plugin { name: name.to_string(), engine, pre, limits, live: None, generation: 0 })
     }
 
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    fn fresh_instance(&self) -> Result<(Store<State>, PlacementPolicy)> {
+    /// The contract version the plugin's exports follow: "0.2.0" or "0.1.0".
+    pub fn contract(&self) -> &'static str {
+        match self.pre {
+            Pre::Current(_) => "0.2.0",
+            Pre::V0_1 { .. } => "0.1.0",
+        }
+    }
+
+    fn fresh_instance(&mut self) -> Result<(Store<State>, Exports)> {
         let mut store = Store::new(&self.engine, State { memory_cap: self.limits.memory_bytes, cap_hit: false, memory_bytes: 0 });
         store.limiter(|s| s as &mut dyn ResourceLimiter);
         store.set_fuel(self.limits.fuel)?;
-        let instance = self.pre.instantiate(&mut store).map_err(|e| self.classify(e, store.data().cap_hit))?;
-        Ok((store, instance))
+        let exports = match &self.pre {
+            Pre::Current(pre) => pre.instantiate(&mut store).map(Exports::Current),
+            Pre::V0_1 { pre, funcs } => {
+                pre.instantiate(&mut store).and_then(|instance| funcs.funcs(&mut store, &instance)).map(Exports::V0_1)
+            }
+        };
+        let exports = exports.map_err(|e| self.classify(e, store.data().cap_hit))?;
+        self.generation += 1;
+        Ok((store, exports))
     }
 
     fn classify(&self, e: wasmtime::Error, cap_hit: bool) -> anyhow::Error {
@@ -240,7 +357,7 @@ impl Plugin {
 
     /// Runs one export on the live instance (made on first use), with a full fuel budget. After a
     /// trap the instance is dropped: a trapped instance may not be entered again.
-    fn call<T>(&mut self, f: impl FnOnce(&PlacementPolicy, &mut Store<State>) -> wasmtime::Result<T>) -> Result<T> {
+    fn call<T>(&mut self, f: impl FnOnce(&Exports, &mut Store<State>) -> wasmtime::Result<T>) -> Result<T> {
         let (mut store, instance) = match self.live.take() {
             Some(live) => live,
             None => self.fresh_instance()?,
@@ -266,11 +383,17 @@ impl Plugin {
     }
 
     pub fn info(&mut self) -> Result<wit::PluginInfo> {
-        self.call(|p, s| p.call_info(s))
+        self.call(|e, s| match e {
+            Exports::Current(p) => p.numafit_policy_policy().call_info(s),
+            Exports::V0_1(f) => call_legacy(f.info, s, ()).map(|(r,)| r),
+        })
     }
 
     pub fn request_from_flavor(&mut self, flavor: &wit::Flavor) -> Result<Result<wit::Request, wit::RequestError>> {
-        self.call(|p, s| p.call_request_from_flavor(s, flavor))
+        self.call(|e, s| match e {
+            Exports::Current(p) => p.numafit_policy_policy().call_request_from_flavor(s, flavor),
+            Exports::V0_1(f) => call_legacy(f.request_from_flavor, s, (flavor,)).map(|(r,)| r),
+        })
     }
 
     pub fn fit(
@@ -279,7 +402,10 @@ impl Plugin {
         request: &wit::Request,
         limits: &wit::Limits,
     ) -> Result<Result<wit::Placement, wit::Rejection>> {
-        self.call(|p, s| p.call_fit(s, host, request, limits))
+        self.call(|e, s| match e {
+            Exports::Current(p) => p.numafit_policy_policy().call_fit(s, host, request, limits),
+            Exports::V0_1(f) => call_legacy(f.fit, s, (host, request, limits)).map(|(r,)| r),
+        })
     }
 
     pub fn fit_many(
@@ -288,14 +414,108 @@ impl Plugin {
         request: &wit::Request,
         limits: &wit::Limits,
     ) -> Result<Vec<Result<wit::Placement, wit::Rejection>>> {
-        self.call(|p, s| p.call_fit_many(s, hosts, request, limits))
+        self.call(|e, s| match e {
+            Exports::Current(p) => p.numafit_policy_policy().call_fit_many(s, hosts, request, limits),
+            Exports::V0_1(f) => call_legacy(f.fit_many, s, (hosts, request, limits)).map(|(r,)| r),
+        })
     }
 
     pub fn claim(&mut self, host: &wit::Host, placement: &wit::Placement) -> Result<Result<wit::Host, wit::AccountingError>> {
-        self.call(|p, s| p.call_claim(s, host, placement))
+        self.call(|e, s| match e {
+            Exports::Current(p) => p.numafit_policy_policy().call_claim(s, host, placement),
+            Exports::V0_1(f) => call_legacy(f.claim, s, (host, placement)).map(|(r,)| r),
+        })
     }
 
     pub fn release(&mut self, host: &wit::Host, placement: &wit::Placement) -> Result<Result<wit::Host, wit::AccountingError>> {
-        self.call(|p, s| p.call_release(s, host, placement))
+        self.call(|e, s| match e {
+            Exports::Current(p) => p.numafit_policy_policy().call_release(s, host, placement),
+            Exports::V0_1(f) => call_legacy(f.release, s, (host, placement)).map(|(r,)| r),
+        })
     }
+
+    /// Loads a host into the plugin (`host-state`). Fails (inner error) when the plugin finds the
+    /// host inconsistent; a 0.1 plugin keeps nothing and checks the host on each fit instead.
+    pub fn load(&mut self, host: wit::Host) -> Result<Result<LoadedHost, String>> {
+        let mut loaded = LoadedHost { host, handle: None };
+        Ok(self.ensure_loaded(&mut loaded)?.map(|()| loaded))
+    }
+
+    /// Makes sure `loaded` has a resource in the live instance (loading it again if the instance
+    /// was replaced since). A no-op for 0.1 plugins.
+    fn ensure_loaded(&mut self, loaded: &mut LoadedHost) -> Result<Result<(), String>> {
+        if matches!(self.pre, Pre::V0_1 { .. }) {
+            return Ok(Ok(()));
+        }
+        if self.live.is_some() && matches!(loaded.handle, Some((generation, _)) if generation == self.generation) {
+            return Ok(Ok(()));
+        }
+        let host = &loaded.host;
+        let answer = self.call(|e, s| match e {
+            Exports::Current(p) => p.numafit_policy_policy().host_state().call_load(s, host),
+            Exports::V0_1(_) => unreachable!("checked above: 0.1 plugins have no host-state"),
+        })?;
+        Ok(answer.map(|handle| loaded.handle = Some((self.generation, handle))))
+    }
+
+    /// `fit` against a loaded host: only the request crosses the boundary.
+    pub fn fit_loaded(
+        &mut self,
+        loaded: &mut LoadedHost,
+        request: &wit::Request,
+        limits: &wit::Limits,
+    ) -> Result<Result<wit::Placement, wit::Rejection>> {
+        if let Err(e) = self.ensure_loaded(loaded)? {
+            return Ok(Err(invalid_host(e)));
+        }
+        match loaded.handle {
+            Some((_, handle)) => self.call(|e, s| match e {
+                Exports::Current(p) => p.numafit_policy_policy().host_state().call_fit(s, handle, request, limits),
+                Exports::V0_1(_) => unreachable!("0.1 plugins have no handles"),
+            }),
+            None => self.fit(&loaded.host, request, limits),
+        }
+    }
+
+    /// `fit` against each of many loaded hosts in one call: one answer per host, in order.
+    pub fn fit_loaded_many(
+        &mut self,
+        hosts: &mut [LoadedHost],
+        request: &wit::Request,
+        limits: &wit::Limits,
+    ) -> Result<Vec<Result<wit::Placement, wit::Rejection>>> {
+        if matches!(self.pre, Pre::V0_1 { .. }) {
+            let tables: Vec<wit::Host> = hosts.iter().map(|h| h.host.clone()).collect();
+            return self.fit_many(&tables, request, limits);
+        }
+        // Hosts the plugin refuses to load get their rejection; the rest are asked in one call.
+        let mut answers: Vec<Option<Result<wit::Placement, wit::Rejection>>> = Vec::with_capacity(hosts.len());
+        for h in hosts.iter_mut() {
+            answers.push(self.ensure_loaded(h)?.err().map(|e| Err(invalid_host(e))));
+        }
+        let handles: Vec<ResourceAny> = hosts.iter().filter_map(|h| h.handle.map(|(_, r)| r)).collect();
+        let mut fitted = self
+            .call(|e, s| match e {
+                Exports::Current(p) => p.numafit_policy_policy().call_fit_loaded(s, &handles, request, limits),
+                Exports::V0_1(_) => unreachable!("checked above: 0.1 plugins have no host-state"),
+            })?
+            .into_iter();
+        Ok(answers.into_iter().map(|a| a.or_else(|| fitted.next()).unwrap_or_else(|| Err(invalid_host("no answer".into())))).collect())
+    }
+
+    /// Frees a loaded host inside the plugin (a no-op when its instance is gone).
+    pub fn unload(&mut self, loaded: LoadedHost) -> Result<()> {
+        let generation = self.generation;
+        match (loaded.handle, self.live.as_mut()) {
+            (Some((g, handle)), Some((store, _))) if g == generation => {
+                handle.resource_drop(store).map_err(|e| anyhow!("plugin {}: dropping a loaded host: {e:#}", self.name))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn invalid_host(reason: String) -> wit::Rejection {
+    // The shape the plugin's own stateless `fit` gives an invalid host.
+    wit::Rejection { summary: format!("invalid host: {reason}"), refusals: Vec::new(), reasons: Vec::new() }
 }

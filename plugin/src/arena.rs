@@ -1,28 +1,40 @@
-//! The component's allocator: a bump arena that starts over whenever nothing is allocated.
+//! The component's allocator: a bump arena for what a call allocates and frees, and the system
+//! allocator for what outlives calls (hosts loaded as `host-state`).
 //!
 //! A policy call allocates its arguments, works, returns, and the host's post-return call frees
-//! what the answer used: at that point nothing is live, so the whole arena is reusable. Bumping a
-//! pointer instead of running a general-purpose allocator makes a call several times cheaper in
-//! wasm (dlmalloc costs about 100 ns an allocation there, and a conversion of a 128-CPU host makes
-//! hundreds). Memory freed in the middle of a call is not reused before the call ends, so a call's
-//! peak is what it allocates in total; the host's memory cap bounds that.
+//! what the answer used: at that point nothing in the arena is live, so the whole arena is
+//! reusable. Bumping a pointer instead of running a general-purpose allocator makes a call several
+//! times cheaper in wasm (dlmalloc costs about 100 ns an allocation there, and a conversion of a
+//! 128-CPU host makes hundreds). Memory freed in the middle of a call is not reused before the
+//! call ends, so a call's peak is what it allocates in total; the host's memory cap bounds that.
+//!
+//! The arena is one chunk taken from the system allocator. What does not fit while the chunk is in
+//! use comes from the system allocator too, and the chunk is regrown to the call's peak once it is
+//! empty again. Allocations made inside [`persistent`] always come from the system allocator, so a
+//! loaded host never pins the arena. Frees go by address: inside the chunk is the arena's.
 //!
 //! Only compiled for wasm32, which is single-threaded: no locking.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
+use std::alloc::System;
 
-const PAGE: usize = 65536;
+/// Smallest chunk, and the chunk's alignment (enough for every type the core allocates).
+const MIN_CHUNK: usize = 64 << 10;
+const CHUNK_ALIGN: usize = 16;
 
 struct State {
-    /// First byte of the arena (0 until the first allocation).
+    /// The chunk `[start, end)` (both 0 until the first allocation).
     start: usize,
-    /// Next free byte.
-    next: usize,
-    /// One past the last byte the arena owns.
     end: usize,
-    /// Allocations not yet freed.
+    /// Next free byte of the chunk.
+    next: usize,
+    /// Arena allocations not yet freed.
     live: usize,
+    /// Bytes that did not fit the chunk since it was last empty: the next chunk makes room for them.
+    overflow: usize,
+    /// Inside [`persistent`]: everything goes to the system allocator.
+    persistent: bool,
 }
 
 pub struct Arena(UnsafeCell<State>);
@@ -32,7 +44,13 @@ unsafe impl Sync for Arena {}
 
 impl Arena {
     pub const fn new() -> Self {
-        Arena(UnsafeCell::new(State { start: 0, next: 0, end: 0, live: 0 }))
+        Arena(UnsafeCell::new(State { start: 0, end: 0, next: 0, live: 0, overflow: 0, persistent: false }))
+    }
+
+    #[allow(clippy::mut_from_ref)]
+    fn state(&self) -> &mut State {
+        // SAFETY: single-threaded (see `Sync`), and callers never hold two of these at once.
+        unsafe { &mut *self.0.get() }
     }
 }
 
@@ -42,49 +60,94 @@ impl Default for Arena {
     }
 }
 
-/// Grows linear memory so that `[.., need)` is owned, keeping the arena contiguous.
-fn grow(s: &mut State, need: usize) -> bool {
-    let pages = need.saturating_sub(s.end).div_ceil(PAGE).max(1);
-    let old = core::arch::wasm32::memory_grow(0, pages);
-    if old == usize::MAX {
-        return false;
+/// Runs `f` with every allocation (and the allocations of what it returns) made by the system
+/// allocator: for data that must outlive the current call.
+pub fn persistent<T>(f: impl FnOnce() -> T) -> T {
+    let was = crate::ALLOCATOR.state().persistent;
+    crate::ALLOCATOR.state().persistent = true;
+    let out = f();
+    crate::ALLOCATOR.state().persistent = was;
+    out
+}
+
+impl State {
+    fn owns(&self, ptr: *mut u8) -> bool {
+        (self.start..self.end).contains(&(ptr as usize))
     }
-    let base = old * PAGE;
-    if base != s.end {
-        // First growth (or memory grown by someone else): the arena starts in the new pages.
-        s.start = base;
-        s.next = base;
+
+    /// Replaces the (empty) chunk by one of at least `want` bytes. False when memory is exhausted.
+    fn regrow(&mut self, want: usize) -> bool {
+        let size = want.max(MIN_CHUNK).next_power_of_two();
+        let Ok(layout) = Layout::from_size_align(size, CHUNK_ALIGN) else { return false };
+        // SAFETY: a non-zero size with a valid alignment.
+        let new = unsafe { System.alloc(layout) };
+        if new.is_null() {
+            return false;
+        }
+        self.release_chunk();
+        self.start = new as usize;
+        self.next = self.start;
+        self.end = self.start + size;
+        self.overflow = 0;
+        true
     }
-    s.end = base + pages * PAGE;
-    true
+
+    fn release_chunk(&mut self) {
+        if self.start != 0 {
+            // SAFETY: the chunk was allocated by `regrow` with exactly this layout.
+            unsafe { System.dealloc(self.start as *mut u8, Layout::from_size_align_unchecked(self.end - self.start, CHUNK_ALIGN)) };
+        }
+    }
+
+    /// Bumps `layout` out of the chunk, if it fits.
+    fn bump(&mut self, layout: Layout) -> Option<*mut u8> {
+        if self.start == 0 || layout.align() > CHUNK_ALIGN {
+            return None;
+        }
+        let at = self.next.next_multiple_of(layout.align());
+        if at.checked_add(layout.size())? > self.end {
+            return None;
+        }
+        self.next = at + layout.size();
+        self.live += 1;
+        Some(at as *mut u8)
+    }
 }
 
 unsafe impl GlobalAlloc for Arena {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: single-threaded (see `Sync`), and no reference to the state outlives this call.
-        let s = unsafe { &mut *self.0.get() };
-        let (size, align) = (layout.size(), layout.align());
-        let mut at = s.next.next_multiple_of(align);
-        if s.end == 0 || at + size > s.end {
-            if !grow(s, at + size) {
-                return core::ptr::null_mut();
-            }
-            at = s.next.next_multiple_of(align);
-            if at + size > s.end && !grow(s, at + size) {
-                return core::ptr::null_mut();
+        let s = self.state();
+        if s.persistent {
+            // SAFETY: the caller's layout, passed on.
+            return unsafe { System.alloc(layout) };
+        }
+        if let Some(p) = s.bump(layout) {
+            return p;
+        }
+        if s.live == 0 && s.regrow((s.end - s.start) + s.overflow + layout.size() + layout.align()) {
+            if let Some(p) = s.bump(layout) {
+                return p;
             }
         }
-        s.next = at + size;
-        s.live += 1;
-        at as *mut u8
+        s.overflow += layout.size();
+        // SAFETY: the caller's layout, passed on.
+        unsafe { System.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as in `alloc`.
-        let s = unsafe { &mut *self.0.get() };
+        let s = self.state();
+        if !s.owns(ptr) {
+            // SAFETY: not the chunk's, so the system allocator made it with this layout.
+            return unsafe { System.dealloc(ptr, layout) };
+        }
         s.live = s.live.saturating_sub(1);
         if s.live == 0 {
             s.next = s.start;
+            if s.overflow > 0 {
+                // The call outgrew the chunk: make the next one big enough (if memory allows).
+                let want = (s.end - s.start) + s.overflow;
+                s.regrow(want);
+            }
         } else if ptr as usize + layout.size() == s.next {
             // The most recent allocation: give its bytes back at once.
             s.next = ptr as usize;
@@ -92,10 +155,9 @@ unsafe impl GlobalAlloc for Arena {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: as in `alloc`.
-        let s = unsafe { &mut *self.0.get() };
-        // The most recent allocation grows or shrinks in place when it fits.
-        if ptr as usize + layout.size() == s.next && ptr as usize + new_size <= s.end {
+        let s = self.state();
+        // The most recent arena allocation grows or shrinks in place when it fits.
+        if s.owns(ptr) && ptr as usize + layout.size() == s.next && ptr as usize + new_size <= s.end {
             s.next = ptr as usize + new_size;
             return ptr;
         }

@@ -1,5 +1,5 @@
 //! The WebAssembly face of the core: wit-bindgen types in, core model, wit-bindgen types out.
-//! Nothing here decides anything; it only converts.
+//! Nothing here decides anything; it only converts, and keeps loaded hosts (`host-state`).
 
 use crate::cpuset::CpuSet;
 use crate::fit::{Limits, NetworkNeed, Shortfall, Strategy};
@@ -11,13 +11,13 @@ use crate::{accounting, AccountingCode};
 mod bindings {
     wit_bindgen::generate!({
         world: "placement-policy",
-        path: "../wit/0.1.0",
+        path: "../wit/0.2.0",
         pub_export_macro: true,
     });
 }
 
-use bindings as w;
-use bindings::Guest;
+use bindings::exports::numafit::policy::policy as w;
+use w::Guest;
 
 struct Policy;
 
@@ -412,7 +412,24 @@ fn account(host: w::Host, placement: w::Placement, op: Account) -> Result<w::Hos
     op(&host, &placement_in(placement)).map(host_out).map_err(accounting_error_out)
 }
 
+/// A host checked and modelled once (`host-state`), so later fits only cross the request.
+struct LoadedHost(HostTopology);
+
+impl w::GuestHostState for LoadedHost {
+    fn load(host: w::Host) -> Result<w::HostState, String> {
+        // The model outlives this call, so it must not live in the per-call arena.
+        crate::arena::persistent(|| host_in(host).map(|h| w::HostState::new(LoadedHost(h))))
+    }
+
+    fn fit(&self, request: w::Request, limits: w::Limits) -> Result<w::Placement, w::Rejection> {
+        let request = request_in(request).map_err(|e| rejection_out(Rejection::whole(format!("invalid request: {e}"))))?;
+        crate::POLICY.fit(&self.0, &request, &limits_in(limits)).map(placement_out).map_err(rejection_out)
+    }
+}
+
 impl Guest for Policy {
+    type HostState = LoadedHost;
+
     fn info() -> w::PluginInfo {
         w::PluginInfo { name: crate::POLICY_NAME.into(), version: crate::POLICY_VERSION.into(), contract: crate::CONTRACT_VERSION.into() }
     }
@@ -437,6 +454,17 @@ impl Guest for Policy {
         let limits = limits_in(limits);
         match request_in(request) {
             Ok(request) => hosts.into_iter().map(|h| fit_one(h, &request, &limits)).collect(),
+            Err(e) => hosts.iter().map(|_| Err(rejection_out(Rejection::whole(format!("invalid request: {e}"))))).collect(),
+        }
+    }
+
+    fn fit_loaded(hosts: Vec<w::HostStateBorrow<'_>>, request: w::Request, limits: w::Limits) -> Vec<Result<w::Placement, w::Rejection>> {
+        let limits = limits_in(limits);
+        match request_in(request) {
+            Ok(request) => hosts
+                .iter()
+                .map(|h| crate::POLICY.fit(&h.get::<LoadedHost>().0, &request, &limits).map(placement_out).map_err(rejection_out))
+                .collect(),
             Err(e) => hosts.iter().map(|_| Err(rejection_out(Rejection::whole(format!("invalid request: {e}"))))).collect(),
         }
     }

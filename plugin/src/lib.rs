@@ -74,8 +74,8 @@ pub const POLICY: Policy = if cfg!(feature = "policy-balanced") { Policy::Balanc
 pub const POLICY_NAME: &str = POLICY.name_const();
 /// Version of the policy's behaviour.
 pub const POLICY_VERSION: &str = env!("CARGO_PKG_VERSION");
-/// Version of the WIT contract (`wit/0.1.0`).
-pub const CONTRACT_VERSION: &str = "0.1.0";
+/// Version of the WIT contract (`wit/0.2.0`).
+pub const CONTRACT_VERSION: &str = "0.2.0";
 
 /// Places an instance on a host with the `nova` policy.
 pub fn fit(host: &HostTopology, guest: &GuestTopology, limits: &Limits) -> Result<Placement, Rejection> {
