@@ -176,18 +176,31 @@ impl std::fmt::Debug for CpuSet {
 /// `{0-3,8}`-style text for people (the kernel's list syntax).
 impl std::fmt::Display for CpuSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let cpus = self.to_vec();
-        let mut parts = Vec::new();
-        let mut i = 0;
-        while i < cpus.len() {
-            let mut j = i;
-            while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
-                j += 1;
+        f.write_str("{")?;
+        let mut run: Option<(u32, u32)> = None;
+        let mut first = true;
+        let mut flush = |f: &mut std::fmt::Formatter<'_>, (lo, hi): (u32, u32)| {
+            let sep = if std::mem::take(&mut first) { "" } else { "," };
+            if hi > lo {
+                write!(f, "{sep}{lo}-{hi}")
+            } else {
+                write!(f, "{sep}{lo}")
             }
-            parts.push(if j > i { format!("{}-{}", cpus[i], cpus[j]) } else { cpus[i].to_string() });
-            i = j + 1;
+        };
+        for cpu in self.iter() {
+            run = match run {
+                Some((lo, hi)) if cpu == hi + 1 => Some((lo, cpu)),
+                Some(done) => {
+                    flush(f, done)?;
+                    Some((cpu, cpu))
+                }
+                None => Some((cpu, cpu)),
+            };
         }
-        write!(f, "{{{}}}", parts.join(","))
+        if let Some(done) = run {
+            flush(f, done)?;
+        }
+        f.write_str("}")
     }
 }
 

@@ -41,7 +41,18 @@ pub type Threads = SmallVec<[u32; 8]>;
 
 /// Free pinnable threads of each core, in core order (cores with none left are kept, empty).
 pub fn free_threads_by_core(cell: &HostCell) -> Vec<Threads> {
-    cell.siblings.iter().map(|core| core.iter().filter(|&c| cell.pcpuset.contains(c) && !cell.pinned_cpus.contains(c)).collect()).collect()
+    let free = cell.free_pcpus();
+    let mut cores = Vec::with_capacity(cell.siblings.len());
+    for core in &cell.siblings {
+        let mut threads = Threads::new();
+        for cpu in core.iter() {
+            if free.contains(cpu) {
+                threads.push(cpu);
+            }
+        }
+        cores.push(threads);
+    }
+    cores
 }
 
 /// Cores whose every thread is pinnable and free: the only cores `isolate` may use, so its claim
@@ -68,6 +79,9 @@ fn take_single_threads(cores: &[Threads], vcpus: &[u32]) -> Option<Vec<(u32, u32
 
 /// Step: the first `n` free threads left after the vCPUs took theirs, in core order.
 fn take_emulator_threads(cores: &[Threads], pairs: &[(u32, u32)], n: usize) -> Option<Vec<u32>> {
+    if n == 0 {
+        return Some(Vec::new());
+    }
     let taken: CpuSet = pairs.iter().map(|&(_, p)| p).collect();
     let rest: Vec<u32> = cores.iter().flatten().copied().filter(|p| !taken.contains(*p)).take(n).collect();
     (rest.len() == n).then_some(rest)
@@ -75,6 +89,9 @@ fn take_emulator_threads(cores: &[Threads], pairs: &[(u32, u32)], n: usize) -> O
 
 /// Step: the lowest thread of each of the first `n` wholly free cores no vCPU uses.
 fn take_emulator_cores(free_cores: &[&CpuSet], pairs: &[(u32, u32)], n: usize) -> Option<Vec<u32>> {
+    if n == 0 {
+        return Some(Vec::new());
+    }
     let taken: CpuSet = pairs.iter().map(|&(_, p)| p).collect();
     let rest: Vec<u32> = free_cores.iter().filter(|c| !c.intersects(&taken)).filter_map(|c| c.first()).take(n).collect();
     (rest.len() == n).then_some(rest)

@@ -1,6 +1,8 @@
 //! What a fit answers: a placement (per guest cell: host cell, pinning, page size, emulator CPUs)
 //! or a rejection that says, for each guest cell, why each host cell refused it.
 
+use std::fmt::{self, Write};
+
 use crate::cpuset::CpuSet;
 use crate::fit::{Refusal, Shortfall};
 use crate::pinning;
@@ -63,76 +65,92 @@ impl Rejection {
     }
 }
 
-fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
+/// "1 CPU" / "4 CPUs", written straight into the sentence.
+struct Plural(u64, &'static str, &'static str);
+
+impl fmt::Display for Plural {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.0, if self.0 == 1 { self.1 } else { self.2 })
+    }
 }
 
 /// "4 dedicated vCPUs, isolate, 4096 MiB" — what the guest cell asks for.
 pub fn describe_guest_cell(guest: &GuestCell, topo: &GuestTopology) -> String {
-    let mut parts = Vec::new();
+    let mut s = String::with_capacity(48);
     if !guest.pcpuset.is_empty() {
-        let mut s = plural(guest.pcpuset.len() as u64, "dedicated vCPU", "dedicated vCPUs");
+        let _ = write!(s, "{}, ", Plural(guest.pcpuset.len() as u64, "dedicated vCPU", "dedicated vCPUs"));
         if let Some(t) = topo.thread_policy {
-            s.push_str(&format!(", {}", format!("{t:?}").to_lowercase()));
+            let _ = write!(s, "{}, ", t.name());
         }
-        parts.push(s);
     }
     if !guest.cpuset.is_empty() {
-        parts.push(plural(guest.cpuset.len() as u64, "shared vCPU", "shared vCPUs"));
+        let _ = write!(s, "{}, ", Plural(guest.cpuset.len() as u64, "shared vCPU", "shared vCPUs"));
     }
-    parts.push(format!("{} MiB", guest.memory));
-    parts.join(", ")
+    let _ = write!(s, "{} MiB", guest.memory);
+    s
 }
 
 /// Cores of `cell` that are not wholly free because some thread is pinned or not pinnable.
-fn busy_cores(cell: &HostCell) -> String {
+fn write_busy_cores(out: &mut String, cell: &HostCell) {
     let free = cell.free_pcpus();
-    let busy: Vec<String> =
-        cell.siblings.iter().filter(|c| !c.is_subset(&free) && c.intersects(&cell.pcpuset)).map(|c| c.to_string()).collect();
-    if busy.is_empty() {
-        String::new()
-    } else {
-        format!(" (cores {} hold pinned or unpinnable CPUs)", busy.join(","))
+    let mut busy = cell.siblings.iter().filter(|c| !c.is_subset(&free) && c.intersects(&cell.pcpuset)).peekable();
+    if busy.peek().is_none() {
+        return;
     }
+    out.push_str(" (cores ");
+    for (i, core) in busy.enumerate() {
+        let _ = write!(out, "{}{core}", if i > 0 { "," } else { "" });
+    }
+    out.push_str(" hold pinned or unpinnable CPUs)");
 }
 
 /// One sentence with the numbers: why `host` refused guest cell `g`.
 pub fn describe_refusal(g: usize, guest: &GuestCell, topo: &GuestTopology, host: &HostCell, r: &Refusal) -> String {
+    describe_refusal_of(g, &describe_guest_cell(guest, topo), guest, topo, host, r)
+}
+
+/// `describe_refusal` with the guest cell's description made once (a rejection repeats it for
+/// every host cell).
+pub fn describe_refusal_of(g: usize, asks: &str, guest: &GuestCell, topo: &GuestTopology, host: &HostCell, r: &Refusal) -> String {
+    let mut s = String::with_capacity(96 + asks.len());
+    let _ = write!(s, "guest cell {g} ({asks}) on host cell {}: ", host.id);
+    let _ = write_why(&mut s, g, guest, topo, host, r);
+    s
+}
+
+fn write_why(s: &mut String, g: usize, guest: &GuestCell, topo: &GuestTopology, host: &HostCell, r: &Refusal) -> fmt::Result {
     let (n, a) = (r.needed, r.available);
     let emulator = if topo.emulator_isolated() && g == 0 { " incl. 1 for emulator threads" } else { "" };
-    let why = match r.shortfall {
-        Shortfall::NoCpus => "the cell has no CPUs".to_string(),
+    match r.shortfall {
+        Shortfall::NoCpus => s.push_str("the cell has no CPUs"),
         Shortfall::Memory if topo.floats() && n > guest.memory => {
-            format!("memory usage would be {n} MiB, over the allocation limit of {a} MiB")
+            write!(s, "memory usage would be {n} MiB, over the allocation limit of {a} MiB")?
         }
-        Shortfall::Memory => format!("{a} MiB available, needs {n} MiB"),
+        Shortfall::Memory => write!(s, "{a} MiB available, needs {n} MiB")?,
         Shortfall::Pages => match r.page_size_kb {
-            Some(size) if host.pages_of(size).is_none() => format!("no {size} KiB page pool"),
-            Some(size) if n == u64::MAX => format!("{} MiB is not a whole number of {size} KiB pages", guest.memory),
-            Some(size) => format!("{a} free {size} KiB pages, needs {n}"),
-            None => "no page pool of a suitable size".to_string(),
+            Some(size) if host.pages_of(size).is_none() => write!(s, "no {size} KiB page pool")?,
+            Some(size) if n == u64::MAX => write!(s, "{} MiB is not a whole number of {size} KiB pages", guest.memory)?,
+            Some(size) => write!(s, "{a} free {size} KiB pages, needs {n}")?,
+            None => s.push_str("no page pool of a suitable size"),
         },
-        Shortfall::PinnableCpus => {
-            format!("{} pinnable, needs {n}{emulator}", plural(a, "CPU", "CPUs"))
-        }
-        Shortfall::SharedCpus => format!("{} for floating vCPUs, needs {n}", plural(a, "shared CPU", "shared CPUs")),
+        Shortfall::PinnableCpus => write!(s, "{} pinnable, needs {n}{emulator}", Plural(a, "CPU", "CPUs"))?,
+        Shortfall::SharedCpus => write!(s, "{} for floating vCPUs, needs {n}", Plural(a, "shared CPU", "shared CPUs"))?,
         Shortfall::FreeCpus => {
-            format!("{} free pinnable, needs {n}{emulator} (pinned: {})", plural(a, "CPU", "CPUs"), host.pinned_cpus)
+            write!(s, "{} free pinnable, needs {n}{emulator} (pinned: {})", Plural(a, "CPU", "CPUs"), host.pinned_cpus)?
         }
         Shortfall::FreeCores => {
-            format!("{}, needs {n}{emulator}{}", plural(a, "fully free core", "fully free cores"), busy_cores(host))
+            write!(s, "{}, needs {n}{emulator}", Plural(a, "fully free core", "fully free cores"))?;
+            write_busy_cores(s, host);
         }
-        Shortfall::SiblingThreads if a == 1 && n == 2 => "the cell has no hyperthread siblings (thread policy require)".to_string(),
+        Shortfall::SiblingThreads if a == 1 && n == 2 => s.push_str("the cell has no hyperthread siblings (thread policy require)"),
         Shortfall::SiblingThreads => {
-            format!("{} on cores with 2 or more free siblings, needs {n}{emulator}", plural(a, "free thread", "free threads"))
+            write!(s, "{} on cores with 2 or more free siblings, needs {n}{emulator}", Plural(a, "free thread", "free threads"))?
         }
         Shortfall::EmulatorCpu => {
             let free = pinning::free_threads_by_core(host).iter().map(|c| c.len()).sum::<usize>();
-            format!("no CPU left for the emulator threads after the vCPUs ({free} free)")
+            write!(s, "no CPU left for the emulator threads after the vCPUs ({free} free)")?
         }
-        Shortfall::CpuRatio => {
-            format!("shared vCPU usage would be {n}, over the allocation limit of {a}")
-        }
-    };
-    format!("guest cell {g} ({}) on host cell {}: {why}", describe_guest_cell(guest, topo), host.id)
+        Shortfall::CpuRatio => write!(s, "shared vCPU usage would be {n}, over the allocation limit of {a}")?,
+    }
+    Ok(())
 }

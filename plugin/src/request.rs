@@ -18,6 +18,17 @@ pub enum ThreadPolicy {
     Require,
 }
 
+impl ThreadPolicy {
+    /// Nova's spelling (`hw:cpu_thread_policy`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ThreadPolicy::Prefer => "prefer",
+            ThreadPolicy::Isolate => "isolate",
+            ThreadPolicy::Require => "require",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EmulatorThreads {
     Share,
@@ -113,7 +124,7 @@ impl GuestTopology {
                     format!("guest cell {i}: vCPUs {} appear in another cell too", all.intersection(&seen)),
                 ));
             }
-            seen = seen.union(&all);
+            seen.union_with(&all);
             if all.is_empty() {
                 return Err(RequestError::new("ImageNUMATopologyCPUsUnassigned", format!("guest cell {i} has no vCPUs")));
             }

@@ -12,7 +12,7 @@
 use crate::fit::{fit_cell_packed, CellFit, Limits, Refusal};
 use crate::pci;
 use crate::pinning::Packing;
-use crate::placement::{describe_refusal, CellRefusal, PlacedCell, Placement, Rejection};
+use crate::placement::{describe_guest_cell, describe_refusal_of, CellRefusal, PlacedCell, Placement, Rejection};
 use crate::request::GuestTopology;
 use crate::scoring::cell_order;
 use crate::topology::HostTopology;
@@ -200,6 +200,7 @@ pub(crate) fn rejection_from(table: &FitTable) -> Rejection {
     let mut refusals = Vec::new();
     let mut homeless = Vec::new();
     for (g, guest) in table.guest.cells.iter().enumerate() {
+        let asks = describe_guest_cell(guest, table.guest);
         let mut fits_somewhere = false;
         for k in 0..table.columns() {
             let host_cell = &table.host.cells[table.order[k]];
@@ -208,7 +209,7 @@ pub(crate) fn rejection_from(table: &FitTable) -> Rejection {
                     guest_cell: g as u32,
                     host_cell: host_cell.id,
                     refusal: r.clone(),
-                    detail: describe_refusal(g, guest, table.guest, host_cell, r),
+                    detail: describe_refusal_of(g, &asks, guest, table.guest, host_cell, r),
                 }),
                 Some(Ok(_)) => fits_somewhere = true,
                 None => {}
