@@ -67,6 +67,15 @@ fn claim_then_release_gives_back_the_identical_host() {
     let o = numafit(&["release", "--host", path(&h), "--placement", path(&placement), "--json"]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(json_of(&o)["code"], "CPUUnpinningInvalid");
+
+    // A placement whose dedicated vCPUs are not the ones it pins is invalid input, named.
+    let mut edited: Value = serde_json::from_slice(&std::fs::read(&placement).unwrap()).unwrap();
+    edited["cells"][0]["pcpuset"] = serde_json::json!([0, 1, 2]);
+    let bad = dir.join("bad-placement.json");
+    std::fs::write(&bad, edited.to_string()).unwrap();
+    let o = numafit(&["claim", "--host", path(&h), "--placement", path(&bad)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cells[0].pcpuset") && stderr(&o).contains("cpu_pinning"), "{}", stderr(&o));
 }
 
 #[test]

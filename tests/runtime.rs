@@ -8,7 +8,7 @@ mod support;
 use support::*;
 
 use numafit_host::formats::{self, HostJson, LimitsJson, RequestInput, RequestJson};
-use numafit_host::runtime::{wit, Plugin, PluginError, PluginLimits};
+use numafit_host::runtime::{placement_rows, wit, Plugin, PluginError, PluginLimits};
 use numafit_host::verify;
 
 fn load_case(dir: &std::path::Path) -> (wit::Host, wit::Request, wit::Limits) {
@@ -52,10 +52,7 @@ fn the_component_answers_what_the_native_core_answers_on_every_bench_case() {
         let got = match &answer {
             Ok(p) => {
                 verify::placement(plugin.name(), &host, &request, p).expect("the host accepts the placement");
-                Ok(p.cells
-                    .iter()
-                    .map(|c| (c.host_cell, c.pinning.iter().map(|x| (x.vcpu, x.pcpu)).collect(), c.emulator_pcpus.clone(), c.page_size_kb))
-                    .collect())
+                Ok(placement_rows(p).into_iter().map(|c| (c.host_cell, c.pinning, c.emulator_pcpus, c.page_size_kb)).collect())
             }
             Err(r) => Err(r.summary.clone()),
         };
@@ -80,7 +77,7 @@ fn the_balanced_component_answers_what_the_native_balanced_policy_answers() {
     for dir in bench_cases() {
         let (host, request, limits) = load_case(&dir);
         let got = plugin.fit(&host, &request, &limits).expect("no trap").map(|p| {
-            p.cells.iter().map(|c| (c.host_cell, c.pinning.iter().map(|x| (x.vcpu, x.pcpu)).collect::<Vec<_>>())).collect::<Vec<_>>()
+            placement_rows(&p).into_iter().map(|c| (c.host_cell, c.pinning)).collect::<Vec<_>>()
         });
         let (nhost, nguest, nlimits) = native_case(&dir);
         let want = numafit_plugin::Policy::Balanced
@@ -150,6 +147,29 @@ fn fit_loaded_answers_each_loaded_host_in_one_call() {
 }
 
 #[test]
+fn the_host_refuses_placements_whose_cpu_columns_do_not_line_up() {
+    let mut plugin = Plugin::embedded(PluginLimits::default()).unwrap();
+    let (host, request, limits) = load_case(&fixture("bench/01-2cell-host-2cell-dedicated"));
+    let good = plugin.fit(&host, &request, &limits).expect("no trap").expect("fits");
+    verify::placement("nova", &host, &request, &good).expect("the plugin's own answer passes");
+    let mut orphan = good.clone();
+    orphan.emulator_pcpus.cells.push(7);
+    orphan.emulator_pcpus.ids.push(15);
+    let e = verify::placement("nova", &host, &request, &orphan).expect_err("a CPU of an unplaced guest cell");
+    assert!(e.to_string().contains("guest cell 7"), "{e}");
+    let mut ragged = good.clone();
+    ragged.pinned.pcpus.pop();
+    let e = verify::placement("nova", &host, &request, &ragged).expect_err("columns of different lengths");
+    assert!(e.to_string().contains("columns"), "{e}");
+    let mut unpinned = good;
+    unpinned.pinned.cells.pop();
+    unpinned.pinned.vcpus.pop();
+    unpinned.pinned.pcpus.pop();
+    let e = verify::placement("nova", &host, &request, &unpinned).expect_err("a dedicated vCPU left unpinned");
+    assert!(e.to_string().contains("exactly once"), "{e}");
+}
+
+#[test]
 fn a_loaded_host_survives_a_trap_of_its_plugin() {
     // Enough fuel to load the 64-cell host and answer small requests, not to search it exhaustively.
     let limits = PluginLimits { fuel: 3_000_000, ..PluginLimits::default() };
@@ -171,7 +191,7 @@ fn the_guests_memory_does_not_grow_across_loads() {
     let mut plugin = Plugin::embedded(PluginLimits::default()).unwrap();
     let (host, request, limits) = load_case(&fixture("bench/11-16cell-8cell-last-fits-nowhere"));
     let (fits, freq, flimits) = load_case(&fixture("bench/04-8cell-4cell-prefer"));
-    let mut cycle = |plugin: &mut Plugin| {
+    let cycle = |plugin: &mut Plugin| {
         let mut a = plugin.load(host.clone()).unwrap().unwrap();
         let mut b = plugin.load(fits.clone()).unwrap().unwrap();
         for _ in 0..5 {
@@ -211,7 +231,8 @@ fn a_plugin_built_against_contract_0_1_keeps_loading() {
 fn hostile_request(memory_mb: u64) -> wit::Request {
     wit::Request {
         cells: vec![wit::GuestCell { memory_mb, page_size: None }],
-        vcpus: vec![wit::GuestVcpu { id: 0, cell: 0, dedicated: true }, wit::GuestVcpu { id: 1, cell: 0, dedicated: true }],
+        shared_vcpus: wit::CellMembers { cells: vec![], ids: vec![] },
+        dedicated_vcpus: wit::CellMembers { cells: vec![0, 0], ids: vec![0, 1] },
         cpu_policy: Some(wit::CpuPolicy::Dedicated),
         thread_policy: None,
         emulator_threads: None,

@@ -44,15 +44,15 @@ fn the_stock_wasmtime_cli_runs_the_component() {
         cell(1)
     );
     let request =
-        "{cells: [{memory-mb: 1024, page-size: none}], vcpus: [{id: 0, cell: 0, dedicated: true}, {id: 1, cell: 0, dedicated: true}], \
+        "{cells: [{memory-mb: 1024, page-size: none}], shared-vcpus: {cells: [], ids: []}, dedicated-vcpus: {cells: [0, 0], ids: [0, 1]}, \
                    cpu-policy: some(dedicated), thread-policy: none, emulator-threads: none, pci-requests: []}";
     let limits = "{cpu-allocation-ratio: none, ram-allocation-ratio: none, network: none, strategy: spread}";
     let out = run(&format!("fit({host}, {request}, {limits})"));
     assert!(out.starts_with("ok("), "{out}");
-    assert!(out.contains("host-cell: 0") && out.contains("pinning: [{vcpu: 0, pcpu: 0}, {vcpu: 1, pcpu: 1}]"), "{out}");
+    assert!(out.contains("host-cell: 0") && out.contains("pinned: {cells: [0, 0], vcpus: [0, 1], pcpus: [0, 1]}"), "{out}");
 
     // A guest too big for either cell: a rejection with per-cell numbers.
-    let big = request.replace("{id: 1, cell: 0, dedicated: true}", "{id: 1, cell: 0, dedicated: true}, {id: 2, cell: 0, dedicated: true}");
+    let big = request.replace("{cells: [0, 0], ids: [0, 1]}", "{cells: [0, 0, 0], ids: [0, 1, 2]}");
     let out = run(&format!("fit({host}, {big}, {limits})"));
     assert!(out.starts_with("err(") && out.contains("pinnable-cpus") && out.contains("needed: 3"), "{out}");
 }

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::discover::{self, HostConfig};
 use crate::formats::{self, HostJson, InputError, LimitsJson, PlacementJson, RejectionJson, RequestInput, RequestJson};
-use crate::runtime::{wit, Plugin, PluginLimits};
+use crate::runtime::{cell_ids, placement_rows, wit, Plugin, PluginLimits};
 use crate::verify;
 
 #[derive(Parser, Debug)]
@@ -310,7 +310,7 @@ fn print_placement(p: &wit::Placement) {
         how.push(format!("thread policy {}", formats::thread_policy_name(t)));
     }
     println!("fits ({})", how.join(", "));
-    for c in &p.cells {
+    for c in placement_rows(p) {
         let pages = match c.page_size_kb {
             Some(k) if k >= 1024 * 1024 => format!("{} GiB pages", k / (1024 * 1024)),
             Some(k) if k >= 1024 => format!("{} MiB pages", k / 1024),
@@ -322,7 +322,7 @@ fn print_placement(p: &wit::Placement) {
             println!("    shared vCPUs {} float on the cell's shared CPUs", cpus_text(&c.shared_vcpus));
         }
         if !c.pinning.is_empty() {
-            let pins: Vec<String> = c.pinning.iter().map(|x| format!("{}->{}", x.vcpu, x.pcpu)).collect();
+            let pins: Vec<String> = c.pinning.iter().map(|(v, p)| format!("{v}->{p}")).collect();
             println!("    pinned vCPU->pCPU: {}", pins.join(" "));
         }
         if !c.emulator_pcpus.is_empty() {
@@ -455,8 +455,6 @@ fn request(path: &Path, args: &PluginArgs) -> Result<Outcome, Failure> {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let ids =
-                    |d: bool| -> Vec<u32> { r.vcpus.iter().filter(|v| v.cell as usize == i && v.dedicated == d).map(|v| v.id).collect() };
                 let pagesize = match c.page_size {
                     None => serde_json::Value::Null,
                     Some(wit::PageSize::Small) => "small".into(),
@@ -464,33 +462,26 @@ fn request(path: &Path, args: &PluginArgs) -> Result<Outcome, Failure> {
                     Some(wit::PageSize::Any) => "any".into(),
                     Some(wit::PageSize::Kib(k)) => k.into(),
                 };
-                serde_json::json!({"id": i, "cpuset": ids(false), "pcpuset": ids(true), "memory": c.memory_mb, "pagesize": pagesize})
+                let (shared, dedicated) = (cell_ids(&r.shared_vcpus, i as u32), cell_ids(&r.dedicated_vcpus, i as u32));
+                serde_json::json!({"id": i, "cpuset": shared, "pcpuset": dedicated, "memory": c.memory_mb, "pagesize": pagesize})
             })
             .collect();
-        let p = PlacementJson::from_wit(&wit::Placement {
-            policy: String::new(),
-            cpu_policy: r.cpu_policy,
-            thread_policy: r.thread_policy,
-            emulator_threads: r.emulator_threads,
-            cells: Vec::new(),
-        });
         print_json(&serde_json::json!({
             "numa_constrained": !r.cells.is_empty(),
             "cells": cells,
-            "cpu_policy": p.cpu_policy,
-            "cpu_thread_policy": p.cpu_thread_policy,
-            "emulator_threads_policy": p.emulator_threads_policy,
+            "cpu_policy": r.cpu_policy.map(formats::cpu_policy_name),
+            "cpu_thread_policy": r.thread_policy.map(formats::thread_policy_name),
+            "emulator_threads_policy": r.emulator_threads.map(formats::emulator_name),
         }))?;
     } else if r.cells.is_empty() {
         println!("no NUMA constraint: every host passes");
     } else {
         println!("{} guest NUMA cell(s)", r.cells.len());
         for (i, c) in r.cells.iter().enumerate() {
-            let ids = |d: bool| -> Vec<u32> { r.vcpus.iter().filter(|v| v.cell as usize == i && v.dedicated == d).map(|v| v.id).collect() };
             println!(
                 "  cell {i}: shared vCPUs {}, dedicated vCPUs {}, {} MiB, page size {:?}",
-                cpus_text(&ids(false)),
-                cpus_text(&ids(true)),
+                cpus_text(&cell_ids(&r.shared_vcpus, i as u32)),
+                cpus_text(&cell_ids(&r.dedicated_vcpus, i as u32)),
                 c.memory_mb,
                 c.page_size
             );

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::{cpu_rows, push_cpu, wit, CpuRow};
+use crate::runtime::{cpu_rows, placement_from_rows, placement_rows, push_cpu, wit, CpuRow, PlacedCellRows};
 
 /// Invalid input: the message names the file, the field and the value.
 #[derive(Debug, thiserror::Error)]
@@ -453,7 +453,9 @@ impl RequestJson {
                     return Err(err("field cells: an explicit guest topology needs at least one cell".into()));
                 }
                 let mut wcells = Vec::new();
-                let mut vcpus = Vec::new();
+                let mut shared = wit::CellMembers { cells: Vec::new(), ids: Vec::new() };
+                let mut dedicated = wit::CellMembers { cells: Vec::new(), ids: Vec::new() };
+                let mut seen = std::collections::BTreeSet::new();
                 for (i, c) in cells.iter().enumerate() {
                     if c.cpuset.is_empty() && c.pcpuset.is_empty() {
                         return Err(err(format!("field cells[{i}]: the cell has no vCPUs")));
@@ -473,21 +475,23 @@ impl RequestJson {
                     let page_size =
                         c.pagesize.as_ref().map(|p| p.to_wit()).transpose().map_err(|m| err(format!("field cells[{i}].pagesize: {m}")))?;
                     wcells.push(wit::GuestCell { memory_mb: c.memory, page_size });
-                    for (list, dedicated) in [(&c.cpuset, false), (&c.pcpuset, true)] {
+                    for (list, members) in [(&c.cpuset, &mut shared), (&c.pcpuset, &mut dedicated)] {
                         for &id in list {
                             if id > MAX_CPU {
                                 return Err(err(format!("field cells[{i}]: vCPU {id} is beyond the largest supported number {MAX_CPU}")));
                             }
-                            if vcpus.iter().any(|v: &wit::GuestVcpu| v.id == id) {
+                            if !seen.insert(id) {
                                 return Err(err(format!("field cells[{i}]: vCPU {id} is listed more than once")));
                             }
-                            vcpus.push(wit::GuestVcpu { id, cell: i as u32, dedicated });
+                            members.cells.push(i as u32);
+                            members.ids.push(id);
                         }
                     }
                 }
                 Ok(RequestInput::Explicit(wit::Request {
                     cells: wcells,
-                    vcpus,
+                    shared_vcpus: shared,
+                    dedicated_vcpus: dedicated,
                     cpu_policy,
                     thread_policy,
                     emulator_threads,
@@ -615,7 +619,7 @@ pub fn thread_policy_name(p: wit::ThreadPolicy) -> &'static str {
     }
 }
 
-fn emulator_name(p: wit::EmulatorThreadsPolicy) -> &'static str {
+pub fn emulator_name(p: wit::EmulatorThreadsPolicy) -> &'static str {
     match p {
         wit::EmulatorThreadsPolicy::Share => "share",
         wit::EmulatorThreadsPolicy::Isolate => "isolate",
@@ -631,18 +635,17 @@ impl PlacementJson {
             cpu_thread_policy: p.thread_policy.map(|t| thread_policy_name(t).into()),
             emulator_threads_policy: p.emulator_threads.map(|e| emulator_name(e).into()),
             numa_constrained: !p.cells.is_empty(),
-            cells: p
-                .cells
-                .iter()
+            cells: placement_rows(p)
+                .into_iter()
                 .map(|c| PlacedCellJson {
                     guest_cell: c.guest_cell,
                     host_cell: c.host_cell,
-                    cpuset: c.shared_vcpus.clone(),
-                    pcpuset: c.dedicated_vcpus.clone(),
+                    cpuset: c.shared_vcpus,
+                    pcpuset: c.pinning.iter().map(|&(v, _)| v).collect(),
                     memory: c.memory_mb,
                     pagesize_kb: c.page_size_kb,
-                    cpu_pinning: c.pinning.iter().map(|p| (p.vcpu.to_string(), p.pcpu)).collect(),
-                    cpuset_reserved: (!c.emulator_pcpus.is_empty()).then(|| c.emulator_pcpus.clone()),
+                    cpu_pinning: c.pinning.iter().map(|&(v, p)| (v.to_string(), p)).collect(),
+                    cpuset_reserved: (!c.emulator_pcpus.is_empty()).then_some(c.emulator_pcpus),
                 })
                 .collect(),
         }
@@ -677,21 +680,33 @@ impl PlacementJson {
                 let vcpu = k
                     .parse::<u32>()
                     .map_err(|_| input_error(file, format!("field cells[{i}].cpu_pinning: key {k:?} is not a vCPU number")))?;
-                pinning.push(wit::PinnedVcpu { vcpu, pcpu });
+                pinning.push((vcpu, pcpu));
             }
-            pinning.sort_by_key(|p| p.vcpu);
-            cells.push(wit::PlacedCell {
+            pinning.sort_unstable();
+            // Dedicated vCPUs are exactly the pinned ones (Nova's `pcpuset` and `cpu_pinning` keys).
+            let mut dedicated = c.pcpuset.clone();
+            dedicated.sort_unstable();
+            if !dedicated.iter().copied().eq(pinning.iter().map(|&(v, _)| v)) {
+                return Err(input_error(
+                    file,
+                    format!(
+                        "field cells[{i}].pcpuset: {:?} are not the vCPUs cpu_pinning pins ({:?})",
+                        c.pcpuset,
+                        pinning.iter().map(|&(v, _)| v).collect::<Vec<_>>()
+                    ),
+                ));
+            }
+            cells.push(PlacedCellRows {
                 guest_cell: c.guest_cell,
                 host_cell: c.host_cell,
-                shared_vcpus: c.cpuset.clone(),
-                dedicated_vcpus: c.pcpuset.clone(),
                 memory_mb: c.memory,
                 page_size_kb: c.pagesize_kb,
+                shared_vcpus: c.cpuset.clone(),
                 pinning,
                 emulator_pcpus: c.cpuset_reserved.clone().unwrap_or_default(),
             });
         }
-        Ok(wit::Placement { policy: self.policy.clone(), cpu_policy, thread_policy, emulator_threads, cells })
+        Ok(placement_from_rows(self.policy.clone(), cpu_policy, thread_policy, emulator_threads, cells))
     }
 }
 

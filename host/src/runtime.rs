@@ -22,6 +22,15 @@ pub mod bindings {
     });
 }
 
+/// Contract 0.1's types, for plugins built against it: only its requests and placements differ
+/// from 0.2 (records per vCPU instead of columns), so only those are converted.
+mod v0_1 {
+    wasmtime::component::bindgen!({
+        world: "placement-policy",
+        path: "../wit/0.1.0",
+    });
+}
+
 /// The contract's types as the host sees them.
 pub use bindings::exports::numafit::policy::policy as wit;
 use bindings::{PlacementPolicy, PlacementPolicyPre};
@@ -156,8 +165,9 @@ struct LegacyIndices {
     release: ComponentExportIndex,
 }
 
-/// A 0.1 plugin's functions in one instance. 0.1 and 0.2 types are structurally identical, so the
-/// 0.2 bindings' Rust types lower and lift them (wasmtime type-checks each call).
+/// A 0.1 plugin's functions in one instance. Apart from requests and placements, 0.1 and 0.2 types
+/// are structurally identical, so the 0.2 bindings' Rust types lower and lift them (wasmtime
+/// type-checks each call).
 struct LegacyFuncs {
     info: Func,
     request_from_flavor: Func,
@@ -222,6 +232,7 @@ impl LoadedHost {
 fn engine() -> Result<Engine> {
     let mut config = Config::new();
     config.consume_fuel(true);
+    if std::env::var_os("PROBE_PERFMAP").is_some() { config.profiler(wasmtime::ProfilingStrategy::PerfMap); }
     Ok(Engine::new(&config)?)
 }
 
@@ -392,7 +403,9 @@ impl Plugin {
     pub fn request_from_flavor(&mut self, flavor: &wit::Flavor) -> Result<Result<wit::Request, wit::RequestError>> {
         self.call(|e, s| match e {
             Exports::Current(p) => p.numafit_policy_policy().call_request_from_flavor(s, flavor),
-            Exports::V0_1(f) => call_legacy(f.request_from_flavor, s, (flavor,)).map(|(r,)| r),
+            Exports::V0_1(f) => {
+                call_legacy::<_, (Result<v0_1::Request, wit::RequestError>,)>(f.request_from_flavor, s, (flavor,)).map(|(r,)| r.map(request_from_0_1))
+            }
         })
     }
 
@@ -404,7 +417,8 @@ impl Plugin {
     ) -> Result<Result<wit::Placement, wit::Rejection>> {
         self.call(|e, s| match e {
             Exports::Current(p) => p.numafit_policy_policy().call_fit(s, host, request, limits),
-            Exports::V0_1(f) => call_legacy(f.fit, s, (host, request, limits)).map(|(r,)| r),
+            Exports::V0_1(f) => call_legacy::<_, (Result<v0_1::Placement, wit::Rejection>,)>(f.fit, s, (host, &request_to_0_1(request), limits))
+                .map(|(r,)| r.map(placement_from_0_1)),
         })
     }
 
@@ -416,21 +430,24 @@ impl Plugin {
     ) -> Result<Vec<Result<wit::Placement, wit::Rejection>>> {
         self.call(|e, s| match e {
             Exports::Current(p) => p.numafit_policy_policy().call_fit_many(s, hosts, request, limits),
-            Exports::V0_1(f) => call_legacy(f.fit_many, s, (hosts, request, limits)).map(|(r,)| r),
+            Exports::V0_1(f) => {
+                call_legacy::<_, (Vec<Result<v0_1::Placement, wit::Rejection>>,)>(f.fit_many, s, (hosts, &request_to_0_1(request), limits))
+                    .map(|(r,)| r.into_iter().map(|a| a.map(placement_from_0_1)).collect())
+            }
         })
     }
 
     pub fn claim(&mut self, host: &wit::Host, placement: &wit::Placement) -> Result<Result<wit::Host, wit::AccountingError>> {
         self.call(|e, s| match e {
             Exports::Current(p) => p.numafit_policy_policy().call_claim(s, host, placement),
-            Exports::V0_1(f) => call_legacy(f.claim, s, (host, placement)).map(|(r,)| r),
+            Exports::V0_1(f) => call_legacy(f.claim, s, (host, &placement_to_0_1(placement))).map(|(r,)| r),
         })
     }
 
     pub fn release(&mut self, host: &wit::Host, placement: &wit::Placement) -> Result<Result<wit::Host, wit::AccountingError>> {
         self.call(|e, s| match e {
             Exports::Current(p) => p.numafit_policy_policy().call_release(s, host, placement),
-            Exports::V0_1(f) => call_legacy(f.release, s, (host, placement)).map(|(r,)| r),
+            Exports::V0_1(f) => call_legacy(f.release, s, (host, &placement_to_0_1(placement))).map(|(r,)| r),
         })
     }
 
@@ -513,6 +530,261 @@ impl Plugin {
             _ => Ok(()),
         }
     }
+}
+
+fn request_to_0_1(r: &wit::Request) -> v0_1::Request {
+    let mut vcpus = Vec::new();
+    for (m, dedicated) in [(&r.shared_vcpus, false), (&r.dedicated_vcpus, true)] {
+        vcpus.extend(m.cells.iter().zip(&m.ids).map(|(&cell, &id)| v0_1::GuestVcpu { id, cell, dedicated }));
+    }
+    vcpus.sort_by_key(|v| v.id);
+    v0_1::Request {
+        cells: r.cells.iter().map(|c| v0_1::GuestCell { memory_mb: c.memory_mb, page_size: c.page_size.map(page_size_to_0_1) }).collect(),
+        vcpus,
+        cpu_policy: r.cpu_policy.map(|p| match p {
+            wit::CpuPolicy::Shared => v0_1::CpuPolicy::Shared,
+            wit::CpuPolicy::Dedicated => v0_1::CpuPolicy::Dedicated,
+            wit::CpuPolicy::Mixed => v0_1::CpuPolicy::Mixed,
+        }),
+        thread_policy: r.thread_policy.map(|p| match p {
+            wit::ThreadPolicy::Prefer => v0_1::ThreadPolicy::Prefer,
+            wit::ThreadPolicy::Isolate => v0_1::ThreadPolicy::Isolate,
+            wit::ThreadPolicy::Require => v0_1::ThreadPolicy::Require,
+        }),
+        emulator_threads: r.emulator_threads.map(|p| match p {
+            wit::EmulatorThreadsPolicy::Share => v0_1::EmulatorThreadsPolicy::Share,
+            wit::EmulatorThreadsPolicy::Isolate => v0_1::EmulatorThreadsPolicy::Isolate,
+        }),
+        pci_requests: r
+            .pci_requests
+            .iter()
+            .map(|p| v0_1::PciRequest {
+                count: p.count,
+                spec: p.spec.clone(),
+                numa_policy: p.numa_policy.map(|n| match n {
+                    wit::PciNumaPolicy::Required => v0_1::PciNumaPolicy::Required,
+                    wit::PciNumaPolicy::Legacy => v0_1::PciNumaPolicy::Legacy,
+                    wit::PciNumaPolicy::Preferred => v0_1::PciNumaPolicy::Preferred,
+                    wit::PciNumaPolicy::Socket => v0_1::PciNumaPolicy::Socket,
+                }),
+            })
+            .collect(),
+    }
+}
+
+fn page_size_to_0_1(p: wit::PageSize) -> v0_1::PageSize {
+    match p {
+        wit::PageSize::Small => v0_1::PageSize::Small,
+        wit::PageSize::Large => v0_1::PageSize::Large,
+        wit::PageSize::Any => v0_1::PageSize::Any,
+        wit::PageSize::Kib(k) => v0_1::PageSize::Kib(k),
+    }
+}
+
+fn request_from_0_1(r: v0_1::Request) -> wit::Request {
+    let mut shared = wit::CellMembers { cells: Vec::new(), ids: Vec::new() };
+    let mut dedicated = wit::CellMembers { cells: Vec::new(), ids: Vec::new() };
+    for v in &r.vcpus {
+        let m = if v.dedicated { &mut dedicated } else { &mut shared };
+        m.cells.push(v.cell);
+        m.ids.push(v.id);
+    }
+    wit::Request {
+        cells: r
+            .cells
+            .iter()
+            .map(|c| wit::GuestCell {
+                memory_mb: c.memory_mb,
+                page_size: c.page_size.map(|p| match p {
+                    v0_1::PageSize::Small => wit::PageSize::Small,
+                    v0_1::PageSize::Large => wit::PageSize::Large,
+                    v0_1::PageSize::Any => wit::PageSize::Any,
+                    v0_1::PageSize::Kib(k) => wit::PageSize::Kib(k),
+                }),
+            })
+            .collect(),
+        shared_vcpus: shared,
+        dedicated_vcpus: dedicated,
+        cpu_policy: r.cpu_policy.map(|p| match p {
+            v0_1::CpuPolicy::Shared => wit::CpuPolicy::Shared,
+            v0_1::CpuPolicy::Dedicated => wit::CpuPolicy::Dedicated,
+            v0_1::CpuPolicy::Mixed => wit::CpuPolicy::Mixed,
+        }),
+        thread_policy: r.thread_policy.map(|p| match p {
+            v0_1::ThreadPolicy::Prefer => wit::ThreadPolicy::Prefer,
+            v0_1::ThreadPolicy::Isolate => wit::ThreadPolicy::Isolate,
+            v0_1::ThreadPolicy::Require => wit::ThreadPolicy::Require,
+        }),
+        emulator_threads: r.emulator_threads.map(|p| match p {
+            v0_1::EmulatorThreadsPolicy::Share => wit::EmulatorThreadsPolicy::Share,
+            v0_1::EmulatorThreadsPolicy::Isolate => wit::EmulatorThreadsPolicy::Isolate,
+        }),
+        pci_requests: r
+            .pci_requests
+            .into_iter()
+            .map(|p| wit::PciRequest {
+                count: p.count,
+                spec: p.spec,
+                numa_policy: p.numa_policy.map(|n| match n {
+                    v0_1::PciNumaPolicy::Required => wit::PciNumaPolicy::Required,
+                    v0_1::PciNumaPolicy::Legacy => wit::PciNumaPolicy::Legacy,
+                    v0_1::PciNumaPolicy::Preferred => wit::PciNumaPolicy::Preferred,
+                    v0_1::PciNumaPolicy::Socket => wit::PciNumaPolicy::Socket,
+                }),
+            })
+            .collect(),
+    }
+}
+
+fn placement_to_0_1(p: &wit::Placement) -> v0_1::Placement {
+    let placement = placement_rows(p);
+    v0_1::Placement {
+        policy: p.policy.clone(),
+        cpu_policy: p.cpu_policy.map(|c| match c {
+            wit::CpuPolicy::Shared => v0_1::CpuPolicy::Shared,
+            wit::CpuPolicy::Dedicated => v0_1::CpuPolicy::Dedicated,
+            wit::CpuPolicy::Mixed => v0_1::CpuPolicy::Mixed,
+        }),
+        thread_policy: p.thread_policy.map(|t| match t {
+            wit::ThreadPolicy::Prefer => v0_1::ThreadPolicy::Prefer,
+            wit::ThreadPolicy::Isolate => v0_1::ThreadPolicy::Isolate,
+            wit::ThreadPolicy::Require => v0_1::ThreadPolicy::Require,
+        }),
+        emulator_threads: p.emulator_threads.map(|e| match e {
+            wit::EmulatorThreadsPolicy::Share => v0_1::EmulatorThreadsPolicy::Share,
+            wit::EmulatorThreadsPolicy::Isolate => v0_1::EmulatorThreadsPolicy::Isolate,
+        }),
+        cells: placement
+            .into_iter()
+            .map(|c| v0_1::PlacedCell {
+                guest_cell: c.guest_cell,
+                host_cell: c.host_cell,
+                dedicated_vcpus: c.pinning.iter().map(|&(v, _)| v).collect(),
+                pinning: c.pinning.iter().map(|&(vcpu, pcpu)| v0_1::PinnedVcpu { vcpu, pcpu }).collect(),
+                shared_vcpus: c.shared_vcpus,
+                memory_mb: c.memory_mb,
+                page_size_kb: c.page_size_kb,
+                emulator_pcpus: c.emulator_pcpus,
+            })
+            .collect(),
+    }
+}
+
+fn placement_from_0_1(p: v0_1::Placement) -> wit::Placement {
+    let rows = p
+        .cells
+        .iter()
+        .map(|c| PlacedCellRows {
+            guest_cell: c.guest_cell,
+            host_cell: c.host_cell,
+            memory_mb: c.memory_mb,
+            page_size_kb: c.page_size_kb,
+            shared_vcpus: c.shared_vcpus.clone(),
+            pinning: c.pinning.iter().map(|x| (x.vcpu, x.pcpu)).collect(),
+            emulator_pcpus: c.emulator_pcpus.clone(),
+        })
+        .collect();
+    placement_from_rows(
+        p.policy,
+        p.cpu_policy.map(|c| match c {
+            v0_1::CpuPolicy::Shared => wit::CpuPolicy::Shared,
+            v0_1::CpuPolicy::Dedicated => wit::CpuPolicy::Dedicated,
+            v0_1::CpuPolicy::Mixed => wit::CpuPolicy::Mixed,
+        }),
+        p.thread_policy.map(|t| match t {
+            v0_1::ThreadPolicy::Prefer => wit::ThreadPolicy::Prefer,
+            v0_1::ThreadPolicy::Isolate => wit::ThreadPolicy::Isolate,
+            v0_1::ThreadPolicy::Require => wit::ThreadPolicy::Require,
+        }),
+        p.emulator_threads.map(|e| match e {
+            v0_1::EmulatorThreadsPolicy::Share => wit::EmulatorThreadsPolicy::Share,
+            v0_1::EmulatorThreadsPolicy::Isolate => wit::EmulatorThreadsPolicy::Isolate,
+        }),
+        rows,
+    )
+}
+
+/// The ids a column table assigns to guest cell `cell`, in table order.
+pub fn cell_ids(m: &wit::CellMembers, cell: u32) -> Vec<u32> {
+    m.cells.iter().zip(&m.ids).filter(|(&c, _)| c == cell).map(|(_, &id)| id).collect()
+}
+
+/// One guest cell of a placement with its CPUs gathered from the placement's columns: the shape
+/// people (and the JSON formats) think in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacedCellRows {
+    pub guest_cell: u32,
+    pub host_cell: u32,
+    pub memory_mb: u64,
+    pub page_size_kb: Option<u32>,
+    pub shared_vcpus: Vec<u32>,
+    /// (vCPU, pCPU) for the dedicated vCPUs.
+    pub pinning: Vec<(u32, u32)>,
+    pub emulator_pcpus: Vec<u32>,
+}
+
+/// The placement's cells with their CPUs (entries naming a guest cell the placement does not list are dropped).
+pub fn placement_rows(p: &wit::Placement) -> Vec<PlacedCellRows> {
+    p.cells
+        .iter()
+        .map(|c| {
+            let g = c.guest_cell;
+            let pinned = &p.pinned;
+            PlacedCellRows {
+                guest_cell: g,
+                host_cell: c.host_cell,
+                memory_mb: c.memory_mb,
+                page_size_kb: c.page_size_kb,
+                shared_vcpus: cell_ids(&p.shared_vcpus, g),
+                pinning: pinned
+                    .cells
+                    .iter()
+                    .zip(pinned.vcpus.iter().zip(&pinned.pcpus))
+                    .filter(|(&cell, _)| cell == g)
+                    .map(|(_, (&v, &c))| (v, c))
+                    .collect(),
+                emulator_pcpus: cell_ids(&p.emulator_pcpus, g),
+            }
+        })
+        .collect()
+}
+
+/// A placement from its cells with their CPUs.
+pub fn placement_from_rows(
+    policy: String,
+    cpu_policy: Option<wit::CpuPolicy>,
+    thread_policy: Option<wit::ThreadPolicy>,
+    emulator_threads: Option<wit::EmulatorThreadsPolicy>,
+    rows: Vec<PlacedCellRows>,
+) -> wit::Placement {
+    let mut p = wit::Placement {
+        policy,
+        cpu_policy,
+        thread_policy,
+        emulator_threads,
+        cells: Vec::with_capacity(rows.len()),
+        shared_vcpus: wit::CellMembers { cells: Vec::new(), ids: Vec::new() },
+        pinned: wit::PinnedVcpus { cells: Vec::new(), vcpus: Vec::new(), pcpus: Vec::new() },
+        emulator_pcpus: wit::CellMembers { cells: Vec::new(), ids: Vec::new() },
+    };
+    for c in rows {
+        let g = c.guest_cell;
+        p.cells.push(wit::PlacedCell { guest_cell: g, host_cell: c.host_cell, memory_mb: c.memory_mb, page_size_kb: c.page_size_kb });
+        for id in c.shared_vcpus {
+            p.shared_vcpus.cells.push(g);
+            p.shared_vcpus.ids.push(id);
+        }
+        for (v, pcpu) in c.pinning {
+            p.pinned.cells.push(g);
+            p.pinned.vcpus.push(v);
+            p.pinned.pcpus.push(pcpu);
+        }
+        for id in c.emulator_pcpus {
+            p.emulator_pcpus.cells.push(g);
+            p.emulator_pcpus.ids.push(id);
+        }
+    }
+    p
 }
 
 fn invalid_host(reason: String) -> wit::Rejection {

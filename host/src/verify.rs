@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::runtime::{cpu_rows, wit};
+use crate::runtime::{cell_ids, cpu_rows, placement_rows, wit, PlacedCellRows};
 
 /// A plugin answer the host refuses to trust.
 #[derive(Debug, thiserror::Error)]
@@ -60,12 +60,21 @@ pub fn placement(plugin: &str, host: &wit::Host, request: &wit::Request, p: &wit
     if p.cells.len() != request.cells.len() {
         return Err(fail(format!("{} cells placed for a guest of {}", p.cells.len(), request.cells.len())));
     }
+    // Every CPU entry must belong to a placed guest cell, and the columns must line up.
+    let (sv, pv, ev) = (&p.shared_vcpus, &p.pinned, &p.emulator_pcpus);
+    if sv.cells.len() != sv.ids.len() || pv.cells.len() != pv.vcpus.len() || pv.cells.len() != pv.pcpus.len() || ev.cells.len() != ev.ids.len() {
+        return Err(fail("its CPU columns differ in length".into()));
+    }
+    let placed_cells: BTreeSet<u32> = p.cells.iter().map(|c| c.guest_cell).collect();
+    if let Some(orphan) = sv.cells.iter().chain(&pv.cells).chain(&ev.cells).find(|c| !placed_cells.contains(c)) {
+        return Err(fail(format!("it lists CPUs of guest cell {orphan}, which it does not place")));
+    }
     let views = cell_views(host);
     let pins = matches!(request.cpu_policy, Some(wit::CpuPolicy::Dedicated | wit::CpuPolicy::Mixed));
     let isolate = request.thread_policy == Some(wit::ThreadPolicy::Isolate);
     let mut used_cells = BTreeSet::new();
     let mut used_cpus = BTreeSet::new();
-    for (g, placed) in p.cells.iter().enumerate() {
+    for (g, placed) in placement_rows(p).iter().enumerate() {
         if placed.guest_cell as usize != g {
             return Err(fail(format!("cell {g} is labelled guest cell {}", placed.guest_cell)));
         }
@@ -79,23 +88,19 @@ pub fn placement(plugin: &str, host: &wit::Host, request: &wit::Request, p: &wit
         if placed.memory_mb != want.memory_mb {
             return Err(fail(format!("guest cell {g} got {} MiB, asked for {}", placed.memory_mb, want.memory_mb)));
         }
-        let asked = |dedicated: bool| -> BTreeSet<u32> {
-            request.vcpus.iter().filter(|v| v.cell as usize == g && v.dedicated == dedicated).map(|v| v.id).collect()
-        };
-        let (shared, dedicated) = (asked(false), asked(true));
-        if placed.shared_vcpus.iter().copied().collect::<BTreeSet<_>>() != shared
-            || placed.dedicated_vcpus.iter().copied().collect::<BTreeSet<_>>() != dedicated
-        {
-            return Err(fail(format!("guest cell {g}'s vCPUs differ from the request's")));
+        let asked = |m: &wit::CellMembers| -> BTreeSet<u32> { cell_ids(m, g as u32).into_iter().collect() };
+        let (shared, dedicated) = (asked(&request.shared_vcpus), asked(&request.dedicated_vcpus));
+        if placed.shared_vcpus.iter().copied().collect::<BTreeSet<_>>() != shared || placed.shared_vcpus.len() != shared.len() {
+            return Err(fail(format!("guest cell {g}'s shared vCPUs differ from the request's")));
         }
-        let pinned_vcpus: BTreeSet<u32> = placed.pinning.iter().map(|x| x.vcpu).collect();
-        if pins && (pinned_vcpus != dedicated || placed.pinning.len() != dedicated.len()) {
+        let pinned_vcpus: BTreeSet<u32> = placed.pinning.iter().map(|x| x.0).collect();
+        if pinned_vcpus != dedicated || placed.pinning.len() != dedicated.len() {
             return Err(fail(format!("guest cell {g} does not pin each dedicated vCPU exactly once")));
         }
         if !pins && (!placed.pinning.is_empty() || !placed.emulator_pcpus.is_empty()) {
             return Err(fail(format!("guest cell {g} pins CPUs for a guest that asked for none")));
         }
-        let pcpus: Vec<u32> = placed.pinning.iter().map(|x| x.pcpu).chain(placed.emulator_pcpus.iter().copied()).collect();
+        let pcpus: Vec<u32> = placed.pinning.iter().map(|x| x.1).chain(placed.emulator_pcpus.iter().copied()).collect();
         for &cpu in &pcpus {
             if !view.pinnable.contains(&cpu) {
                 return Err(fail(format!("guest cell {g} pins CPU {cpu}, which host cell {} cannot pin", placed.host_cell)));
@@ -158,8 +163,9 @@ pub fn accounting(plugin: &str, before: &wit::Host, after: &wit::Host, p: &wit::
     }
     let pinned =
         |h: &wit::Host, cell: u32| -> BTreeSet<u32> { cpu_rows(&h.cpus).filter(|c| c.cell == cell && c.pinned).map(|c| c.id).collect() };
+    let rows = placement_rows(p);
     for (b, a) in before.cells.iter().zip(&after.cells) {
-        let placed: Vec<&wit::PlacedCell> = p.cells.iter().filter(|c| c.host_cell == b.id).collect();
+        let placed: Vec<&PlacedCellRows> = rows.iter().filter(|c| c.host_cell == b.id).collect();
         let mem: u64 = placed.iter().map(|c| c.memory_mb).sum();
         let vcpus: u32 = placed.iter().map(|c| c.shared_vcpus.len() as u32).sum();
         let (want_mem, want_vcpus) = if claim {
@@ -174,7 +180,7 @@ pub fn accounting(plugin: &str, before: &wit::Host, after: &wit::Host, p: &wit::
         let moved: BTreeSet<u32> = if claim { pa.difference(&pb).copied().collect() } else { pb.difference(&pa).copied().collect() };
         let kept = if claim { pb.is_subset(&pa) } else { pa.is_subset(&pb) };
         let mine: BTreeSet<u32> =
-            placed.iter().flat_map(|c| c.pinning.iter().map(|x| x.pcpu).chain(c.emulator_pcpus.iter().copied())).collect();
+            placed.iter().flat_map(|c| c.pinning.iter().map(|x| x.1).chain(c.emulator_pcpus.iter().copied())).collect();
         // Isolate takes whole cores: the siblings of its CPUs may move too, nothing else.
         let allowed: BTreeSet<u32> = if p.thread_policy == Some(wit::ThreadPolicy::Isolate) {
             let cores: BTreeSet<u32> = cpu_rows(&before.cpus).filter(|c| c.cell == b.id && mine.contains(&c.id)).map(|c| c.core).collect();

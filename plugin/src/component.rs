@@ -249,14 +249,19 @@ fn request_in(r: w::Request) -> Result<GuestTopology, String> {
         .iter()
         .map(|c| GuestCell { cpuset: CpuSet::new(), pcpuset: CpuSet::new(), memory: c.memory_mb, pagesize: c.page_size.map(page_size_in) })
         .collect();
-    for v in &r.vcpus {
-        let cell = cells
-            .get_mut(v.cell as usize)
-            .ok_or_else(|| format!("vcpu {} names guest cell {}, which the request does not list", v.id, v.cell))?;
-        if v.dedicated {
-            cell.pcpuset.insert(v.id);
-        } else {
-            cell.cpuset.insert(v.id);
+    for (members, dedicated) in [(&r.shared_vcpus, false), (&r.dedicated_vcpus, true)] {
+        if members.cells.len() != members.ids.len() {
+            return Err(format!("the vCPU columns differ in length (cells {}, ids {})", members.cells.len(), members.ids.len()));
+        }
+        for (&cell, &id) in members.cells.iter().zip(&members.ids) {
+            let cell = cells
+                .get_mut(cell as usize)
+                .ok_or_else(|| format!("vcpu {id} names guest cell {cell}, which the request does not list"))?;
+            if dedicated {
+                cell.pcpuset.insert(id);
+            } else {
+                cell.cpuset.insert(id);
+            }
         }
     }
     let pci_requests = r.pci_requests.into_iter().map(pci_in).collect();
@@ -269,16 +274,27 @@ fn request_in(r: w::Request) -> Result<GuestTopology, String> {
     })
 }
 
-fn request_out(g: GuestTopology) -> w::Request {
-    let mut vcpus = Vec::new();
-    for (i, cell) in g.cells.iter().enumerate() {
-        vcpus.extend(cell.cpuset.iter().map(|id| w::GuestVcpu { id, cell: i as u32, dedicated: false }));
-        vcpus.extend(cell.pcpuset.iter().map(|id| w::GuestVcpu { id, cell: i as u32, dedicated: true }));
+fn members() -> w::CellMembers {
+    w::CellMembers { cells: Vec::new(), ids: Vec::new() }
+}
+
+fn push_members(m: &mut w::CellMembers, cell: u32, ids: impl IntoIterator<Item = u32>) {
+    for id in ids {
+        m.cells.push(cell);
+        m.ids.push(id);
     }
-    vcpus.sort_by_key(|v| v.id);
+}
+
+fn request_out(g: GuestTopology) -> w::Request {
+    let (mut shared, mut dedicated) = (members(), members());
+    for (i, cell) in g.cells.iter().enumerate() {
+        push_members(&mut shared, i as u32, cell.cpuset.iter());
+        push_members(&mut dedicated, i as u32, cell.pcpuset.iter());
+    }
     w::Request {
         cells: g.cells.iter().map(|c| w::GuestCell { memory_mb: c.memory, page_size: c.pagesize.map(page_size_out) }).collect(),
-        vcpus,
+        shared_vcpus: shared,
+        dedicated_vcpus: dedicated,
         cpu_policy: g.cpu_policy.map(cpu_policy_out),
         thread_policy: g.thread_policy.map(thread_policy_out),
         emulator_threads: g.emulator_threads.map(emulator_out),
@@ -299,49 +315,68 @@ fn limits_in(l: w::Limits) -> Limits {
 }
 
 fn placement_out(p: Placement) -> w::Placement {
+    let vcpus: usize = p.cells.iter().map(|c| c.pinning.len()).sum();
+    let mut pinned = w::PinnedVcpus { cells: Vec::with_capacity(vcpus), vcpus: Vec::with_capacity(vcpus), pcpus: Vec::with_capacity(vcpus) };
+    let (mut shared, mut emulator) = (members(), members());
+    let mut cells = Vec::with_capacity(p.cells.len());
+    for c in p.cells {
+        push_members(&mut shared, c.guest_cell, c.cpuset.iter());
+        push_members(&mut emulator, c.guest_cell, c.emulator);
+        for (vcpu, pcpu) in c.pinning {
+            pinned.cells.push(c.guest_cell);
+            pinned.vcpus.push(vcpu);
+            pinned.pcpus.push(pcpu);
+        }
+        cells.push(w::PlacedCell { guest_cell: c.guest_cell, host_cell: c.host_cell, memory_mb: c.memory, page_size_kb: c.pagesize_kb });
+    }
     w::Placement {
         policy: p.policy,
         cpu_policy: p.cpu_policy.map(cpu_policy_out),
         thread_policy: p.thread_policy.map(thread_policy_out),
         emulator_threads: p.emulator_threads.map(emulator_out),
-        cells: p
-            .cells
-            .into_iter()
-            .map(|c| w::PlacedCell {
-                guest_cell: c.guest_cell,
-                host_cell: c.host_cell,
-                shared_vcpus: c.cpuset.to_vec(),
-                dedicated_vcpus: c.pcpuset.to_vec(),
-                memory_mb: c.memory,
-                page_size_kb: c.pagesize_kb,
-                pinning: c.pinning.into_iter().map(|(vcpu, pcpu)| w::PinnedVcpu { vcpu, pcpu }).collect(),
-                emulator_pcpus: c.emulator,
-            })
-            .collect(),
+        cells,
+        shared_vcpus: shared,
+        pinned,
+        emulator_pcpus: emulator,
     }
 }
 
-fn placement_in(p: w::Placement) -> Placement {
-    Placement {
+/// Row numbers of a column table whose guest cell is `g`.
+fn rows_of(cells: &[u32], g: u32) -> impl Iterator<Item = usize> + '_ {
+    cells.iter().enumerate().filter(move |(_, &c)| c == g).map(|(k, _)| k)
+}
+
+fn placement_in(p: w::Placement) -> Result<Placement, String> {
+    let of = rows_of;
+    let (s, pin, e) = (&p.shared_vcpus, &p.pinned, &p.emulator_pcpus);
+    if s.cells.len() != s.ids.len() || pin.cells.len() != pin.vcpus.len() || pin.cells.len() != pin.pcpus.len() || e.cells.len() != e.ids.len() {
+        return Err("the placement's CPU columns differ in length".into());
+    }
+    Ok(Placement {
         policy: p.policy,
         cpu_policy: p.cpu_policy.map(cpu_policy_in),
         thread_policy: p.thread_policy.map(thread_policy_in),
         emulator_threads: p.emulator_threads.map(emulator_in),
         cells: p
             .cells
-            .into_iter()
-            .map(|c| PlacedCell {
-                guest_cell: c.guest_cell,
-                host_cell: c.host_cell,
-                cpuset: c.shared_vcpus.into_iter().collect(),
-                pcpuset: c.dedicated_vcpus.into_iter().collect(),
-                memory: c.memory_mb,
-                pagesize_kb: c.page_size_kb,
-                pinning: c.pinning.into_iter().map(|p| (p.vcpu, p.pcpu)).collect(),
-                emulator: c.emulator_pcpus,
+            .iter()
+            .map(|c| {
+                let g = c.guest_cell;
+                let pinning: Vec<(u32, u32)> =
+                    of(&p.pinned.cells, g).filter_map(|k| Some((*p.pinned.vcpus.get(k)?, *p.pinned.pcpus.get(k)?))).collect();
+                PlacedCell {
+                    guest_cell: g,
+                    host_cell: c.host_cell,
+                    cpuset: of(&p.shared_vcpus.cells, g).filter_map(|k| p.shared_vcpus.ids.get(k).copied()).collect(),
+                    pcpuset: pinning.iter().map(|&(v, _)| v).collect(),
+                    memory: c.memory_mb,
+                    pagesize_kb: c.page_size_kb,
+                    pinning,
+                    emulator: of(&p.emulator_pcpus.cells, g).filter_map(|k| p.emulator_pcpus.ids.get(k).copied()).collect(),
+                }
             })
             .collect(),
-    }
+    })
 }
 
 fn shortfall_out(s: Shortfall) -> w::Shortfall {
@@ -409,7 +444,8 @@ type Account = fn(&HostTopology, &Placement) -> Result<HostTopology, accounting:
 
 fn account(host: w::Host, placement: w::Placement, op: Account) -> Result<w::Host, w::AccountingError> {
     let host = host_in(host).map_err(|e| invalid(format!("invalid host: {e}")))?;
-    op(&host, &placement_in(placement)).map(host_out).map_err(accounting_error_out)
+    let placement = placement_in(placement).map_err(|e| invalid(format!("invalid placement: {e}")))?;
+    op(&host, &placement).map(host_out).map_err(accounting_error_out)
 }
 
 /// A host checked and modelled once (`host-state`), so later fits only cross the request.
