@@ -68,6 +68,11 @@ impl CpuSet {
         })
     }
 
+    /// The bitmap, 64 CPUs a word from CPU 0 (no trailing zero words).
+    pub fn words(&self) -> &[u64] {
+        &self.words
+    }
+
     pub fn first(&self) -> Option<u32> {
         self.iter().next()
     }

@@ -42,12 +42,16 @@ pub type Threads = SmallVec<[u32; 8]>;
 /// Free pinnable threads of each core, in core order (cores with none left are kept, empty).
 pub fn free_threads_by_core(cell: &HostCell) -> Vec<Threads> {
     let free = cell.free_pcpus();
+    let free = free.words();
     let mut cores = Vec::with_capacity(cell.siblings.len());
     for core in &cell.siblings {
+        // Word by word: this runs for every (guest cell, host cell) pair a search tries.
         let mut threads = Threads::new();
-        for cpu in core.iter() {
-            if free.contains(cpu) {
-                threads.push(cpu);
+        for (i, (&c, &f)) in core.words().iter().zip(free).enumerate() {
+            let mut both = c & f;
+            while both != 0 {
+                threads.push(i as u32 * 64 + both.trailing_zeros());
+                both &= both - 1;
             }
         }
         cores.push(threads);
