@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Prints the benchmark table from criterion's results: numafit through the component and natively
-(median per call), their ratio, Nova 34.0.0's reference median (shared/bench/README.md), and
-how many times faster the component is than Nova. Run after `cargo bench -p numafit --bench fit`."""
+"""Prints the benchmark table from criterion's results: numafit through the component on a loaded
+host and natively (median per call), their ratio, Nova 34.0.0's reference median
+(shared/bench/README.md), how many times faster the component is than Nova, and the stateless
+call (host lowered and modelled every time) and the cost of loading the host once.
+Run after `cargo bench -p numafit --bench fit`."""
 import json
 import pathlib
 import sys
@@ -28,10 +30,10 @@ NOVA = {
 }
 
 
-def median_us(case, path):
-    f = CRIT / f"fit_{case}" / path / "new" / "estimates.json"
+def median_us(case, path, group="fit"):
+    f = CRIT / f"{group}_{case}" / path / "new" / "estimates.json"
     if not f.exists():
-        f = CRIT / f"fit/{case}" / path / "new" / "estimates.json"
+        f = CRIT / f"{group}/{case}" / path / "new" / "estimates.json"
     if not f.exists():
         return None
     return json.loads(f.read_text())["median"]["point_estimate"] / 1000.0
@@ -45,9 +47,11 @@ def main():
             print(f"missing results for {case}: run cargo bench -p numafit --bench fit", file=sys.stderr)
             continue
         speedup = f"{nova / comp:,.0f}x" if nova else "-"
-        rows.append(f"| {case} | {comp:,.2f} | {nat:,.2f} | {comp / nat:.2f} | {nova_text} | {speedup} |")
-    print("| case | component µs | native µs | component/native | Nova µs | Nova/component |")
-    print("|---|---|---|---|---|---|")
+        stateless, load = median_us(case, "component-stateless"), median_us(case, "component", "load")
+        extra = " | ".join("-" if v is None else f"{v:,.2f}" for v in (stateless, load))
+        rows.append(f"| {case} | {comp:,.2f} | {nat:,.2f} | {comp / nat:.2f} | {nova_text} | {speedup} | {extra} |")
+    print("| case | component µs | native µs | component/native | Nova µs | Nova/component | stateless component µs | load µs |")
+    print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 

@@ -232,7 +232,11 @@ impl LoadedHost {
 fn engine() -> Result<Engine> {
     let mut config = Config::new();
     config.consume_fuel(true);
-    if std::env::var_os("PROBE_PERFMAP").is_some() { config.profiler(wasmtime::ProfilingStrategy::PerfMap); }
+    // `NUMAFIT_PERFMAP=1`: name the plugin's compiled functions for `perf` (/tmp/perf-PID.map), to
+    // profile a policy as it runs in the host.
+    if std::env::var_os("NUMAFIT_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     Ok(Engine::new(&config)?)
 }
 

@@ -159,7 +159,7 @@ pub fn fit(host: &HostTopology, guest: &GuestTopology, limits: &Limits, policy: 
         }
     }
     match best {
-        Some((_, _, _, assign)) => Ok(placement_from(&table, &assign, policy)),
+        Some((_, _, _, assign)) => Ok(placement_from(&mut table, &assign, policy)),
         None => Err(rejection_from(&table)),
     }
 }

@@ -124,6 +124,11 @@ impl CpuSet {
         }
     }
 
+    /// Number of CPUs in `self ∩ other`, without building it.
+    pub fn intersection_len(&self, other: &CpuSet) -> usize {
+        self.words.iter().zip(&other.words).map(|(a, b)| (a & b).count_ones() as usize).sum()
+    }
+
     /// Number of CPUs in `self ∖ other`, without building it.
     pub fn difference_len(&self, other: &CpuSet) -> usize {
         self.words.iter().enumerate().map(|(i, &w)| (w & !other.words.get(i).copied().unwrap_or(0)).count_ones() as usize).sum()

@@ -166,12 +166,15 @@ fn walk_pruned(table: &FitTable, g: usize, used: &mut [bool], assign: &mut Vec<u
     None
 }
 
-pub(crate) fn placement_from(table: &FitTable, assign: &[usize], policy: &str) -> Placement {
+/// The placement of a complete assignment. Consumes the assignment's fits (moved, not copied):
+/// the search is over once it is called.
+pub(crate) fn placement_from(table: &mut FitTable, assign: &[usize], policy: &str) -> Placement {
+    let columns = table.columns();
     let cells = assign
         .iter()
         .enumerate()
         .filter_map(|(g, &k)| {
-            let Some(Ok(fit)) = table.result(g, k) else {
+            let Some(Ok(fit)) = table.fits[g * columns + k].take() else {
                 return None;
             };
             let guest = &table.guest.cells[g];
@@ -182,8 +185,8 @@ pub(crate) fn placement_from(table: &FitTable, assign: &[usize], policy: &str) -
                 pcpuset: guest.pcpuset.clone(),
                 memory: guest.memory,
                 pagesize_kb: fit.pagesize_kb,
-                pinning: fit.pinning.pairs.clone(),
-                emulator: fit.pinning.emulator.clone(),
+                pinning: fit.pinning.pairs,
+                emulator: fit.pinning.emulator,
             })
         })
         .collect();
@@ -263,7 +266,8 @@ pub(crate) fn start<'a>(
     guest.validate().map_err(|e| Rejection::whole(format!("invalid request: {e}")))?;
     let table = FitTable::new(host, guest, limits, packing);
     if guest.cells.is_empty() {
-        return Ok(Start::Answered(placement_from(&table, &[], policy)));
+        let mut table = table;
+        return Ok(Start::Answered(placement_from(&mut table, &[], policy)));
     }
     if host.cells.len() < guest.cells.len() {
         return Err(Rejection::whole(format!("the host has {} NUMA cells, the guest needs {}", host.cells.len(), guest.cells.len())));
@@ -283,7 +287,7 @@ pub fn fit(host: &HostTopology, guest: &GuestTopology, limits: &Limits, policy: 
     let mut assign = Vec::with_capacity(guest.cells.len());
     let mut budget = guest.cells.len() * table.columns();
     match walk_lazily(&mut table, 0, &mut used, &mut assign, &mut budget) {
-        Walk::Found(assign) => return Ok(placement_from(&table, &assign, policy)),
+        Walk::Found(assign) => return Ok(placement_from(&mut table, &assign, policy)),
         Walk::NoneLeft | Walk::Exhausted => {}
     }
     table.fill();
@@ -291,7 +295,7 @@ pub fn fit(host: &HostTopology, guest: &GuestTopology, limits: &Limits, policy: 
     let mut assign = Vec::with_capacity(guest.cells.len());
     if table.matchable(0, &used) {
         if let Some(found) = walk_pruned(&table, 0, &mut used, &mut assign) {
-            return Ok(placement_from(&table, &found, policy));
+            return Ok(placement_from(&mut table, &found, policy));
         }
     }
     Err(rejection_from(&table))

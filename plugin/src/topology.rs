@@ -93,7 +93,7 @@ impl HostCell {
     /// Most threads of one core usable by guests (shared or pinnable): 1 on a host without SMT.
     pub fn threads_per_core(&self) -> usize {
         let usable = self.cpuset.union(&self.pcpuset);
-        self.siblings.iter().map(|core| core.intersection(&usable).len()).max().unwrap_or(0).max(1)
+        self.siblings.iter().map(|core| core.intersection_len(&usable)).max().unwrap_or(0).max(1)
     }
 
     /// Puts the model in the shape the algorithms rely on: page pools sorted by size, and every
