@@ -212,6 +212,29 @@ fn the_guests_memory_does_not_grow_across_loads() {
 }
 
 #[test]
+fn fits_on_a_loaded_host_reuse_the_arena() {
+    // A 16-cell host with distances: lists the loaded model takes over from the call's argument.
+    // Were they left in the per-call arena, it would never empty again: every later call's memory
+    // would pile up behind it, and unloading would then ask for all of it at once.
+    let mut plugin = Plugin::embedded(PluginLimits::default()).unwrap();
+    let (host, request, limits) = load_case(&fixture("bench/14-16cell-8cell-too-big"));
+    assert!(!host.distances.is_empty());
+    let mut loaded = plugin.load(host.clone()).unwrap().unwrap();
+    plugin.fit_loaded(&mut loaded, &request, &limits).unwrap().unwrap_err();
+    let warm = plugin.memory_bytes().expect("live instance");
+    for _ in 0..800 {
+        plugin.fit_loaded(&mut loaded, &request, &limits).unwrap().unwrap_err();
+    }
+    plugin.unload(loaded).expect("unloads");
+    plugin.info().expect("still answers");
+    assert!(
+        plugin.memory_bytes().expect("live instance") <= warm + (1 << 20),
+        "memory grew from {warm} to {:?} bytes",
+        plugin.memory_bytes()
+    );
+}
+
+#[test]
 fn a_plugin_built_against_contract_0_1_keeps_loading() {
     let mut plugin = Plugin::from_bytes("hostile.wasm", hostile_plugin(), small_limits()).expect("loads");
     assert_eq!(plugin.contract(), "0.1.0");

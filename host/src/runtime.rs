@@ -373,18 +373,18 @@ impl Plugin {
     /// Runs one export on the live instance (made on first use), with a full fuel budget. After a
     /// trap the instance is dropped: a trapped instance may not be entered again.
     fn call<T>(&mut self, f: impl FnOnce(&Exports, &mut Store<State>) -> wasmtime::Result<T>) -> Result<T> {
-        let (mut store, instance) = match self.live.take() {
-            Some(live) => live,
-            None => self.fresh_instance()?,
-        };
-        store.set_fuel(self.limits.fuel)?;
-        match f(&instance, &mut store) {
-            Ok(v) => {
-                self.live = Some((store, instance));
-                Ok(v)
-            }
-            Err(e) => Err(self.classify(e, store.data().cap_hit)),
+        if self.live.is_none() {
+            self.live = Some(self.fresh_instance()?);
         }
+        // The instance stays in place (no move per call); it is dropped only after a failure.
+        let outcome = match self.live.as_mut() {
+            Some((store, exports)) => store.set_fuel(self.limits.fuel).and_then(|()| f(exports, store)).map_err(|e| (e, store.data().cap_hit)),
+            None => return Err(anyhow!("plugin {}: no instance", self.name)),
+        };
+        outcome.map_err(|(e, cap_hit)| {
+            self.live = None;
+            self.classify(e, cap_hit)
+        })
     }
 
     /// Fuel the last call burned (about one unit per wasm instruction).

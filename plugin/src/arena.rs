@@ -19,8 +19,10 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use std::alloc::System;
 
-/// Smallest chunk, and the chunk's alignment (enough for every type the core allocates).
+/// Smallest and largest chunk, and the chunk's alignment (enough for every type the core
+/// allocates). Calls that need more than the largest chunk get the rest from the system allocator.
 const MIN_CHUNK: usize = 64 << 10;
+const MAX_CHUNK: usize = 64 << 20;
 const CHUNK_ALIGN: usize = 16;
 
 struct State {
@@ -77,7 +79,13 @@ impl State {
 
     /// Replaces the (empty) chunk by one of at least `want` bytes. False when memory is exhausted.
     fn regrow(&mut self, want: usize) -> bool {
-        let size = want.max(MIN_CHUNK).next_power_of_two();
+        let size = want.clamp(MIN_CHUNK, MAX_CHUNK).next_power_of_two();
+        if size == self.end - self.start {
+            // Already as big as it may get: keep it.
+            self.next = self.start;
+            self.overflow = 0;
+            return true;
+        }
         let Ok(layout) = Layout::from_size_align(size, CHUNK_ALIGN) else { return false };
         // SAFETY: a non-zero size with a valid alignment.
         let new = unsafe { System.alloc(layout) };

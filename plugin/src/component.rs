@@ -453,8 +453,9 @@ struct LoadedHost(HostTopology);
 
 impl w::GuestHostState for LoadedHost {
     fn load(host: w::Host) -> Result<w::HostState, String> {
-        // The model outlives this call, so it must not live in the per-call arena.
-        crate::arena::persistent(|| host_in(host).map(|h| w::HostState::new(LoadedHost(h))))
+        // The model outlives this call, so nothing of it may live in the per-call arena: not even
+        // the lists it takes over from the (arena-allocated) argument, hence the copy.
+        crate::arena::persistent(|| host_in(host.clone()).map(|h| w::HostState::new(LoadedHost(h))))
     }
 
     fn fit(&self, request: w::Request, limits: w::Limits) -> Result<w::Placement, w::Rejection> {
