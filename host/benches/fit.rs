@@ -5,7 +5,9 @@
 //! - `fit/<case>/native`: the same core linked natively, on the same host model;
 //! - `fit/<case>/component-stateless`: the 0.1-style call that also lowers and models the whole
 //!   host on every call (what a one-shot `numafit fit` does);
-//! - `load/<case>/component`: loading the host (`host-state.load`), paid once per host state.
+//! - `load/<case>/component`: loading the host (`host-state.load`), paid once per host state;
+//! - `fit-batch/<case>/component`: a scheduler's call, one request against 64 loaded hosts at once
+//!   (`fit-loaded`), reported per host (criterion's throughput in elements).
 //!
 //! Inputs are parsed once, outside the timing, like the Nova reference figures ("pre-built
 //! objects"). `scripts/bench-report.py` turns the results into the ratio table.
@@ -62,6 +64,19 @@ fn bench(c: &mut Criterion) {
         group.bench_function("component-stateless", |b| b.iter(|| plugin.fit(&whost, &wrequest, &wlimits).expect("no trap").is_ok()));
         group.finish();
         plugin.unload(loaded).expect("unload");
+
+        // 64 loaded copies of the host, asked in one call.
+        const BATCH: usize = 64;
+        let mut hosts: Vec<_> = (0..BATCH).map(|_| plugin.load(whost.clone()).expect("no trap").expect("valid host")).collect();
+        let mut group = c.benchmark_group(format!("fit-batch/{name}"));
+        group.throughput(criterion::Throughput::Elements(BATCH as u64));
+        group.bench_function("component", |b| {
+            b.iter(|| plugin.fit_loaded_many(&mut hosts, &wrequest, &wlimits).expect("no trap").len())
+        });
+        group.finish();
+        for h in hosts {
+            plugin.unload(h).expect("unload");
+        }
 
         let mut group = c.benchmark_group(format!("load/{name}"));
         group.bench_function("component", |b| {
