@@ -84,9 +84,14 @@ fn the_balanced_component_answers_what_the_native_balanced_policy_answers() {
             .fit(&nhost, &nguest, &nlimits)
             .map(|p| p.cells.iter().map(|c| (c.host_cell, c.pinning.clone())).collect::<Vec<_>>());
         assert_eq!(got.map_err(|r| r.summary), want.map_err(|r| r.summary), "{}", dir.display());
-        if let Ok(p) = plugin.fit(&host, &request, &limits).unwrap() {
-            verify::placement(plugin.name(), &host, &request, &p).expect("the host accepts it");
+        let stateless = plugin.fit(&host, &request, &limits).unwrap();
+        if let Ok(p) = &stateless {
+            verify::placement(plugin.name(), &host, &request, p).expect("the host accepts it");
         }
+        let mut loaded = plugin.load(host.clone()).expect("no trap").expect("valid host");
+        let again = plugin.fit_loaded(&mut loaded, &request, &limits).expect("no trap");
+        assert_eq!(format!("{again:?}"), format!("{stateless:?}"), "{}: loaded vs stateless", dir.display());
+        plugin.unload(loaded).expect("unloads");
     }
 }
 
