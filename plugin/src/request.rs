@@ -117,15 +117,16 @@ impl GuestTopology {
                     format!("guest cell {i}: vCPUs {} are both shared and dedicated", cell.cpuset.intersection(&cell.pcpuset)),
                 ));
             }
-            let all = cell.cpuset.union(&cell.pcpuset);
-            if all.intersects(&seen) {
+            if cell.cpuset.intersects(&seen) || cell.pcpuset.intersects(&seen) {
+                let all = cell.cpuset.union(&cell.pcpuset);
                 return Err(RequestError::new(
                     "ImageNUMATopologyCPUDuplicates",
                     format!("guest cell {i}: vCPUs {} appear in another cell too", all.intersection(&seen)),
                 ));
             }
-            seen.union_with(&all);
-            if all.is_empty() {
+            seen.union_with(&cell.cpuset);
+            seen.union_with(&cell.pcpuset);
+            if cell.cpuset.is_empty() && cell.pcpuset.is_empty() {
                 return Err(RequestError::new("ImageNUMATopologyCPUsUnassigned", format!("guest cell {i} has no vCPUs")));
             }
             if cell.memory == 0 {
