@@ -76,9 +76,10 @@ fn the_balanced_component_answers_what_the_native_balanced_policy_answers() {
     assert_eq!(plugin.info().unwrap().name, "balanced");
     for dir in bench_cases() {
         let (host, request, limits) = load_case(&dir);
-        let got = plugin.fit(&host, &request, &limits).expect("no trap").map(|p| {
-            placement_rows(&p).into_iter().map(|c| (c.host_cell, c.pinning)).collect::<Vec<_>>()
-        });
+        let got = plugin
+            .fit(&host, &request, &limits)
+            .expect("no trap")
+            .map(|p| placement_rows(&p).into_iter().map(|c| (c.host_cell, c.pinning)).collect::<Vec<_>>());
         let (nhost, nguest, nlimits) = native_case(&dir);
         let want = numafit_plugin::Policy::Balanced
             .fit(&nhost, &nguest, &nlimits)

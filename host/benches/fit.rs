@@ -57,9 +57,7 @@ fn bench(c: &mut Criterion) {
 
         let mut group = c.benchmark_group(format!("fit/{name}"));
         let mut loaded = plugin.load(whost.clone()).expect("no trap").expect("valid host");
-        group.bench_function("component", |b| {
-            b.iter(|| plugin.fit_loaded(&mut loaded, &wrequest, &wlimits).expect("no trap").is_ok())
-        });
+        group.bench_function("component", |b| b.iter(|| plugin.fit_loaded(&mut loaded, &wrequest, &wlimits).expect("no trap").is_ok()));
         group.bench_function("native", |b| b.iter(|| numafit_plugin::fit(&nhost, &nguest, &nlimits).is_ok()));
         group.bench_function("component-stateless", |b| b.iter(|| plugin.fit(&whost, &wrequest, &wlimits).expect("no trap").is_ok()));
         group.finish();
@@ -70,9 +68,7 @@ fn bench(c: &mut Criterion) {
         let mut hosts: Vec<_> = (0..BATCH).map(|_| plugin.load(whost.clone()).expect("no trap").expect("valid host")).collect();
         let mut group = c.benchmark_group(format!("fit-batch/{name}"));
         group.throughput(criterion::Throughput::Elements(BATCH as u64));
-        group.bench_function("component", |b| {
-            b.iter(|| plugin.fit_loaded_many(&mut hosts, &wrequest, &wlimits).expect("no trap").len())
-        });
+        group.bench_function("component", |b| b.iter(|| plugin.fit_loaded_many(&mut hosts, &wrequest, &wlimits).expect("no trap").len()));
         group.finish();
         for h in hosts {
             plugin.unload(h).expect("unload");

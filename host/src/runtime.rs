@@ -378,7 +378,9 @@ impl Plugin {
         }
         // The instance stays in place (no move per call); it is dropped only after a failure.
         let outcome = match self.live.as_mut() {
-            Some((store, exports)) => store.set_fuel(self.limits.fuel).and_then(|()| f(exports, store)).map_err(|e| (e, store.data().cap_hit)),
+            Some((store, exports)) => {
+                store.set_fuel(self.limits.fuel).and_then(|()| f(exports, store)).map_err(|e| (e, store.data().cap_hit))
+            }
             None => return Err(anyhow!("plugin {}: no instance", self.name)),
         };
         outcome.map_err(|(e, cap_hit)| {
@@ -407,9 +409,8 @@ impl Plugin {
     pub fn request_from_flavor(&mut self, flavor: &wit::Flavor) -> Result<Result<wit::Request, wit::RequestError>> {
         self.call(|e, s| match e {
             Exports::Current(p) => p.numafit_policy_policy().call_request_from_flavor(s, flavor),
-            Exports::V0_1(f) => {
-                call_legacy::<_, (Result<v0_1::Request, wit::RequestError>,)>(f.request_from_flavor, s, (flavor,)).map(|(r,)| r.map(request_from_0_1))
-            }
+            Exports::V0_1(f) => call_legacy::<_, (Result<v0_1::Request, wit::RequestError>,)>(f.request_from_flavor, s, (flavor,))
+                .map(|(r,)| r.map(request_from_0_1)),
         })
     }
 
@@ -421,8 +422,10 @@ impl Plugin {
     ) -> Result<Result<wit::Placement, wit::Rejection>> {
         self.call(|e, s| match e {
             Exports::Current(p) => p.numafit_policy_policy().call_fit(s, host, request, limits),
-            Exports::V0_1(f) => call_legacy::<_, (Result<v0_1::Placement, wit::Rejection>,)>(f.fit, s, (host, &request_to_0_1(request), limits))
-                .map(|(r,)| r.map(placement_from_0_1)),
+            Exports::V0_1(f) => {
+                call_legacy::<_, (Result<v0_1::Placement, wit::Rejection>,)>(f.fit, s, (host, &request_to_0_1(request), limits))
+                    .map(|(r,)| r.map(placement_from_0_1))
+            }
         })
     }
 
@@ -536,6 +539,52 @@ impl Plugin {
     }
 }
 
+fn cpu_to_0_1(p: wit::CpuPolicy) -> v0_1::CpuPolicy {
+    match p {
+        wit::CpuPolicy::Shared => v0_1::CpuPolicy::Shared,
+        wit::CpuPolicy::Dedicated => v0_1::CpuPolicy::Dedicated,
+        wit::CpuPolicy::Mixed => v0_1::CpuPolicy::Mixed,
+    }
+}
+
+fn cpu_from_0_1(p: v0_1::CpuPolicy) -> wit::CpuPolicy {
+    match p {
+        v0_1::CpuPolicy::Shared => wit::CpuPolicy::Shared,
+        v0_1::CpuPolicy::Dedicated => wit::CpuPolicy::Dedicated,
+        v0_1::CpuPolicy::Mixed => wit::CpuPolicy::Mixed,
+    }
+}
+
+fn thread_to_0_1(p: wit::ThreadPolicy) -> v0_1::ThreadPolicy {
+    match p {
+        wit::ThreadPolicy::Prefer => v0_1::ThreadPolicy::Prefer,
+        wit::ThreadPolicy::Isolate => v0_1::ThreadPolicy::Isolate,
+        wit::ThreadPolicy::Require => v0_1::ThreadPolicy::Require,
+    }
+}
+
+fn thread_from_0_1(p: v0_1::ThreadPolicy) -> wit::ThreadPolicy {
+    match p {
+        v0_1::ThreadPolicy::Prefer => wit::ThreadPolicy::Prefer,
+        v0_1::ThreadPolicy::Isolate => wit::ThreadPolicy::Isolate,
+        v0_1::ThreadPolicy::Require => wit::ThreadPolicy::Require,
+    }
+}
+
+fn emulator_to_0_1(p: wit::EmulatorThreadsPolicy) -> v0_1::EmulatorThreadsPolicy {
+    match p {
+        wit::EmulatorThreadsPolicy::Share => v0_1::EmulatorThreadsPolicy::Share,
+        wit::EmulatorThreadsPolicy::Isolate => v0_1::EmulatorThreadsPolicy::Isolate,
+    }
+}
+
+fn emulator_from_0_1(p: v0_1::EmulatorThreadsPolicy) -> wit::EmulatorThreadsPolicy {
+    match p {
+        v0_1::EmulatorThreadsPolicy::Share => wit::EmulatorThreadsPolicy::Share,
+        v0_1::EmulatorThreadsPolicy::Isolate => wit::EmulatorThreadsPolicy::Isolate,
+    }
+}
+
 fn request_to_0_1(r: &wit::Request) -> v0_1::Request {
     let mut vcpus = Vec::new();
     for (m, dedicated) in [(&r.shared_vcpus, false), (&r.dedicated_vcpus, true)] {
@@ -545,20 +594,9 @@ fn request_to_0_1(r: &wit::Request) -> v0_1::Request {
     v0_1::Request {
         cells: r.cells.iter().map(|c| v0_1::GuestCell { memory_mb: c.memory_mb, page_size: c.page_size.map(page_size_to_0_1) }).collect(),
         vcpus,
-        cpu_policy: r.cpu_policy.map(|p| match p {
-            wit::CpuPolicy::Shared => v0_1::CpuPolicy::Shared,
-            wit::CpuPolicy::Dedicated => v0_1::CpuPolicy::Dedicated,
-            wit::CpuPolicy::Mixed => v0_1::CpuPolicy::Mixed,
-        }),
-        thread_policy: r.thread_policy.map(|p| match p {
-            wit::ThreadPolicy::Prefer => v0_1::ThreadPolicy::Prefer,
-            wit::ThreadPolicy::Isolate => v0_1::ThreadPolicy::Isolate,
-            wit::ThreadPolicy::Require => v0_1::ThreadPolicy::Require,
-        }),
-        emulator_threads: r.emulator_threads.map(|p| match p {
-            wit::EmulatorThreadsPolicy::Share => v0_1::EmulatorThreadsPolicy::Share,
-            wit::EmulatorThreadsPolicy::Isolate => v0_1::EmulatorThreadsPolicy::Isolate,
-        }),
+        cpu_policy: r.cpu_policy.map(cpu_to_0_1),
+        thread_policy: r.thread_policy.map(thread_to_0_1),
+        emulator_threads: r.emulator_threads.map(emulator_to_0_1),
         pci_requests: r
             .pci_requests
             .iter()
@@ -609,20 +647,9 @@ fn request_from_0_1(r: v0_1::Request) -> wit::Request {
             .collect(),
         shared_vcpus: shared,
         dedicated_vcpus: dedicated,
-        cpu_policy: r.cpu_policy.map(|p| match p {
-            v0_1::CpuPolicy::Shared => wit::CpuPolicy::Shared,
-            v0_1::CpuPolicy::Dedicated => wit::CpuPolicy::Dedicated,
-            v0_1::CpuPolicy::Mixed => wit::CpuPolicy::Mixed,
-        }),
-        thread_policy: r.thread_policy.map(|p| match p {
-            v0_1::ThreadPolicy::Prefer => wit::ThreadPolicy::Prefer,
-            v0_1::ThreadPolicy::Isolate => wit::ThreadPolicy::Isolate,
-            v0_1::ThreadPolicy::Require => wit::ThreadPolicy::Require,
-        }),
-        emulator_threads: r.emulator_threads.map(|p| match p {
-            v0_1::EmulatorThreadsPolicy::Share => wit::EmulatorThreadsPolicy::Share,
-            v0_1::EmulatorThreadsPolicy::Isolate => wit::EmulatorThreadsPolicy::Isolate,
-        }),
+        cpu_policy: r.cpu_policy.map(cpu_from_0_1),
+        thread_policy: r.thread_policy.map(thread_from_0_1),
+        emulator_threads: r.emulator_threads.map(emulator_from_0_1),
         pci_requests: r
             .pci_requests
             .into_iter()
@@ -644,20 +671,9 @@ fn placement_to_0_1(p: &wit::Placement) -> v0_1::Placement {
     let placement = placement_rows(p);
     v0_1::Placement {
         policy: p.policy.clone(),
-        cpu_policy: p.cpu_policy.map(|c| match c {
-            wit::CpuPolicy::Shared => v0_1::CpuPolicy::Shared,
-            wit::CpuPolicy::Dedicated => v0_1::CpuPolicy::Dedicated,
-            wit::CpuPolicy::Mixed => v0_1::CpuPolicy::Mixed,
-        }),
-        thread_policy: p.thread_policy.map(|t| match t {
-            wit::ThreadPolicy::Prefer => v0_1::ThreadPolicy::Prefer,
-            wit::ThreadPolicy::Isolate => v0_1::ThreadPolicy::Isolate,
-            wit::ThreadPolicy::Require => v0_1::ThreadPolicy::Require,
-        }),
-        emulator_threads: p.emulator_threads.map(|e| match e {
-            wit::EmulatorThreadsPolicy::Share => v0_1::EmulatorThreadsPolicy::Share,
-            wit::EmulatorThreadsPolicy::Isolate => v0_1::EmulatorThreadsPolicy::Isolate,
-        }),
+        cpu_policy: p.cpu_policy.map(cpu_to_0_1),
+        thread_policy: p.thread_policy.map(thread_to_0_1),
+        emulator_threads: p.emulator_threads.map(emulator_to_0_1),
         cells: placement
             .into_iter()
             .map(|c| v0_1::PlacedCell {
@@ -690,20 +706,9 @@ fn placement_from_0_1(p: v0_1::Placement) -> wit::Placement {
         .collect();
     placement_from_rows(
         p.policy,
-        p.cpu_policy.map(|c| match c {
-            v0_1::CpuPolicy::Shared => wit::CpuPolicy::Shared,
-            v0_1::CpuPolicy::Dedicated => wit::CpuPolicy::Dedicated,
-            v0_1::CpuPolicy::Mixed => wit::CpuPolicy::Mixed,
-        }),
-        p.thread_policy.map(|t| match t {
-            v0_1::ThreadPolicy::Prefer => wit::ThreadPolicy::Prefer,
-            v0_1::ThreadPolicy::Isolate => wit::ThreadPolicy::Isolate,
-            v0_1::ThreadPolicy::Require => wit::ThreadPolicy::Require,
-        }),
-        p.emulator_threads.map(|e| match e {
-            v0_1::EmulatorThreadsPolicy::Share => wit::EmulatorThreadsPolicy::Share,
-            v0_1::EmulatorThreadsPolicy::Isolate => wit::EmulatorThreadsPolicy::Isolate,
-        }),
+        p.cpu_policy.map(cpu_from_0_1),
+        p.thread_policy.map(thread_from_0_1),
+        p.emulator_threads.map(emulator_from_0_1),
         rows,
     )
 }

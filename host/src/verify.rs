@@ -62,7 +62,11 @@ pub fn placement(plugin: &str, host: &wit::Host, request: &wit::Request, p: &wit
     }
     // Every CPU entry must belong to a placed guest cell, and the columns must line up.
     let (sv, pv, ev) = (&p.shared_vcpus, &p.pinned, &p.emulator_pcpus);
-    if sv.cells.len() != sv.ids.len() || pv.cells.len() != pv.vcpus.len() || pv.cells.len() != pv.pcpus.len() || ev.cells.len() != ev.ids.len() {
+    if sv.cells.len() != sv.ids.len()
+        || pv.cells.len() != pv.vcpus.len()
+        || pv.cells.len() != pv.pcpus.len()
+        || ev.cells.len() != ev.ids.len()
+    {
         return Err(fail("its CPU columns differ in length".into()));
     }
     let placed_cells: BTreeSet<u32> = p.cells.iter().map(|c| c.guest_cell).collect();

@@ -316,7 +316,8 @@ fn limits_in(l: w::Limits) -> Limits {
 
 fn placement_out(p: Placement) -> w::Placement {
     let vcpus: usize = p.cells.iter().map(|c| c.pinning.len()).sum();
-    let mut pinned = w::PinnedVcpus { cells: Vec::with_capacity(vcpus), vcpus: Vec::with_capacity(vcpus), pcpus: Vec::with_capacity(vcpus) };
+    let mut pinned =
+        w::PinnedVcpus { cells: Vec::with_capacity(vcpus), vcpus: Vec::with_capacity(vcpus), pcpus: Vec::with_capacity(vcpus) };
     let (mut shared, mut emulator) = (members(), members());
     let mut cells = Vec::with_capacity(p.cells.len());
     for c in p.cells {
@@ -349,7 +350,11 @@ fn rows_of(cells: &[u32], g: u32) -> impl Iterator<Item = usize> + '_ {
 fn placement_in(p: w::Placement) -> Result<Placement, String> {
     let of = rows_of;
     let (s, pin, e) = (&p.shared_vcpus, &p.pinned, &p.emulator_pcpus);
-    if s.cells.len() != s.ids.len() || pin.cells.len() != pin.vcpus.len() || pin.cells.len() != pin.pcpus.len() || e.cells.len() != e.ids.len() {
+    if s.cells.len() != s.ids.len()
+        || pin.cells.len() != pin.vcpus.len()
+        || pin.cells.len() != pin.pcpus.len()
+        || e.cells.len() != e.ids.len()
+    {
         return Err("the placement's CPU columns differ in length".into());
     }
     Ok(Placement {

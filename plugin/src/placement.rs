@@ -135,9 +135,7 @@ fn write_why(s: &mut String, g: usize, guest: &GuestCell, topo: &GuestTopology, 
         },
         Shortfall::PinnableCpus => write!(s, "{} pinnable, needs {n}{emulator}", Plural(a, "CPU", "CPUs"))?,
         Shortfall::SharedCpus => write!(s, "{} for floating vCPUs, needs {n}", Plural(a, "shared CPU", "shared CPUs"))?,
-        Shortfall::FreeCpus => {
-            write!(s, "{} free pinnable, needs {n}{emulator} (pinned: {})", Plural(a, "CPU", "CPUs"), host.pinned_cpus)?
-        }
+        Shortfall::FreeCpus => write!(s, "{} free pinnable, needs {n}{emulator} (pinned: {})", Plural(a, "CPU", "CPUs"), host.pinned_cpus)?,
         Shortfall::FreeCores => {
             write!(s, "{}, needs {n}{emulator}", Plural(a, "fully free core", "fully free cores"))?;
             write_busy_cores(s, host);
