@@ -4,9 +4,10 @@
 //! Compiled components are cached on disk, keyed by their bytes and the engine, so start-up does
 //! not recompile.
 //!
-//! The host speaks contract 0.2 (`wit/0.2.0`). A plugin built against 0.1 (`wit/0.1.0`, the same
-//! types and functions at the component's top level, no `host-state`) keeps loading: its functions
-//! are looked up by name and called with the same types, and loaded hosts are kept on this side.
+//! The host speaks contract 0.2 (`wit/0.2.0`). A plugin built against 0.1 (`wit/0.1.0`: functions
+//! at the component's top level, a record per vCPU in requests and placements, no `host-state`)
+//! keeps loading: its functions are looked up by name, requests and placements are converted, and
+//! loaded hosts are kept on this side.
 
 use std::path::{Path, PathBuf};
 
