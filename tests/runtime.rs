@@ -176,6 +176,26 @@ fn the_host_refuses_placements_whose_cpu_columns_do_not_line_up() {
 }
 
 #[test]
+fn the_component_refuses_requests_whose_vcpu_columns_are_inconsistent() {
+    let mut plugin = Plugin::embedded(PluginLimits::default()).unwrap();
+    let (host, request, limits) = load_case(&fixture("bench/01-2cell-host-2cell-dedicated"));
+    let mut ragged = request.clone();
+    ragged.dedicated_vcpus.cells.pop();
+    let r = plugin.fit(&host, &ragged, &limits).expect("no trap").expect_err("refused");
+    assert!(r.summary.contains("vCPU columns differ in length"), "{}", r.summary);
+    let mut twice = request.clone();
+    twice.dedicated_vcpus.cells.push(0);
+    twice.dedicated_vcpus.ids.push(twice.dedicated_vcpus.ids[0]);
+    let mut loaded = plugin.load(host).expect("no trap").expect("valid host");
+    let r = plugin.fit_loaded(&mut loaded, &twice, &limits).expect("no trap").expect_err("refused");
+    assert!(r.summary.contains("listed twice"), "{}", r.summary);
+    let mut elsewhere = request;
+    elsewhere.dedicated_vcpus.cells[0] = 9;
+    let r = plugin.fit_loaded(&mut loaded, &elsewhere, &limits).expect("no trap").expect_err("refused");
+    assert!(r.summary.contains("guest cell 9"), "{}", r.summary);
+}
+
+#[test]
 fn a_loaded_host_survives_a_trap_of_its_plugin() {
     // Enough fuel to load the 64-cell host and answer small requests, not to search it exhaustively.
     let limits = PluginLimits { fuel: 3_000_000, ..PluginLimits::default() };

@@ -257,10 +257,9 @@ fn request_in(r: w::Request) -> Result<GuestTopology, String> {
             let cell = cells
                 .get_mut(cell as usize)
                 .ok_or_else(|| format!("vcpu {id} names guest cell {cell}, which the request does not list"))?;
-            if dedicated {
-                cell.pcpuset.insert(id);
-            } else {
-                cell.cpuset.insert(id);
+            let fresh = if dedicated { cell.pcpuset.insert(id) } else { cell.cpuset.insert(id) };
+            if !fresh {
+                return Err(format!("vcpu {id} is listed twice"));
             }
         }
     }
