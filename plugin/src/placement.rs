@@ -1,7 +1,7 @@
 //! What a fit answers: a placement (per guest cell: host cell, pinning, page size, emulator CPUs)
 //! or a rejection that says, for each guest cell, why each host cell refused it.
 
-use std::fmt::{self, Write};
+use std::fmt::Write;
 
 use crate::cpuset::CpuSet;
 use crate::fit::{Refusal, Shortfall};
@@ -65,28 +65,41 @@ impl Rejection {
     }
 }
 
-/// "1 CPU" / "4 CPUs", written straight into the sentence.
-struct Plural(u64, &'static str, &'static str);
+/// A sentence built piece by piece: text, numbers (`itoa`, not `core::fmt`: a rejection writes a
+/// sentence for every host cell that refused every guest cell) and counted nouns.
+struct Sentence<'a>(&'a mut String);
 
-impl fmt::Display for Plural {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.0, if self.0 == 1 { self.1 } else { self.2 })
+impl Sentence<'_> {
+    fn t(&mut self, text: &str) -> &mut Self {
+        self.0.push_str(text);
+        self
+    }
+
+    fn n(&mut self, value: u64) -> &mut Self {
+        self.0.push_str(itoa::Buffer::new().format(value));
+        self
+    }
+
+    /// "1 CPU" / "4 CPUs".
+    fn count(&mut self, n: u64, one: &str, many: &str) -> &mut Self {
+        self.n(n).t(" ").t(if n == 1 { one } else { many })
     }
 }
 
 /// "4 dedicated vCPUs, isolate, 4096 MiB" — what the guest cell asks for.
 pub fn describe_guest_cell(guest: &GuestCell, topo: &GuestTopology) -> String {
     let mut s = String::with_capacity(48);
+    let mut w = Sentence(&mut s);
     if !guest.pcpuset.is_empty() {
-        let _ = write!(s, "{}, ", Plural(guest.pcpuset.len() as u64, "dedicated vCPU", "dedicated vCPUs"));
+        w.count(guest.pcpuset.len() as u64, "dedicated vCPU", "dedicated vCPUs").t(", ");
         if let Some(t) = topo.thread_policy {
-            let _ = write!(s, "{}, ", t.name());
+            w.t(t.name()).t(", ");
         }
     }
     if !guest.cpuset.is_empty() {
-        let _ = write!(s, "{}, ", Plural(guest.cpuset.len() as u64, "shared vCPU", "shared vCPUs"));
+        w.count(guest.cpuset.len() as u64, "shared vCPU", "shared vCPUs").t(", ");
     }
-    let _ = write!(s, "{} MiB", guest.memory);
+    w.n(guest.memory).t(" MiB");
     s
 }
 
@@ -113,42 +126,65 @@ pub fn describe_refusal(g: usize, guest: &GuestCell, topo: &GuestTopology, host:
 /// every host cell).
 pub fn describe_refusal_of(g: usize, asks: &str, guest: &GuestCell, topo: &GuestTopology, host: &HostCell, r: &Refusal) -> String {
     let mut s = String::with_capacity(96 + asks.len());
-    let _ = write!(s, "guest cell {g} ({asks}) on host cell {}: ", host.id);
-    let _ = write_why(&mut s, g, guest, topo, host, r);
+    Sentence(&mut s).t("guest cell ").n(g as u64).t(" (").t(asks).t(") on host cell ").n(u64::from(host.id)).t(": ");
+    write_why(&mut s, g, guest, topo, host, r);
     s
 }
 
-fn write_why(s: &mut String, g: usize, guest: &GuestCell, topo: &GuestTopology, host: &HostCell, r: &Refusal) -> fmt::Result {
+fn write_why(s: &mut String, g: usize, guest: &GuestCell, topo: &GuestTopology, host: &HostCell, r: &Refusal) {
     let (n, a) = (r.needed, r.available);
     let emulator = if topo.emulator_isolated() && g == 0 { " incl. 1 for emulator threads" } else { "" };
+    let mut w = Sentence(s);
     match r.shortfall {
-        Shortfall::NoCpus => s.push_str("the cell has no CPUs"),
-        Shortfall::Memory if topo.floats() && n > guest.memory => {
-            write!(s, "memory usage would be {n} MiB, over the allocation limit of {a} MiB")?
+        Shortfall::NoCpus => {
+            w.t("the cell has no CPUs");
         }
-        Shortfall::Memory => write!(s, "{a} MiB available, needs {n} MiB")?,
-        Shortfall::Pages => match r.page_size_kb {
-            Some(size) if host.pages_of(size).is_none() => write!(s, "no {size} KiB page pool")?,
-            Some(size) if n == u64::MAX => write!(s, "{} MiB is not a whole number of {size} KiB pages", guest.memory)?,
-            Some(size) => write!(s, "{a} free {size} KiB pages, needs {n}")?,
-            None => s.push_str("no page pool of a suitable size"),
+        Shortfall::Memory if topo.floats() && n > guest.memory => {
+            w.t("memory usage would be ").n(n).t(" MiB, over the allocation limit of ").n(a).t(" MiB");
+        }
+        Shortfall::Memory => {
+            w.n(a).t(" MiB available, needs ").n(n).t(" MiB");
+        }
+        Shortfall::Pages => match r.page_size_kb.map(u64::from) {
+            Some(size) if host.pages_of(size as u32).is_none() => {
+                w.t("no ").n(size).t(" KiB page pool");
+            }
+            Some(size) if n == u64::MAX => {
+                w.n(guest.memory).t(" MiB is not a whole number of ").n(size).t(" KiB pages");
+            }
+            Some(size) => {
+                w.n(a).t(" free ").n(size).t(" KiB pages, needs ").n(n);
+            }
+            None => {
+                w.t("no page pool of a suitable size");
+            }
         },
-        Shortfall::PinnableCpus => write!(s, "{} pinnable, needs {n}{emulator}", Plural(a, "CPU", "CPUs"))?,
-        Shortfall::SharedCpus => write!(s, "{} for floating vCPUs, needs {n}", Plural(a, "shared CPU", "shared CPUs"))?,
-        Shortfall::FreeCpus => write!(s, "{} free pinnable, needs {n}{emulator} (pinned: {})", Plural(a, "CPU", "CPUs"), host.pinned_cpus)?,
+        Shortfall::PinnableCpus => {
+            w.count(a, "CPU", "CPUs").t(" pinnable, needs ").n(n).t(emulator);
+        }
+        Shortfall::SharedCpus => {
+            w.count(a, "shared CPU", "shared CPUs").t(" for floating vCPUs, needs ").n(n);
+        }
+        Shortfall::FreeCpus => {
+            w.count(a, "CPU", "CPUs").t(" free pinnable, needs ").n(n).t(emulator).t(" (pinned: ");
+            let _ = write!(w.0, "{})", host.pinned_cpus);
+        }
         Shortfall::FreeCores => {
-            write!(s, "{}, needs {n}{emulator}", Plural(a, "fully free core", "fully free cores"))?;
+            w.count(a, "fully free core", "fully free cores").t(", needs ").n(n).t(emulator);
             write_busy_cores(s, host);
         }
-        Shortfall::SiblingThreads if a == 1 && n == 2 => s.push_str("the cell has no hyperthread siblings (thread policy require)"),
+        Shortfall::SiblingThreads if a == 1 && n == 2 => {
+            w.t("the cell has no hyperthread siblings (thread policy require)");
+        }
         Shortfall::SiblingThreads => {
-            write!(s, "{} on cores with 2 or more free siblings, needs {n}{emulator}", Plural(a, "free thread", "free threads"))?
+            w.count(a, "free thread", "free threads").t(" on cores with 2 or more free siblings, needs ").n(n).t(emulator);
         }
         Shortfall::EmulatorCpu => {
             let free = pinning::free_threads_by_core(host).iter().map(|c| c.len()).sum::<usize>();
-            write!(s, "no CPU left for the emulator threads after the vCPUs ({free} free)")?
+            w.t("no CPU left for the emulator threads after the vCPUs (").n(free as u64).t(" free)");
         }
-        Shortfall::CpuRatio => write!(s, "shared vCPU usage would be {n}, over the allocation limit of {a}")?,
+        Shortfall::CpuRatio => {
+            w.t("shared vCPU usage would be ").n(n).t(", over the allocation limit of ").n(a);
+        }
     }
-    Ok(())
 }
