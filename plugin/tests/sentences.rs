@@ -58,7 +58,12 @@ fn every_shortfall_reads_as_a_sentence_with_its_numbers() {
             Refusal::new(Shortfall::SiblingThreads, 4, 3),
             "3 free threads on cores with 2 or more free siblings, needs 4",
         ),
-        ("emulator", &emulator, Refusal::new(Shortfall::EmulatorCpu, 3, 6), "no CPU left for the emulator threads after the vCPUs (6 free)"),
+        (
+            "emulator",
+            &emulator,
+            Refusal::new(Shortfall::EmulatorCpu, 3, 6),
+            "no CPU left for the emulator threads after the vCPUs (6 free)",
+        ),
         ("ratio", &floating, Refusal::new(Shortfall::CpuRatio, 40, 32), "shared vCPU usage would be 40, over the allocation limit of 32"),
     ];
     for (name, guest, refusal, why) in cases {
