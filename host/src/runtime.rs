@@ -480,7 +480,9 @@ impl Plugin {
             Exports::Current(p) => p.numafit_policy_policy().host_state().call_load(s, host),
             Exports::V0_1(_) => unreachable!("checked above: 0.1 plugins have no host-state"),
         })?;
-        Ok(answer.map(|handle| loaded.handle = Some((self.generation, handle))))
+        // A refused host keeps no handle (not even one of an older instance).
+        loaded.handle = answer.as_ref().ok().map(|&handle| (self.generation, handle));
+        Ok(answer.map(|_| ()))
     }
 
     /// `fit` against a loaded host: only the request crosses the boundary.
@@ -518,7 +520,8 @@ impl Plugin {
         for h in hosts.iter_mut() {
             answers.push(self.ensure_loaded(h)?.err().map(|e| Err(invalid_host(e))));
         }
-        let handles: Vec<ResourceAny> = hosts.iter().filter_map(|h| h.handle.map(|(_, r)| r)).collect();
+        let generation = self.generation;
+        let handles: Vec<ResourceAny> = hosts.iter().filter_map(|h| h.handle.filter(|(g, _)| *g == generation).map(|(_, r)| r)).collect();
         let mut fitted = self
             .call(|e, s| match e {
                 Exports::Current(p) => p.numafit_policy_policy().call_fit_loaded(s, &handles, request, limits),
