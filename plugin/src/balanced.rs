@@ -18,17 +18,19 @@
 //! matched to them, then assigned cheapest-first with the same matching bound as the `nova` search;
 //! anchors that yield the same set are evaluated once. Polynomial, like the `nova` search.
 
+use crate::cores::FreeCores;
 use crate::fit::{CellFit, Limits};
-use crate::pinning::{self, Packing};
+use crate::pinning::Packing;
 use crate::placement::{Placement, Rejection};
 use crate::request::GuestTopology;
 use crate::search::{placement_from, rejection_from, start, FitTable, Start};
-use crate::topology::{HostCell, HostTopology};
+use crate::topology::{HostCell, PreparedHost};
 
 /// Wholly free cores a fit breaks (takes some but not all threads of).
-fn broken_cores(cell: &HostCell, fit: &CellFit) -> u64 {
+fn broken_cores(cell: &HostCell, cores: &FreeCores, fit: &CellFit) -> u64 {
     let used: crate::CpuSet = fit.pinning.pairs.iter().map(|&(_, p)| p).chain(fit.pinning.emulator.iter().copied()).collect();
-    pinning::wholly_free_cores(cell).iter().filter(|core| core.intersects(&used) && !core.is_subset(&used)).count() as u64
+    let whole = cores.whole().iter().map(|&k| &cell.siblings[k as usize]);
+    whole.filter(|core| core.intersects(&used) && !core.is_subset(&used)).count() as u64
 }
 
 /// How far apart (per mille) the free CPU share and the free memory share of the cell end up.
@@ -98,8 +100,9 @@ fn score(table: &FitTable, costs: &Costs, assign: &[usize]) -> Score {
 }
 
 /// Places `guest` on `host` with the balanced policy, or explains why it cannot.
-pub fn fit(host: &HostTopology, guest: &GuestTopology, limits: &Limits, policy: &str) -> Result<Placement, Rejection> {
-    let mut table = match start(host, guest, limits, Packing::KeepCoresWhole, policy)? {
+pub fn fit(prepared: &PreparedHost, guest: &GuestTopology, limits: &Limits, policy: &str) -> Result<Placement, Rejection> {
+    let host = prepared.host();
+    let mut table = match start(prepared, guest, limits, Packing::KeepCoresWhole, policy)? {
         Start::Answered(p) => return Ok(p),
         Start::Search(table) => table,
     };
@@ -113,8 +116,8 @@ pub fn fit(host: &HostTopology, guest: &GuestTopology, limits: &Limits, policy: 
     for g in 0..k {
         for col in 0..n {
             if let Some(Ok(fit)) = table.result(g, col) {
-                let cell = &host.cells[table.order[col]];
-                pair[g * n + col] = Some((broken_cores(cell, fit), stranding(cell, guest, g, fit, limits)));
+                let (cell, cores) = (&host.cells[table.order[col]], &prepared.cores()[table.order[col]]);
+                pair[g * n + col] = Some((broken_cores(cell, cores, fit), stranding(cell, guest, g, fit, limits)));
             }
         }
     }

@@ -5,7 +5,7 @@ use crate::cpuset::CpuSet;
 use crate::fit::{Limits, NetworkNeed, Shortfall, Strategy};
 use crate::placement::{PlacedCell, Placement, Rejection};
 use crate::request::{self as core_req, CpuPolicy, EmulatorThreads, GuestCell, GuestTopology, PageSizeWish, PciNumaPolicy, ThreadPolicy};
-use crate::topology::{CellNetwork, HostCell, HostTopology, PagePool, PciPool};
+use crate::topology::{CellNetwork, HostCell, HostTopology, PagePool, PciPool, PreparedHost};
 use crate::{accounting, AccountingCode};
 
 mod bindings {
@@ -453,18 +453,18 @@ fn account(host: w::Host, placement: w::Placement, op: Account) -> Result<w::Hos
 }
 
 /// A host checked and modelled once (`host-state`), so later fits only cross the request.
-struct LoadedHost(HostTopology);
+struct LoadedHost(PreparedHost<'static>);
 
 impl w::GuestHostState for LoadedHost {
     fn load(host: w::Host) -> Result<w::HostState, String> {
         // The model outlives this call, so nothing of it may live in the per-call arena: not even
         // the lists it takes over from the (arena-allocated) argument, hence the copy.
-        crate::arena::persistent(|| host_in(host.clone()).map(|h| w::HostState::new(LoadedHost(h))))
+        crate::arena::persistent(|| host_in(host.clone()).map(|h| w::HostState::new(LoadedHost(PreparedHost::owned(h)))))
     }
 
     fn fit(&self, request: w::Request, limits: w::Limits) -> Result<w::Placement, w::Rejection> {
         let request = request_in(request).map_err(|e| rejection_out(Rejection::whole(format!("invalid request: {e}"))))?;
-        crate::POLICY.fit(&self.0, &request, &limits_in(limits)).map(placement_out).map_err(rejection_out)
+        crate::POLICY.fit_prepared(&self.0, &request, &limits_in(limits)).map(placement_out).map_err(rejection_out)
     }
 }
 
@@ -504,7 +504,7 @@ impl Guest for Policy {
         match request_in(request) {
             Ok(request) => hosts
                 .iter()
-                .map(|h| crate::POLICY.fit(&h.get::<LoadedHost>().0, &request, &limits).map(placement_out).map_err(rejection_out))
+                .map(|h| crate::POLICY.fit_prepared(&h.get::<LoadedHost>().0, &request, &limits).map(placement_out).map_err(rejection_out))
                 .collect(),
             Err(e) => hosts.iter().map(|_| Err(rejection_out(Rejection::whole(format!("invalid request: {e}"))))).collect(),
         }

@@ -2,6 +2,7 @@
 //! memory or page size; pinnable CPU count; shared CPU count; free pinnable CPUs and packing;
 //! allocation ratios for floating vCPUs. A refusal carries the numbers that decided it.
 
+use crate::cores::FreeCores;
 use crate::hugepages;
 use crate::pinning::{self, CellPinning, Packing};
 use crate::request::{GuestCell, GuestTopology};
@@ -118,12 +119,14 @@ fn check_ratios(host: &HostCell, guest: &GuestCell, limits: &Limits) -> Result<(
 
 /// Fits `guest` (with `emulator` extra pinned CPUs) on `host`, or says why not.
 pub fn fit_cell(host: &HostCell, guest: &GuestCell, topo: &GuestTopology, limits: &Limits, emulator: usize) -> Result<CellFit, Refusal> {
-    fit_cell_packed(host, guest, topo, limits, emulator, Packing::Nova)
+    fit_cell_packed(host, &FreeCores::of(host), guest, topo, limits, emulator, Packing::Nova)
 }
 
-/// `fit_cell` with a choice of how `prefer` packs threads.
+/// `fit_cell` on the host cell's free cores (`FreeCores::of(host)`, made once per host state),
+/// with a choice of how `prefer` packs threads.
 pub fn fit_cell_packed(
     host: &HostCell,
+    cores: &FreeCores,
     guest: &GuestCell,
     topo: &GuestTopology,
     limits: &Limits,
@@ -144,12 +147,11 @@ pub fn fit_cell_packed(
     }
     let mut pinning = CellPinning::default();
     if pins {
-        let free = host.pcpuset.difference_len(&host.pinned_cpus);
+        let free = cores.free();
         if dedicated > free {
             return Err(Refusal::new(Shortfall::FreeCpus, dedicated as u64, free as u64));
         }
-        let vcpus = guest.pcpuset.to_vec();
-        pinning = pinning::pin_cell_packed(host, &vcpus, emulator, topo.effective_thread_policy(), packing)?;
+        pinning = pinning::pin_cell_packed(host, cores, &guest.pcpuset, emulator, topo.effective_thread_policy(), packing)?;
     }
     if topo.floats() {
         check_ratios(host, guest, limits)?;

@@ -7,6 +7,7 @@
 
 pub mod accounting;
 pub mod balanced;
+pub mod cores;
 pub mod cpuset;
 pub mod fit;
 pub mod hugepages;
@@ -34,7 +35,7 @@ pub use cpuset::CpuSet;
 pub use fit::{Limits, NetworkNeed, Refusal, Shortfall, Strategy};
 pub use placement::{CellRefusal, PlacedCell, Placement, Rejection};
 pub use request::{from_flavor, CpuPolicy, EmulatorThreads, Flavor, GuestCell, GuestTopology, PageSizeWish, ThreadPolicy};
-pub use topology::{HostCell, HostTopology, PagePool};
+pub use topology::{HostCell, HostTopology, PagePool, PreparedHost};
 
 /// The placement policies this crate implements; a component build embeds one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +61,13 @@ impl Policy {
         }
     }
 
+    /// Places `guest` on `host` (normalized and valid: `HostTopology::normalized`, `validate`).
     pub fn fit(self, host: &HostTopology, guest: &GuestTopology, limits: &Limits) -> Result<Placement, Rejection> {
+        self.fit_prepared(&PreparedHost::borrowed(host), guest, limits)
+    }
+
+    /// `fit` on a host prepared once for many fits.
+    pub fn fit_prepared(self, host: &PreparedHost, guest: &GuestTopology, limits: &Limits) -> Result<Placement, Rejection> {
         match self {
             Policy::Nova => search::fit(host, guest, limits, self.name()),
             Policy::Balanced => balanced::fit(host, guest, limits, self.name()),

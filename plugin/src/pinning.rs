@@ -11,8 +11,7 @@
 //!
 //! Inside a core, threads are taken in ascending CPU order.
 
-use smallvec::SmallVec;
-
+use crate::cores::FreeCores;
 use crate::cpuset::CpuSet;
 use crate::fit::{Refusal, Shortfall};
 use crate::request::ThreadPolicy;
@@ -36,106 +35,69 @@ pub struct CellPinning {
     pub emulator: Vec<u32>,
 }
 
-/// The free threads of one core, ascending.
-pub type Threads = SmallVec<[u32; 8]>;
-
-/// Free pinnable threads of each core, in core order (cores with none left are kept, empty).
-pub fn free_threads_by_core(cell: &HostCell) -> Vec<Threads> {
-    let free = cell.free_pcpus();
-    let free = free.words();
-    let mut cores = Vec::with_capacity(cell.siblings.len());
-    for core in &cell.siblings {
-        // Word by word: this runs for every (guest cell, host cell) pair a search tries.
-        let mut threads = Threads::new();
-        for (i, (&c, &f)) in core.words().iter().zip(free).enumerate() {
-            let mut both = c & f;
-            while both != 0 {
-                threads.push(i as u32 * 64 + both.trailing_zeros());
-                both &= both - 1;
-            }
-        }
-        cores.push(threads);
-    }
-    cores
-}
-
-/// Cores whose every thread is pinnable and free: the only cores `isolate` may use, so its claim
-/// (which takes whole cores) cannot collide with anything.
-pub fn wholly_free_cores(cell: &HostCell) -> Vec<&CpuSet> {
-    let free = cell.free_pcpus();
-    cell.siblings.iter().filter(|core| !core.is_empty() && core.is_subset(&free)).collect()
-}
-
 /// Step: the first `t` free threads of every core that has at least `t`, zipped with the vCPUs.
-fn take_threads_per_core(cores: &[Threads], t: usize, vcpus: &[u32]) -> Option<Vec<(u32, u32)>> {
+fn take_threads_per_core(cores: &FreeCores, t: usize, vcpus: &CpuSet) -> Option<Vec<(u32, u32)>> {
     if t * cores.iter().filter(|c| c.len() >= t).count() < vcpus.len() {
         return None;
     }
     let pcpus = cores.iter().filter(|c| c.len() >= t).flat_map(|c| c[..t].iter().copied());
-    Some(vcpus.iter().copied().zip(pcpus).collect())
+    Some(vcpus.iter().zip(pcpus).collect())
 }
 
 /// Step: every free thread as if it were a core of its own, in core order.
-fn take_single_threads(cores: &[Threads], vcpus: &[u32]) -> Option<Vec<(u32, u32)>> {
-    let pcpus: Vec<u32> = cores.iter().flatten().copied().collect();
-    (pcpus.len() >= vcpus.len()).then(|| vcpus.iter().copied().zip(pcpus).collect())
+fn take_single_threads(cores: &FreeCores, vcpus: &CpuSet) -> Option<Vec<(u32, u32)>> {
+    (cores.free() >= vcpus.len()).then(|| vcpus.iter().zip(cores.threads().iter().copied()).collect())
 }
 
 /// Step: the first `n` free threads left after the vCPUs took theirs, in core order.
-fn take_emulator_threads(cores: &[Threads], pairs: &[(u32, u32)], n: usize) -> Option<Vec<u32>> {
+fn take_emulator_threads(cores: &FreeCores, pairs: &[(u32, u32)], n: usize) -> Option<Vec<u32>> {
     if n == 0 {
         return Some(Vec::new());
     }
     let taken: CpuSet = pairs.iter().map(|&(_, p)| p).collect();
-    let rest: Vec<u32> = cores.iter().flatten().copied().filter(|p| !taken.contains(*p)).take(n).collect();
+    let rest: Vec<u32> = cores.threads().iter().copied().filter(|p| !taken.contains(*p)).take(n).collect();
     (rest.len() == n).then_some(rest)
 }
 
-/// Step: the lowest thread of each of the first `n` wholly free cores no vCPU uses.
-fn take_emulator_cores(free_cores: &[&CpuSet], pairs: &[(u32, u32)], n: usize) -> Option<Vec<u32>> {
-    if n == 0 {
-        return Some(Vec::new());
-    }
-    let taken: CpuSet = pairs.iter().map(|&(_, p)| p).collect();
-    let rest: Vec<u32> = free_cores.iter().filter(|c| !c.intersects(&taken)).filter_map(|c| c.first()).take(n).collect();
-    (rest.len() == n).then_some(rest)
-}
-
-fn pin_isolate(cell: &HostCell, vcpus: &[u32], emulator: usize) -> Result<CellPinning, Refusal> {
-    let free_cores = wholly_free_cores(cell);
+fn pin_isolate(cores: &FreeCores, vcpus: &CpuSet, emulator: usize) -> Result<CellPinning, Refusal> {
+    let whole = cores.whole();
     let needed = (vcpus.len() + emulator) as u64;
-    let refuse = || Refusal::new(Shortfall::FreeCores, needed, free_cores.len() as u64);
-    if free_cores.len() < vcpus.len() {
+    let refuse = || Refusal::new(Shortfall::FreeCores, needed, whole.len() as u64);
+    if whole.len() < vcpus.len() {
         return Err(refuse());
     }
-    let pairs: Vec<(u32, u32)> = vcpus.iter().copied().zip(free_cores.iter().filter_map(|c| c.first())).collect();
-    let emulator = take_emulator_cores(&free_cores, &pairs, emulator).ok_or_else(refuse)?;
+    // The lowest thread of each of the first wholly free cores; the emulator threads get the
+    // lowest thread of the next ones, which hold no vCPU (the claim takes all those cores whole).
+    let lowest = |&k: &u32| cores.core(k as usize).first().copied();
+    let pairs: Vec<(u32, u32)> = vcpus.iter().zip(whole.iter().filter_map(lowest)).collect();
+    let emulator: Vec<u32> = whole[pairs.len()..].iter().filter_map(lowest).take(emulator).collect();
+    if emulator.len() < needed as usize - pairs.len() {
+        return Err(refuse());
+    }
     Ok(CellPinning { pairs, emulator })
 }
 
-fn pin_packed(cell: &HostCell, vcpus: &[u32], emulator: usize, policy: ThreadPolicy) -> Result<CellPinning, Refusal> {
+fn pin_packed(cores: &FreeCores, vcpus: &CpuSet, emulator: usize, policy: ThreadPolicy) -> Result<CellPinning, Refusal> {
     let require = policy == ThreadPolicy::Require;
-    if require && cell.threads_per_core() < 2 {
+    if require && cores.threads_per_core() < 2 {
         return Err(Refusal::new(Shortfall::SiblingThreads, 2, 1));
     }
-    let cores = free_threads_by_core(cell);
-    let widest = cores.iter().map(|c| c.len()).max().unwrap_or(0);
     let lowest = if require { 2 } else { 1 };
-    for t in (lowest..=widest).rev() {
-        let Some(pairs) = take_threads_per_core(&cores, t, vcpus) else {
+    for t in (lowest..=cores.widest()).rev() {
+        let Some(pairs) = take_threads_per_core(cores, t, vcpus) else {
             continue;
         };
-        if let Some(emulator) = take_emulator_threads(&cores, &pairs, emulator) {
+        if let Some(emulator) = take_emulator_threads(cores, &pairs, emulator) {
             return Ok(CellPinning { pairs, emulator });
         }
     }
     if !require {
-        if let Some(pairs) = take_single_threads(&cores, vcpus) {
-            if let Some(emulator) = take_emulator_threads(&cores, &pairs, emulator) {
+        if let Some(pairs) = take_single_threads(cores, vcpus) {
+            if let Some(emulator) = take_emulator_threads(cores, &pairs, emulator) {
                 return Ok(CellPinning { pairs, emulator });
             }
         }
-        let free: usize = cores.iter().map(|c| c.len()).sum();
+        let free = cores.free();
         let short = if free >= vcpus.len() { Shortfall::EmulatorCpu } else { Shortfall::FreeCpus };
         return Err(Refusal::new(short, (vcpus.len() + emulator) as u64, free as u64));
     }
@@ -146,13 +108,15 @@ fn pin_packed(cell: &HostCell, vcpus: &[u32], emulator: usize, policy: ThreadPol
 /// Step (balanced): whole free cores, ordered so that the cell stays inside one L3 cache when one
 /// can hold it: the cache group with the fewest whole free cores that still has `cores` of them
 /// first, then the others by descending size; core order inside a group.
-fn whole_cores_by_cache(cell: &HostCell, cores: &[Threads], whole: &[usize], wanted: usize) -> Vec<usize> {
+fn whole_cores_by_cache(cell: &HostCell, cores: &FreeCores, wanted: usize) -> Vec<usize> {
+    let whole = cores.whole().iter().map(|&k| k as usize);
     if cell.cache_groups.is_empty() {
-        return whole.to_vec();
+        return whole.collect();
     }
-    let group_of = |k: usize| cores[k].first().and_then(|&t| cell.cache_groups.iter().position(|g| g.contains(t))).unwrap_or(usize::MAX);
+    let group_of =
+        |k: usize| cores.core(k).first().and_then(|&t| cell.cache_groups.iter().position(|g| g.contains(t))).unwrap_or(usize::MAX);
     let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
-    for &k in whole {
+    for k in whole {
         let g = group_of(k);
         match groups.iter_mut().find(|(id, _)| *id == g) {
             Some((_, v)) => v.push(k),
@@ -172,42 +136,41 @@ fn whole_cores_by_cache(cell: &HostCell, cores: &[Threads], whole: &[usize], wan
 /// `prefer` for the balanced policy: whole cores for as many vCPUs as fill them; the odd
 /// remainder (and the emulator thread) on free threads of cores already in use, so no whole core
 /// is broken for a thread or two; whole cores again only when those run out.
-fn pin_keep_cores_whole(cell: &HostCell, vcpus: &[u32], emulator: usize) -> Result<CellPinning, Refusal> {
-    let cores = free_threads_by_core(cell);
-    let is_whole = |k: usize| !cores[k].is_empty() && cores[k].len() == cell.siblings[k].len();
-    let whole: Vec<usize> = (0..cores.len()).filter(|&k| is_whole(k)).collect();
-    let partial: Vec<usize> = (0..cores.len()).filter(|&k| !cores[k].is_empty() && !is_whole(k)).collect();
-    let width = whole.iter().map(|&k| cores[k].len()).max().unwrap_or(1);
+fn pin_keep_cores_whole(cell: &HostCell, cores: &FreeCores, vcpus: &CpuSet, emulator: usize) -> Result<CellPinning, Refusal> {
+    let partial: Vec<usize> = (0..cores.len()).filter(|&k| !cores.core(k).is_empty() && !cores.is_whole(k)).collect();
+    let width = cores.whole().iter().map(|&k| cores.core(k as usize).len()).max().unwrap_or(1);
     let full_cores = vcpus.len() / width;
-    let ordered = whole_cores_by_cache(cell, &cores, &whole, full_cores.max(1));
+    let ordered = whole_cores_by_cache(cell, cores, full_cores.max(1));
     let mut threads: Vec<u32> = Vec::new();
-    threads.extend(ordered.iter().take(full_cores).flat_map(|&k| cores[k].iter().copied()));
-    threads.extend(partial.iter().flat_map(|&k| cores[k].iter().copied()));
-    threads.extend(ordered.iter().skip(full_cores).flat_map(|&k| cores[k].iter().copied()));
+    threads.extend(ordered.iter().take(full_cores).flat_map(|&k| cores.core(k).iter().copied()));
+    threads.extend(partial.iter().flat_map(|&k| cores.core(k).iter().copied()));
+    threads.extend(ordered.iter().skip(full_cores).flat_map(|&k| cores.core(k).iter().copied()));
     let needed = vcpus.len() + emulator;
     if threads.len() < needed {
         return Err(Refusal::new(Shortfall::FreeCpus, needed as u64, threads.len() as u64));
     }
-    let pairs = vcpus.iter().copied().zip(threads.iter().copied()).collect();
+    let pairs = vcpus.iter().zip(threads.iter().copied()).collect();
     Ok(CellPinning { pairs, emulator: threads[vcpus.len()..needed].to_vec() })
 }
 
-/// Pins `vcpus` (ascending) of one guest cell, plus `emulator` extra CPUs, on `cell`.
-pub fn pin_cell(cell: &HostCell, vcpus: &[u32], emulator: usize, policy: ThreadPolicy) -> Result<CellPinning, Refusal> {
-    pin_cell_packed(cell, vcpus, emulator, policy, Packing::Nova)
+/// Pins the dedicated `vcpus` of one guest cell, plus `emulator` extra CPUs, on `cell`.
+pub fn pin_cell(cell: &HostCell, vcpus: &CpuSet, emulator: usize, policy: ThreadPolicy) -> Result<CellPinning, Refusal> {
+    pin_cell_packed(cell, &FreeCores::of(cell), vcpus, emulator, policy, Packing::Nova)
 }
 
-/// `pin_cell` with a choice of packing for `prefer`.
+/// `pin_cell` on the cell's free cores (`FreeCores::of(cell)`, made once), with a choice of
+/// packing for `prefer`.
 pub fn pin_cell_packed(
     cell: &HostCell,
-    vcpus: &[u32],
+    cores: &FreeCores,
+    vcpus: &CpuSet,
     emulator: usize,
     policy: ThreadPolicy,
     packing: Packing,
 ) -> Result<CellPinning, Refusal> {
     match (policy, packing) {
-        (ThreadPolicy::Isolate, _) => pin_isolate(cell, vcpus, emulator),
-        (ThreadPolicy::Prefer, Packing::KeepCoresWhole) => pin_keep_cores_whole(cell, vcpus, emulator),
-        (ThreadPolicy::Prefer | ThreadPolicy::Require, _) => pin_packed(cell, vcpus, emulator, policy),
+        (ThreadPolicy::Isolate, _) => pin_isolate(cores, vcpus, emulator),
+        (ThreadPolicy::Prefer, Packing::KeepCoresWhole) => pin_keep_cores_whole(cell, cores, vcpus, emulator),
+        (ThreadPolicy::Prefer | ThreadPolicy::Require, _) => pin_packed(cores, vcpus, emulator, policy),
     }
 }

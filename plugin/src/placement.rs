@@ -5,7 +5,6 @@ use std::fmt::Write;
 
 use crate::cpuset::CpuSet;
 use crate::fit::{Refusal, Shortfall};
-use crate::pinning;
 use crate::request::{CpuPolicy, EmulatorThreads, GuestCell, GuestTopology, ThreadPolicy};
 use crate::topology::HostCell;
 
@@ -180,8 +179,8 @@ fn write_why(s: &mut String, g: usize, guest: &GuestCell, topo: &GuestTopology, 
             w.count(a, "free thread", "free threads").t(" on cores with 2 or more free siblings, needs ").n(n).t(emulator);
         }
         Shortfall::EmulatorCpu => {
-            let free = pinning::free_threads_by_core(host).iter().map(|c| c.len()).sum::<usize>();
-            w.t("no CPU left for the emulator threads after the vCPUs (").n(free as u64).t(" free)");
+            // The refusal's `available` is the cell's free pinnable CPUs.
+            w.t("no CPU left for the emulator threads after the vCPUs (").n(a).t(" free)");
         }
         Shortfall::CpuRatio => {
             w.t("shared vCPU usage would be ").n(n).t(", over the allocation limit of ").n(a);

@@ -3,13 +3,14 @@
 
 use crate::fit::Strategy;
 use crate::request::GuestTopology;
-use crate::topology::HostTopology;
+use crate::topology::PreparedHost;
 
 /// Host cell positions in trial order. Cells are reordered only when the host has more cells
 /// than the guest needs; each sort is stable, so the last one is the primary key:
 /// available memory, then shared-vCPU usage (floating guests) or free pinnable CPUs (pinned
 /// guests), then PCI devices per cell (with devices first when the guest asks for some).
-pub fn cell_order(host: &HostTopology, guest: &GuestTopology, strategy: Strategy) -> Vec<usize> {
+pub fn cell_order(prepared: &PreparedHost, guest: &GuestTopology, strategy: Strategy) -> Vec<usize> {
+    let host = prepared.host();
     let mut order: Vec<usize> = (0..host.cells.len()).collect();
     if host.cells.len() <= guest.cells.len() {
         return order;
@@ -19,7 +20,7 @@ pub fn cell_order(host: &HostTopology, guest: &GuestTopology, strategy: Strategy
     // Keys computed once per cell, not once per comparison.
     let memory: Vec<u64> = cells.iter().map(|c| c.avail_memory()).collect();
     let cpus: Vec<u64> = if guest.pins() {
-        cells.iter().map(|c| c.pcpuset.difference_len(&c.pinned_cpus) as u64).collect()
+        prepared.cores().iter().map(|c| c.free() as u64).collect()
     } else {
         cells.iter().map(|c| u64::from(c.cpu_usage)).collect()
     };

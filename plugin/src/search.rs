@@ -9,17 +9,20 @@
 //! (a bipartite matching). Without PCI or network needs that walk never backtracks, so it is
 //! polynomial; the answer is the same first assignment either way.
 
+use crate::cores::FreeCores;
 use crate::fit::{fit_cell_packed, CellFit, Limits, Refusal};
 use crate::pci;
 use crate::pinning::Packing;
 use crate::placement::{describe_guest_cell, describe_refusal_of, CellRefusal, PlacedCell, Placement, Rejection};
 use crate::request::GuestTopology;
 use crate::scoring::cell_order;
-use crate::topology::HostTopology;
+use crate::topology::{HostTopology, PreparedHost};
 
 /// Memoised fits of guest cells (rows) on host cells (columns, in trial order).
 pub(crate) struct FitTable<'a> {
     pub(crate) host: &'a HostTopology,
+    /// Free cores of each host cell, by position in `host.cells`.
+    pub(crate) cores: &'a [FreeCores],
     pub(crate) guest: &'a GuestTopology,
     limits: &'a Limits,
     packing: Packing,
@@ -29,10 +32,10 @@ pub(crate) struct FitTable<'a> {
 }
 
 impl<'a> FitTable<'a> {
-    pub(crate) fn new(host: &'a HostTopology, guest: &'a GuestTopology, limits: &'a Limits, packing: Packing) -> Self {
+    pub(crate) fn new(host: &'a PreparedHost, guest: &'a GuestTopology, limits: &'a Limits, packing: Packing) -> Self {
         let order = cell_order(host, guest, limits.strategy);
         let fits = vec![None; guest.cells.len() * order.len()];
-        FitTable { host, guest, limits, packing, order, fits }
+        FitTable { host: host.host(), cores: host.cores(), guest, limits, packing, order, fits }
     }
 
     pub(crate) fn columns(&self) -> usize {
@@ -45,8 +48,9 @@ impl<'a> FitTable<'a> {
         if self.fits[slot].is_none() {
             // The emulator threads' extra CPU is charged to the host cell of guest cell 0.
             let emulator = usize::from(g == 0 && self.guest.emulator_isolated());
-            let host_cell = &self.host.cells[self.order[k]];
-            self.fits[slot] = Some(fit_cell_packed(host_cell, &self.guest.cells[g], self.guest, self.limits, emulator, self.packing));
+            let (host_cell, cores) = (&self.host.cells[self.order[k]], &self.cores[self.order[k]]);
+            self.fits[slot] =
+                Some(fit_cell_packed(host_cell, cores, &self.guest.cells[g], self.guest, self.limits, emulator, self.packing));
         }
         matches!(self.fits[slot], Some(Ok(_)))
     }
@@ -257,7 +261,7 @@ pub(crate) enum Start<'a> {
 /// The checks every policy makes before searching: a valid request, a NUMA constraint at all, and
 /// enough host cells.
 pub(crate) fn start<'a>(
-    host: &'a HostTopology,
+    host: &'a PreparedHost,
     guest: &'a GuestTopology,
     limits: &'a Limits,
     packing: Packing,
@@ -269,16 +273,15 @@ pub(crate) fn start<'a>(
         let mut table = table;
         return Ok(Start::Answered(placement_from(&mut table, &[], policy)));
     }
-    if host.cells.len() < guest.cells.len() {
-        return Err(Rejection::whole(format!("the host has {} NUMA cells, the guest needs {}", host.cells.len(), guest.cells.len())));
+    let cells = host.host().cells.len();
+    if cells < guest.cells.len() {
+        return Err(Rejection::whole(format!("the host has {cells} NUMA cells, the guest needs {}", guest.cells.len())));
     }
     Ok(Start::Search(table))
 }
 
-/// Places `guest` on `host` the way Nova does, or explains why it cannot. The host must be
-/// normalized and valid (`HostTopology::normalized`, `validate`): entry points that take a host
-/// from outside (the component, the JSON readers) check it once there, not on every fit.
-pub fn fit(host: &HostTopology, guest: &GuestTopology, limits: &Limits, policy: &str) -> Result<Placement, Rejection> {
+/// Places `guest` on `host` the way Nova does, or explains why it cannot.
+pub fn fit(host: &PreparedHost, guest: &GuestTopology, limits: &Limits, policy: &str) -> Result<Placement, Rejection> {
     let mut table = match start(host, guest, limits, Packing::Nova, policy)? {
         Start::Answered(p) => return Ok(p),
         Start::Search(table) => table,

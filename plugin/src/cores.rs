@@ -1,0 +1,150 @@
+//! The free pinnable threads of a host cell, core by core: what every pinning step reads.
+//!
+//! Derived from the cell once (once per loaded host state, or once per call for a one-shot fit)
+//! rather than once for every (guest cell, host cell) pair a search tries: a scheduler asks many
+//! requests of one host state, and the pinning steps then only read slices.
+
+use crate::topology::HostCell;
+
+/// Free pinnable threads of one host cell, grouped by physical core (sibling group), cores in
+/// packing order, threads ascending inside a core. Cores with no free thread are kept, empty, so
+/// core `k` here is `cell.siblings[k]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FreeCores {
+    /// Every core's free threads, one core after another.
+    threads: Vec<u32>,
+    /// Where each core's threads end in `threads`.
+    ends: Vec<u32>,
+    /// Cores whose every thread is pinnable and free (the only cores `isolate` may use), in core order.
+    whole: Vec<u32>,
+    /// Most free threads on one core.
+    widest: usize,
+    /// Most threads of one core usable by guests (shared or pinnable); 1 without SMT.
+    threads_per_core: usize,
+}
+
+impl FreeCores {
+    pub fn of(cell: &HostCell) -> FreeCores {
+        let free = cell.free_pcpus();
+        let free = free.words();
+        let mut out = FreeCores {
+            threads: Vec::with_capacity(free.iter().map(|w| w.count_ones() as usize).sum()),
+            ends: Vec::with_capacity(cell.siblings.len()),
+            whole: Vec::new(),
+            widest: 0,
+            threads_per_core: cell.threads_per_core(),
+        };
+        for (k, core) in cell.siblings.iter().enumerate() {
+            let start = out.threads.len();
+            // Word by word: a core's threads are the set bits of (core ∩ free).
+            for (i, (&c, &f)) in core.words().iter().zip(free).enumerate() {
+                let mut both = c & f;
+                while both != 0 {
+                    out.threads.push(i as u32 * 64 + both.trailing_zeros());
+                    both &= both - 1;
+                }
+            }
+            let n = out.threads.len() - start;
+            if n > 0 && n == core.len() {
+                out.whole.push(k as u32);
+            }
+            out.widest = out.widest.max(n);
+            out.ends.push(out.threads.len() as u32);
+        }
+        out
+    }
+
+    /// Number of cores (free threads or not).
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Free threads of core `k`, ascending.
+    pub fn core(&self, k: usize) -> &[u32] {
+        let start = if k == 0 { 0 } else { self.ends[k - 1] as usize };
+        &self.threads[start..self.ends[k] as usize]
+    }
+
+    /// Each core's free threads, in core order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u32]> + '_ {
+        (0..self.len()).map(|k| self.core(k))
+    }
+
+    /// Every free thread, in core order.
+    pub fn threads(&self) -> &[u32] {
+        &self.threads
+    }
+
+    /// Number of free pinnable CPUs.
+    pub fn free(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Most free threads on one core.
+    pub fn widest(&self) -> usize {
+        self.widest
+    }
+
+    /// Indices of the wholly free cores, in core order.
+    pub fn whole(&self) -> &[u32] {
+        &self.whole
+    }
+
+    pub fn is_whole(&self, k: usize) -> bool {
+        self.whole.binary_search(&(k as u32)).is_ok()
+    }
+
+    /// Most threads of one core usable by guests (shared or pinnable); 1 on a host without SMT.
+    pub fn threads_per_core(&self) -> usize {
+        self.threads_per_core
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpuset::CpuSet;
+
+    fn cell(pcpus: &[u32], pinned: &[u32], siblings: &[&[u32]]) -> HostCell {
+        HostCell {
+            id: 0,
+            cpuset: CpuSet::new(),
+            pcpuset: pcpus.iter().copied().collect(),
+            memory: 1024,
+            cpu_usage: 0,
+            memory_usage: 0,
+            pinned_cpus: pinned.iter().copied().collect(),
+            siblings: siblings.iter().map(|s| s.iter().copied().collect()).collect(),
+            cache_groups: Vec::new(),
+            mempages: Vec::new(),
+            socket: None,
+            network_metadata: None,
+        }
+    }
+
+    #[test]
+    fn threads_by_core_and_whole_cores() {
+        // Core {2,6} holds an unpinnable thread (6), core {1,5} a pinned one (5).
+        let c = cell(&[0, 1, 2, 3, 4, 5, 7], &[5], &[&[0, 4], &[1, 5], &[2, 6], &[3, 7]]);
+        let f = FreeCores::of(&c);
+        assert_eq!(f.iter().collect::<Vec<_>>(), vec![&[0, 4][..], &[1][..], &[2][..], &[3, 7][..]]);
+        assert_eq!(f.threads(), &[0, 4, 1, 2, 3, 7]);
+        assert_eq!(f.whole(), &[0, 3]);
+        assert!(f.is_whole(3) && !f.is_whole(1));
+        assert_eq!((f.free(), f.widest(), f.threads_per_core()), (6, 2, 2));
+    }
+
+    #[test]
+    fn a_fully_pinned_core_stays_in_place_empty() {
+        let c = cell(&[0, 1, 2, 3], &[0, 2], &[&[0, 2], &[1, 3]]);
+        let f = FreeCores::of(&c);
+        assert_eq!(f.len(), 2);
+        assert!(f.core(0).is_empty());
+        assert_eq!(f.core(1), &[1, 3]);
+        assert_eq!(f.whole(), &[1]);
+    }
+}
