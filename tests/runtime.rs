@@ -61,6 +61,11 @@ fn the_component_answers_what_the_native_core_answers_on_every_bench_case() {
         let mut loaded = plugin.load(host.clone()).expect("no trap").expect("valid host");
         let again = plugin.fit_loaded(&mut loaded, &request, &limits).expect("no trap");
         assert_eq!(format!("{again:?}"), format!("{answer:?}"), "{}: loaded vs stateless", dir.display());
+        // And a request loaded once too.
+        let mut loaded_request = plugin.load_request(request.clone()).expect("no trap").expect("valid request");
+        let both = plugin.fit_loaded_request(&mut loaded, &mut loaded_request, &limits).expect("no trap");
+        assert_eq!(format!("{both:?}"), format!("{answer:?}"), "{}: loaded request vs stateless", dir.display());
+        plugin.unload_request(loaded_request).expect("unloads");
         plugin.unload(loaded).expect("unloads");
         // Each fitting placement claims cleanly through the component.
         if let Ok(p) = &answer {
@@ -92,6 +97,10 @@ fn the_balanced_component_answers_what_the_native_balanced_policy_answers() {
         let mut loaded = plugin.load(host.clone()).expect("no trap").expect("valid host");
         let again = plugin.fit_loaded(&mut loaded, &request, &limits).expect("no trap");
         assert_eq!(format!("{again:?}"), format!("{stateless:?}"), "{}: loaded vs stateless", dir.display());
+        let mut loaded_request = plugin.load_request(request.clone()).expect("no trap").expect("valid request");
+        let both = plugin.fit_loaded_request(&mut loaded, &mut loaded_request, &limits).expect("no trap");
+        assert_eq!(format!("{both:?}"), format!("{stateless:?}"), "{}: loaded request vs stateless", dir.display());
+        plugin.unload_request(loaded_request).expect("unloads");
         plugin.unload(loaded).expect("unloads");
     }
 }
@@ -196,12 +205,91 @@ fn the_component_refuses_requests_whose_vcpu_columns_are_inconsistent() {
 }
 
 #[test]
+fn an_invalid_request_is_refused_when_loaded_with_the_reason_a_fit_gives() {
+    let mut plugin = Plugin::embedded(PluginLimits::default()).unwrap();
+    let (host, request, limits) = load_case(&fixture("bench/04-8cell-4cell-prefer"));
+    // Shared vCPUs in a dedicated guest (Nova: the cell asks for both policies at once).
+    let mut mixed_up = request.clone();
+    mixed_up.shared_vcpus = wit::CellMembers { cells: vec![0], ids: vec![99] };
+    // A vCPU in a guest cell the request does not list.
+    let mut elsewhere = request.clone();
+    elsewhere.dedicated_vcpus.cells[0] = 9;
+    for bad in [mixed_up, elsewhere] {
+        let reason = plugin.load_request(bad.clone()).expect("no trap").err().expect("refused when loaded");
+        let stateless = plugin.fit(&host, &bad, &limits).expect("no trap").expect_err("refused by fit");
+        assert_eq!(format!("invalid request: {reason}"), stateless.summary);
+    }
+}
+
+#[test]
+fn a_loaded_request_survives_a_trap_of_its_plugin() {
+    // Fuel for an 8-cell host and request (well under 0.3M each), not for modelling and searching
+    // the 64-cell host in one stateless call (well over 2M).
+    let mut plugin = Plugin::embedded(PluginLimits { fuel: 1_000_000, ..PluginLimits::default() }).unwrap();
+    let (host, request, limits) = load_case(&fixture("bench/02-8cell-legacy-4cell-isolate"));
+    let (big, hard, hard_limits) = load_case(&fixture("bench/12-64cell-16cell-last-fits-nowhere"));
+    let mut loaded = plugin.load(host).expect("no trap").expect("valid host");
+    let mut loaded_request = plugin.load_request(request).expect("no trap").expect("valid request");
+    let before = plugin.fit_loaded_request(&mut loaded, &mut loaded_request, &limits).expect("no trap");
+    assert!(before.is_ok());
+    let err = plugin.fit(&big, &hard, &hard_limits).expect_err("runs out of fuel");
+    assert!(matches!(err.downcast_ref::<PluginError>(), Some(PluginError::OutOfFuel { .. })), "{err}");
+    // Both handles were in the instance that trapped: host and request are loaded again, transparently.
+    let after = plugin.fit_loaded_request(&mut loaded, &mut loaded_request, &limits).expect("fresh instance answers");
+    assert_eq!(format!("{after:?}"), format!("{before:?}"));
+    plugin.unload_request(loaded_request).expect("unloads");
+    plugin.unload(loaded).expect("unloads");
+}
+
+#[test]
+fn a_plugin_built_against_contract_0_2_keeps_loading() {
+    let mut old = Plugin::from_bytes("nova-0.2.wasm", nova_built_against_contract_0_2(), PluginLimits::default()).expect("loads");
+    assert_eq!(old.contract(), "0.2.0");
+    assert_eq!(old.info().unwrap().contract, "0.2.0");
+    let mut new = Plugin::embedded(PluginLimits::default()).unwrap();
+    for dir in bench_cases() {
+        let (host, request, limits) = load_case(&dir);
+        // No request-state in 0.2: the host keeps the request and sends it with each fit.
+        let mut old_host = old.load(host.clone()).expect("no trap").expect("valid host");
+        let mut old_request = old.load_request(request.clone()).expect("no trap").expect("kept on the host side");
+        let old_answer = old.fit_loaded_request(&mut old_host, &mut old_request, &limits).expect("no trap");
+        let mut new_host = new.load(host.clone()).expect("no trap").expect("valid host");
+        let mut new_request = new.load_request(request.clone()).expect("no trap").expect("valid request");
+        let new_answer = new.fit_loaded_request(&mut new_host, &mut new_request, &limits).expect("no trap");
+        assert_eq!(format!("{old_answer:?}"), format!("{new_answer:?}"), "{}", dir.display());
+        old.unload_request(old_request).unwrap();
+        old.unload(old_host).unwrap();
+        new.unload_request(new_request).unwrap();
+        new.unload(new_host).unwrap();
+    }
+    // An invalid request is only found out when it is fitted, with the reason 0.3 gives on loading.
+    let (host, request, limits) = load_case(&fixture("bench/01-2cell-host-2cell-dedicated"));
+    let mut bad = request;
+    bad.dedicated_vcpus.cells[0] = 9;
+    let reason = new.load_request(bad.clone()).expect("no trap").err().expect("0.3 refuses it when loaded");
+    let mut kept = old.load_request(bad).expect("no trap").expect("0.2: nothing to check yet");
+    let mut old_host = old.load(host).expect("no trap").expect("valid host");
+    let refused = old.fit_loaded_request(&mut old_host, &mut kept, &limits).expect("no trap").expect_err("refused");
+    assert_eq!(refused.summary, format!("invalid request: {reason}"));
+}
+
+#[test]
 fn a_loaded_host_survives_a_trap_of_its_plugin() {
-    // Enough fuel to load the 64-cell host and answer small requests, not to search it exhaustively.
-    let limits = PluginLimits { fuel: 3_000_000, ..PluginLimits::default() };
-    let mut plugin = Plugin::embedded(limits).unwrap();
     let (host, hard, hard_limits) = load_case(&fixture("bench/12-64cell-16cell-last-fits-nowhere"));
     let (_, easy, easy_limits) = load_case(&fixture("bench/13-64cell-16cell-fits"));
+    // Enough fuel to load the 64-cell host and answer the easy request, not to search the hard one
+    // exhaustively: measured with an ample budget first, so the test follows the policy's speed.
+    let mut measure = Plugin::embedded(PluginLimits::default()).unwrap();
+    let mut probe = measure.load(host.clone()).expect("no trap").expect("valid host");
+    let load_fuel = measure.fuel_used().expect("live");
+    measure.fit_loaded(&mut probe, &easy, &easy_limits).expect("no trap").expect("fits");
+    let easy_fuel = measure.fuel_used().expect("live");
+    measure.fit_loaded(&mut probe, &hard, &hard_limits).expect("no trap").expect_err("fits nowhere");
+    let hard_fuel = measure.fuel_used().expect("live");
+    let enough = load_fuel.max(easy_fuel);
+    assert!(hard_fuel > enough + enough / 20, "the hard request ({hard_fuel} fuel) must need clearly more than {enough}");
+    let budget = (enough + hard_fuel) / 2;
+    let mut plugin = Plugin::embedded(PluginLimits { fuel: budget, ..PluginLimits::default() }).unwrap();
     let mut loaded = plugin.load(host.clone()).expect("no trap").expect("valid host");
     let before = plugin.fit_loaded(&mut loaded, &easy, &easy_limits).expect("no trap");
     let err = plugin.fit_loaded(&mut loaded, &hard, &hard_limits).expect_err("runs out of fuel");
@@ -265,7 +353,7 @@ fn a_plugin_built_against_contract_0_1_keeps_loading() {
     let mut plugin = Plugin::from_bytes("hostile.wasm", hostile_plugin(), small_limits()).expect("loads");
     assert_eq!(plugin.contract(), "0.1.0");
     assert_eq!(plugin.info().unwrap().contract, "0.1.0");
-    assert_eq!(Plugin::embedded(PluginLimits::default()).unwrap().contract(), "0.2.0");
+    assert_eq!(Plugin::embedded(PluginLimits::default()).unwrap().contract(), "0.3.0");
     // No host-state in 0.1: the host keeps the loaded tables and sends them with each fit.
     let (host, _, limits) = load_case(&fixture("bench/01-2cell-host-2cell-dedicated"));
     let mut loaded = plugin.load(host).expect("no trap").expect("kept on the host side");

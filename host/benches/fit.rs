@@ -1,8 +1,10 @@
 //! `fit` on every case of tests/fixtures/bench (copies of shared/bench), measured side by side:
 //! - `fit/<case>/component`: through the embedded wasm component as a scheduler calls it, on a host
-//!   loaded into the plugin (`host-state`): the request is lowered, the answer lifted back, fuel
-//!   and memory cap on;
-//! - `fit/<case>/native`: the same core linked natively, on the same host model;
+//!   and a request both loaded into the plugin (`host-state`, `request-state`): two handles and the
+//!   limits cross the boundary, the answer is lifted back, fuel and memory cap on;
+//! - `fit/<case>/native`: the same core linked natively, on the same prepared host and validated
+//!   request (`PreparedHost`, `ValidRequest`);
+//! - `fit/<case>/component-request-sent`: a loaded host, the request lowered with each call;
 //! - `fit/<case>/component-stateless`: the 0.1-style call that also lowers and models the whole
 //!   host on every call (what a one-shot `numafit fit` does);
 //! - `load/<case>/component`: loading the host (`host-state.load`), paid once per host state;
@@ -17,7 +19,7 @@ use std::path::{Path, PathBuf};
 use criterion::{criterion_group, criterion_main, Criterion};
 use numafit_host::formats::{self, HostJson, LimitsJson, RequestInput, RequestJson};
 use numafit_host::runtime::{wit, Plugin, PluginLimits};
-use numafit_plugin::json;
+use numafit_plugin::{json, Policy, PreparedHost, ValidRequest};
 
 fn cases() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/bench");
@@ -55,12 +57,22 @@ fn bench(c: &mut Criterion) {
         let nlimits =
             read(&dir, "limits.json").map(|t| json::limits_from_json(&t, Default::default()).expect("limits")).unwrap_or_default();
 
+        let nhost = PreparedHost::owned(nhost);
+        let nguest = ValidRequest::owned(nguest).expect("valid request");
+
         let mut group = c.benchmark_group(format!("fit/{name}"));
         let mut loaded = plugin.load(whost.clone()).expect("no trap").expect("valid host");
-        group.bench_function("component", |b| b.iter(|| plugin.fit_loaded(&mut loaded, &wrequest, &wlimits).expect("no trap").is_ok()));
-        group.bench_function("native", |b| b.iter(|| numafit_plugin::fit(&nhost, &nguest, &nlimits).is_ok()));
+        let mut request = plugin.load_request(wrequest.clone()).expect("no trap").expect("valid request");
+        group.bench_function("component", |b| {
+            b.iter(|| plugin.fit_loaded_request(&mut loaded, &mut request, &wlimits).expect("no trap").is_ok())
+        });
+        group.bench_function("native", |b| b.iter(|| Policy::Nova.fit_valid(&nhost, &nguest, &nlimits).is_ok()));
+        group.bench_function("component-request-sent", |b| {
+            b.iter(|| plugin.fit_loaded(&mut loaded, &wrequest, &wlimits).expect("no trap").is_ok())
+        });
         group.bench_function("component-stateless", |b| b.iter(|| plugin.fit(&whost, &wrequest, &wlimits).expect("no trap").is_ok()));
         group.finish();
+        plugin.unload_request(request).expect("unload");
         plugin.unload(loaded).expect("unload");
 
         // 64 loaded copies of the host, asked in one call.

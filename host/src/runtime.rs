@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, ComponentExportIndex, ComponentNamedList, Func, Lift, Linker, Lower, ResourceAny};
+use wasmtime::component::{Component, ComponentExportIndex, ComponentNamedList, Func, Lift, Linker, Lower, ResourceAny, TypedFunc};
 use wasmtime::{Config, Engine, ResourceLimiter, Store};
 
 pub mod bindings {
@@ -143,15 +143,16 @@ pub struct Plugin {
     generation: u64,
 }
 
-/// How a component's exports are found: by the 0.2 bindings, or by name for a 0.1 plugin.
+/// How a component's exports are found: by the 0.2 bindings (plus, by name, contract 0.3's
+/// `requests` when the plugin has it), or by name for a 0.1 plugin.
 enum Pre {
-    Current(PlacementPolicyPre<State>),
+    Current(PlacementPolicyPre<State>, Option<RequestIndices>),
     V0_1 { pre: wasmtime::component::InstancePre<State>, funcs: LegacyIndices },
 }
 
 /// A live instance's exports.
 enum Exports {
-    Current(PlacementPolicy),
+    Current(PlacementPolicy, Option<RequestFuncs>),
     V0_1(LegacyFuncs),
 }
 
@@ -206,8 +207,41 @@ impl LegacyIndices {
     }
 }
 
-/// Calls a 0.1 function with the given types (checked against the component's).
-fn call_legacy<P, R>(func: Func, store: &mut Store<State>, params: P) -> wasmtime::Result<R>
+/// Where contract 0.3's `requests` interface (loaded requests) is, in a plugin that has it.
+#[derive(Clone, Copy)]
+struct RequestIndices {
+    load: ComponentExportIndex,
+    fit: ComponentExportIndex,
+}
+
+/// `requests` in one instance: `request-state`'s `load` and `fit`, type-checked once when the
+/// instance is made (checking on every call cost more than a small fit).
+struct RequestFuncs {
+    load: TypedFunc<(wit::Request,), (Result<ResourceAny, String>,)>,
+    fit: TypedFunc<(ResourceAny, ResourceAny, wit::Limits), (Result<wit::Placement, wit::Rejection>,)>,
+}
+
+/// The name contract 0.3 exports its `requests` interface under.
+const REQUESTS_INTERFACE: &str = "numafit:policy/requests@0.3.0";
+
+impl RequestIndices {
+    fn find(component: &Component) -> Option<RequestIndices> {
+        let interface = component.get_export_index(None, REQUESTS_INTERFACE)?;
+        let at = |name: &str| component.get_export_index(Some(&interface), name);
+        Some(RequestIndices { load: at("[static]request-state.load")?, fit: at("[method]request-state.fit")? })
+    }
+
+    fn funcs(&self, store: &mut Store<State>, instance: &wasmtime::component::Instance) -> wasmtime::Result<RequestFuncs> {
+        let mut get = |index: &ComponentExportIndex| {
+            instance.get_func(&mut *store, index).ok_or_else(|| wasmtime::format_err!("a {REQUESTS_INTERFACE} export is not a function"))
+        };
+        let (load, fit) = (get(&self.load)?, get(&self.fit)?);
+        Ok(RequestFuncs { load: load.typed(&*store)?, fit: fit.typed(&*store)? })
+    }
+}
+
+/// Calls a function found by name with the given types (checked against the component's).
+fn call_typed<P, R>(func: Func, store: &mut Store<State>, params: P) -> wasmtime::Result<R>
 where
     P: ComponentNamedList + Lower,
     R: ComponentNamedList + Lift,
@@ -222,6 +256,21 @@ pub struct LoadedHost {
     host: wit::Host,
     /// The instance generation and the resource in it.
     handle: Option<(u64, ResourceAny)>,
+}
+
+/// A request loaded into a plugin (`request-state`, contract 0.3). The request is kept, so it is
+/// loaded again transparently when the plugin instance was replaced after a trap; for a plugin
+/// without loaded requests it is what each fit sends.
+pub struct LoadedRequest {
+    request: wit::Request,
+    /// The instance generation and the resource in it.
+    handle: Option<(u64, ResourceAny)>,
+}
+
+impl LoadedRequest {
+    pub fn request(&self) -> &wit::Request {
+        &self.request
+    }
 }
 
 impl LoadedHost {
@@ -320,7 +369,7 @@ impl Plugin {
             .map_err(anyhow::Error::from)
             .with_context(|| format!("plugin {name} needs imports numafit does not provide: a policy must import nothing"))?;
         let pre = match PlacementPolicyPre::new(pre.clone()) {
-            Ok(current) => Pre::Current(current),
+            Ok(current) => Pre::Current(current, RequestIndices::find(&component)),
             Err(current_err) => match LegacyIndices::find(&component) {
                 Some(funcs) => Pre::V0_1 { pre, funcs },
                 None => {
@@ -340,7 +389,8 @@ impl Plugin {
     /// The contract version the plugin's exports follow: "0.2.0" or "0.1.0".
     pub fn contract(&self) -> &'static str {
         match self.pre {
-            Pre::Current(_) => "0.2.0",
+            Pre::Current(_, Some(_)) => "0.3.0",
+            Pre::Current(_, None) => "0.2.0",
             Pre::V0_1 { .. } => "0.1.0",
         }
     }
@@ -350,7 +400,11 @@ impl Plugin {
         store.limiter(|s| s as &mut dyn ResourceLimiter);
         store.set_fuel(self.limits.fuel)?;
         let exports = match &self.pre {
-            Pre::Current(pre) => pre.instantiate(&mut store).map(Exports::Current),
+            Pre::Current(pre, requests) => pre.instance_pre().instantiate(&mut store).and_then(|instance| {
+                let policy = PlacementPolicy::new(&mut store, &instance)?;
+                let requests = requests.as_ref().map(|r| r.funcs(&mut store, &instance)).transpose()?;
+                Ok(Exports::Current(policy, requests))
+            }),
             Pre::V0_1 { pre, funcs } => {
                 pre.instantiate(&mut store).and_then(|instance| funcs.funcs(&mut store, &instance)).map(Exports::V0_1)
             }
@@ -402,15 +456,15 @@ impl Plugin {
 
     pub fn info(&mut self) -> Result<wit::PluginInfo> {
         self.call(|e, s| match e {
-            Exports::Current(p) => p.numafit_policy_policy().call_info(s),
-            Exports::V0_1(f) => call_legacy(f.info, s, ()).map(|(r,)| r),
+            Exports::Current(p, _) => p.numafit_policy_policy().call_info(s),
+            Exports::V0_1(f) => call_typed(f.info, s, ()).map(|(r,)| r),
         })
     }
 
     pub fn request_from_flavor(&mut self, flavor: &wit::Flavor) -> Result<Result<wit::Request, wit::RequestError>> {
         self.call(|e, s| match e {
-            Exports::Current(p) => p.numafit_policy_policy().call_request_from_flavor(s, flavor),
-            Exports::V0_1(f) => call_legacy::<_, (Result<v0_1::Request, wit::RequestError>,)>(f.request_from_flavor, s, (flavor,))
+            Exports::Current(p, _) => p.numafit_policy_policy().call_request_from_flavor(s, flavor),
+            Exports::V0_1(f) => call_typed::<_, (Result<v0_1::Request, wit::RequestError>,)>(f.request_from_flavor, s, (flavor,))
                 .map(|(r,)| r.map(request_from_0_1)),
         })
     }
@@ -422,9 +476,9 @@ impl Plugin {
         limits: &wit::Limits,
     ) -> Result<Result<wit::Placement, wit::Rejection>> {
         self.call(|e, s| match e {
-            Exports::Current(p) => p.numafit_policy_policy().call_fit(s, host, request, limits),
+            Exports::Current(p, _) => p.numafit_policy_policy().call_fit(s, host, request, limits),
             Exports::V0_1(f) => {
-                call_legacy::<_, (Result<v0_1::Placement, wit::Rejection>,)>(f.fit, s, (host, &request_to_0_1(request), limits))
+                call_typed::<_, (Result<v0_1::Placement, wit::Rejection>,)>(f.fit, s, (host, &request_to_0_1(request), limits))
                     .map(|(r,)| r.map(placement_from_0_1))
             }
         })
@@ -437,9 +491,9 @@ impl Plugin {
         limits: &wit::Limits,
     ) -> Result<Vec<Result<wit::Placement, wit::Rejection>>> {
         self.call(|e, s| match e {
-            Exports::Current(p) => p.numafit_policy_policy().call_fit_many(s, hosts, request, limits),
+            Exports::Current(p, _) => p.numafit_policy_policy().call_fit_many(s, hosts, request, limits),
             Exports::V0_1(f) => {
-                call_legacy::<_, (Vec<Result<v0_1::Placement, wit::Rejection>>,)>(f.fit_many, s, (hosts, &request_to_0_1(request), limits))
+                call_typed::<_, (Vec<Result<v0_1::Placement, wit::Rejection>>,)>(f.fit_many, s, (hosts, &request_to_0_1(request), limits))
                     .map(|(r,)| r.into_iter().map(|a| a.map(placement_from_0_1)).collect())
             }
         })
@@ -447,15 +501,15 @@ impl Plugin {
 
     pub fn claim(&mut self, host: &wit::Host, placement: &wit::Placement) -> Result<Result<wit::Host, wit::AccountingError>> {
         self.call(|e, s| match e {
-            Exports::Current(p) => p.numafit_policy_policy().call_claim(s, host, placement),
-            Exports::V0_1(f) => call_legacy(f.claim, s, (host, &placement_to_0_1(placement))).map(|(r,)| r),
+            Exports::Current(p, _) => p.numafit_policy_policy().call_claim(s, host, placement),
+            Exports::V0_1(f) => call_typed(f.claim, s, (host, &placement_to_0_1(placement))).map(|(r,)| r),
         })
     }
 
     pub fn release(&mut self, host: &wit::Host, placement: &wit::Placement) -> Result<Result<wit::Host, wit::AccountingError>> {
         self.call(|e, s| match e {
-            Exports::Current(p) => p.numafit_policy_policy().call_release(s, host, placement),
-            Exports::V0_1(f) => call_legacy(f.release, s, (host, &placement_to_0_1(placement))).map(|(r,)| r),
+            Exports::Current(p, _) => p.numafit_policy_policy().call_release(s, host, placement),
+            Exports::V0_1(f) => call_typed(f.release, s, (host, &placement_to_0_1(placement))).map(|(r,)| r),
         })
     }
 
@@ -477,7 +531,7 @@ impl Plugin {
         }
         let host = &loaded.host;
         let answer = self.call(|e, s| match e {
-            Exports::Current(p) => p.numafit_policy_policy().host_state().call_load(s, host),
+            Exports::Current(p, _) => p.numafit_policy_policy().host_state().call_load(s, host),
             Exports::V0_1(_) => unreachable!("checked above: 0.1 plugins have no host-state"),
         })?;
         // A refused host keeps no handle (not even one of an older instance).
@@ -497,7 +551,7 @@ impl Plugin {
         }
         match loaded.handle {
             Some((_, handle)) => self.call(|e, s| match e {
-                Exports::Current(p) => p.numafit_policy_policy().host_state().call_fit(s, handle, request, limits),
+                Exports::Current(p, _) => p.numafit_policy_policy().host_state().call_fit(s, handle, request, limits),
                 Exports::V0_1(_) => unreachable!("0.1 plugins have no handles"),
             }),
             None => self.fit(&loaded.host, request, limits),
@@ -524,11 +578,77 @@ impl Plugin {
         let handles: Vec<ResourceAny> = hosts.iter().filter_map(|h| h.handle.filter(|(g, _)| *g == generation).map(|(_, r)| r)).collect();
         let mut fitted = self
             .call(|e, s| match e {
-                Exports::Current(p) => p.numafit_policy_policy().call_fit_loaded(s, &handles, request, limits),
+                Exports::Current(p, _) => p.numafit_policy_policy().call_fit_loaded(s, &handles, request, limits),
                 Exports::V0_1(_) => unreachable!("checked above: 0.1 plugins have no host-state"),
             })?
             .into_iter();
         Ok(answers.into_iter().map(|a| a.or_else(|| fitted.next()).unwrap_or_else(|| Err(invalid_host("no answer".into())))).collect())
+    }
+
+    /// Loads a request into the plugin (contract 0.3 `request-state`). Fails (inner error) when the
+    /// plugin finds the request invalid. A plugin without loaded requests (0.1, 0.2) keeps
+    /// nothing: the request is sent, and checked, with each fit.
+    pub fn load_request(&mut self, request: wit::Request) -> Result<Result<LoadedRequest, String>> {
+        let mut loaded = LoadedRequest { request, handle: None };
+        Ok(self.ensure_request_loaded(&mut loaded)?.map(|()| loaded))
+    }
+
+    fn has_requests(&self) -> bool {
+        matches!(self.pre, Pre::Current(_, Some(_)))
+    }
+
+    fn ensure_request_loaded(&mut self, loaded: &mut LoadedRequest) -> Result<Result<(), String>> {
+        if !self.has_requests() {
+            return Ok(Ok(()));
+        }
+        if self.live.is_some() && matches!(loaded.handle, Some((generation, _)) if generation == self.generation) {
+            return Ok(Ok(()));
+        }
+        let request = &loaded.request;
+        let answer = self.call(|e, s| match e {
+            Exports::Current(_, Some(r)) => r.load.call(s, (request.clone(),)).map(|(a,)| a),
+            _ => unreachable!("checked above: the plugin has loaded requests"),
+        })?;
+        loaded.handle = answer.as_ref().ok().map(|&handle| (self.generation, handle));
+        Ok(answer.map(|_| ()))
+    }
+
+    /// `fit` of a loaded request on a loaded host: two handles and the limits cross the boundary.
+    pub fn fit_loaded_request(
+        &mut self,
+        host: &mut LoadedHost,
+        request: &mut LoadedRequest,
+        limits: &wit::Limits,
+    ) -> Result<Result<wit::Placement, wit::Rejection>> {
+        if let Err(e) = self.ensure_request_loaded(request)? {
+            return Ok(Err(invalid_request(e)));
+        }
+        if let Err(e) = self.ensure_loaded(host)? {
+            return Ok(Err(invalid_host(e)));
+        }
+        // Loading the host may have replaced the instance (after a trap): check the request again.
+        if let Err(e) = self.ensure_request_loaded(request)? {
+            return Ok(Err(invalid_request(e)));
+        }
+        match (host.handle, request.handle) {
+            (Some((_, h)), Some((_, r))) => self.call(|e, s| match e {
+                // Limits are a few scalars (and physnet names when asked): cloned to fit the typed signature.
+                Exports::Current(_, Some(f)) => f.fit.call(s, (r, h, limits.clone())).map(|(a,)| a),
+                _ => unreachable!("only plugins with loaded requests hand out request handles"),
+            }),
+            _ => self.fit_loaded(host, &request.request, limits),
+        }
+    }
+
+    /// Frees a loaded request inside the plugin (a no-op when its instance is gone).
+    pub fn unload_request(&mut self, loaded: LoadedRequest) -> Result<()> {
+        let generation = self.generation;
+        match (loaded.handle, self.live.as_mut()) {
+            (Some((g, handle)), Some((store, _))) if g == generation => {
+                handle.resource_drop(store).map_err(|e| anyhow!("plugin {}: dropping a loaded request: {e:#}", self.name))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Frees a loaded host inside the plugin (a no-op when its instance is gone).
@@ -798,6 +918,11 @@ pub fn placement_from_rows(
         }
     }
     p
+}
+
+fn invalid_request(reason: String) -> wit::Rejection {
+    // The shape the plugin's own `fit` gives an invalid request.
+    wit::Rejection { summary: format!("invalid request: {reason}"), refusals: Vec::new(), reasons: Vec::new() }
 }
 
 fn invalid_host(reason: String) -> wit::Rejection {

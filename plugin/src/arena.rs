@@ -112,7 +112,9 @@ impl State {
         if self.start == 0 || layout.align() > CHUNK_ALIGN {
             return None;
         }
-        let at = self.next.next_multiple_of(layout.align());
+        // Alignments are powers of two: a mask, not a division (which costs tens of cycles a
+        // call, and every allocation of a fit passes here).
+        let at = self.next.checked_add(layout.align() - 1)? & !(layout.align() - 1);
         if at.checked_add(layout.size())? > self.end {
             return None;
         }

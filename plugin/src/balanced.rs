@@ -22,7 +22,7 @@ use crate::cores::FreeCores;
 use crate::fit::{CellFit, Limits};
 use crate::pinning::Packing;
 use crate::placement::{Placement, Rejection};
-use crate::request::GuestTopology;
+use crate::request::{GuestTopology, ValidRequest};
 use crate::search::{placement_from, rejection_from, start, FitTable, Start};
 use crate::topology::{HostCell, PreparedHost};
 
@@ -100,7 +100,8 @@ fn score(table: &FitTable, costs: &Costs, assign: &[usize]) -> Score {
 }
 
 /// Places `guest` on `host` with the balanced policy, or explains why it cannot.
-pub fn fit(prepared: &PreparedHost, guest: &GuestTopology, limits: &Limits, policy: &str) -> Result<Placement, Rejection> {
+pub fn fit(prepared: &PreparedHost, guest: &ValidRequest, limits: &Limits, policy: &str) -> Result<Placement, Rejection> {
+    let guest = guest.get();
     let host = prepared.host();
     let mut table = match start(prepared, guest, limits, Packing::KeepCoresWhole, policy)? {
         Start::Answered(p) => return Ok(p),

@@ -8,6 +8,18 @@ use crate::request::{self as core_req, CpuPolicy, EmulatorThreads, GuestCell, Gu
 use crate::topology::{CellNetwork, HostCell, HostTopology, PagePool, PciPool, PreparedHost};
 use crate::{accounting, AccountingCode};
 
+#[cfg(not(feature = "contract-0-2"))]
+mod bindings {
+    wit_bindgen::generate!({
+        world: "placement-policy",
+        path: "../wit/0.3.0",
+        pub_export_macro: true,
+    });
+}
+
+/// Built against contract 0.2 (no loaded requests), for hosts that predate 0.3; the host's tests
+/// use it to show a 0.2 plugin keeps loading.
+#[cfg(feature = "contract-0-2")]
 mod bindings {
     wit_bindgen::generate!({
         world: "placement-policy",
@@ -16,7 +28,12 @@ mod bindings {
     });
 }
 
+#[cfg(feature = "contract-0-2")]
 use bindings::exports::numafit::policy::policy as w;
+#[cfg(not(feature = "contract-0-2"))]
+use bindings::exports::numafit::policy0_2_0::policy as w;
+#[cfg(not(feature = "contract-0-2"))]
+use bindings::exports::numafit::policy0_3_0::requests as wr;
 use w::Guest;
 
 struct Policy;
@@ -466,6 +483,31 @@ impl w::GuestHostState for LoadedHost {
         let request = request_in(request).map_err(|e| rejection_out(Rejection::whole(format!("invalid request: {e}"))))?;
         crate::POLICY.fit_prepared(&self.0, &request, &limits_in(limits)).map(placement_out).map_err(rejection_out)
     }
+}
+
+/// A request checked and modelled once (`request-state`), so later fits cross only two handles.
+#[cfg(not(feature = "contract-0-2"))]
+struct LoadedRequest(crate::ValidRequest<'static>);
+
+#[cfg(not(feature = "contract-0-2"))]
+impl wr::GuestRequestState for LoadedRequest {
+    fn load(request: w::Request) -> Result<wr::RequestState, String> {
+        // Outlives the call: nothing of it may live in the per-call arena (see `LoadedHost::load`).
+        crate::arena::persistent(|| {
+            // The reason without the "invalid request: " a fit's rejection puts before it.
+            let request = crate::ValidRequest::owned(request_in(request.clone())?).map_err(|e| e.to_string())?;
+            Ok(wr::RequestState::new(LoadedRequest(request)))
+        })
+    }
+
+    fn fit(&self, host: w::HostStateBorrow<'_>, limits: w::Limits) -> Result<w::Placement, w::Rejection> {
+        crate::POLICY.fit_valid(&host.get::<LoadedHost>().0, &self.0, &limits_in(limits)).map(placement_out).map_err(rejection_out)
+    }
+}
+
+#[cfg(not(feature = "contract-0-2"))]
+impl wr::Guest for Policy {
+    type RequestState = LoadedRequest;
 }
 
 impl Guest for Policy {

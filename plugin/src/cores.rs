@@ -17,6 +17,8 @@ pub struct FreeCores {
     ends: Vec<u32>,
     /// Cores whose every thread is pinnable and free (the only cores `isolate` may use), in core order.
     whole: Vec<u32>,
+    /// Cores with at least t free threads, at index t (index 0: every core).
+    with_at_least: Vec<u32>,
     /// Most free threads on one core.
     widest: usize,
     /// Most threads of one core usable by guests (shared or pinnable); 1 without SMT.
@@ -31,6 +33,7 @@ impl FreeCores {
             threads: Vec::with_capacity(free.iter().map(|w| w.count_ones() as usize).sum()),
             ends: Vec::with_capacity(cell.siblings.len()),
             whole: Vec::new(),
+            with_at_least: Vec::new(),
             widest: 0,
             threads_per_core: cell.threads_per_core(),
         };
@@ -51,6 +54,7 @@ impl FreeCores {
             out.widest = out.widest.max(n);
             out.ends.push(out.threads.len() as u32);
         }
+        out.with_at_least = (0..=out.widest).map(|t| (0..out.len()).filter(|&k| out.core(k).len() >= t).count() as u32).collect();
         out
     }
 
@@ -82,6 +86,11 @@ impl FreeCores {
     /// Number of free pinnable CPUs.
     pub fn free(&self) -> usize {
         self.threads.len()
+    }
+
+    /// Number of cores with at least `t` free threads.
+    pub fn with_at_least(&self, t: usize) -> usize {
+        self.with_at_least.get(t).map_or(0, |&n| n as usize)
     }
 
     /// Most free threads on one core.
@@ -136,6 +145,7 @@ mod tests {
         assert_eq!(f.whole(), &[0, 3]);
         assert!(f.is_whole(3) && !f.is_whole(1));
         assert_eq!((f.free(), f.widest(), f.threads_per_core()), (6, 2, 2));
+        assert_eq!((f.with_at_least(1), f.with_at_least(2), f.with_at_least(3)), (4, 2, 0));
     }
 
     #[test]

@@ -9,9 +9,39 @@ type Words = SmallVec<[u64; 8]>;
 /// A set of host or guest CPU numbers.
 ///
 /// Invariant: no trailing zero words, so the derived equality and hash are set equality.
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Default, PartialEq, Eq, Hash)]
 pub struct CpuSet {
     words: Words,
+}
+
+impl Clone for CpuSet {
+    fn clone(&self) -> Self {
+        // A copy of the words (SmallVec's own `clone` pushes them one by one).
+        CpuSet { words: Words::from_slice(&self.words) }
+    }
+}
+
+/// The CPUs of a set, ascending.
+pub struct Cpus<'a> {
+    words: &'a [u64],
+    /// Index of the word `rest` came from.
+    at: usize,
+    /// Bits of the current word not yielded yet.
+    rest: u64,
+}
+
+impl Iterator for Cpus<'_> {
+    type Item = u32;
+
+    fn next(&mut self) -> Option<u32> {
+        while self.rest == 0 {
+            self.at += 1;
+            self.rest = *self.words.get(self.at)?;
+        }
+        let bit = self.rest.trailing_zeros();
+        self.rest &= self.rest - 1;
+        Some(self.at as u32 * 64 + bit)
+    }
 }
 
 impl CpuSet {
@@ -54,18 +84,8 @@ impl CpuSet {
         self.words.iter().all(|w| *w == 0)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        self.words.iter().enumerate().flat_map(|(i, &word)| {
-            let mut rest = word;
-            std::iter::from_fn(move || {
-                if rest == 0 {
-                    return None;
-                }
-                let bit = rest.trailing_zeros();
-                rest &= rest - 1;
-                Some(i as u32 * 64 + bit)
-            })
-        })
+    pub fn iter(&self) -> Cpus<'_> {
+        Cpus { words: &self.words, at: 0, rest: self.words.first().copied().unwrap_or(0) }
     }
 
     /// The bitmap, 64 CPUs a word from CPU 0 (no trailing zero words).

@@ -34,7 +34,7 @@ pub use accounting::{claim, release, AccountingCode, AccountingError};
 pub use cpuset::CpuSet;
 pub use fit::{Limits, NetworkNeed, Refusal, Shortfall, Strategy};
 pub use placement::{CellRefusal, PlacedCell, Placement, Rejection};
-pub use request::{from_flavor, CpuPolicy, EmulatorThreads, Flavor, GuestCell, GuestTopology, PageSizeWish, ThreadPolicy};
+pub use request::{from_flavor, CpuPolicy, EmulatorThreads, Flavor, GuestCell, GuestTopology, PageSizeWish, ThreadPolicy, ValidRequest};
 pub use topology::{HostCell, HostTopology, PagePool, PreparedHost};
 
 /// The placement policies this crate implements; a component build embeds one.
@@ -68,6 +68,12 @@ impl Policy {
 
     /// `fit` on a host prepared once for many fits.
     pub fn fit_prepared(self, host: &PreparedHost, guest: &GuestTopology, limits: &Limits) -> Result<Placement, Rejection> {
+        let guest = ValidRequest::borrowed(guest).map_err(|e| Rejection::whole(format!("invalid request: {e}")))?;
+        self.fit_valid(host, &guest, limits)
+    }
+
+    /// `fit` of a request validated once for many fits, on a host prepared once.
+    pub fn fit_valid(self, host: &PreparedHost, guest: &ValidRequest, limits: &Limits) -> Result<Placement, Rejection> {
         match self {
             Policy::Nova => search::fit(host, guest, limits, self.name()),
             Policy::Balanced => balanced::fit(host, guest, limits, self.name()),
@@ -81,8 +87,8 @@ pub const POLICY: Policy = if cfg!(feature = "policy-balanced") { Policy::Balanc
 pub const POLICY_NAME: &str = POLICY.name_const();
 /// Version of the policy's behaviour.
 pub const POLICY_VERSION: &str = env!("CARGO_PKG_VERSION");
-/// Version of the WIT contract (`wit/0.2.0`).
-pub const CONTRACT_VERSION: &str = "0.2.0";
+/// Version of the WIT contract (`wit/0.3.0`, which includes 0.2.0).
+pub const CONTRACT_VERSION: &str = if cfg!(feature = "contract-0-2") { "0.2.0" } else { "0.3.0" };
 
 /// Places an instance on a host with the `nova` policy.
 pub fn fit(host: &HostTopology, guest: &GuestTopology, limits: &Limits) -> Result<Placement, Rejection> {

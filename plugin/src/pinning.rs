@@ -37,16 +37,23 @@ pub struct CellPinning {
 
 /// Step: the first `t` free threads of every core that has at least `t`, zipped with the vCPUs.
 fn take_threads_per_core(cores: &FreeCores, t: usize, vcpus: &CpuSet) -> Option<Vec<(u32, u32)>> {
-    if t * cores.iter().filter(|c| c.len() >= t).count() < vcpus.len() {
+    if t * cores.with_at_least(t) < vcpus.len() {
         return None;
     }
     let pcpus = cores.iter().filter(|c| c.len() >= t).flat_map(|c| c[..t].iter().copied());
-    Some(vcpus.iter().zip(pcpus).collect())
+    Some(pair_up(vcpus, pcpus))
 }
 
 /// Step: every free thread as if it were a core of its own, in core order.
 fn take_single_threads(cores: &FreeCores, vcpus: &CpuSet) -> Option<Vec<(u32, u32)>> {
-    (cores.free() >= vcpus.len()).then(|| vcpus.iter().zip(cores.threads().iter().copied()).collect())
+    (cores.free() >= vcpus.len()).then(|| pair_up(vcpus, cores.threads().iter().copied()))
+}
+
+/// vCPUs (ascending) zipped with host CPUs, into a vector sized once.
+fn pair_up(vcpus: &CpuSet, pcpus: impl Iterator<Item = u32>) -> Vec<(u32, u32)> {
+    let mut pairs = Vec::with_capacity(vcpus.len());
+    pairs.extend(vcpus.iter().zip(pcpus));
+    pairs
 }
 
 /// Step: the first `n` free threads left after the vCPUs took theirs, in core order.
@@ -69,7 +76,7 @@ fn pin_isolate(cores: &FreeCores, vcpus: &CpuSet, emulator: usize) -> Result<Cel
     // The lowest thread of each of the first wholly free cores; the emulator threads get the
     // lowest thread of the next ones, which hold no vCPU (the claim takes all those cores whole).
     let lowest = |&k: &u32| cores.core(k as usize).first().copied();
-    let pairs: Vec<(u32, u32)> = vcpus.iter().zip(whole.iter().filter_map(lowest)).collect();
+    let pairs = pair_up(vcpus, whole.iter().filter_map(lowest));
     let emulator: Vec<u32> = whole[pairs.len()..].iter().filter_map(lowest).take(emulator).collect();
     if emulator.len() < needed as usize - pairs.len() {
         return Err(refuse());
@@ -149,7 +156,7 @@ fn pin_keep_cores_whole(cell: &HostCell, cores: &FreeCores, vcpus: &CpuSet, emul
     if threads.len() < needed {
         return Err(Refusal::new(Shortfall::FreeCpus, needed as u64, threads.len() as u64));
     }
-    let pairs = vcpus.iter().zip(threads.iter().copied()).collect();
+    let pairs = pair_up(vcpus, threads.iter().copied());
     Ok(CellPinning { pairs, emulator: threads[vcpus.len()..needed].to_vec() })
 }
 

@@ -2,6 +2,8 @@
 //! thread, emulator-thread and page-size policies. `from_flavor` derives it from a Nova flavor and
 //! image exactly as Nova's `numa_get_constraints` does, with Nova's exception names as error codes.
 
+use std::borrow::Cow;
+
 use crate::cpuset::CpuSet;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,6 +181,29 @@ pub struct RequestError {
 impl RequestError {
     pub fn new(code: &str, message: String) -> Self {
         RequestError { code: code.to_string(), message }
+    }
+}
+
+/// A guest topology that passed `GuestTopology::validate`: what the searches assume, checked once
+/// per request (a loaded `request-state` keeps one) instead of once per fit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidRequest<'a>(Cow<'a, GuestTopology>);
+
+impl ValidRequest<'static> {
+    pub fn owned(guest: GuestTopology) -> Result<Self, RequestError> {
+        guest.validate()?;
+        Ok(ValidRequest(Cow::Owned(guest)))
+    }
+}
+
+impl<'a> ValidRequest<'a> {
+    pub fn borrowed(guest: &'a GuestTopology) -> Result<Self, RequestError> {
+        guest.validate()?;
+        Ok(ValidRequest(Cow::Borrowed(guest)))
+    }
+
+    pub fn get(&self) -> &GuestTopology {
+        &self.0
     }
 }
 

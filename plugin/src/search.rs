@@ -9,12 +9,14 @@
 //! (a bipartite matching). Without PCI or network needs that walk never backtracks, so it is
 //! polynomial; the answer is the same first assignment either way.
 
+use smallvec::SmallVec;
+
 use crate::cores::FreeCores;
 use crate::fit::{fit_cell_packed, CellFit, Limits, Refusal};
 use crate::pci;
 use crate::pinning::Packing;
 use crate::placement::{describe_guest_cell, describe_refusal_of, CellRefusal, PlacedCell, Placement, Rejection};
-use crate::request::GuestTopology;
+use crate::request::{GuestTopology, ValidRequest};
 use crate::scoring::cell_order;
 use crate::topology::{HostTopology, PreparedHost};
 
@@ -123,7 +125,8 @@ enum Walk {
 /// Nova's walk, in its order, evaluating fits lazily; gives up after `budget` trials.
 fn walk_lazily(table: &mut FitTable, g: usize, used: &mut [bool], assign: &mut Vec<usize>, budget: &mut usize) -> Walk {
     if g == table.guest.cells.len() {
-        return if table.whole_placement_ok(assign) { Walk::Found(assign.clone()) } else { Walk::NoneLeft };
+        // Found ends the walk, so the assignment is handed over rather than copied.
+        return if table.whole_placement_ok(assign) { Walk::Found(std::mem::take(assign)) } else { Walk::NoneLeft };
     }
     for k in 0..table.columns() {
         if used[k] {
@@ -258,8 +261,8 @@ pub(crate) enum Start<'a> {
     Search(FitTable<'a>),
 }
 
-/// The checks every policy makes before searching: a valid request, a NUMA constraint at all, and
-/// enough host cells.
+/// The checks every policy makes before searching (on a request already validated): a NUMA
+/// constraint at all, and enough host cells.
 pub(crate) fn start<'a>(
     host: &'a PreparedHost,
     guest: &'a GuestTopology,
@@ -267,7 +270,6 @@ pub(crate) fn start<'a>(
     packing: Packing,
     policy: &str,
 ) -> Result<Start<'a>, Rejection> {
-    guest.validate().map_err(|e| Rejection::whole(format!("invalid request: {e}")))?;
     let table = FitTable::new(host, guest, limits, packing);
     if guest.cells.is_empty() {
         let mut table = table;
@@ -281,12 +283,13 @@ pub(crate) fn start<'a>(
 }
 
 /// Places `guest` on `host` the way Nova does, or explains why it cannot.
-pub fn fit(host: &PreparedHost, guest: &GuestTopology, limits: &Limits, policy: &str) -> Result<Placement, Rejection> {
+pub fn fit(host: &PreparedHost, guest: &ValidRequest, limits: &Limits, policy: &str) -> Result<Placement, Rejection> {
+    let guest = guest.get();
     let mut table = match start(host, guest, limits, Packing::Nova, policy)? {
         Start::Answered(p) => return Ok(p),
         Start::Search(table) => table,
     };
-    let mut used = vec![false; table.columns()];
+    let mut used: SmallVec<[bool; 64]> = SmallVec::from_elem(false, table.columns());
     let mut assign = Vec::with_capacity(guest.cells.len());
     let mut budget = guest.cells.len() * table.columns();
     match walk_lazily(&mut table, 0, &mut used, &mut assign, &mut budget) {

@@ -161,7 +161,7 @@ fn limits_for(ratios: bool, pack: bool) -> Limits {
 
 /// Nova's walk, literally: every permutation of the ordered host cells, first one where all fit.
 fn brute_force(host: &HostTopology, guest: &GuestTopology, limits: &Limits) -> Option<Vec<(u32, Vec<(u32, u32)>, Vec<u32>, Option<u32>)>> {
-    let order = cell_order(host, guest, limits.strategy);
+    let order = cell_order(&numafit_plugin::PreparedHost::borrowed(host), guest, limits.strategy);
     let k = guest.cells.len();
     fn perms(items: &[usize], k: usize, prefix: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
         if prefix.len() == k {

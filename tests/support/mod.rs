@@ -50,6 +50,27 @@ pub fn scratch(name: &str) -> PathBuf {
 }
 
 /// The hostile plugin (tests/hostile-plugin) built for wasm32 and wrapped into a component.
+/// The default policy built against contract 0.2 (the plugin crate's `contract-0-2` feature).
+pub fn nova_built_against_contract_0_2() -> &'static [u8] {
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTES.get_or_init(|| {
+        let target = root().join("target/plugin-contract-0-2");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--lib", "--locked", "--profile", "wasm", "--target", "wasm32-unknown-unknown", "--features", "contract-0-2"])
+            .arg("--manifest-path")
+            .arg(root().join("plugin/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the plugin against contract 0.2 failed");
+        let module = std::fs::read(target.join("wasm32-unknown-unknown/wasm/numafit_plugin.wasm")).expect("plugin module");
+        wit_component::ComponentEncoder::default().module(&module).expect("module").validate(true).encode().expect("component")
+    })
+}
+
 pub fn hostile_plugin() -> &'static [u8] {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
     BYTES.get_or_init(|| {
