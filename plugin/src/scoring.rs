@@ -1,17 +1,22 @@
 //! The order in which host cells are tried (Nova's three stable sorts), which decides where a
 //! guest lands when several cells would do.
 
+use smallvec::SmallVec;
+
 use crate::fit::Strategy;
 use crate::request::GuestTopology;
 use crate::topology::PreparedHost;
+
+/// Host cell positions (in `host.cells`), in trial order; inline for hosts of up to 16 cells.
+pub type CellOrder = SmallVec<[usize; 16]>;
 
 /// Host cell positions in trial order. Cells are reordered only when the host has more cells
 /// than the guest needs; each sort is stable, so the last one is the primary key:
 /// available memory, then shared-vCPU usage (floating guests) or free pinnable CPUs (pinned
 /// guests), then PCI devices per cell (with devices first when the guest asks for some).
-pub fn cell_order(prepared: &PreparedHost, guest: &GuestTopology, strategy: Strategy) -> Vec<usize> {
+pub fn cell_order(prepared: &PreparedHost, guest: &GuestTopology, strategy: Strategy) -> CellOrder {
     let host = prepared.host();
-    let mut order: Vec<usize> = (0..host.cells.len()).collect();
+    let mut order: CellOrder = (0..host.cells.len()).collect();
     if host.cells.len() <= guest.cells.len() {
         return order;
     }
@@ -26,7 +31,7 @@ pub fn cell_order(prepared: &PreparedHost, guest: &GuestTopology, strategy: Stra
     };
     // Python's `sorted(reverse=True)` keeps equal keys in their original order, as does a stable
     // sort on the flipped comparison.
-    let sort_by_key = |order: &mut Vec<usize>, descending: bool, key: &[u64]| {
+    let sort_by_key = |order: &mut CellOrder, descending: bool, key: &[u64]| {
         order.sort_by(|&a, &b| if descending { key[b].cmp(&key[a]) } else { key[a].cmp(&key[b]) });
     };
     sort_by_key(&mut order, !pack, &memory);

@@ -17,7 +17,7 @@ use crate::pci;
 use crate::pinning::Packing;
 use crate::placement::{describe_guest_cell, describe_refusal_of, CellRefusal, PlacedCell, Placement, Rejection};
 use crate::request::{GuestTopology, ValidRequest};
-use crate::scoring::cell_order;
+use crate::scoring::{cell_order, CellOrder};
 use crate::topology::{HostTopology, PreparedHost};
 
 /// Memoised fits of guest cells (rows) on host cells (columns, in trial order).
@@ -29,7 +29,7 @@ pub(crate) struct FitTable<'a> {
     limits: &'a Limits,
     packing: Packing,
     /// Host cell positions in Nova's trial order: column k is host cell `order[k]`.
-    pub(crate) order: Vec<usize>,
+    pub(crate) order: CellOrder,
     fits: Vec<Option<Result<CellFit, Refusal>>>,
 }
 
@@ -116,14 +116,17 @@ impl<'a> FitTable<'a> {
     }
 }
 
+/// Trial positions chosen for guest cells 0, 1, ... (inline for guests of up to 16 cells).
+pub(crate) type Assignment = SmallVec<[usize; 16]>;
+
 enum Walk {
-    Found(Vec<usize>),
+    Found(Assignment),
     Exhausted,
     NoneLeft,
 }
 
 /// Nova's walk, in its order, evaluating fits lazily; gives up after `budget` trials.
-fn walk_lazily(table: &mut FitTable, g: usize, used: &mut [bool], assign: &mut Vec<usize>, budget: &mut usize) -> Walk {
+fn walk_lazily(table: &mut FitTable, g: usize, used: &mut [bool], assign: &mut Assignment, budget: &mut usize) -> Walk {
     if g == table.guest.cells.len() {
         // Found ends the walk, so the assignment is handed over rather than copied.
         return if table.whole_placement_ok(assign) { Walk::Found(std::mem::take(assign)) } else { Walk::NoneLeft };
@@ -152,7 +155,7 @@ fn walk_lazily(table: &mut FitTable, g: usize, used: &mut [bool], assign: &mut V
 }
 
 /// The same walk over the filled table, entering only branches the matching says can complete.
-fn walk_pruned(table: &FitTable, g: usize, used: &mut [bool], assign: &mut Vec<usize>) -> Option<Vec<usize>> {
+fn walk_pruned(table: &FitTable, g: usize, used: &mut [bool], assign: &mut Assignment) -> Option<Assignment> {
     if g == table.guest.cells.len() {
         return table.whole_placement_ok(assign).then(|| assign.clone());
     }
@@ -290,7 +293,7 @@ pub fn fit(host: &PreparedHost, guest: &ValidRequest, limits: &Limits, policy: &
         Start::Search(table) => table,
     };
     let mut used: SmallVec<[bool; 64]> = SmallVec::from_elem(false, table.columns());
-    let mut assign = Vec::with_capacity(guest.cells.len());
+    let mut assign = Assignment::new();
     let mut budget = guest.cells.len() * table.columns();
     match walk_lazily(&mut table, 0, &mut used, &mut assign, &mut budget) {
         Walk::Found(assign) => return Ok(placement_from(&mut table, &assign, policy)),
@@ -298,7 +301,7 @@ pub fn fit(host: &PreparedHost, guest: &ValidRequest, limits: &Limits, policy: &
     }
     table.fill();
     let mut used = vec![false; table.columns()];
-    let mut assign = Vec::with_capacity(guest.cells.len());
+    let mut assign = Assignment::new();
     if table.matchable(0, &used) {
         if let Some(found) = walk_pruned(&table, 0, &mut used, &mut assign) {
             return Ok(placement_from(&mut table, &found, policy));
