@@ -389,7 +389,6 @@ fn placement_in(p: w::Placement) -> Result<Placement, String> {
                     guest_cell: g,
                     host_cell: c.host_cell,
                     cpuset: of(&p.shared_vcpus.cells, g).filter_map(|k| p.shared_vcpus.ids.get(k).copied()).collect(),
-                    pcpuset: pinning.iter().map(|&(v, _)| v).collect(),
                     memory: c.memory_mb,
                     pagesize_kb: c.page_size_kb,
                     pinning,

@@ -12,8 +12,8 @@ use crate::topology::HostCell;
 pub struct PlacedCell {
     pub guest_cell: u32,
     pub host_cell: u32,
+    /// The guest cell's floating vCPUs (its dedicated ones are the keys of `pinning`).
     pub cpuset: CpuSet,
-    pub pcpuset: CpuSet,
     pub memory: u64,
     pub pagesize_kb: Option<u32>,
     /// (vCPU, pCPU), vCPUs ascending.
@@ -22,6 +22,11 @@ pub struct PlacedCell {
 }
 
 impl PlacedCell {
+    /// The guest cell's dedicated vCPUs.
+    pub fn pcpuset(&self) -> CpuSet {
+        self.pinning.iter().map(|&(v, _)| v).collect()
+    }
+
     /// Every host CPU the cell pins: its vCPUs' and its emulator threads'.
     pub fn pinned_pcpus(&self) -> CpuSet {
         self.pinning.iter().map(|&(_, p)| p).chain(self.emulator.iter().copied()).collect()

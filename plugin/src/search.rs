@@ -192,7 +192,6 @@ pub(crate) fn placement_from(table: &mut FitTable, assign: &[usize], policy: &st
                 guest_cell: g as u32,
                 host_cell: fit.host_cell,
                 cpuset: guest.cpuset.clone(),
-                pcpuset: guest.pcpuset.clone(),
                 memory: guest.memory,
                 pagesize_kb: fit.pagesize_kb,
                 pinning: fit.pinning.pairs,

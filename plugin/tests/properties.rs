@@ -225,7 +225,7 @@ proptest! {
                     prop_assert!(seen.insert(cpu), "pCPU {} pinned twice", cpu);
                     prop_assert!(cell.free_pcpus().contains(cpu), "pCPU {} not free and pinnable on cell {}", cpu, cell.id);
                 }
-                prop_assert_eq!(c.pinning.iter().map(|x| x.0).collect::<CpuSet>(), c.pcpuset.clone());
+                prop_assert_eq!(c.pcpuset(), guest.cells[c.guest_cell as usize].pcpuset.clone());
             }
             let claimed = claim(&host, &p);
             prop_assert!(claimed.is_ok(), "fit's placement must claim: {:?}", claimed.err());
