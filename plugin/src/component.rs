@@ -336,10 +336,11 @@ fn placement_out(p: Placement) -> w::Placement {
         w::PinnedVcpus { cells: Vec::with_capacity(vcpus), vcpus: Vec::with_capacity(vcpus), pcpus: Vec::with_capacity(vcpus) };
     let (mut shared, mut emulator) = (members(), members());
     let mut cells = Vec::with_capacity(p.cells.len());
-    for c in p.cells {
+    // By reference: moving each cell out of the vector costs a copy of it in wasm.
+    for c in &p.cells {
         push_members(&mut shared, c.guest_cell, c.cpuset.iter());
-        push_members(&mut emulator, c.guest_cell, c.emulator);
-        for (vcpu, pcpu) in c.pinning {
+        push_members(&mut emulator, c.guest_cell, c.emulator.iter().copied());
+        for &(vcpu, pcpu) in &c.pinning {
             pinned.cells.push(c.guest_cell);
             pinned.vcpus.push(vcpu);
             pinned.pcpus.push(pcpu);

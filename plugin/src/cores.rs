@@ -75,7 +75,11 @@ impl FreeCores {
 
     /// Each core's free threads, in core order.
     pub fn iter(&self) -> impl Iterator<Item = &[u32]> + '_ {
-        (0..self.len()).map(|k| self.core(k))
+        self.ends.iter().scan(0usize, |start, &end| {
+            let core = &self.threads[*start..end as usize];
+            *start = end as usize;
+            Some(core)
+        })
     }
 
     /// Every free thread, in core order.

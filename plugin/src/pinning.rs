@@ -37,11 +37,20 @@ pub struct CellPinning {
 
 /// Step: the first `t` free threads of every core that has at least `t`, zipped with the vCPUs.
 fn take_threads_per_core(cores: &FreeCores, t: usize, vcpus: &CpuSet) -> Option<Vec<(u32, u32)>> {
-    if t * cores.with_at_least(t) < vcpus.len() {
+    let n = vcpus.len();
+    if t * cores.with_at_least(t) < n {
         return None;
     }
-    let pcpus = cores.iter().filter(|c| c.len() >= t).flat_map(|c| c[..t].iter().copied());
-    Some(pair_up(vcpus, pcpus))
+    // Plain loops: this runs for every (guest cell, host cell) pair a search tries.
+    let mut pairs = Vec::with_capacity(n);
+    let mut vcpus = vcpus.iter();
+    'cores: for core in cores.iter().filter(|c| c.len() >= t) {
+        for &pcpu in &core[..t] {
+            let Some(vcpu) = vcpus.next() else { break 'cores };
+            pairs.push((vcpu, pcpu));
+        }
+    }
+    Some(pairs)
 }
 
 /// Step: every free thread as if it were a core of its own, in core order.

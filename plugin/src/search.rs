@@ -180,25 +180,23 @@ fn walk_pruned(table: &FitTable, g: usize, used: &mut [bool], assign: &mut Assig
 /// the search is over once it is called.
 pub(crate) fn placement_from(table: &mut FitTable, assign: &[usize], policy: &str) -> Placement {
     let columns = table.columns();
-    let cells = assign
-        .iter()
-        .enumerate()
-        .filter_map(|(g, &k)| {
-            let Some(Ok(fit)) = table.fits[g * columns + k].take() else {
-                return None;
-            };
-            let guest = &table.guest.cells[g];
-            Some(PlacedCell {
-                guest_cell: g as u32,
-                host_cell: fit.host_cell,
-                cpuset: guest.cpuset.clone(),
-                memory: guest.memory,
-                pagesize_kb: fit.pagesize_kb,
-                pinning: fit.pinning.pairs,
-                emulator: fit.pinning.emulator,
-            })
-        })
-        .collect();
+    let mut cells = Vec::with_capacity(assign.len());
+    for (g, &k) in assign.iter().enumerate() {
+        // Every assigned pair was fitted before it was assigned.
+        let Some(Ok(fit)) = table.fits[g * columns + k].take() else {
+            continue;
+        };
+        let guest = &table.guest.cells[g];
+        cells.push(PlacedCell {
+            guest_cell: g as u32,
+            host_cell: fit.host_cell,
+            cpuset: guest.cpuset.clone(),
+            memory: guest.memory,
+            pagesize_kb: fit.pagesize_kb,
+            pinning: fit.pinning.pairs,
+            emulator: fit.pinning.emulator,
+        });
+    }
     Placement {
         policy: policy.to_string(),
         cpu_policy: table.guest.cpu_policy,
