@@ -308,10 +308,13 @@ fn the_guests_memory_does_not_grow_across_loads() {
     let cycle = |plugin: &mut Plugin| {
         let mut a = plugin.load(host.clone()).unwrap().unwrap();
         let mut b = plugin.load(fits.clone()).unwrap().unwrap();
+        let mut r = plugin.load_request(freq.clone()).unwrap().unwrap();
         for _ in 0..5 {
             plugin.fit_loaded(&mut a, &request, &limits).unwrap().unwrap_err();
             plugin.fit_loaded(&mut b, &freq, &flimits).unwrap().unwrap();
+            plugin.fit_loaded_request(&mut b, &mut r, &flimits).unwrap().unwrap();
         }
+        plugin.unload_request(r).unwrap();
         plugin.unload(a).unwrap();
         plugin.unload(b).unwrap();
     };
@@ -322,7 +325,7 @@ fn the_guests_memory_does_not_grow_across_loads() {
     for _ in 0..300 {
         cycle(&mut plugin);
     }
-    assert_eq!(plugin.memory_bytes(), Some(warm), "loaded hosts are freed when unloaded, and calls reuse the arena");
+    assert_eq!(plugin.memory_bytes(), Some(warm), "loaded hosts and requests are freed when unloaded, and calls reuse the arena");
 }
 
 #[test]

@@ -4,10 +4,12 @@
 //! Compiled components are cached on disk, keyed by their bytes and the engine, so start-up does
 //! not recompile.
 //!
-//! The host speaks contract 0.2 (`wit/0.2.0`). A plugin built against 0.1 (`wit/0.1.0`: functions
-//! at the component's top level, a record per vCPU in requests and placements, no `host-state`)
-//! keeps loading: its functions are looked up by name, requests and placements are converted, and
-//! loaded hosts are kept on this side.
+//! The host speaks contract 0.3 (`wit/0.3.0`): 0.2's `policy` interface through `bindgen!`, and
+//! 0.3's `requests` interface (loaded requests), found by name, when the plugin has it. A 0.2
+//! plugin keeps loading, its loaded requests kept on this side. A plugin built against 0.1
+//! (`wit/0.1.0`: functions at the component's top level, a record per vCPU in requests and
+//! placements, no `host-state`) keeps loading too: its functions are looked up by name, requests and
+//! placements are converted, and loaded hosts and requests are kept on this side.
 
 use std::path::{Path, PathBuf};
 
@@ -386,7 +388,7 @@ impl Plugin {
         &self.name
     }
 
-    /// The contract version the plugin's exports follow: "0.2.0" or "0.1.0".
+    /// The contract version the plugin's exports follow: "0.3.0", "0.2.0" or "0.1.0".
     pub fn contract(&self) -> &'static str {
         match self.pre {
             Pre::Current(_, Some(_)) => "0.3.0",

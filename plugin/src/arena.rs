@@ -99,7 +99,18 @@ pub fn persistent<T>(f: impl FnOnce() -> T) -> T {
 
 impl State {
     fn owns(&self, ptr: *mut u8) -> bool {
-        (self.start..self.end).contains(&(ptr as usize))
+        // One comparison: below `start` wraps around to a large offset.
+        (ptr as usize).wrapping_sub(self.start) < self.end - self.start
+    }
+
+    /// The last arena allocation of a call was freed (once a call): the whole chunk is free again.
+    fn emptied(&mut self) {
+        self.next = self.start;
+        if self.overflow > 0 {
+            // The call outgrew the chunk: make the next one big enough (if memory allows).
+            let want = (self.end - self.start) + self.overflow;
+            self.regrow(want);
+        }
     }
 
     /// Replaces the (empty) chunk by one of at least `want` bytes. False when memory is exhausted.
@@ -175,12 +186,7 @@ unsafe impl GlobalAlloc for Arena {
         }
         s.live = s.live.saturating_sub(1);
         if s.live == 0 {
-            s.next = s.start;
-            if s.overflow > 0 {
-                // The call outgrew the chunk: make the next one big enough (if memory allows).
-                let want = (s.end - s.start) + s.overflow;
-                s.regrow(want);
-            }
+            s.emptied();
         } else if ptr as usize + layout.size() == s.next {
             // The most recent allocation: give its bytes back at once.
             s.next = ptr as usize;
