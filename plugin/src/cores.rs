@@ -1,4 +1,5 @@
-//! The free pinnable threads of a host cell, core by core: what every pinning step reads.
+//! The free pinnable threads of a host cell, core by core, and its CPU counts: what every
+//! per-cell check and pinning step reads.
 //!
 //! Derived from the cell once (once per loaded host state, or once per call for a one-shot fit)
 //! rather than once for every (guest cell, host cell) pair a search tries: a scheduler asks many
@@ -23,6 +24,9 @@ pub struct FreeCores {
     widest: usize,
     /// Most threads of one core usable by guests (shared or pinnable); 1 without SMT.
     threads_per_core: usize,
+    /// Sizes of the cell's pinnable and shared sets (`pcpuset`, `cpuset`).
+    pinnable: usize,
+    shared: usize,
 }
 
 impl FreeCores {
@@ -36,6 +40,8 @@ impl FreeCores {
             with_at_least: Vec::new(),
             widest: 0,
             threads_per_core: cell.threads_per_core(),
+            pinnable: cell.pcpuset.len(),
+            shared: cell.cpuset.len(),
         };
         for (k, core) in cell.siblings.iter().enumerate() {
             let start = out.threads.len();
@@ -111,6 +117,16 @@ impl FreeCores {
         self.whole.binary_search(&(k as u32)).is_ok()
     }
 
+    /// Number of pinnable CPUs of the cell, free or not.
+    pub fn pinnable(&self) -> usize {
+        self.pinnable
+    }
+
+    /// Number of shared CPUs of the cell.
+    pub fn shared(&self) -> usize {
+        self.shared
+    }
+
     /// Most threads of one core usable by guests (shared or pinnable); 1 on a host without SMT.
     pub fn threads_per_core(&self) -> usize {
         self.threads_per_core
@@ -150,6 +166,7 @@ mod tests {
         assert!(f.is_whole(3) && !f.is_whole(1));
         assert_eq!((f.free(), f.widest(), f.threads_per_core()), (6, 2, 2));
         assert_eq!((f.with_at_least(1), f.with_at_least(2), f.with_at_least(3)), (4, 2, 0));
+        assert_eq!((f.pinnable(), f.shared()), (7, 0));
     }
 
     #[test]

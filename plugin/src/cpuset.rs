@@ -16,7 +16,11 @@ pub struct CpuSet {
 
 impl Clone for CpuSet {
     fn clone(&self) -> Self {
-        // A copy of the words (SmallVec's own `clone` pushes them one by one).
+        // A copy of the words (SmallVec's own `clone` pushes them one by one); an empty set, as a
+        // dedicated guest's shared set is, copies nothing.
+        if self.words.is_empty() {
+            return CpuSet::new();
+        }
         CpuSet { words: Words::from_slice(&self.words) }
     }
 }

@@ -134,16 +134,17 @@ pub fn fit_cell_packed(
     packing: Packing,
 ) -> Result<CellFit, Refusal> {
     let pins = topo.pins();
-    if host.cpuset.is_empty() && host.pcpuset.is_empty() && guest.vcpus() > 0 {
+    let (pinnable, shared) = (cores.pinnable(), cores.shared());
+    if shared == 0 && pinnable == 0 && guest.vcpus() > 0 {
         return Err(Refusal::new(Shortfall::NoCpus, guest.vcpus() as u64, 0));
     }
     let pagesize_kb = check_memory(host, guest, pins)?;
     let dedicated = guest.pcpuset.len() + emulator;
-    if pins && dedicated > host.pcpuset.len() {
-        return Err(Refusal::new(Shortfall::PinnableCpus, dedicated as u64, host.pcpuset.len() as u64));
+    if pins && dedicated > pinnable {
+        return Err(Refusal::new(Shortfall::PinnableCpus, dedicated as u64, pinnable as u64));
     }
-    if topo.floats() && guest.cpuset.len() > host.cpuset.len() {
-        return Err(Refusal::new(Shortfall::SharedCpus, guest.cpuset.len() as u64, host.cpuset.len() as u64));
+    if topo.floats() && guest.cpuset.len() > shared {
+        return Err(Refusal::new(Shortfall::SharedCpus, guest.cpuset.len() as u64, shared as u64));
     }
     let mut pinning = CellPinning::default();
     if pins {

@@ -36,8 +36,7 @@ pub struct CellPinning {
 }
 
 /// Step: the first `t` free threads of every core that has at least `t`, zipped with the vCPUs.
-fn take_threads_per_core(cores: &FreeCores, t: usize, vcpus: &CpuSet) -> Option<Vec<(u32, u32)>> {
-    let n = vcpus.len();
+fn take_threads_per_core(cores: &FreeCores, t: usize, vcpus: &CpuSet, n: usize) -> Option<Vec<(u32, u32)>> {
     if t * cores.with_at_least(t) < n {
         return None;
     }
@@ -99,8 +98,9 @@ fn pin_packed(cores: &FreeCores, vcpus: &CpuSet, emulator: usize, policy: Thread
         return Err(Refusal::new(Shortfall::SiblingThreads, 2, 1));
     }
     let lowest = if require { 2 } else { 1 };
+    let n = vcpus.len();
     for t in (lowest..=cores.widest()).rev() {
-        let Some(pairs) = take_threads_per_core(cores, t, vcpus) else {
+        let Some(pairs) = take_threads_per_core(cores, t, vcpus, n) else {
             continue;
         };
         if let Some(emulator) = take_emulator_threads(cores, &pairs, emulator) {
