@@ -49,44 +49,47 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// The hostile plugin (tests/hostile-plugin) built for wasm32 and wrapped into a component.
+/// Builds a crate for wasm32 (`cargo build` with `args`, in its own target directory) and wraps the
+/// module at `module` (relative to that directory) into a component.
+fn build_component(manifest: &Path, target: &Path, args: &[&str], module: &str) -> Vec<u8> {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--locked", "--target", "wasm32-unknown-unknown"])
+        .args(args)
+        .arg("--manifest-path")
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(target)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building {} failed", manifest.display());
+    let module = std::fs::read(target.join("wasm32-unknown-unknown").join(module)).expect("wasm module");
+    wit_component::ComponentEncoder::default().module(&module).expect("module").validate(true).encode().expect("component")
+}
+
 /// The default policy built against contract 0.2 (the plugin crate's `contract-0-2` feature).
 pub fn nova_built_against_contract_0_2() -> &'static [u8] {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
     BYTES.get_or_init(|| {
-        let target = root().join("target/plugin-contract-0-2");
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--lib", "--locked", "--profile", "wasm", "--target", "wasm32-unknown-unknown", "--features", "contract-0-2"])
-            .arg("--manifest-path")
-            .arg(root().join("plugin/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the plugin against contract 0.2 failed");
-        let module = std::fs::read(target.join("wasm32-unknown-unknown/wasm/numafit_plugin.wasm")).expect("plugin module");
-        wit_component::ComponentEncoder::default().module(&module).expect("module").validate(true).encode().expect("component")
+        build_component(
+            &root().join("plugin/Cargo.toml"),
+            &root().join("target/plugin-contract-0-2"),
+            &["--lib", "--profile", "wasm", "--features", "contract-0-2"],
+            "wasm/numafit_plugin.wasm",
+        )
     })
 }
 
+/// The hostile plugin (tests/hostile-plugin) built for wasm32 and wrapped into a component.
 pub fn hostile_plugin() -> &'static [u8] {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
     BYTES.get_or_init(|| {
-        let dir = root().join("tests/hostile-plugin");
-        let target = root().join("target/hostile-plugin");
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--locked", "--release", "--target", "wasm32-unknown-unknown", "--manifest-path"])
-            .arg(dir.join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the hostile plugin failed");
-        let module = std::fs::read(target.join("wasm32-unknown-unknown/release/hostile_plugin.wasm")).expect("hostile module");
-        wit_component::ComponentEncoder::default().module(&module).expect("module").validate(true).encode().expect("component")
+        build_component(
+            &root().join("tests/hostile-plugin/Cargo.toml"),
+            &root().join("target/hostile-plugin"),
+            &["--release"],
+            "release/hostile_plugin.wasm",
+        )
     })
 }
