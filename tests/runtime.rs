@@ -157,6 +157,14 @@ fn fit_loaded_answers_each_loaded_host_in_one_call() {
     assert_eq!(answers.len(), 3);
     assert!(answers[0].is_ok() && answers[2].is_ok());
     assert!(answers[1].as_ref().unwrap_err().summary.contains("2 NUMA cells, the guest needs 4"));
+    // An invalid request gets, from every host, the rejection a single fit gives it.
+    let mut invalid = request.clone();
+    invalid.shared_vcpus = wit::CellMembers { cells: vec![0], ids: vec![99] };
+    let single = plugin.fit_loaded(&mut hosts[0], &invalid, &limits).expect("no trap").expect_err("invalid");
+    assert!(single.summary.starts_with("invalid request: "), "{}", single.summary);
+    let answers = plugin.fit_loaded_many(&mut hosts, &invalid, &limits).expect("no trap");
+    let single = format!("{:?}", Err::<(), _>(&single));
+    assert!(answers.iter().all(|a| format!("{:?}", a.as_ref().map(|_| ())) == single), "{answers:?}");
     // An inconsistent host is refused when it is loaded, with the reason.
     let err = plugin.load(bad).expect("no trap").err().expect("refused");
     assert!(err.contains("CPU columns differ in length"), "{err}");

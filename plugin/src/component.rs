@@ -543,10 +543,13 @@ impl Guest for Policy {
 
     fn fit_loaded(hosts: Vec<w::HostStateBorrow<'_>>, request: w::Request, limits: w::Limits) -> Vec<Result<w::Placement, w::Rejection>> {
         let limits = limits_in(limits);
-        match request_in(request) {
+        // Loaded hosts are valid already, so the request is the only thing to check: once, not per host.
+        let request = request_in(request);
+        let valid = request.as_ref().map_err(Clone::clone).and_then(|r| crate::ValidRequest::borrowed(r).map_err(|e| e.to_string()));
+        match valid {
             Ok(request) => hosts
                 .iter()
-                .map(|h| crate::POLICY.fit_prepared(&h.get::<LoadedHost>().0, &request, &limits).map(placement_out).map_err(rejection_out))
+                .map(|h| crate::POLICY.fit_valid(&h.get::<LoadedHost>().0, &request, &limits).map(placement_out).map_err(rejection_out))
                 .collect(),
             Err(e) => hosts.iter().map(|_| Err(rejection_out(Rejection::whole(format!("invalid request: {e}"))))).collect(),
         }
