@@ -528,7 +528,7 @@ impl Plugin {
         if matches!(self.pre, Pre::V0_1 { .. }) {
             return Ok(Ok(()));
         }
-        if self.live.is_some() && matches!(loaded.handle, Some((generation, _)) if generation == self.generation) {
+        if self.is_live(loaded.handle) {
             return Ok(Ok(()));
         }
         let host = &loaded.host;
@@ -603,7 +603,7 @@ impl Plugin {
         if !self.has_requests() {
             return Ok(Ok(()));
         }
-        if self.live.is_some() && matches!(loaded.handle, Some((generation, _)) if generation == self.generation) {
+        if self.is_live(loaded.handle) {
             return Ok(Ok(()));
         }
         let request = &loaded.request;
@@ -644,21 +644,25 @@ impl Plugin {
 
     /// Frees a loaded request inside the plugin (a no-op when its instance is gone).
     pub fn unload_request(&mut self, loaded: LoadedRequest) -> Result<()> {
-        let generation = self.generation;
-        match (loaded.handle, self.live.as_mut()) {
-            (Some((g, handle)), Some((store, _))) if g == generation => {
-                handle.resource_drop(store).map_err(|e| anyhow!("plugin {}: dropping a loaded request: {e:#}", self.name))
-            }
-            _ => Ok(()),
-        }
+        self.drop_handle(loaded.handle, "request")
     }
 
     /// Frees a loaded host inside the plugin (a no-op when its instance is gone).
     pub fn unload(&mut self, loaded: LoadedHost) -> Result<()> {
+        self.drop_handle(loaded.handle, "host")
+    }
+
+    /// Whether a loaded host's or request's handle belongs to the live instance.
+    fn is_live(&self, handle: Option<(u64, ResourceAny)>) -> bool {
+        self.live.is_some() && matches!(handle, Some((generation, _)) if generation == self.generation)
+    }
+
+    /// Drops a handle in the live instance; a handle of an instance that is gone has nothing to drop.
+    fn drop_handle(&mut self, handle: Option<(u64, ResourceAny)>, what: &str) -> Result<()> {
         let generation = self.generation;
-        match (loaded.handle, self.live.as_mut()) {
+        match (handle, self.live.as_mut()) {
             (Some((g, handle)), Some((store, _))) if g == generation => {
-                handle.resource_drop(store).map_err(|e| anyhow!("plugin {}: dropping a loaded host: {e:#}", self.name))
+                handle.resource_drop(store).map_err(|e| anyhow!("plugin {}: dropping a loaded {what}: {e:#}", self.name))
             }
             _ => Ok(()),
         }
