@@ -8,7 +8,7 @@
 //! more than is in use rather than clamping at zero, so accounting drift surfaces as an error.
 
 use crate::cpuset::CpuSet;
-use crate::hugepages::pages_needed;
+use crate::hugepages::pages_covering;
 use crate::placement::{PlacedCell, Placement};
 use crate::request::ThreadPolicy;
 use crate::topology::{HostCell, HostTopology};
@@ -128,6 +128,10 @@ fn over_release(cell: u32, what: String) -> AccountingError {
     AccountingError::new(AccountingCode::OverRelease, Some(cell), CpuSet::new(), format!("host cell {cell}: {what}"))
 }
 
+fn overflow(cell: u32) -> AccountingError {
+    AccountingError::new(AccountingCode::InvalidInput, Some(cell), CpuSet::new(), format!("host cell {cell}: usage would overflow"))
+}
+
 fn apply(cell: &mut HostCell, placed: &PlacedCell, placement: &Placement, dir: Direction) -> Result<(), AccountingError> {
     let id = cell.id;
     // CPUs first: a double claim or a stray release is reported as the pinning conflict it is.
@@ -150,9 +154,19 @@ fn apply(cell: &mut HostCell, placed: &PlacedCell, placement: &Placement, dir: D
             ));
         };
         // Memory that is not a whole number of pages takes the last page whole.
-        let pages = pages_needed(size, placed.memory).unwrap_or_else(|| (placed.memory * 1024).div_ceil(u64::from(size)));
+        let pages = pages_covering(size, placed.memory);
+        // Hugepages asked for by size are locked memory: a claim never takes more than are free
+        // (what a fit checked). The smallest pages may be overcommitted, as Nova records it.
+        if dir == Direction::Claim && placed.pagesize_kb.is_some() && pages > pool.free() {
+            return Err(AccountingError::new(
+                AccountingCode::InvalidInput,
+                Some(id),
+                CpuSet::new(),
+                format!("host cell {id}: {pages} {size} KiB pages asked, {} free", pool.free()),
+            ));
+        }
         pool.used = match dir {
-            Direction::Claim => pool.used + pages,
+            Direction::Claim => pool.used.checked_add(pages).ok_or_else(|| overflow(id))?,
             Direction::Release => pool
                 .used
                 .checked_sub(pages)
@@ -160,7 +174,7 @@ fn apply(cell: &mut HostCell, placed: &PlacedCell, placement: &Placement, dir: D
         };
     }
     cell.memory_usage = match dir {
-        Direction::Claim => cell.memory_usage + placed.memory,
+        Direction::Claim => cell.memory_usage.checked_add(placed.memory).ok_or_else(|| overflow(id))?,
         Direction::Release => cell
             .memory_usage
             .checked_sub(placed.memory)
@@ -168,7 +182,7 @@ fn apply(cell: &mut HostCell, placed: &PlacedCell, placement: &Placement, dir: D
     };
     let floating = placed.cpuset.len() as u32;
     cell.cpu_usage = match dir {
-        Direction::Claim => cell.cpu_usage + floating,
+        Direction::Claim => cell.cpu_usage.checked_add(floating).ok_or_else(|| overflow(id))?,
         Direction::Release => cell
             .cpu_usage
             .checked_sub(floating)

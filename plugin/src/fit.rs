@@ -5,7 +5,7 @@
 use crate::cores::FreeCores;
 use crate::hugepages;
 use crate::pinning::{self, CellPinning, Packing};
-use crate::request::{GuestCell, GuestTopology};
+use crate::request::{GuestCell, GuestTopology, ThreadPolicy};
 use crate::topology::HostCell;
 
 /// What a host cell lacked (mirrors the contract's `shortfall`).
@@ -75,27 +75,25 @@ pub struct CellFit {
     pub pinning: CellPinning,
 }
 
-/// Memory: the asked page size, or for pinned guests free small pages (no overcommit), or for
-/// floating guests the cell's total (ratios come later).
+/// Memory (Nova's `_numa_fit_instance_cell`): the asked page size; else, on a cell that lists
+/// page pools, the smallest listed pool (whatever its size) — free pages for pinned guests, the
+/// pool's total for floating ones (overcommit is the allocation ratio's business) — and in either
+/// case a whole number of pages; else plain memory, free for pinned guests, total for floating.
 fn check_memory(host: &HostCell, guest: &GuestCell, pins: bool) -> Result<Option<u32>, Refusal> {
     if let Some(wish) = guest.pagesize {
         return hugepages::choose_page_size(host, wish, guest.memory).map(Some);
     }
-    if pins {
-        return match host.smallest_pages() {
-            Some(pool) if hugepages::fits_in_free_pages(pool, guest.memory) => Ok(None),
-            Some(pool) => {
-                Err(Refusal::new(Shortfall::Pages, hugepages::pages_needed(pool.size_kb, guest.memory).unwrap_or(u64::MAX), pool.free())
-                    .with_page_size(pool.size_kb))
-            }
-            None if host.avail_memory() >= guest.memory => Ok(None),
-            None => Err(Refusal::new(Shortfall::Memory, guest.memory, host.avail_memory())),
-        };
+    match host.smallest_pages() {
+        Some(pool) if hugepages::fits_in_pages(pool, guest.memory, pins) => Ok(None),
+        // Floating: the cell's memory as its smallest pages count it is too small.
+        Some(pool) if !pins && hugepages::pages_needed(pool.size_kb, guest.memory).is_some() => {
+            Err(Refusal::new(Shortfall::Memory, guest.memory, pool.total.saturating_mul(u64::from(pool.size_kb)) / 1024))
+        }
+        Some(pool) => Err(hugepages::pages_refusal(pool, guest.memory, pins)),
+        None if pins && host.avail_memory() < guest.memory => Err(Refusal::new(Shortfall::Memory, guest.memory, host.avail_memory())),
+        None if host.memory < guest.memory => Err(Refusal::new(Shortfall::Memory, guest.memory, host.memory)),
+        None => Ok(None),
     }
-    if host.memory < guest.memory {
-        return Err(Refusal::new(Shortfall::Memory, guest.memory, host.memory));
-    }
-    Ok(None)
 }
 
 /// Floating vCPUs and their memory against the allocation ratios, when limits give them.
@@ -147,6 +145,11 @@ pub fn fit_cell_packed(
         return Err(Refusal::new(Shortfall::SharedCpus, guest.cpuset.len() as u64, shared as u64));
     }
     let mut pinning = CellPinning::default();
+    // A mixed cell without dedicated vCPUs: Nova finds no pinning to isolate, nor one to put
+    // isolated emulator threads beside, and refuses the cell.
+    if pins && guest.pcpuset.is_empty() && (topo.effective_thread_policy() == ThreadPolicy::Isolate || emulator > 0) {
+        return Err(Refusal::new(Shortfall::PinnableCpus, 1, 0));
+    }
     if pins {
         let free = cores.free();
         if dedicated > free {

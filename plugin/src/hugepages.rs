@@ -28,9 +28,28 @@ pub fn pages_needed(pool_size_kb: u32, memory_mb: u64) -> Option<u64> {
     (kb % size == 0).then_some(kb / size)
 }
 
+/// Pages of `pool_size_kb` that `memory_mb` occupies, the last one whole: what a refusal reports
+/// as `needed` (always a page count), and what accounting charges.
+pub fn pages_covering(pool_size_kb: u32, memory_mb: u64) -> u64 {
+    (u128::from(memory_mb) * 1024).div_ceil(u128::from(pool_size_kb.max(1))).min(u128::from(u64::MAX)) as u64
+}
+
 /// Hugepages are locked memory, so only free pages count: no overcommit.
 pub fn fits_in_free_pages(pool: &PagePool, memory_mb: u64) -> bool {
     pages_needed(pool.size_kb, memory_mb).is_some_and(|n| n <= pool.free())
+}
+
+/// Nova's `can_fit_pagesize`: a whole number of pages, within the free pages (`use_free`) or
+/// within the pool's total (overcommit of the smallest pages by unpinned guests).
+pub fn fits_in_pages(pool: &PagePool, memory_mb: u64, use_free: bool) -> bool {
+    let avail = if use_free { pool.free() } else { pool.total };
+    pages_needed(pool.size_kb, memory_mb).is_some_and(|n| n <= avail)
+}
+
+/// A `Pages` refusal on `pool`, counted in its pages.
+pub fn pages_refusal(pool: &PagePool, memory_mb: u64, use_free: bool) -> Refusal {
+    let available = if use_free { pool.free() } else { pool.total };
+    Refusal::new(Shortfall::Pages, pages_covering(pool.size_kb, memory_mb), available).with_page_size(pool.size_kb)
 }
 
 /// The page size chosen for a guest cell that asked for one, or why none works.
@@ -40,19 +59,16 @@ pub fn choose_page_size(cell: &HostCell, wish: PageSizeWish, memory_mb: u64) -> 
         match cell.pages_of(size) {
             Some(pool) if fits_in_free_pages(pool, memory_mb) => return Ok(size),
             Some(_) => {}
-            // An explicit size the cell has no pool of: the cell does not fit.
-            None => return Err(Refusal::new(Shortfall::Pages, u64::from(size), 0).with_page_size(size)),
+            // An explicit size the cell has no pool of: the cell does not fit (0 such pages).
+            None => return Err(Refusal::new(Shortfall::Pages, pages_covering(size, memory_mb), 0).with_page_size(size)),
         }
     }
     // Report against the first candidate: the one Nova would have preferred.
-    let first = sizes.first().copied();
-    let (needed, available) = first
-        .and_then(|s| cell.pages_of(s))
-        .map(|p| (pages_needed(p.size_kb, memory_mb).unwrap_or(u64::MAX), p.free()))
-        .unwrap_or((memory_mb, 0));
-    let mut refusal = Refusal::new(Shortfall::Pages, needed, available);
-    refusal.page_size_kb = first;
-    Err(refusal)
+    match sizes.first().and_then(|&s| cell.pages_of(s)) {
+        Some(pool) => Err(pages_refusal(pool, memory_mb, true)),
+        // `large` on a cell with one pool (or none): there is no size to count in.
+        None => Err(Refusal::new(Shortfall::Pages, 0, 0)),
+    }
 }
 
 #[cfg(test)]
@@ -95,6 +111,8 @@ mod tests {
         let c = cell(&[(4, 1 << 20, 0), (2048, 512, 500)]);
         let r = choose_page_size(&c, PageSizeWish::Kib(1048576), 1024).unwrap_err();
         assert_eq!((r.shortfall, r.page_size_kb), (Shortfall::Pages, Some(1048576)));
+        // `needed` is a page count in every pages refusal: one 1 GiB page for 1 GiB.
+        assert_eq!((r.needed, r.available), (1, 0));
         let r = choose_page_size(&c, PageSizeWish::Kib(2048), 1024).unwrap_err();
         assert_eq!((r.needed, r.available), (512, 12));
     }

@@ -9,6 +9,7 @@ pub mod accounting;
 pub mod balanced;
 pub mod cores;
 pub mod cpuset;
+pub mod extra_specs;
 pub mod fit;
 pub mod hugepages;
 #[cfg(feature = "serde")]

@@ -5,7 +5,8 @@
 //! - `prefer` / `require`: fill cores with the most free threads first, the same number of threads
 //!   from each (t from the widest free core down; `require` stops at 2 threads); `prefer` then falls
 //!   back to single free threads in core order.
-//! - `isolate`: one thread from each wholly free core; the claim takes the whole core.
+//! - `isolate`: one thread from each wholly free core of the cell's full width; the claim takes
+//!   the whole core.
 //! - emulator threads `isolate`: one more CPU, after the vCPUs' (a wholly free core of its own
 //!   under thread policy `isolate`).
 //!
@@ -74,20 +75,24 @@ fn take_emulator_threads(cores: &FreeCores, pairs: &[(u32, u32)], n: usize) -> O
     (rest.len() == n).then_some(rest)
 }
 
+/// Nova's `isolate`: the vCPUs take one thread each of the wholly free cores as wide as the
+/// cell's widest (`sibling_sets[threads_per_core]`), in core order; the emulator threads then take
+/// the first wholly free cores (of any width) that hold no vCPU, in core order (Nova takes the
+/// next free thread there, which its own claim refuses on a half-used core).
 fn pin_isolate(cores: &FreeCores, vcpus: &CpuSet, emulator: usize) -> Result<CellPinning, Refusal> {
     let whole = cores.whole();
+    let width = cores.threads_per_core();
     let needed = (vcpus.len() + emulator) as u64;
-    let refuse = || Refusal::new(Shortfall::FreeCores, needed, whole.len() as u64);
-    if whole.len() < vcpus.len() {
-        return Err(refuse());
+    let wide: Vec<u32> = whole.iter().copied().filter(|&k| cores.core(k as usize).len() >= width).collect();
+    if wide.len() < vcpus.len() {
+        return Err(Refusal::new(Shortfall::FreeCores, needed, wide.len() as u64));
     }
-    // The lowest thread of each of the first wholly free cores; the emulator threads get the
-    // lowest thread of the next ones, which hold no vCPU (the claim takes all those cores whole).
-    let lowest = |&k: &u32| cores.core(k as usize).first().copied();
-    let pairs = pair_up(vcpus, whole.iter().filter_map(lowest));
-    let emulator: Vec<u32> = whole[pairs.len()..].iter().filter_map(lowest).take(emulator).collect();
+    let lowest = |k: u32| cores.core(k as usize).first().copied();
+    let used = &wide[..vcpus.len()];
+    let pairs = pair_up(vcpus, used.iter().filter_map(|&k| lowest(k)));
+    let emulator: Vec<u32> = whole.iter().filter(|k| !used.contains(k)).filter_map(|&k| lowest(k)).take(emulator).collect();
     if emulator.len() < needed as usize - pairs.len() {
-        return Err(refuse());
+        return Err(Refusal::new(Shortfall::FreeCores, needed, whole.len() as u64));
     }
     Ok(CellPinning { pairs, emulator })
 }

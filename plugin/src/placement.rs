@@ -153,7 +153,7 @@ fn write_why(s: &mut String, g: usize, guest: &GuestCell, topo: &GuestTopology, 
             Some(size) if host.pages_of(size as u32).is_none() => {
                 w.t("no ").n(size).t(" KiB page pool");
             }
-            Some(size) if n == u64::MAX => {
+            Some(size) if (u128::from(guest.memory) * 1024) % u128::from(size) != 0 => {
                 w.n(guest.memory).t(" MiB is not a whole number of ").n(size).t(" KiB pages");
             }
             Some(size) => {
@@ -163,6 +163,15 @@ fn write_why(s: &mut String, g: usize, guest: &GuestCell, topo: &GuestTopology, 
                 w.t("no page pool of a suitable size");
             }
         },
+        Shortfall::PinnableCpus if guest.pcpuset.is_empty() => {
+            w.t("the cell has no dedicated vCPU, and ");
+            if topo.effective_thread_policy() == ThreadPolicy::Isolate {
+                w.t("thread policy isolate");
+            } else {
+                w.t("emulator threads isolate");
+            }
+            w.t(" needs one to pin (Nova refuses such a cell)");
+        }
         Shortfall::PinnableCpus => {
             w.count(a, "CPU", "CPUs").t(" pinnable, needs ").n(n).t(emulator);
         }

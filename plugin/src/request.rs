@@ -577,9 +577,13 @@ fn node_lists(f: &Flavor) -> Result<(Option<Vec<CpuSet>>, Option<Vec<u64>>), Req
             mems = Some(
                 list.iter()
                     .map(|(k, v)| {
-                        v.trim().parse::<u64>().map_err(|_| {
-                            RequestError::new("ImageNUMATopologyMemoryOutOfRange", format!("{k}={v:?} is not a whole number of MiB"))
-                        })
+                        match v.trim().parse::<u64>() {
+                            Ok(m) if m >= 1 => Ok(m),
+                            _ => Err(RequestError::new(
+                                "ImageNUMATopologyMemoryOutOfRange",
+                                format!("{k}={v:?} is not a whole number of MiB of at least 1"),
+                            )),
+                        }
                     })
                     .collect::<Result<_, _>>()?,
             );
@@ -628,11 +632,12 @@ fn cells_manual(f: &Flavor, cpu_list: &[CpuSet], mem_list: &[u64], dedicated: &C
     if !avail.is_empty() {
         return Err(RequestError::new("ImageNUMATopologyCPUsUnassigned", format!("vCPUs {avail} are in no hw:numa_cpus.N")));
     }
-    let total: u64 = mem_list.iter().sum();
-    if total != f.memory_mb {
+    let total = mem_list.iter().try_fold(0u64, |sum, &m| sum.checked_add(m));
+    if total != Some(f.memory_mb) {
+        let sum = total.map_or_else(|| "more than 2^64".to_string(), |t| t.to_string());
         return Err(RequestError::new(
             "ImageNUMATopologyMemoryOutOfRange",
-            format!("hw:numa_mem.N sum to {total} MiB but the flavor has {} MiB", f.memory_mb),
+            format!("hw:numa_mem.N sum to {sum} MiB but the flavor has {} MiB", f.memory_mb),
         ));
     }
     Ok(cells)
@@ -668,6 +673,10 @@ pub fn from_flavor(f: &Flavor) -> Result<GuestTopology, RequestError> {
     if f.vcpus == 0 {
         return Err(RequestError::new("InvalidRequest", "flavor vcpus must be at least 1".into()));
     }
+    if f.memory_mb == 0 {
+        return Err(RequestError::new("InvalidRequest", "flavor memory_mb must be at least 1".into()));
+    }
+    crate::extra_specs::check(&f.extra_specs, &f.image_props)?;
     let mut cpu_policy = cpu_policy(f)?;
     let mut thread_policy = thread_policy(f)?;
     let emulator = emulator_threads(f)?;

@@ -271,6 +271,92 @@ fn cases() -> Vec<Case> {
         limits: Limits { cpu_allocation_ratio: Some(1.0), ram_allocation_ratio: Some(1.0), ..Default::default() },
         expect: Expect::Refused("fits on no host cell", Some(Shortfall::CpuRatio)),
     });
+    // A cell that lists page pools but no 4 KiB one: its smallest pool backs guests that ask for
+    // no page size (Nova's `_get_smallest_pagesize`), whole pages only, total pages for floating
+    // guests and free pages for pinned ones.
+    let mut hugepage_only = legacy(four_node());
+    for c in &mut hugepage_only.cells {
+        c.mempages = vec![PagePool { size_kb: 2048, total: 1024, used: 0, reserved: 0 }];
+    }
+    hugepage_only.cells[0].mempages[0].used = 1024;
+    v.push(Case {
+        name: "smallest pool only: a floating guest within the pool's total fits, even on used pages",
+        host: hugepage_only.clone(),
+        guest: shared(&[(2, 2048)]),
+        limits: pack(),
+        expect: Expect::Fits(vec![(0, vec![], vec![])]),
+    });
+    v.push(Case {
+        name: "smallest pool only: memory beyond the pool's total is refused though the cell has more",
+        host: hugepage_only.clone(),
+        guest: shared(&[(2, 4096)]),
+        limits: Limits::default(),
+        expect: Expect::Refused("fits on no host cell", Some(Shortfall::Memory)),
+    });
+    v.push(Case {
+        name: "smallest pool only: memory that is not a whole number of 2 MiB pages is refused",
+        host: hugepage_only.clone(),
+        guest: shared(&[(2, 1023)]),
+        limits: Limits::default(),
+        expect: Expect::Refused("fits on no host cell", Some(Shortfall::Pages)),
+    });
+    v.push(Case {
+        name: "smallest pool only: a pinned guest needs free pages",
+        host: hugepage_only,
+        guest: dedicated(&[(2, 2048)], None),
+        limits: pack(),
+        expect: Expect::Fits(vec![(1, pins(&[(0, 4), (1, 5)]), vec![])]),
+    });
+    // A mixed cell without dedicated vCPUs has nothing to isolate, and nothing to put isolated
+    // emulator threads beside: Nova refuses it.
+    let no_dedicated = |thread: Option<ThreadPolicy>| GuestTopology {
+        cells: vec![
+            GuestCell { cpuset: set(&[0, 1]), pcpuset: CpuSet::new(), memory: 1024, pagesize: None },
+            GuestCell { cpuset: set(&[2]), pcpuset: set(&[3]), memory: 1024, pagesize: None },
+        ],
+        cpu_policy: Some(CpuPolicy::Mixed),
+        thread_policy: thread,
+        ..Default::default()
+    };
+    v.push(Case {
+        name: "mixed cell without dedicated vCPUs under isolate is refused",
+        host: legacy(four_node()),
+        guest: no_dedicated(Some(ThreadPolicy::Isolate)),
+        limits: Limits::default(),
+        expect: Expect::Refused("guest cell 0 fits on no host cell", Some(Shortfall::PinnableCpus)),
+    });
+    v.push(Case {
+        name: "mixed cell 0 without dedicated vCPUs under emulator threads isolate is refused",
+        host: legacy(four_node()),
+        guest: with_emulator(no_dedicated(None)),
+        limits: Limits::default(),
+        expect: Expect::Refused("guest cell 0 fits on no host cell", Some(Shortfall::PinnableCpus)),
+    });
+    v.push(Case {
+        name: "mixed cell without dedicated vCPUs under prefer floats",
+        host: legacy(four_node()),
+        guest: no_dedicated(None),
+        limits: Limits::default(),
+        expect: Expect::Fits(vec![(0, vec![], vec![]), (1, pins(&[(3, 4)]), vec![])]),
+    });
+    // Cores of different widths (a 1-thread core first, then 2-thread cores): Nova's isolate puts
+    // vCPUs only on wholly free cores of the cell's full width, and the emulator thread on the
+    // first wholly free core left, of any width.
+    let mixed_width = host(vec![cell(0, &[&[0], &[1, 5], &[2, 6], &[3, 7]], 8192)]);
+    v.push(Case {
+        name: "isolate with isolated emulator on cores of mixed width follows Nova's order",
+        host: mixed_width.clone(),
+        guest: with_emulator(dedicated(&[(2, 1024)], Some(ThreadPolicy::Isolate))),
+        limits: Limits::default(),
+        expect: Expect::Fits(vec![(0, pins(&[(0, 1), (1, 2)]), vec![0])]),
+    });
+    v.push(Case {
+        name: "isolate never puts a vCPU on a narrower core",
+        host: mixed_width,
+        guest: dedicated(&[(4, 1024)], Some(ThreadPolicy::Isolate)),
+        limits: Limits::default(),
+        expect: Expect::Refused("fits on no host cell", Some(Shortfall::FreeCores)),
+    });
     v
 }
 

@@ -203,12 +203,56 @@ fn invalid_flavors_name_novas_exception() {
             flavor(2, 2048, &[("hw:pci_numa_affinity_policy", "required")], &[("hw_pci_numa_affinity_policy", "legacy")]),
             "ImagePCINUMAPolicyForbidden",
         ),
+        // Invalid input that once passed: no memory, per-node memory whose sum wraps, typos.
+        (flavor(2, 0, &[], &[]), "InvalidRequest"),
+        (flavor(2, 0, &[("hw:numa_nodes", "1")], &[]), "InvalidRequest"),
+        (
+            flavor(
+                2,
+                1024,
+                &[
+                    ("hw:numa_nodes", "2"),
+                    ("hw:numa_cpus.0", "0"),
+                    ("hw:numa_cpus.1", "1"),
+                    ("hw:numa_mem.0", "18446744073709551615"),
+                    ("hw:numa_mem.1", "1025"),
+                ],
+                &[],
+            ),
+            "ImageNUMATopologyMemoryOutOfRange",
+        ),
+        (
+            flavor(
+                2,
+                1024,
+                &[("hw:numa_nodes", "2"), ("hw:numa_cpus.0", "0"), ("hw:numa_cpus.1", "1"), ("hw:numa_mem.0", "0"), ("hw:numa_mem.1", "1024")],
+                &[],
+            ),
+            "ImageNUMATopologyMemoryOutOfRange",
+        ),
+        (flavor(2, 2048, &[("hw:cpu_polcy", "dedicated")], &[]), "ValidationError"),
+        (flavor(2, 2048, &[("hw:numa_nodez", "2")], &[]), "ValidationError"),
+        (flavor(2, 2048, &[("hw:numa_mempolicy", "bind")], &[]), "ValidationError"),
     ];
     for (f, code) in rows {
         let e = from_flavor(&f).map(|g| cells(&g)).expect_err(&format!("{code} expected for {:?}", f.extra_specs));
         assert_eq!(e.code, code, "{:?} / {:?}: {}", f.extra_specs, f.image_props, e.message);
         assert!(!e.message.is_empty());
     }
+}
+
+#[test]
+fn nova_keys_that_do_not_place_and_numafits_mempolicy_are_accepted() {
+    let specs = [
+        ("hw:cpu_sockets", "2"),
+        ("hw:watchdog_action", "reset"),
+        ("hw:boot_menu", "true"),
+        ("hw:numa_mempolicy", "interleave"),
+        ("hw_rng:allowed", "true"),
+        ("quota:cpu_shares", "1024"),
+    ];
+    let g = from_flavor(&flavor(2, 2048, &specs, &[("hw_numa_mempolicy", "preferred")])).expect("valid keys");
+    assert!(g.cells.is_empty());
 }
 
 #[test]

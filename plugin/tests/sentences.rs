@@ -17,6 +17,7 @@ fn every_shortfall_reads_as_a_sentence_with_its_numbers() {
     let mut emulator = dedicated(&[(2, 1024)], None);
     emulator.emulator_threads = Some(EmulatorThreads::Isolate);
     let floating = shared(&[(4, 2048)]);
+    let odd = dedicated(&[(2, 1023)], None);
     let pages = |r: Refusal, kb: u32| r.with_page_size(kb);
     let cases: Vec<(&str, &numafit_plugin::GuestTopology, Refusal, &str)> = vec![
         ("no cpus", &pinned, Refusal::new(Shortfall::NoCpus, 2, 0), "the cell has no CPUs"),
@@ -30,9 +31,10 @@ fn every_shortfall_reads_as_a_sentence_with_its_numbers() {
         ("no pool", &pinned, pages(Refusal::new(Shortfall::Pages, 512, 0), 1048576), "no 1048576 KiB page pool"),
         (
             "not whole pages",
-            &pinned,
-            pages(Refusal::new(Shortfall::Pages, u64::MAX, 1024), 2048),
-            "1024 MiB is not a whole number of 2048 KiB pages",
+            &odd,
+            // `needed` counts pages (the last one whole) in every pages refusal.
+            pages(Refusal::new(Shortfall::Pages, 512, 1024), 2048),
+            "1023 MiB is not a whole number of 2048 KiB pages",
         ),
         ("free pages", &pinned, pages(Refusal::new(Shortfall::Pages, 512, 10), 2048), "10 free 2048 KiB pages, needs 512"),
         ("any pool", &pinned, Refusal::new(Shortfall::Pages, 512, 0), "no page pool of a suitable size"),
@@ -70,6 +72,7 @@ fn every_shortfall_reads_as_a_sentence_with_its_numbers() {
         let asks = match name {
             "memory over ratio" | "shared" | "ratio" => "4 shared vCPUs, 2048 MiB",
             "free cores" => "3 dedicated vCPUs, isolate, 1024 MiB",
+            "not whole pages" => "2 dedicated vCPUs, 1023 MiB",
             _ => "2 dedicated vCPUs, 1024 MiB",
         };
         let want = format!("guest cell 0 ({asks}) on host cell 3: {why}");
