@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::discover::{self, HostConfig};
 use crate::formats::{self, HostJson, InputError, LimitsJson, PlacementJson, RejectionJson, RequestInput, RequestJson};
-use crate::runtime::{cell_ids, placement_rows, wit, Plugin, PluginLimits};
+use crate::runtime::{cell_ids, placement_rows, wit, CacheUse, Plugin, PluginLimits};
 use crate::verify;
 
 #[derive(Parser, Debug)]
@@ -152,6 +152,10 @@ enum Command {
         discover: DiscoverArgs,
         #[arg(long, value_name = "PLACEMENT.json")]
         placement: PathBuf,
+        /// The allocation ratios the fit ran under: memory and floating vCPUs may go past a cell
+        /// only up to them (without: each instance within its cell, as Nova's fit allows).
+        #[arg(long, value_name = "LIMITS.json")]
+        limits: Option<PathBuf>,
         #[command(flatten)]
         plugin: PluginArgs,
     },
@@ -237,12 +241,18 @@ impl Failure {
 
 fn load_plugin(args: &PluginArgs) -> Result<Plugin, Failure> {
     let limits = PluginLimits { fuel: args.fuel, memory_bytes: (args.memory_limit_mb as usize).saturating_mul(1 << 20) };
-    Ok(match &args.plugin {
+    let plugin = match &args.plugin {
         Some(path) => Plugin::from_file(path, limits).map_err(|e| Failure::PluginLoad(format!("{e:#}")))?,
         None => {
             Plugin::embedded_named(if args.policy == PolicyArg::Balanced { "balanced" } else { "nova" }, limits).map_err(Failure::Plugin)?
         }
-    })
+    };
+    match plugin.cache_use() {
+        CacheUse::Refused(why) => eprintln!("numafit: warning: {why}; not using it (compiled in memory)"),
+        CacheUse::Discarded(why) => eprintln!("numafit: warning: discarded cached artifact {why}; recompiled"),
+        CacheUse::None | CacheUse::Hit | CacheUse::Compiled => {}
+    }
+    Ok(plugin)
 }
 
 fn name_of(path: &Path) -> String {
@@ -277,25 +287,7 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
     Ok(())
 }
 
-fn cpus_text(cpus: &[u32]) -> String {
-    let mut v = cpus.to_vec();
-    v.sort_unstable();
-    let mut parts = Vec::new();
-    let mut i = 0;
-    while i < v.len() {
-        let mut j = i;
-        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
-            j += 1;
-        }
-        parts.push(if j > i { format!("{}-{}", v[i], v[j]) } else { v[i].to_string() });
-        i = j + 1;
-    }
-    if parts.is_empty() {
-        "none".into()
-    } else {
-        parts.join(",")
-    }
-}
+use crate::cpulist::text as cpus_text;
 
 fn print_placement(p: &wit::Placement) {
     if p.cells.is_empty() {
@@ -415,10 +407,38 @@ fn fit(
     }
 }
 
-fn account(host: Option<&Path>, discover: &DiscoverArgs, placement: &Path, args: &PluginArgs, claim: bool) -> Result<Outcome, Failure> {
+fn print_conflict(claim: bool, json: bool, code: &str, host_cell: Option<u32>, cpus: &[u32], message: &str) -> Result<(), Failure> {
+    if json {
+        print_json(&serde_json::json!({"ok": false, "code": code, "host_cell": host_cell, "cpus": cpus, "message": message}))
+    } else {
+        println!("{} refused: {code}: {message}", if claim { "claim" } else { "release" });
+        Ok(())
+    }
+}
+
+fn account(
+    host: Option<&Path>,
+    discover: &DiscoverArgs,
+    placement: &Path,
+    limits: Option<&Path>,
+    args: &PluginArgs,
+    claim: bool,
+) -> Result<Outcome, Failure> {
     let mut plugin = load_plugin(args)?;
     let (json, whost) = read_host(host, discover)?;
     let wplacement = formats::read_json::<PlacementJson>(placement)?.to_wit(&name_of(placement))?;
+    let wlimits = match limits {
+        Some(path) => Some(formats::read_json::<LimitsJson>(path)?.to_wit(&name_of(path), wit::Strategy::Spread)?),
+        None => None,
+    };
+    // The host's own check comes first: whatever the plugin would say, nothing a fit on this host
+    // could not have produced is recorded.
+    if claim {
+        if let Err(c) = verify::claimable(&whost, &wplacement, wlimits.as_ref()) {
+            print_conflict(claim, args.json, c.code, c.host_cell, &c.cpus, &c.message)?;
+            return Ok(Outcome::Refused);
+        }
+    }
     let answer = if claim { plugin.claim(&whost, &wplacement) } else { plugin.release(&whost, &wplacement) };
     match answer.map_err(Failure::Plugin)? {
         Ok(after) => {
@@ -433,14 +453,7 @@ fn account(host: Option<&Path>, discover: &DiscoverArgs, placement: &Path, args:
             Ok(Outcome::Done)
         }
         Err(e) => {
-            let code = formats::accounting_code_name(e.code);
-            if args.json {
-                print_json(
-                    &serde_json::json!({"ok": false, "code": code, "host_cell": e.host_cell, "cpus": e.cpus, "message": e.message}),
-                )?;
-            } else {
-                println!("{} refused: {code}: {}", if claim { "claim" } else { "release" }, e.message);
-            }
+            print_conflict(claim, args.json, formats::accounting_code_name(e.code), e.host_cell, &e.cpus, &e.message)?;
             Ok(Outcome::Refused)
         }
     }
@@ -545,8 +558,10 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
         Command::Fit { host, discover, request, limits, strategy, plugin } => {
             fit(host.as_deref(), &discover, &request, limits.as_deref(), strategy, &plugin)
         }
-        Command::Claim { host, discover, placement, plugin } => account(host.as_deref(), &discover, &placement, &plugin, true),
-        Command::Release { host, discover, placement, plugin } => account(host.as_deref(), &discover, &placement, &plugin, false),
+        Command::Claim { host, discover, placement, limits, plugin } => {
+            account(host.as_deref(), &discover, &placement, limits.as_deref(), &plugin, true)
+        }
+        Command::Release { host, discover, placement, plugin } => account(host.as_deref(), &discover, &placement, None, &plugin, false),
         Command::Topology { discover, json, svg } => topology(&discover, json, svg.as_deref()),
         Command::Request { request: path, plugin } => request(&path, &plugin),
         Command::Info { plugin } => {

@@ -21,6 +21,13 @@ pub struct InputError {
 /// is a typo, and would make the plugin's CPU sets needlessly large.
 pub const MAX_CPU: u32 = 65535;
 
+/// The first value a list holds twice (sorting a copy: near-linear on lists of any length).
+pub fn first_duplicate(list: &[u32]) -> Option<u32> {
+    let mut v = list.to_vec();
+    v.sort_unstable();
+    v.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
+}
+
 fn input_error(file: &str, message: impl Into<String>) -> InputError {
     InputError { file: file.to_string(), message: message.into() }
 }
@@ -573,8 +580,9 @@ pub struct PlacedCellJson {
     pub pcpuset: Vec<u32>,
     pub memory: u64,
     pub pagesize_kb: Option<u32>,
-    /// vCPU (as a string key, as Nova stores it) → host CPU.
-    #[serde(default)]
+    /// vCPU (as a string key, as Nova stores it) → host CPU; null (as Nova holds cells without
+    /// pinning) reads as none.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub cpu_pinning: BTreeMap<String, u32>,
     /// Host CPUs for the emulator threads.
     #[serde(default)]
@@ -602,6 +610,18 @@ pub struct PlacementJson {
 fn yes() -> bool {
     true
 }
+
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// Largest memory (MiB) a cell may claim: 1 EiB. Far beyond any machine, and small enough that
+/// KiB counts and usage sums never overflow the accounting.
+pub const MAX_MEMORY_MB: u64 = 1 << 40;
 
 pub fn cpu_policy_name(p: wit::CpuPolicy) -> &'static str {
     match p {
@@ -673,14 +693,46 @@ impl PlacementJson {
             &self.emulator_threads_policy,
             &[("share", wit::EmulatorThreadsPolicy::Share), ("isolate", wit::EmulatorThreadsPolicy::Isolate)],
         )?;
+        if self.numa_constrained && self.cells.is_empty() {
+            return Err(input_error(file, "field cells: a NUMA-constrained placement (numa_constrained true) places no cell"));
+        }
+        if !self.numa_constrained && !self.cells.is_empty() {
+            return Err(input_error(file, "field numa_constrained: false, yet the placement places cells"));
+        }
         let mut cells = Vec::new();
+        let mut pcpus_seen: BTreeMap<u32, String> = BTreeMap::new();
         for (i, c) in self.cells.iter().enumerate() {
+            let at = |f: &str| format!("field cells[{i}].{f}");
+            if c.memory == 0 {
+                return Err(input_error(file, format!("{}: 0 MiB; a placed cell holds memory", at("memory"))));
+            }
+            if c.memory > MAX_MEMORY_MB {
+                return Err(input_error(
+                    file,
+                    format!("{}: {} MiB is beyond the largest supported {MAX_MEMORY_MB} MiB", at("memory"), c.memory),
+                ));
+            }
+            if c.pagesize_kb == Some(0) {
+                return Err(input_error(file, format!("{}: 0 is not a page size", at("pagesize_kb"))));
+            }
             let mut pinning = Vec::new();
             for (k, &pcpu) in &c.cpu_pinning {
-                let vcpu = k
-                    .parse::<u32>()
-                    .map_err(|_| input_error(file, format!("field cells[{i}].cpu_pinning: key {k:?} is not a vCPU number")))?;
+                let vcpu =
+                    k.parse::<u32>().map_err(|_| input_error(file, format!("{}: key {k:?} is not a vCPU number", at("cpu_pinning"))))?;
+                if let Some(other) = pcpus_seen.insert(pcpu, format!("{}[{k:?}]", at("cpu_pinning"))) {
+                    return Err(input_error(file, format!("{}[{k:?}]: host CPU {pcpu} is already given by {other}", at("cpu_pinning"))));
+                }
                 pinning.push((vcpu, pcpu));
+            }
+            for &pcpu in c.cpuset_reserved.iter().flatten() {
+                if let Some(other) = pcpus_seen.insert(pcpu, at("cpuset_reserved")) {
+                    return Err(input_error(file, format!("{}: host CPU {pcpu} is already given by {other}", at("cpuset_reserved"))));
+                }
+            }
+            for (name, list) in [("cpuset", &c.cpuset), ("pcpuset", &c.pcpuset)] {
+                if let Some(dup) = first_duplicate(list) {
+                    return Err(input_error(file, format!("{}: vCPU {dup} is listed twice", at(name))));
+                }
             }
             pinning.sort_unstable();
             // Dedicated vCPUs are exactly the pinned ones (Nova's `pcpuset` and `cpu_pinning` keys).
@@ -690,11 +742,15 @@ impl PlacementJson {
                 return Err(input_error(
                     file,
                     format!(
-                        "field cells[{i}].pcpuset: {:?} are not the vCPUs cpu_pinning pins ({:?})",
+                        "{}: {:?} are not the vCPUs cpu_pinning pins ({:?})",
+                        at("pcpuset"),
                         c.pcpuset,
                         pinning.iter().map(|&(v, _)| v).collect::<Vec<_>>()
                     ),
                 ));
+            }
+            if let Some(v) = c.cpuset.iter().find(|v| c.pcpuset.contains(v)) {
+                return Err(input_error(file, format!("{}: vCPU {v} is both shared (cpuset) and pinned (pcpuset)", at("cpuset"))));
             }
             cells.push(PlacedCellRows {
                 guest_cell: c.guest_cell,

@@ -11,12 +11,14 @@
 //! placements, no `host-state`) keeps loading too: its functions are looked up by name, requests and
 //! placements are converted, and loaded hosts and requests are kept on this side.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
-use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, ComponentExportIndex, ComponentNamedList, Func, Lift, Linker, Lower, ResourceAny, TypedFunc};
 use wasmtime::{Config, Engine, ResourceLimiter, Store};
+
+pub mod cache;
+pub use cache::CacheUse;
 
 pub mod bindings {
     wasmtime::component::bindgen!({
@@ -143,6 +145,7 @@ pub struct Plugin {
     live: Option<(Store<State>, Exports)>,
     /// Counts instances made, so a `LoadedHost` made in a dropped instance is never used again.
     generation: u64,
+    cache_use: CacheUse,
 }
 
 /// How a component's exports are found: by the 0.2 bindings (plus, by name, contract 0.3's
@@ -292,49 +295,6 @@ fn engine() -> Result<Engine> {
     Ok(Engine::new(&config)?)
 }
 
-fn cache_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("NUMAFIT_CACHE_DIR") {
-        return Some(PathBuf::from(dir));
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        return Some(PathBuf::from(dir).join("numafit"));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("numafit"))
-}
-
-/// Compiles `bytes`, or loads the artifact a previous run compiled from the same bytes.
-fn load_component(engine: &Engine, bytes: &[u8], cache: Option<&Path>) -> Result<Component> {
-    let Some(dir) = cache else {
-        return Ok(Component::new(engine, bytes)?);
-    };
-    let mut key = Sha256::new();
-    key.update(bytes);
-    {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut h);
-        key.update(h.finish().to_le_bytes());
-    }
-    let digest: String = key.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    let path = dir.join(format!("{digest}.cwasm"));
-    if path.exists() {
-        // SAFETY: the file is one this program wrote into the user's own cache directory from
-        // these exact bytes and this engine configuration (both are in its name); wasmtime checks
-        // the artifact's header and version, and a bad one is recompiled below.
-        if let Ok(component) = unsafe { Component::deserialize_file(engine, &path) } {
-            return Ok(component);
-        }
-    }
-    let artifact = engine.precompile_component(bytes)?;
-    // A cache that cannot be written only costs the next start a compile.
-    let tmp = dir.join(format!("{digest}.{}.tmp", std::process::id()));
-    if std::fs::create_dir_all(dir).is_ok() && std::fs::write(&tmp, &artifact).is_ok() {
-        let _ = std::fs::rename(&tmp, &path);
-    }
-    // SAFETY: `artifact` was produced just now by this engine.
-    Ok(unsafe { Component::deserialize(engine, &artifact) }?)
-}
-
 impl Plugin {
     /// The embedded default policy.
     pub fn embedded(limits: PluginLimits) -> Result<Plugin> {
@@ -358,13 +318,14 @@ impl Plugin {
     /// Loads a component, with the artifact cache in `$NUMAFIT_CACHE_DIR`, else
     /// `$XDG_CACHE_HOME/numafit`, else `~/.cache/numafit`.
     pub fn from_bytes(name: &str, bytes: &[u8], limits: PluginLimits) -> Result<Plugin> {
-        Plugin::from_bytes_cached(name, bytes, limits, cache_dir().as_deref())
+        Plugin::from_bytes_cached(name, bytes, limits, cache::default_dir().as_deref())
     }
 
     /// Loads a component, caching its compiled artifact in `cache` (none: compile every time).
     pub fn from_bytes_cached(name: &str, bytes: &[u8], limits: PluginLimits, cache: Option<&Path>) -> Result<Plugin> {
         let engine = engine()?;
-        let component = load_component(&engine, bytes, cache).with_context(|| format!("loading plugin {name}: not a valid component"))?;
+        let (component, cache_use) =
+            cache::load(&engine, bytes, cache).with_context(|| format!("loading plugin {name}: not a valid component"))?;
         let linker = Linker::<State>::new(&engine);
         let pre = linker
             .instantiate_pre(&component)
@@ -381,11 +342,17 @@ impl Plugin {
                 }
             },
         };
-        Ok(Plugin { name: name.to_string(), engine, pre, limits, live: None, generation: 0 })
+        Ok(Plugin { name: name.to_string(), engine, pre, limits, live: None, generation: 0, cache_use })
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What loading did with the compile cache (a refused directory or a discarded artifact is
+    /// worth a warning).
+    pub fn cache_use(&self) -> &CacheUse {
+        &self.cache_use
     }
 
     /// The contract version the plugin's exports follow: "0.3.0", "0.2.0" or "0.1.0".

@@ -198,3 +198,157 @@ pub fn accounting(plugin: &str, before: &wit::Host, after: &wit::Host, p: &wit::
     }
     Ok(())
 }
+
+/// Why the host refuses to record a claim: Nova's exception name where Nova has one
+/// (`CPUPinningUnknown`, `CPUPinningInvalid`, `MemoryPageSizeNotSupported`; a claim that does not
+/// fit is Nova's `ComputeResourcesUnavailable`, as its resource tracker's claim test raises).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    pub code: &'static str,
+    pub host_cell: Option<u32>,
+    pub cpus: Vec<u32>,
+    pub message: String,
+}
+
+impl Conflict {
+    fn at(code: &'static str, cell: u32, cpus: Vec<u32>, message: String) -> Conflict {
+        Conflict { code, host_cell: Some(cell), cpus, message: format!("host cell {cell}: {message}") }
+    }
+}
+
+/// Pages of `size_kb` covering `memory_mb`, the last one whole.
+fn pages_covering(size_kb: u32, memory_mb: u64) -> u128 {
+    (u128::from(memory_mb) * 1024).div_ceil(u128::from(size_kb.max(1)))
+}
+
+/// Checks, before anything is recorded, that a placement is one a fit on this host could have
+/// produced (Nova's `_numa_fit_instance_cell` rules): its CPUs pinnable and free (whole cores
+/// under isolate), hugepages within the free ones of their pool, the smallest pages and memory
+/// past the cell only as Nova allows it — pinned guests never overcommit, floating ones only up
+/// to the RAM allocation ratio when limits are given (per instance within the cell without
+/// them) — and floating vCPUs within the shared CPUs and the CPU allocation ratio.
+pub fn claimable(host: &wit::Host, p: &wit::Placement, limits: Option<&wit::Limits>) -> Result<(), Conflict> {
+    let views = cell_views(host);
+    let pins = matches!(p.cpu_policy, Some(wit::CpuPolicy::Dedicated | wit::CpuPolicy::Mixed));
+    let floats = p.cpu_policy != Some(wit::CpuPolicy::Dedicated);
+    let isolate = p.thread_policy == Some(wit::ThreadPolicy::Isolate);
+    let unavailable = "ComputeResourcesUnavailable";
+    for placed in placement_rows(p) {
+        let id = placed.host_cell;
+        let Some(view) = views.get(&id) else {
+            return Err(Conflict {
+                code: "UnknownHostCell",
+                host_cell: Some(id),
+                cpus: vec![],
+                message: format!("guest cell {} is placed on host cell {id}, which the host does not have", placed.guest_cell),
+            });
+        };
+        let mut cpus: BTreeSet<u32> = placed.pinning.iter().map(|x| x.1).chain(placed.emulator_pcpus.iter().copied()).collect();
+        if isolate {
+            let cores: BTreeSet<u32> = cpus.iter().filter_map(|c| view.core_of.get(c)).copied().collect();
+            cpus.extend(cores.iter().filter_map(|k| view.cores.get(k)).flatten());
+        }
+        let unknown: Vec<u32> = cpus.iter().copied().filter(|c| !view.pinnable.contains(c)).collect();
+        if !unknown.is_empty() {
+            return Err(Conflict::at(
+                "CPUPinningUnknown",
+                id,
+                unknown.clone(),
+                format!("CPUs {} are not pinnable here", crate::cpulist::text(&unknown)),
+            ));
+        }
+        let taken: Vec<u32> = cpus.iter().copied().filter(|c| view.pinned.contains(c)).collect();
+        if !taken.is_empty() {
+            return Err(Conflict::at(
+                "CPUPinningInvalid",
+                id,
+                taken.clone(),
+                format!("CPUs {} are already pinned", crate::cpulist::text(&taken)),
+            ));
+        }
+        let cell = view.cell;
+        let shared_cpus = cpu_rows(&host.cpus).filter(|c| c.cell == id && c.shared).count() as u64;
+        let vcpus = placed.shared_vcpus.len() as u64;
+        if vcpus > shared_cpus {
+            return Err(Conflict::at(unavailable, id, vec![], format!("{vcpus} shared vCPUs, but the cell has {shared_cpus} shared CPUs")));
+        }
+        let mem = placed.memory_mb;
+        let pools: Vec<&wit::PagePool> = host.pages.iter().filter(|pp| pp.cell == id).collect();
+        let smallest = pools.iter().min_by_key(|pp| pp.size_kb).copied();
+        let (pool, use_free) = match placed.page_size_kb {
+            Some(size) => match pools.iter().find(|pp| pp.size_kb == size) {
+                Some(pool) => (Some(*pool), true),
+                None => {
+                    return Err(Conflict::at("MemoryPageSizeNotSupported", id, vec![], format!("no {size} KiB page pool")));
+                }
+            },
+            None => (smallest, pins),
+        };
+        match pool {
+            Some(pool) => {
+                let pages = pages_covering(pool.size_kb, mem);
+                if (u128::from(mem) * 1024) % u128::from(pool.size_kb) != 0 {
+                    return Err(Conflict::at(
+                        unavailable,
+                        id,
+                        vec![],
+                        format!("{mem} MiB is not a whole number of {} KiB pages", pool.size_kb),
+                    ));
+                }
+                let free = pool.total.saturating_sub(pool.used.saturating_add(pool.reserved));
+                if use_free && pages > u128::from(free) {
+                    return Err(Conflict::at(
+                        unavailable,
+                        id,
+                        vec![],
+                        format!(
+                            "{mem} MiB needs {pages} {} KiB pages; {free} are free (total {}, used {}, reserved {})",
+                            pool.size_kb, pool.total, pool.used, pool.reserved
+                        ),
+                    ));
+                }
+                if !use_free && pages > u128::from(pool.total) {
+                    return Err(Conflict::at(
+                        unavailable,
+                        id,
+                        vec![],
+                        format!("{mem} MiB needs {pages} {} KiB pages; the pool has {}", pool.size_kb, pool.total),
+                    ));
+                }
+            }
+            None if pins && mem > cell.memory_mb.saturating_sub(cell.memory_used_mb) => {
+                let free = cell.memory_mb.saturating_sub(cell.memory_used_mb);
+                return Err(Conflict::at(unavailable, id, vec![], format!("{mem} MiB for a pinned guest; {free} MiB are free")));
+            }
+            None if mem > cell.memory_mb => {
+                return Err(Conflict::at(unavailable, id, vec![], format!("{mem} MiB; the cell has {} MiB", cell.memory_mb)));
+            }
+            None => {}
+        }
+        if let (true, Some(limits)) = (floats, limits) {
+            if let Some(ratio) = limits.cpu_allocation_ratio {
+                let usage = u64::from(cell.shared_vcpus_used) + vcpus;
+                if usage as f64 > shared_cpus as f64 * ratio {
+                    return Err(Conflict::at(
+                        unavailable,
+                        id,
+                        vec![],
+                        format!("shared vCPU usage would be {usage}, over {shared_cpus} shared CPUs x cpu_allocation_ratio {ratio}"),
+                    ));
+                }
+            }
+            if let Some(ratio) = limits.ram_allocation_ratio {
+                let usage = u128::from(cell.memory_used_mb) + u128::from(mem);
+                if usage as f64 > cell.memory_mb as f64 * ratio {
+                    return Err(Conflict::at(
+                        unavailable,
+                        id,
+                        vec![],
+                        format!("memory usage would be {usage} MiB, over {} MiB x ram_allocation_ratio {ratio}", cell.memory_mb),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -134,7 +134,8 @@ mod tests {
         for k in KEYS {
             assert!(check(&spec(k, ""), &[]).is_ok(), "{k}");
         }
-        for k in ["hw:numa_cpus.12", "hw:numa_mem.0", "hw_rng:allowed", "trait:HW_CPU_HYPERTHREADING", "resources:PCPU", "quota:cpu_shares"] {
+        for k in ["hw:numa_cpus.12", "hw:numa_mem.0", "hw_rng:allowed", "trait:HW_CPU_HYPERTHREADING", "resources:PCPU", "quota:cpu_shares"]
+        {
             assert!(check(&spec(k, "1"), &[]).is_ok(), "{k}");
         }
     }

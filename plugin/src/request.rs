@@ -576,14 +576,12 @@ fn node_lists(f: &Flavor) -> Result<(Option<Vec<CpuSet>>, Option<Vec<u64>>), Req
         } else {
             mems = Some(
                 list.iter()
-                    .map(|(k, v)| {
-                        match v.trim().parse::<u64>() {
-                            Ok(m) if m >= 1 => Ok(m),
-                            _ => Err(RequestError::new(
-                                "ImageNUMATopologyMemoryOutOfRange",
-                                format!("{k}={v:?} is not a whole number of MiB of at least 1"),
-                            )),
-                        }
+                    .map(|(k, v)| match v.trim().parse::<u64>() {
+                        Ok(m) if m >= 1 => Ok(m),
+                        _ => Err(RequestError::new(
+                            "ImageNUMATopologyMemoryOutOfRange",
+                            format!("{k}={v:?} is not a whole number of MiB of at least 1"),
+                        )),
                     })
                     .collect::<Result<_, _>>()?,
             );

@@ -225,7 +225,13 @@ fn invalid_flavors_name_novas_exception() {
             flavor(
                 2,
                 1024,
-                &[("hw:numa_nodes", "2"), ("hw:numa_cpus.0", "0"), ("hw:numa_cpus.1", "1"), ("hw:numa_mem.0", "0"), ("hw:numa_mem.1", "1024")],
+                &[
+                    ("hw:numa_nodes", "2"),
+                    ("hw:numa_cpus.0", "0"),
+                    ("hw:numa_cpus.1", "1"),
+                    ("hw:numa_mem.0", "0"),
+                    ("hw:numa_mem.1", "1024"),
+                ],
                 &[],
             ),
             "ImageNUMATopologyMemoryOutOfRange",
