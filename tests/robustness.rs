@@ -149,6 +149,7 @@ mod through_the_component {
                         memory_usage: used,
                         pinned_cpus: pinned,
                         siblings,
+                        host_cpus: vec![],
                         l3_groups: None,
                         mempages: huge.map(|(total, used)| {
                             vec![

@@ -2,8 +2,28 @@
 //! answer, print for a person or (`--json`) for a program. Exit status: 0 fits / done, 1 does not
 //! fit / accounting conflict, 2 invalid input, 3 the plugin failed (trap, fuel, memory, bad answer).
 
+use std::cell::RefCell;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+thread_local! {
+    /// What the command prints, written out once at the end: a failure part-way prints nothing
+    /// half-done, and a write error is reported instead of panicking.
+    static OUT: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// `println!` into the command's output buffer.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        OUT.with(|o| {
+            use std::fmt::Write as _;
+            let mut o = o.borrow_mut();
+            let _ = write!(o, $($arg)*);
+            o.push('\n');
+        })
+    };
+}
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -28,10 +48,12 @@ struct PluginArgs {
     #[arg(long, value_enum, default_value = "nova", global = true)]
     policy: PolicyArg,
     /// Fuel (about one unit per wasm instruction) one plugin call may burn.
-    #[arg(long, default_value_t = PluginLimits::default().fuel, global = true)]
+    #[arg(long, default_value_t = PluginLimits::default().fuel, global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
     fuel: u64,
     /// Memory cap for the plugin, MiB.
-    #[arg(long, default_value_t = (PluginLimits::default().memory_bytes >> 20) as u64, global = true)]
+    #[arg(long, default_value_t = (PluginLimits::default().memory_bytes >> 20) as u64, global = true,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     memory_limit_mb: u64,
     /// Print JSON for programs instead of text for people.
     #[arg(long, global = true)]
@@ -81,6 +103,9 @@ impl DiscoverArgs {
             let nums: Vec<Option<u64>> = parts.iter().map(|p| p.trim_end_matches("kB").parse::<u64>().ok()).collect();
             match nums.as_slice() {
                 [Some(node), Some(size), Some(count)] if *node <= u64::from(u32::MAX) && *size <= u64::from(u32::MAX) => {
+                    if !size.is_power_of_two() {
+                        return Err(bad("--reserved-hugepages", v, format!("{size} KiB is not a page size (a power of two KiB)")));
+                    }
                     reserved_hugepages.insert((*node as u32, *size as u32), *count);
                 }
                 _ => return Err(bad("--reserved-hugepages", v, "expected NODE:SIZE_KB:COUNT, all numbers".into())),
@@ -111,6 +136,11 @@ impl DiscoverArgs {
     }
 }
 
+/// The options of `DiscoverArgs`: a HOST.json already says what they would (its cpuset,
+/// pcpuset, reserved pages and memory), so giving them with `--host` is refused, not ignored.
+const DISCOVERY_FLAGS: [&str; 6] =
+    ["sysfs_root", "numactl_output", "shared_cpus", "dedicated_cpus", "reserved_memory", "reserved_hugepages"];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum PolicyArg {
     Nova,
@@ -130,7 +160,8 @@ enum Command {
     /// Place an instance on a host: prints the placement, or why every host cell refused.
     Fit {
         /// The host; without it, this machine (or --sysfs-root / --numactl-output) is read.
-        #[arg(long, value_name = "HOST.json")]
+        /// The discovery options describe a discovered host, so they cannot go with --host.
+        #[arg(long, value_name = "HOST.json", conflicts_with_all = DISCOVERY_FLAGS)]
         host: Option<PathBuf>,
         #[command(flatten)]
         discover: DiscoverArgs,
@@ -146,7 +177,8 @@ enum Command {
     /// Take a placement's resources from a host; prints the host after the claim.
     Claim {
         /// The host; without it, this machine (or --sysfs-root / --numactl-output) is read.
-        #[arg(long, value_name = "HOST.json")]
+        /// The discovery options describe a discovered host, so they cannot go with --host.
+        #[arg(long, value_name = "HOST.json", conflicts_with_all = DISCOVERY_FLAGS)]
         host: Option<PathBuf>,
         #[command(flatten)]
         discover: DiscoverArgs,
@@ -162,7 +194,8 @@ enum Command {
     /// Give a placement's resources back to a host; prints the host after the release.
     Release {
         /// The host; without it, this machine (or --sysfs-root / --numactl-output) is read.
-        #[arg(long, value_name = "HOST.json")]
+        /// The discovery options describe a discovered host, so they cannot go with --host.
+        #[arg(long, value_name = "HOST.json", conflicts_with_all = DISCOVERY_FLAGS)]
         host: Option<PathBuf>,
         #[command(flatten)]
         discover: DiscoverArgs,
@@ -283,15 +316,35 @@ fn read_request(path: &Path, plugin: &mut Plugin) -> Result<wit::Request, Failur
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Failure::Io(format!("encoding JSON: {e}")))?;
-    println!("{text}");
+    outln!("{text}");
     Ok(())
 }
 
 use crate::cpulist::text as cpus_text;
 
+/// A size in KiB as people say it: 4 KiB, 2 MiB, 1 GiB.
+fn kib_text(k: u32) -> String {
+    match k {
+        k if k >= 1 << 20 && k % (1 << 20) == 0 => format!("{} GiB", k >> 20),
+        k if k >= 1 << 10 && k % (1 << 10) == 0 => format!("{} MiB", k >> 10),
+        k => format!("{k} KiB"),
+    }
+}
+
+/// What a guest cell asks its memory to be backed by.
+fn page_size_text(p: Option<wit::PageSize>) -> String {
+    match p {
+        None => "small pages (no page size asked)".into(),
+        Some(wit::PageSize::Small) => "small pages".into(),
+        Some(wit::PageSize::Large) => "large pages (any huge page size)".into(),
+        Some(wit::PageSize::Any) => "pages of any size".into(),
+        Some(wit::PageSize::Kib(k)) => format!("{} pages", kib_text(k)),
+    }
+}
+
 fn print_placement(p: &wit::Placement) {
     if p.cells.is_empty() {
-        println!("fits: the request has no NUMA constraint, so every host passes (policy {})", p.policy);
+        outln!("fits: the request has no NUMA constraint, so every host passes (policy {})", p.policy);
         return;
     }
     let mut how = vec![format!("policy {}", p.policy)];
@@ -301,41 +354,39 @@ fn print_placement(p: &wit::Placement) {
     if let Some(t) = p.thread_policy {
         how.push(format!("thread policy {}", formats::thread_policy_name(t)));
     }
-    println!("fits ({})", how.join(", "));
+    outln!("fits ({})", how.join(", "));
     for c in placement_rows(p) {
         let pages = match c.page_size_kb {
-            Some(k) if k >= 1024 * 1024 => format!("{} GiB pages", k / (1024 * 1024)),
-            Some(k) if k >= 1024 => format!("{} MiB pages", k / 1024),
-            Some(k) => format!("{k} KiB pages"),
+            Some(k) => format!("{} pages", kib_text(k)),
             None => "default pages".into(),
         };
-        println!("  guest cell {} -> host cell {}: {} MiB in {pages}", c.guest_cell, c.host_cell, c.memory_mb);
+        outln!("  guest cell {} -> host cell {}: {} MiB in {pages}", c.guest_cell, c.host_cell, c.memory_mb);
         if !c.shared_vcpus.is_empty() {
-            println!("    shared vCPUs {} float on the cell's shared CPUs", cpus_text(&c.shared_vcpus));
+            outln!("    shared vCPUs {} float on the cell's shared CPUs", cpus_text(&c.shared_vcpus));
         }
         if !c.pinning.is_empty() {
             let pins: Vec<String> = c.pinning.iter().map(|(v, p)| format!("{v}->{p}")).collect();
-            println!("    pinned vCPU->pCPU: {}", pins.join(" "));
+            outln!("    pinned vCPU->pCPU: {}", pins.join(" "));
         }
         if !c.emulator_pcpus.is_empty() {
-            println!("    emulator threads on pCPU {}", cpus_text(&c.emulator_pcpus));
+            outln!("    emulator threads on pCPU {}", cpus_text(&c.emulator_pcpus));
         }
     }
 }
 
 fn print_rejection(r: &wit::Rejection) {
-    println!("does not fit: {}", r.summary);
+    outln!("does not fit: {}", r.summary);
     let mut by_guest: Vec<u32> = r.refusals.iter().map(|c| c.guest_cell).collect();
     by_guest.dedup();
     by_guest.sort_unstable();
     by_guest.dedup();
     if !r.refusals.is_empty() {
-        println!("  {:<6} {:<6} {:<16} {:>8} {:>9}  why", "guest", "host", "shortfall", "needed", "available");
+        outln!("  {:<6} {:<6} {:<16} {:>8} {:>9}  why", "guest", "host", "shortfall", "needed", "available");
     }
     for g in by_guest {
         for c in r.refusals.iter().filter(|c| c.guest_cell == g) {
             let why = c.detail.split_once(": ").map(|(_, w)| w).unwrap_or(&c.detail);
-            println!(
+            outln!(
                 "  {:<6} {:<6} {:<16} {:>8} {:>9}  {why}",
                 c.guest_cell,
                 c.host_cell,
@@ -346,15 +397,15 @@ fn print_rejection(r: &wit::Rejection) {
         }
     }
     for reason in &r.reasons {
-        println!("  {reason}");
+        outln!("  {reason}");
     }
 }
 
 fn print_host_usage(host: &HostJson) {
     for c in &host.cells {
         let pages: Vec<String> =
-            c.mempages.iter().flatten().map(|p| format!("{} KiB pages {}/{} used", p.size_kb, p.used, p.total)).collect();
-        println!(
+            c.mempages.iter().flatten().map(|p| format!("{} pages {}/{} used", kib_text(p.size_kb), p.used, p.total)).collect();
+        outln!(
             "  host cell {}: memory {}/{} MiB used, shared vCPUs {}, pinned CPUs {}{}",
             c.id,
             c.memory_usage,
@@ -411,7 +462,7 @@ fn print_conflict(claim: bool, json: bool, code: &str, host_cell: Option<u32>, c
     if json {
         print_json(&serde_json::json!({"ok": false, "code": code, "host_cell": host_cell, "cpus": cpus, "message": message}))
     } else {
-        println!("{} refused: {code}: {message}", if claim { "claim" } else { "release" });
+        outln!("{} refused: {code}: {message}", if claim { "claim" } else { "release" });
         Ok(())
     }
 }
@@ -447,7 +498,7 @@ fn account(
             if args.json {
                 print_json(&next)?;
             } else {
-                println!("{} done; the host now:", if claim { "claim" } else { "release" });
+                outln!("{} done; the host now:", if claim { "claim" } else { "release" });
                 print_host_usage(&next);
             }
             Ok(Outcome::Done)
@@ -487,16 +538,16 @@ fn request(path: &Path, args: &PluginArgs) -> Result<Outcome, Failure> {
             "emulator_threads_policy": r.emulator_threads.map(formats::emulator_name),
         }))?;
     } else if r.cells.is_empty() {
-        println!("no NUMA constraint: every host passes");
+        outln!("no NUMA constraint: every host passes");
     } else {
-        println!("{} guest NUMA cell(s)", r.cells.len());
+        outln!("{} guest NUMA cell(s)", r.cells.len());
         for (i, c) in r.cells.iter().enumerate() {
-            println!(
-                "  cell {i}: shared vCPUs {}, dedicated vCPUs {}, {} MiB, page size {:?}",
+            outln!(
+                "  cell {i}: shared vCPUs {}, dedicated vCPUs {}, {} MiB in {}",
                 cpus_text(&cell_ids(&r.shared_vcpus, i as u32)),
                 cpus_text(&cell_ids(&r.dedicated_vcpus, i as u32)),
                 c.memory_mb,
-                c.page_size
+                page_size_text(c.page_size)
             );
         }
     }
@@ -519,36 +570,44 @@ fn topology(args: &DiscoverArgs, json: bool, svg: Option<&Path>) -> Result<Outco
         (None, Some(r)) => format!("sysfs under {}", r.display()),
         (None, None) => "this machine".to_string(),
     };
-    println!("{} NUMA node(s), read from {source}", topo.nodes.len());
+    outln!("{} NUMA node(s), read from {source}", topo.nodes.len());
     for (node, cell) in topo.nodes.iter().zip(&host.cells) {
         let free = node.free_kib.map(|f| format!(", {} MiB free", f / 1024)).unwrap_or_default();
         let socket = cell.socket.map(|s| format!(", socket {s}")).unwrap_or_default();
-        println!("node {}: {} CPUs, {} MiB{free}{socket}", node.id, node.cpus.len(), node.memory_kib / 1024);
+        outln!("node {}: {} CPUs, {} MiB{free}{socket}", node.id, node.cpus.len(), node.memory_kib / 1024);
         if !cell.siblings.is_empty() {
             let cores: Vec<String> = cell.siblings.iter().map(|g| format!("{{{}}}", cpus_text(g))).collect();
-            println!("  cores: {}", cores.join(" "));
+            outln!("  cores: {}", cores.join(" "));
         }
         let reserved: Vec<u32> = node.cpus.iter().copied().filter(|c| !cell.cpuset.contains(c) && !cell.pcpuset.contains(c)).collect();
-        println!(
+        outln!(
             "  shared CPUs: {}; pinnable: {}; reserved for the host: {}",
             cpus_text(&cell.cpuset),
             cpus_text(&cell.pcpuset),
             cpus_text(&reserved)
         );
         for p in cell.mempages.iter().flatten() {
-            let free = p.total.saturating_sub(p.used + p.reserved);
-            println!("  {} KiB pages: {} total, {} free, {} reserved", p.size_kb, p.total, free, p.reserved);
+            let free = p.total.saturating_sub(p.used.saturating_add(p.reserved));
+            let mib = |n: u64| n.saturating_mul(u64::from(p.size_kb)) / 1024;
+            outln!(
+                "  {} pages: {} MiB total ({} pages), {} MiB free, {} MiB reserved",
+                kib_text(p.size_kb),
+                mib(p.total),
+                p.total,
+                mib(free),
+                mib(p.reserved)
+            );
         }
         if let Some(d) = &cell.distances {
             let text: Vec<String> = d.iter().map(|x| x.to_string()).collect();
-            println!("  distances: {}", text.join(" "));
+            outln!("  distances: {}", text.join(" "));
         }
     }
     if !topo.excluded_cpus.is_empty() {
-        println!("offline or not allowed CPUs, left out: {}", cpus_text(&topo.excluded_cpus));
+        outln!("offline or not allowed CPUs, left out: {}", cpus_text(&topo.excluded_cpus));
     }
     for note in &topo.notes {
-        println!("note: {note}");
+        outln!("note: {note}");
     }
     Ok(Outcome::Done)
 }
@@ -572,7 +631,7 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
                     &serde_json::json!({"name": info.name, "version": info.version, "contract": info.contract, "source": p.name()}),
                 )?;
             } else {
-                println!("policy {} {} (contract numafit:policy@{}) from {}", info.name, info.version, info.contract, p.name());
+                outln!("policy {} {} (contract numafit:policy@{}) from {}", info.name, info.version, info.contract, p.name());
             }
             Ok(Outcome::Done)
         }
@@ -584,15 +643,38 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
     }
 }
 
+/// Writes the buffered output to stdout.
+fn write_output() -> std::io::Result<()> {
+    let text = OUT.with(|o| std::mem::take(&mut *o.borrow_mut()));
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
 /// Entry point: runs the command and maps its outcome to the exit status.
 pub fn main() -> ExitCode {
+    // A reader that closes the pipe early (`numafit fit ... | head -1`) ends numafit the way it
+    // ends any filter, by SIGPIPE, not by a panic on the failed write.
+    // SAFETY: restoring a signal's default disposition has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
-    match run(cli) {
+    let code = match run(cli) {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Refused) => ExitCode::from(1),
         Err(e) => {
             eprintln!("numafit: error: {e}");
-            ExitCode::from(e.exit_code())
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    match write_output() {
+        Ok(()) => code,
+        // Only reached where SIGPIPE stays ignored: end quietly as a closed pipe asks.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(141),
+        Err(e) => {
+            eprintln!("numafit: error: cannot write the output: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -130,6 +130,15 @@ impl Tree {
     /// The file's text without trailing whitespace and NULs; `None` when it does not exist.
     fn text(&self, rel: &str) -> Result<Option<String>, DiscoverError> {
         let p = self.path(rel);
+        // A FIFO, socket or device where a sysfs file belongs would block or never end: only
+        // regular files (sysfs and procfs files are) are read.
+        match std::fs::metadata(&p) {
+            Ok(m) if m.is_dir() => return Err(err(&p, "expected a file, found a directory")),
+            Ok(m) if !m.is_file() => return Err(err(&p, "not a regular file (a FIFO, socket or device): refusing to read it")),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(err(&p, format!("cannot read: {e}"))),
+        }
         match std::fs::read(&p) {
             Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).trim_end_matches(['\0', '\n', ' ', '\t']).to_string())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -177,15 +186,24 @@ impl Tree {
     }
 }
 
-/// `Key: value kB` lines of a meminfo file (`Node N ` prefixes allowed).
-fn meminfo_kib(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|line| {
-        let (k, v) = line.split_once(':')?;
-        if k.split_whitespace().last()? != key {
-            return None;
+/// `Key: value kB` lines of a meminfo file (`Node N ` prefixes allowed): none when the key is
+/// missing, an error naming the value when it is not a number of KiB that fits.
+fn meminfo_value(text: &str, key: &str) -> Result<Option<u64>, String> {
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else { continue };
+        if k.split_whitespace().last() != Some(key) {
+            continue;
         }
-        v.split_whitespace().next()?.parse::<u64>().ok()
-    })
+        let value = v.split_whitespace().next().unwrap_or("");
+        return value.parse::<u64>().ok().filter(|kib| kib / 1024 <= crate::formats::MAX_MEMORY_MB).map(Some).ok_or_else(|| {
+            format!("{key} {value:?} is not a number of KiB numafit accepts (at most {} MiB)", crate::formats::MAX_MEMORY_MB)
+        });
+    }
+    Ok(None)
+}
+
+fn meminfo_kib(text: &str, key: &str) -> Option<u64> {
+    meminfo_value(text, key).ok().flatten()
 }
 
 /// `Cpus_allowed_list` / `Mems_allowed_list` of a `/proc/self/status`.
@@ -273,10 +291,17 @@ fn read_hugepages(tree: &Tree, node_dir: &str) -> Result<Vec<HugePool>, Discover
         let Some(size) = name.strip_prefix("hugepages-").and_then(|s| s.strip_suffix("kB")) else {
             continue;
         };
-        let size_kb = size.parse::<u32>().map_err(|_| err(&dir.join(&name), "size in the directory name is not a number"))?;
+        let size_kb = size
+            .parse::<u32>()
+            .ok()
+            .filter(|k| k.is_power_of_two())
+            .ok_or_else(|| err(&dir.join(&name), "the size in the directory name is not a power-of-two number of KiB"))?;
         let count = |f: &str| -> Result<u64, DiscoverError> {
             let rel = format!("{node_dir}/hugepages/{name}/{f}");
-            Ok(tree.int(&rel)?.map(|v| v.max(0) as u64).unwrap_or(0))
+            match tree.int(&rel)? {
+                Some(v) if v < 0 => Err(err(&tree.path(&rel), format!("{v} is not a page count"))),
+                v => Ok(v.unwrap_or(0) as u64),
+            }
         };
         pools.push(HugePool {
             size_kb,
@@ -305,7 +330,12 @@ pub fn read_sysfs(root: &Path) -> Result<Topology, DiscoverError> {
         None => {
             let mut on = BTreeSet::new();
             for &c in &present {
-                if tree.int(&format!("{cpu_dir}/cpu{c}/online"))? != Some(0) {
+                let rel = format!("{cpu_dir}/cpu{c}/online");
+                // Some recorded trees hold an empty `online` file: the CPU is taken as online.
+                if tree.text(&rel)?.is_some_and(|t| t.trim().is_empty()) {
+                    notes.push(format!("cpu{c}: its online file is empty; taken as online"));
+                    on.insert(c);
+                } else if tree.int(&rel)? != Some(0) {
                     on.insert(c);
                 }
             }
@@ -317,7 +347,10 @@ pub fn read_sysfs(root: &Path) -> Result<Topology, DiscoverError> {
     let usable: BTreeSet<u32> = online.iter().copied().filter(|c| allowed.as_ref().is_none_or(|a| a.contains(c))).collect();
     let mut excluded: BTreeSet<u32> = present.iter().copied().filter(|c| !usable.contains(c)).collect();
     excluded.extend(online.iter().filter(|c| !usable.contains(c)));
-    let mems_allowed: Option<BTreeSet<u32>> = status_list(&tree, "Mems_allowed_list")?.or(cg_mems).map(|v| v.into_iter().collect());
+    let status_mems = status_list(&tree, "Mems_allowed_list")?;
+    // Named in notes: which file limited the memory nodes.
+    let mems_source = if status_mems.is_some() { "Mems_allowed_list" } else { "the cgroup's cpuset.mems" };
+    let mems_allowed: Option<BTreeSet<u32>> = status_mems.or(cg_mems).map(|v| v.into_iter().collect());
 
     // The nodes.
     let node_root = "sys/devices/system/node";
@@ -347,7 +380,9 @@ pub fn read_sysfs(root: &Path) -> Result<Topology, DiscoverError> {
         let meminfo_path = format!("{dir}/meminfo");
         let meminfo = tree.text(&meminfo_path)?;
         let memory_kib = match &meminfo {
-            Some(t) => meminfo_kib(t, "MemTotal").ok_or_else(|| err(&tree.path(&meminfo_path), "no MemTotal line"))?,
+            Some(t) => meminfo_value(t, "MemTotal")
+                .map_err(|m| err(&tree.path(&meminfo_path), m))?
+                .ok_or_else(|| err(&tree.path(&meminfo_path), "no MemTotal line"))?,
             None => 0,
         };
         let distances = match tree.text(&format!("{dir}/distance"))? {
@@ -363,13 +398,13 @@ pub fn read_sysfs(root: &Path) -> Result<Topology, DiscoverError> {
             continue;
         }
         if !memory_allowed {
-            notes.push(format!("node {id}: memory not allowed to this process (Mems_allowed_list); its memory is reported as 0"));
+            notes.push(format!("node {id}: memory not allowed to this process ({mems_source}); its memory is reported as 0"));
         }
         nodes.push(Node {
             id,
             cpus,
             memory_kib: if memory_allowed { memory_kib } else { 0 },
-            free_kib: meminfo.as_deref().and_then(|t| meminfo_kib(t, "MemFree")),
+            free_kib: if memory_allowed { meminfo.as_deref().and_then(|t| meminfo_kib(t, "MemFree")) } else { None },
             hugepages: if memory_allowed { read_hugepages(&tree, &dir)? } else { Vec::new() },
             distances,
         });
@@ -379,13 +414,13 @@ pub fn read_sysfs(root: &Path) -> Result<Topology, DiscoverError> {
     // left out rather than trusted.
     let listed = node_ids.len();
     let kept: Vec<usize> = node_ids.iter().enumerate().filter(|(_, id)| nodes.iter().any(|n| n.id == **id)).map(|(i, _)| i).collect();
-    let valid = kept.len() == nodes.len()
-        && nodes.iter().zip(&kept).all(|(node, &col)| {
-            node.distances.len() == listed && node.distances.iter().all(|&d| d >= 10) && node.distances.get(col) == Some(&10)
-        });
-    if valid {
-        for node in &mut nodes {
-            node.distances = kept.iter().map(|&k| node.distances[k]).collect();
+    let matrix: Option<Vec<u32>> = (kept.len() == nodes.len() && nodes.iter().all(|n| n.distances.len() == listed))
+        .then(|| nodes.iter().flat_map(|n| kept.iter().map(|&k| n.distances[k])).collect());
+    // The same rule as a HOST.json's distances (`formats::slit_problem`).
+    if let Some(matrix) = matrix.filter(|m| crate::formats::slit_problem(m, nodes.len()).is_none()) {
+        let n = nodes.len();
+        for (i, node) in nodes.iter_mut().enumerate() {
+            node.distances = matrix[i * n..(i + 1) * n].to_vec();
         }
     } else {
         if nodes.iter().any(|node| !node.distances.is_empty()) {
@@ -394,6 +429,29 @@ pub fn read_sysfs(root: &Path) -> Result<Topology, DiscoverError> {
         for node in &mut nodes {
             node.distances.clear();
         }
+    }
+
+    // Firmware that lists one CPU under several nodes would let a fit pin it through two cells.
+    let mut home: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut shared_by: BTreeMap<(u32, u32), Vec<u32>> = BTreeMap::new();
+    for node in &nodes {
+        for &c in &node.cpus {
+            if let Some(&first) = home.get(&c) {
+                shared_by.entry((first, node.id)).or_default().push(c);
+            } else {
+                home.insert(c, node.id);
+            }
+        }
+    }
+    if let Some(((a, b), both)) = shared_by.iter().next() {
+        return Err(err(
+            &tree.path(node_root),
+            format!(
+                "nodes {a} and {b} both list CPUs {} (and {} more node pairs overlap): the firmware's NUMA description is inconsistent; refusing to report a CPU in two cells",
+                crate::cpulist::text(both),
+                shared_by.len() - 1
+            ),
+        ));
     }
 
     let mut cpus = BTreeMap::new();
@@ -406,20 +464,31 @@ pub fn read_sysfs(root: &Path) -> Result<Topology, DiscoverError> {
         notes.push(format!("CPUs {homeless:?} are online but in no node's cpulist: left out"));
         excluded.extend(homeless);
     }
-    Ok(Topology { nodes, cpus, base_page_kb: base_page_kb(root), excluded_cpus: excluded.into_iter().collect(), notes })
+    Ok(Topology { nodes, cpus, base_page_kb: base_page_kb(&tree, &mut notes)?, excluded_cpus: excluded.into_iter().collect(), notes })
 }
 
-/// The base page size: this machine's own when reading `/`, else 4 KiB (as hwloc assumes for
-/// recorded trees, which do not say).
-fn base_page_kb(root: &Path) -> u32 {
-    if root == Path::new("/") {
+/// The base page size: this machine's own when reading `/`; for a recorded tree, its
+/// `proc/self/smaps` (`KernelPageSize`) when it has one, else 4 KiB with a note (64 KiB kernels
+/// are common on arm64 and ppc64, so the assumption is said).
+fn base_page_kb(tree: &Tree, notes: &mut Vec<String>) -> Result<u32, DiscoverError> {
+    if tree.root == Path::new("/") {
         // SAFETY: sysconf only reads a constant of the running system.
         let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         if size > 0 {
-            return (size / 1024) as u32;
+            return Ok((size / 1024) as u32);
         }
     }
-    4
+    if let Some(smaps) = tree.text("proc/self/smaps")? {
+        let path = tree.path("proc/self/smaps");
+        if let Some(kib) = meminfo_value(&smaps, "KernelPageSize").map_err(|m| err(&path, m))? {
+            return u32::try_from(kib)
+                .ok()
+                .filter(|k| k.is_power_of_two())
+                .ok_or_else(|| err(&path, format!("KernelPageSize {kib} kB is not a page size")));
+        }
+    }
+    notes.push("the recorded tree does not say its base page size (no proc/self/smaps): 4 KiB assumed".into());
+    Ok(4)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -653,6 +722,7 @@ impl Topology {
                 memory_usage: 0,
                 pinned_cpus: vec![],
                 siblings: cores,
+                host_cpus: node.cpus.iter().copied().filter(|c| !shared.contains(c) && !dedicated.contains(c)).collect(),
                 l3_groups: l3_groups(&node.cpus),
                 mempages: Some(mempages),
                 socket: (packages.len() == 1).then(|| packages.iter().next().map(|p| *p as u32)).flatten(),

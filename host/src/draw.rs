@@ -30,20 +30,30 @@ pub fn svg(host: &HostJson, title: &str) -> String {
     let mut body = String::new();
     let mut y = 40u32;
     let mut width = 400u32;
-    let mut sockets: Vec<Option<u32>> = host.cells.iter().map(|c| c.socket).collect();
-    sockets.dedup();
+    // Each socket once, in the order it first appears (nodes may list sockets interleaved).
+    let mut sockets: Vec<Option<u32>> = Vec::new();
+    for c in &host.cells {
+        if !sockets.contains(&c.socket) {
+            sockets.push(c.socket);
+        }
+    }
+    // A thread's square is wide enough for its CPU number (8 px text, about 5 px a digit).
+    let digits = host.cells.iter().flat_map(|c| c.siblings.iter().flatten()).max().map_or(1, |m| m.to_string().len() as u32);
+    let thread_w = THREAD.max(digits * 5 + 4);
     for socket in sockets {
         let label = socket.map_or("socket unknown".to_string(), |s| format!("socket {s}"));
         let _ = writeln!(body, r#"<text x="10" y="{}" font-size="14" font-weight="bold">{}</text>"#, y, escape(&label));
         y += 10;
         for cell in host.cells.iter().filter(|c| c.socket == socket) {
             let widest = cell.siblings.iter().map(|g| g.len() as u32).max().unwrap_or(1);
-            let core_w = widest * (THREAD + 2) + 6;
+            let core_w = widest * (thread_w + 2) + 6;
             let rows = (cell.siblings.len() as u32).div_ceil(CORES_PER_ROW).max(1);
             let box_w = CORES_PER_ROW.min(cell.siblings.len().max(1) as u32) * (core_w + GAP) + 20;
             let box_h = rows * (THREAD + 14) + 44;
             width = width.max(box_w + 40);
-            let memory = format!("node {}: {} MiB, {} used", cell.id, cell.memory, cell.memory_usage);
+            let memory = format!("node {}: {} MiB, {} MiB used", cell.id, cell.memory, cell.memory_usage);
+            // The label stays inside its box (12 px text, under 7 px a character).
+            let box_w = box_w.max(memory.len() as u32 * 7 + 20);
             let _ = writeln!(body, r##"<rect x="20" y="{y}" width="{box_w}" height="{box_h}" rx="8" fill="#f7f7f7" stroke="#555"/>"##);
             let _ = writeln!(body, r#"<text x="30" y="{}" font-size="12">{}</text>"#, y + 16, escape(&memory));
             for (k, group) in cell.siblings.iter().enumerate() {
@@ -57,12 +67,12 @@ pub fn svg(host: &HostJson, title: &str) -> String {
                 );
                 for (t, cpu) in group.iter().enumerate() {
                     let (fill, what) = colour(cell.pinned_cpus.contains(cpu), cell.pcpuset.contains(cpu), cell.cpuset.contains(cpu));
-                    let tx = cx + 4 + t as u32 * (THREAD + 2);
+                    let tx = cx + 4 + t as u32 * (thread_w + 2);
                     let _ = writeln!(
                         body,
-                        r#"<rect x="{tx}" y="{}" width="{THREAD}" height="{THREAD}" fill="{fill}"><title>CPU {cpu}: {what}</title></rect><text x="{}" y="{}" font-size="8" text-anchor="middle">{cpu}</text>"#,
+                        r#"<rect x="{tx}" y="{}" width="{thread_w}" height="{THREAD}" fill="{fill}"><title>CPU {cpu}: {what}</title></rect><text x="{}" y="{}" font-size="8" text-anchor="middle">{cpu}</text>"#,
                         cy + 4,
-                        tx + THREAD / 2,
+                        tx + thread_w / 2,
                         cy + 4 + THREAD / 2 + 3
                     );
                 }
@@ -85,7 +95,7 @@ pub fn svg(host: &HostJson, title: &str) -> String {
             y + 10
         );
     }
-    width = width.max(20 + 5 * 150);
+    width = width.max(20 + 5 * 150).max(escape(title).len() as u32 * 9 + 20);
     let height = y + 30;
     format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\">\n<text x=\"10\" y=\"22\" font-size=\"16\">{}</text>\n{body}{legend}</svg>\n",

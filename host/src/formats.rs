@@ -41,7 +41,7 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, InputEr
 
 pub fn parse_json<T: for<'de> Deserialize<'de>>(file: &str, text: &str) -> Result<T, InputError> {
     let de = &mut serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path == "." || path.is_empty() || inner.is_syntax() || inner.is_eof() {
@@ -49,7 +49,74 @@ pub fn parse_json<T: for<'de> Deserialize<'de>>(file: &str, text: &str) -> Resul
         } else {
             input_error(file, format!("field {path}: {inner}"))
         }
-    })
+    })?;
+    // One document per file: anything after it (a second document, stray text) is refused, not
+    // silently dropped.
+    de.end().map_err(|e| input_error(file, format!("invalid JSON: data after the document ({e})")))?;
+    Ok(value)
+}
+
+/// Reads a CPU (or vCPU) list, refusing numbers past `MAX_CPU` and duplicates as they are read:
+/// a list of millions of repeated CPUs stops at the first repeat instead of being collected.
+fn cpu_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+    struct Visit;
+    impl<'de> serde::de::Visitor<'de> for Visit {
+        type Value = Vec<u32>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a list of distinct CPU numbers up to {MAX_CPU}")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u32>, A::Error> {
+            let mut seen = vec![0u64; (MAX_CPU as usize + 1) / 64];
+            let mut out = Vec::new();
+            while let Some(cpu) = seq.next_element::<u32>()? {
+                if cpu > MAX_CPU {
+                    return Err(serde::de::Error::custom(format!("CPU {cpu} is beyond the largest supported CPU number {MAX_CPU}")));
+                }
+                let (w, b) = (cpu as usize / 64, 1u64 << (cpu % 64));
+                if seen[w] & b != 0 {
+                    return Err(serde::de::Error::custom(format!("CPU {cpu} is listed twice")));
+                }
+                seen[w] |= b;
+                out.push(cpu);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Visit)
+}
+
+/// `cpu_list` for each group of a list of groups (sibling groups, L3 groups): no group repeats a
+/// CPU; groups are checked against each other by the host checks.
+fn cpu_groups<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Vec<u32>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Group(#[serde(deserialize_with = "cpu_list")] Vec<u32>);
+    Ok(Vec::<Group>::deserialize(d)?.into_iter().map(|g| g.0).collect())
+}
+
+fn opt_cpu_groups<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Vec<u32>>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Groups(#[serde(deserialize_with = "cpu_groups")] Vec<Vec<u32>>);
+    Ok(Option::<Groups>::deserialize(d)?.map(|g| g.0))
+}
+
+/// Why a distance table (row-major, `n` x `n`) is not an ACPI SLIT, as Linux's `slit_valid`
+/// judges it: 10 on the diagonal, more than 10 everywhere else.
+pub fn slit_problem(distances: &[u32], n: usize) -> Option<String> {
+    if distances.len() != n * n {
+        return Some(format!("{} entries for {n} cells ({} expected)", distances.len(), n * n));
+    }
+    for i in 0..n {
+        for j in 0..n {
+            let d = distances[i * n + j];
+            if i == j && d != 10 {
+                return Some(format!("the distance of cell position {i} to itself is {d}, not 10"));
+            }
+            if i != j && d <= 10 {
+                return Some(format!("the distance from cell position {i} to {j} is {d}; a remote distance is more than 10"));
+            }
+        }
+    }
+    None
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -79,21 +146,25 @@ pub struct NetworkJson {
 #[serde(deny_unknown_fields)]
 pub struct HostCellJson {
     pub id: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "cpu_list")]
     pub cpuset: Vec<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "cpu_list")]
     pub pcpuset: Vec<u32>,
     pub memory: u64,
     #[serde(default)]
     pub cpu_usage: u32,
     #[serde(default)]
     pub memory_usage: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "cpu_list")]
     pub pinned_cpus: Vec<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "cpu_groups")]
     pub siblings: Vec<Vec<u32>>,
+    /// CPUs of the cell kept for the host (in neither `cpuset` nor `pcpuset`): sibling groups may
+    /// name them, as threads no guest gets; any other CPU a sibling group names is unknown.
+    #[serde(default, deserialize_with = "cpu_list", skip_serializing_if = "Vec::is_empty")]
+    pub host_cpus: Vec<u32>,
     /// CPUs sharing an L3 cache (optional; `numafit topology` fills it in).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "opt_cpu_groups", skip_serializing_if = "Option::is_none")]
     pub l3_groups: Option<Vec<Vec<u32>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mempages: Option<Vec<PagesJson>>,
@@ -142,46 +213,59 @@ fn tags(file: &str, field: &str, map: &BTreeMap<String, serde_json::Value>) -> R
 }
 
 impl HostJson {
-    /// Checks the host and translates it to the contract's flat tables.
+    /// Checks the host and translates it to the contract's flat tables. Near-linear in the size
+    /// of the host: every membership test is a set lookup.
     pub fn to_wit(&self, file: &str) -> Result<wit::Host, InputError> {
+        use std::collections::{BTreeSet, HashMap, HashSet};
         let err = |m: String| input_error(file, m);
         let n = self.cells.len();
         if n == 0 {
             return Err(err("field cells: the host has no cells".into()));
         }
-        let mut owner: BTreeMap<u32, usize> = BTreeMap::new();
+        let mut owner: HashMap<u32, usize> = HashMap::new();
         let mut cells = Vec::with_capacity(n);
         let mut cpus = wit::HostCpus { ids: vec![], cells: vec![], cores: vec![], roles: vec![], l3: vec![] };
         let any_l3 = self.cells.iter().any(|c| c.l3_groups.is_some());
         let mut pages = Vec::new();
         let mut networks = Vec::new();
         let mut distances = Vec::new();
+        let mut ids = HashSet::new();
         let mut core = 0u32;
         for (i, c) in self.cells.iter().enumerate() {
             let at = |f: &str| format!("field cells[{i}].{f}");
-            if self.cells[..i].iter().any(|o| o.id == c.id) {
+            if !ids.insert(c.id) {
                 return Err(err(format!("{}: cell id {} appears twice", at("id"), c.id)));
             }
-            for (name, list) in [("cpuset", &c.cpuset), ("pcpuset", &c.pcpuset), ("pinned_cpus", &c.pinned_cpus)] {
-                if let Some(cpu) = list.iter().find(|&&cpu| cpu > MAX_CPU) {
-                    return Err(err(format!("{}: CPU {cpu} is beyond the largest supported CPU number {MAX_CPU}", at(name))));
+            for (name, v) in [("memory", c.memory), ("memory_usage", c.memory_usage)] {
+                if v > MAX_MEMORY_MB {
+                    return Err(err(format!("{}: {v} MiB is beyond the largest supported {MAX_MEMORY_MB} MiB", at(name))));
                 }
             }
-            if let Some(cpu) = c.siblings.iter().flatten().find(|&&cpu| cpu > MAX_CPU) {
-                return Err(err(format!("{}: CPU {cpu} is beyond the largest supported CPU number {MAX_CPU}", at("siblings"))));
+            let shared: HashSet<u32> = c.cpuset.iter().copied().collect();
+            let pinnable: HashSet<u32> = c.pcpuset.iter().copied().collect();
+            let pinned: HashSet<u32> = c.pinned_cpus.iter().copied().collect();
+            let kept: HashSet<u32> = c.host_cpus.iter().copied().collect();
+            if let Some(cpu) = c.host_cpus.iter().find(|x| shared.contains(x) || pinnable.contains(x)) {
+                return Err(err(format!("{}: CPU {cpu} is kept for the host but also in cpuset or pcpuset", at("host_cpus"))));
             }
-            let mut members: Vec<u32> = c.cpuset.iter().chain(&c.pcpuset).copied().collect();
+            let mut in_group: HashSet<u32> = HashSet::new();
             for (j, group) in c.siblings.iter().enumerate() {
+                if group.is_empty() {
+                    return Err(err(format!("{}[{j}]: an empty sibling group", at("siblings"))));
+                }
                 for &cpu in group {
-                    if !members.contains(&cpu) {
-                        members.push(cpu);
+                    if !shared.contains(&cpu) && !pinnable.contains(&cpu) && !kept.contains(&cpu) {
+                        return Err(err(format!(
+                            "{}[{j}]: CPU {cpu} is not a CPU of this cell (not in cpuset, pcpuset or host_cpus)",
+                            at("siblings")
+                        )));
                     }
-                    if c.siblings[..j].iter().any(|g| g.contains(&cpu)) || group.iter().filter(|&&x| x == cpu).count() > 1 {
+                    if !in_group.insert(cpu) {
                         return Err(err(format!("{}: CPU {cpu} is in more than one sibling group", at("siblings"))));
                     }
                 }
             }
-            for &cpu in &members {
+            for &cpu in c.cpuset.iter().chain(&c.pcpuset).chain(&c.host_cpus) {
                 if let Some(&other) = owner.get(&cpu) {
                     if other != i {
                         return Err(err(format!("{}: CPU {cpu} also belongs to cell {}", at("cpuset"), self.cells[other].id)));
@@ -189,20 +273,24 @@ impl HostJson {
                 }
                 owner.insert(cpu, i);
             }
-            for &cpu in &c.pinned_cpus {
-                if !c.pcpuset.contains(&cpu) {
-                    return Err(err(format!("{}: CPU {cpu} is pinned but not in pcpuset", at("pinned_cpus"))));
-                }
+            if let Some(cpu) = c.pinned_cpus.iter().find(|x| !pinnable.contains(x)) {
+                return Err(err(format!("{}: CPU {cpu} is pinned but not in pcpuset", at("pinned_cpus"))));
             }
             // Sibling groups in order, then every other CPU as a core of its own.
-            members.sort_unstable();
-            members.dedup();
-            let mut core_of: BTreeMap<u32, u32> = BTreeMap::new();
+            let mut members: BTreeSet<u32> = c.cpuset.iter().chain(&c.pcpuset).chain(&c.host_cpus).copied().collect();
+            members.extend(in_group.iter().copied());
+            let mut core_of: HashMap<u32, u32> = HashMap::new();
             for group in &c.siblings {
                 for &cpu in group {
                     core_of.insert(cpu, core);
                 }
                 core += 1;
+            }
+            let mut l3_of: HashMap<u32, u32> = HashMap::new();
+            for (g, group) in c.l3_groups.iter().flatten().enumerate() {
+                for &x in group {
+                    l3_of.entry(x).or_insert(g as u32);
+                }
             }
             for &cpu in &members {
                 let k = *core_of.entry(cpu).or_insert_with(|| {
@@ -215,23 +303,35 @@ impl HostJson {
                         id: cpu,
                         cell: c.id,
                         core: k,
-                        shared: c.cpuset.contains(&cpu),
-                        pinnable: c.pcpuset.contains(&cpu),
-                        pinned: c.pinned_cpus.contains(&cpu),
+                        shared: shared.contains(&cpu),
+                        pinnable: pinnable.contains(&cpu),
+                        pinned: pinned.contains(&cpu),
                     },
                 );
                 if any_l3 {
                     // L3 domains numbered host-wide: cell position * 4096 + group index.
-                    let group = c.l3_groups.iter().flatten().position(|g| g.contains(&cpu));
-                    cpus.l3.push(group.map_or(u32::MAX, |g| i as u32 * 4096 + g as u32));
+                    cpus.l3.push(l3_of.get(&cpu).map_or(u32::MAX, |&g| i as u32 * 4096 + g));
                 }
             }
+            let smallest = c.mempages.iter().flatten().map(|p| p.size_kb).min();
             for (j, p) in c.mempages.iter().flatten().enumerate() {
-                if p.size_kb == 0 {
-                    return Err(err(format!("{}[{j}].size_kb: 0 is not a page size", at("mempages"))));
+                let field = format!("{}[{j}]", at("mempages"));
+                if p.size_kb == 0 || !p.size_kb.is_power_of_two() {
+                    return Err(err(format!("{field}.size_kb: {} is not a page size (a power of two KiB)", p.size_kb)));
                 }
                 if c.mempages.iter().flatten().take(j).any(|q| q.size_kb == p.size_kb) {
-                    return Err(err(format!("{}[{j}].size_kb: two pools of {} KiB", at("mempages"), p.size_kb)));
+                    return Err(err(format!("{field}.size_kb: two pools of {} KiB", p.size_kb)));
+                }
+                if p.reserved > p.total {
+                    return Err(err(format!("{field}.reserved: {} of {} pages", p.reserved, p.total)));
+                }
+                // The smallest pages may show overcommit (Nova records it under a RAM allocation
+                // ratio); hugepages are locked memory and never do.
+                if Some(p.size_kb) != smallest && p.used.saturating_add(p.reserved) > p.total {
+                    return Err(err(format!(
+                        "{field}.used: {} used and {} reserved of {} {} KiB pages",
+                        p.used, p.reserved, p.total, p.size_kb
+                    )));
                 }
                 pages.push(wit::PagePool { cell: c.id, size_kb: p.size_kb, total: p.total, used: p.used, reserved: p.reserved });
             }
@@ -251,11 +351,19 @@ impl HostJson {
                 socket: c.socket,
             });
         }
-        if !distances.is_empty() && distances.len() != n * n {
-            return Err(err("field cells[].distances: given for some cells but not all".into()));
+        if !distances.is_empty() {
+            if distances.len() != n * n {
+                return Err(err("field cells[].distances: given for some cells but not all".into()));
+            }
+            if let Some(why) = slit_problem(&distances, n) {
+                return Err(err(format!("field cells[].distances: not a SLIT: {why}")));
+            }
         }
         let mut pci_pools = Vec::new();
         for (i, p) in self.pci_pools.iter().enumerate() {
+            if let Some(node) = p.numa_node.filter(|node| !ids.contains(node)) {
+                return Err(err(format!("field pci_pools[{i}].numa_node: {node} is not a cell of this host")));
+            }
             pci_pools.push(wit::PciPool { numa_node: p.numa_node, count: p.count, tags: tags(file, &format!("pci_pools[{i}]"), &p.tags)? });
         }
         Ok(wit::Host { cells, cpus, pages, distances, pci_pools, networks })
@@ -287,11 +395,24 @@ impl HostJson {
 // REQUEST.json
 
 /// `pagesize`: null, "small", "large", "any", or KiB as a number or a string of digits.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum PageSizeJson {
     Kib(u32),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for PageSizeJson {
+    // By hand rather than `untagged`, whose error ("did not match any variant") names no value.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(t) => Ok(PageSizeJson::Text(t)),
+            serde_json::Value::Number(n) if n.as_u64().is_some_and(|k| k <= u64::from(u32::MAX)) => {
+                Ok(PageSizeJson::Kib(n.as_u64().unwrap_or(0) as u32))
+            }
+            other => Err(serde::de::Error::custom(format!("{other} is not small, large, any or a page size in KiB"))),
+        }
+    }
 }
 
 impl PageSizeJson {
@@ -373,6 +494,10 @@ pub struct RequestJson {
     pub emulator_threads_policy: Option<String>,
     #[serde(default)]
     pub pci_requests: Vec<PciRequestJson>,
+    /// As `numafit request --json` prints it: false with no cells is a request without NUMA
+    /// constraint; otherwise it must agree with the cells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa_constrained: Option<bool>,
 }
 
 /// What a REQUEST.json holds: a flavor for the plugin to interpret, or an explicit guest topology.
@@ -423,32 +548,34 @@ impl RequestJson {
                     pci_requests: pci,
                 }))
             }
+            (None, Some(cells)) if self.numa_constrained == Some(false) && cells.is_empty() => {
+                if self.cpu_policy.as_deref().is_some_and(|p| p != "shared")
+                    || self.cpu_thread_policy.is_some()
+                    || self.emulator_threads_policy.is_some()
+                {
+                    return Err(err("field numa_constrained: false, but the CPU policies ask for pinning, which needs cells".into()));
+                }
+                let cpu_policy = enum_field(file, "cpu_policy", &self.cpu_policy, CPU_POLICIES)?;
+                Ok(RequestInput::Explicit(wit::Request {
+                    cells: vec![],
+                    shared_vcpus: wit::CellMembers { cells: vec![], ids: vec![] },
+                    dedicated_vcpus: wit::CellMembers { cells: vec![], ids: vec![] },
+                    cpu_policy,
+                    thread_policy: None,
+                    emulator_threads: None,
+                    pci_requests: pci,
+                }))
+            }
+            (None, Some(_)) if self.numa_constrained == Some(false) => {
+                Err(err("field numa_constrained: false, yet cells are given".into()))
+            }
             (None, Some(cells)) => {
                 if !self.image_props.is_empty() {
                     return Err(err("field image_props: only meaningful with a flavor".into()));
                 }
-                let cpu_policy = enum_field(
-                    file,
-                    "cpu_policy",
-                    &self.cpu_policy,
-                    &[("shared", wit::CpuPolicy::Shared), ("dedicated", wit::CpuPolicy::Dedicated), ("mixed", wit::CpuPolicy::Mixed)],
-                )?;
-                let thread_policy = enum_field(
-                    file,
-                    "cpu_thread_policy",
-                    &self.cpu_thread_policy,
-                    &[
-                        ("prefer", wit::ThreadPolicy::Prefer),
-                        ("isolate", wit::ThreadPolicy::Isolate),
-                        ("require", wit::ThreadPolicy::Require),
-                    ],
-                )?;
-                let emulator_threads = enum_field(
-                    file,
-                    "emulator_threads_policy",
-                    &self.emulator_threads_policy,
-                    &[("share", wit::EmulatorThreadsPolicy::Share), ("isolate", wit::EmulatorThreadsPolicy::Isolate)],
-                )?;
+                let cpu_policy = enum_field(file, "cpu_policy", &self.cpu_policy, CPU_POLICIES)?;
+                let thread_policy = enum_field(file, "cpu_thread_policy", &self.cpu_thread_policy, THREAD_POLICIES)?;
+                let emulator_threads = enum_field(file, "emulator_threads_policy", &self.emulator_threads_policy, EMULATOR_POLICIES)?;
                 let pins = matches!(cpu_policy, Some(wit::CpuPolicy::Dedicated | wit::CpuPolicy::Mixed));
                 if !pins && thread_policy.is_some() {
                     return Err(err("field cpu_thread_policy: only meaningful with cpu_policy dedicated or mixed (Nova: CPUThreadPolicyConfigurationInvalid)".into()));
@@ -519,17 +646,7 @@ impl RequestJson {
                     .enumerate()
                     .map(|(j, s)| tags(file, &format!("pci_requests[{i}].spec[{j}]"), s))
                     .collect::<Result<_, _>>()?;
-                let numa_policy = enum_field(
-                    file,
-                    &format!("pci_requests[{i}].numa_policy"),
-                    &r.numa_policy,
-                    &[
-                        ("required", wit::PciNumaPolicy::Required),
-                        ("legacy", wit::PciNumaPolicy::Legacy),
-                        ("preferred", wit::PciNumaPolicy::Preferred),
-                        ("socket", wit::PciNumaPolicy::Socket),
-                    ],
-                )?;
+                let numa_policy = enum_field(file, &format!("pci_requests[{i}].numa_policy"), &r.numa_policy, PCI_NUMA_POLICIES)?;
                 Ok(wit::PciRequest { count: r.count, spec, numa_policy })
             })
             .collect()
@@ -623,27 +740,34 @@ where
 /// KiB counts and usage sums never overflow the accounting.
 pub const MAX_MEMORY_MB: u64 = 1 << 40;
 
+/// Each policy enum's names, written once: every reader and writer of the JSON formats uses these.
+pub const CPU_POLICIES: &[(&str, wit::CpuPolicy)] =
+    &[("shared", wit::CpuPolicy::Shared), ("dedicated", wit::CpuPolicy::Dedicated), ("mixed", wit::CpuPolicy::Mixed)];
+pub const THREAD_POLICIES: &[(&str, wit::ThreadPolicy)] =
+    &[("prefer", wit::ThreadPolicy::Prefer), ("isolate", wit::ThreadPolicy::Isolate), ("require", wit::ThreadPolicy::Require)];
+pub const EMULATOR_POLICIES: &[(&str, wit::EmulatorThreadsPolicy)] =
+    &[("share", wit::EmulatorThreadsPolicy::Share), ("isolate", wit::EmulatorThreadsPolicy::Isolate)];
+pub const PCI_NUMA_POLICIES: &[(&str, wit::PciNumaPolicy)] = &[
+    ("required", wit::PciNumaPolicy::Required),
+    ("legacy", wit::PciNumaPolicy::Legacy),
+    ("preferred", wit::PciNumaPolicy::Preferred),
+    ("socket", wit::PciNumaPolicy::Socket),
+];
+
+fn name_in<T: PartialEq>(table: &[(&'static str, T)], value: T) -> &'static str {
+    table.iter().find(|(_, v)| *v == value).map_or("?", |(n, _)| n)
+}
+
 pub fn cpu_policy_name(p: wit::CpuPolicy) -> &'static str {
-    match p {
-        wit::CpuPolicy::Shared => "shared",
-        wit::CpuPolicy::Dedicated => "dedicated",
-        wit::CpuPolicy::Mixed => "mixed",
-    }
+    name_in(CPU_POLICIES, p)
 }
 
 pub fn thread_policy_name(p: wit::ThreadPolicy) -> &'static str {
-    match p {
-        wit::ThreadPolicy::Prefer => "prefer",
-        wit::ThreadPolicy::Isolate => "isolate",
-        wit::ThreadPolicy::Require => "require",
-    }
+    name_in(THREAD_POLICIES, p)
 }
 
 pub fn emulator_name(p: wit::EmulatorThreadsPolicy) -> &'static str {
-    match p {
-        wit::EmulatorThreadsPolicy::Share => "share",
-        wit::EmulatorThreadsPolicy::Isolate => "isolate",
-    }
+    name_in(EMULATOR_POLICIES, p)
 }
 
 impl PlacementJson {
@@ -675,24 +799,9 @@ impl PlacementJson {
         if !self.fits {
             return Err(input_error(file, "field fits: false — this is a rejection, not a placement"));
         }
-        let cpu_policy = enum_field(
-            file,
-            "cpu_policy",
-            &self.cpu_policy,
-            &[("shared", wit::CpuPolicy::Shared), ("dedicated", wit::CpuPolicy::Dedicated), ("mixed", wit::CpuPolicy::Mixed)],
-        )?;
-        let thread_policy = enum_field(
-            file,
-            "cpu_thread_policy",
-            &self.cpu_thread_policy,
-            &[("prefer", wit::ThreadPolicy::Prefer), ("isolate", wit::ThreadPolicy::Isolate), ("require", wit::ThreadPolicy::Require)],
-        )?;
-        let emulator_threads = enum_field(
-            file,
-            "emulator_threads_policy",
-            &self.emulator_threads_policy,
-            &[("share", wit::EmulatorThreadsPolicy::Share), ("isolate", wit::EmulatorThreadsPolicy::Isolate)],
-        )?;
+        let cpu_policy = enum_field(file, "cpu_policy", &self.cpu_policy, CPU_POLICIES)?;
+        let thread_policy = enum_field(file, "cpu_thread_policy", &self.cpu_thread_policy, THREAD_POLICIES)?;
+        let emulator_threads = enum_field(file, "emulator_threads_policy", &self.emulator_threads_policy, EMULATOR_POLICIES)?;
         if self.numa_constrained && self.cells.is_empty() {
             return Err(input_error(file, "field cells: a NUMA-constrained placement (numa_constrained true) places no cell"));
         }

@@ -97,7 +97,10 @@ impl Default for PluginLimits {
 /// Why a plugin call failed: the plugin is named so an operator knows which policy misbehaved.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error("plugin {plugin} ran out of fuel (more than {fuel} units in one call): it may loop forever")]
+    #[error(
+        "plugin {plugin} ran out of fuel: one call burned its whole budget of {fuel} units. It may loop forever, or the input is \
+         larger than the budget allows (a host of thousands of cells); raise the budget with --fuel N"
+    )]
     OutOfFuel { plugin: String, fuel: u64 },
     #[error("plugin {plugin} hit its memory cap of {mib} MiB")]
     MemoryCap { plugin: String, mib: usize },
@@ -323,6 +326,17 @@ impl Plugin {
 
     /// Loads a component, caching its compiled artifact in `cache` (none: compile every time).
     pub fn from_bytes_cached(name: &str, bytes: &[u8], limits: PluginLimits, cache: Option<&Path>) -> Result<Plugin> {
+        // Say what the file is in the user's terms before the parser does in its own.
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+                return Err(anyhow!(
+                    "plugin {name} is a core WebAssembly module, not a component: turn it into one with \
+                     `wasm-tools component new` (or the wit-component crate) against the numafit:policy world"
+                ))
+            }
+            Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
+            _ => return Err(anyhow!("plugin {name} is not a WebAssembly component (it does not start with the \\0asm header)")),
+        }
         let engine = engine()?;
         let (component, cache_use) =
             cache::load(&engine, bytes, cache).with_context(|| format!("loading plugin {name}: not a valid component"))?;

@@ -281,10 +281,9 @@ fn parse_cpu_policy(v: &str, source: &str) -> Result<CpuPolicy, RequestError> {
         "shared" => Ok(CpuPolicy::Shared),
         "dedicated" => Ok(CpuPolicy::Dedicated),
         "mixed" => Ok(CpuPolicy::Mixed),
-        _ => Err(RequestError::new(
-            "InvalidCPUAllocationPolicy",
-            format!("{source} cpu_policy {v:?} is not one of shared, dedicated, mixed"),
-        )),
+        _ => {
+            Err(RequestError::new("InvalidCPUAllocationPolicy", format!("{source}cpu_policy={v:?} is not one of shared, dedicated, mixed")))
+        }
     }
 }
 
@@ -295,7 +294,7 @@ fn parse_thread_policy(v: &str, source: &str) -> Result<ThreadPolicy, RequestErr
         "require" => Ok(ThreadPolicy::Require),
         _ => Err(RequestError::new(
             "InvalidCPUThreadAllocationPolicy",
-            format!("{source} cpu_thread_policy {v:?} is not one of prefer, isolate, require"),
+            format!("{source}cpu_thread_policy={v:?} is not one of prefer, isolate, require"),
         )),
     }
 }
