@@ -461,7 +461,7 @@ pub fn read_sysfs(root: &Path) -> Result<Topology, DiscoverError> {
     let placed: BTreeSet<u32> = nodes.iter().flat_map(|n| n.cpus.iter().copied()).collect();
     let homeless: Vec<u32> = usable.difference(&placed).copied().collect();
     if !homeless.is_empty() {
-        notes.push(format!("CPUs {homeless:?} are online but in no node's cpulist: left out"));
+        notes.push(format!("CPUs {} are online but in no node's cpulist: left out", crate::cpulist::text(&homeless)));
         excluded.extend(homeless);
     }
     Ok(Topology { nodes, cpus, base_page_kb: base_page_kb(&tree, &mut notes)?, excluded_cpus: excluded.into_iter().collect(), notes })
@@ -638,7 +638,7 @@ impl Topology {
             let set: BTreeSet<u32> = list.iter().copied().collect();
             let unknown: Vec<u32> = set.difference(&all).copied().collect();
             if !unknown.is_empty() {
-                return Err(format!("{name}: CPUs {unknown:?} are not online CPUs of this host"));
+                return Err(format!("{name}: CPUs {} are not online CPUs of this host", crate::cpulist::text(&unknown)));
             }
             Ok(Some(set))
         };
@@ -647,7 +647,10 @@ impl Topology {
         if let (Some(s), Some(d)) = (&shared, &dedicated) {
             let both: Vec<u32> = s.intersection(d).copied().collect();
             if !both.is_empty() {
-                return Err(format!("--shared-cpus and --dedicated-cpus overlap on CPUs {both:?}; a CPU is one or the other"));
+                return Err(format!(
+                    "--shared-cpus and --dedicated-cpus overlap on CPUs {}; a CPU is one or the other",
+                    crate::cpulist::text(&both)
+                ));
             }
         }
         let (shared, dedicated) = match (shared, dedicated) {

@@ -598,12 +598,15 @@ impl RequestJson {
                         return Err(err(format!("field cells[{i}].memory: 0 MiB")));
                     }
                     if cpu_policy == Some(wit::CpuPolicy::Dedicated) && !c.cpuset.is_empty() {
-                        return Err(err(format!("field cells[{i}].cpuset: {:?} are shared vCPUs, but cpu_policy dedicated pins every vCPU (list them in pcpuset)", c.cpuset)));
+                        return Err(err(format!(
+                            "field cells[{i}].cpuset: {} are shared vCPUs, but cpu_policy dedicated pins every vCPU (list them in pcpuset)",
+                            crate::cpulist::text(&c.cpuset)
+                        )));
                     }
                     if !pins && !c.pcpuset.is_empty() {
                         return Err(err(format!(
-                            "field cells[{i}].pcpuset: {:?} are dedicated vCPUs, which need cpu_policy dedicated or mixed",
-                            c.pcpuset
+                            "field cells[{i}].pcpuset: {} are dedicated vCPUs, which need cpu_policy dedicated or mixed",
+                            crate::cpulist::text(&c.pcpuset)
                         )));
                     }
                     let page_size =
@@ -851,10 +854,10 @@ impl PlacementJson {
                 return Err(input_error(
                     file,
                     format!(
-                        "{}: {:?} are not the vCPUs cpu_pinning pins ({:?})",
+                        "{}: {} are not the vCPUs cpu_pinning pins ({})",
                         at("pcpuset"),
-                        c.pcpuset,
-                        pinning.iter().map(|&(v, _)| v).collect::<Vec<_>>()
+                        crate::cpulist::text(&c.pcpuset),
+                        crate::cpulist::text(&pinning.iter().map(|&(v, _)| v).collect::<Vec<_>>())
                     ),
                 ));
             }
