@@ -263,7 +263,7 @@ fn cpu_sets_and_reserved_memory_are_applied() {
     assert_eq!(host.cells[0].memory, t.nodes[0].memory_kib / 1024 - 1024);
     assert_eq!(host.cells[1].mempages.as_ref().unwrap()[1].reserved, 8);
     let overlap = HostConfig { shared_cpus: Some(vec![0, 1]), dedicated_cpus: Some(vec![1, 2]), ..Default::default() };
-    assert!(t.to_host(&overlap).unwrap_err().contains("[1]"));
+    assert!(t.to_host(&overlap).unwrap_err().contains("overlap on CPUs 1;"), "the overlapping CPU is named (as a range list)");
     assert!(discover::parse_list("3-1").is_err() && discover::parse_list("a").is_err());
 }
 
