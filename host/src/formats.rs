@@ -33,18 +33,29 @@ fn input_error(file: &str, message: impl Into<String>) -> InputError {
 }
 
 /// Reads and parses a JSON file, with the path to the offending field on error.
+/// The file is streamed, not read whole first: a huge malformed file costs what was parsed of it.
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, InputError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| input_error(&file, format!("cannot read: {e}")))?;
-    parse_json(&file, &text)
+    let f = std::fs::File::open(path).map_err(|e| input_error(&file, format!("cannot read: {e}")))?;
+    let de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(1 << 16, f));
+    parse_with(&file, de)
 }
 
 pub fn parse_json<T: for<'de> Deserialize<'de>>(file: &str, text: &str) -> Result<T, InputError> {
-    let de = &mut serde_json::Deserializer::from_str(text);
+    parse_with(file, serde_json::Deserializer::from_str(text))
+}
+
+fn parse_with<'de, R: serde_json::de::Read<'de>, T: Deserialize<'de>>(
+    file: &str,
+    mut de: serde_json::Deserializer<R>,
+) -> Result<T, InputError> {
+    let de = &mut de;
     let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path == "." || path.is_empty() || inner.is_syntax() || inner.is_eof() {
+        if inner.is_io() {
+            input_error(file, format!("cannot read: {inner}"))
+        } else if path == "." || path.is_empty() || inner.is_syntax() || inner.is_eof() {
             input_error(file, format!("invalid JSON: {inner}"))
         } else {
             input_error(file, format!("field {path}: {inner}"))

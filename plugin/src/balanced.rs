@@ -18,13 +18,13 @@
 //! matched to them, then assigned cheapest-first with the same matching bound as the `nova` search;
 //! anchors that yield the same set are evaluated once. Polynomial, like the `nova` search.
 
-use crate::cores::FreeCores;
+use crate::cores::{FreeCores, PreparedHost};
 use crate::fit::{CellFit, Limits};
 use crate::pinning::Packing;
 use crate::placement::{Placement, Rejection};
 use crate::request::{GuestTopology, ValidRequest};
 use crate::search::{placement_from, rejection_from, start, FitTable, Start};
-use crate::topology::{HostCell, PreparedHost};
+use crate::topology::HostCell;
 
 /// Wholly free cores a fit breaks (takes some but not all threads of).
 fn broken_cores(cell: &HostCell, cores: &FreeCores, fit: &CellFit) -> u64 {

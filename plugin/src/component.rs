@@ -1,11 +1,13 @@
 //! The WebAssembly face of the core: wit-bindgen types in, core model, wit-bindgen types out.
 //! Nothing here decides anything; it only converts, and keeps loaded hosts (`host-state`).
 
+use crate::cores::PreparedHost;
 use crate::cpuset::CpuSet;
-use crate::fit::{Limits, NetworkNeed, Shortfall, Strategy};
+use crate::fit::{Limits, NetworkNeed, Strategy};
 use crate::placement::{PlacedCell, Placement, Rejection};
+use crate::refusal::Shortfall;
 use crate::request::{self as core_req, CpuPolicy, EmulatorThreads, GuestCell, GuestTopology, PageSizeWish, PciNumaPolicy, ThreadPolicy};
-use crate::topology::{CellNetwork, HostCell, HostTopology, PagePool, PciPool, PreparedHost};
+use crate::topology::{CellNetwork, HostCell, HostTopology, PagePool, PciPool};
 use crate::{accounting, AccountingCode};
 
 #[cfg(not(feature = "contract-0-2"))]
@@ -518,14 +520,14 @@ impl Guest for Policy {
     }
 
     fn request_from_flavor(flavor: w::Flavor) -> Result<w::Request, w::RequestError> {
-        let f = core_req::Flavor {
+        let f = crate::flavor::Flavor {
             vcpus: flavor.vcpus,
             memory_mb: flavor.memory_mb,
             extra_specs: flavor.extra_specs,
             image_props: flavor.image_props,
             pci_requests: flavor.pci_requests.into_iter().map(pci_in).collect(),
         };
-        core_req::from_flavor(&f).map(request_out).map_err(|e| w::RequestError { code: e.code, message: e.message })
+        crate::flavor::from_flavor(&f).map(request_out).map_err(|e| w::RequestError { code: e.code, message: e.message })
     }
 
     fn fit(host: w::Host, request: w::Request, limits: w::Limits) -> Result<w::Placement, w::Rejection> {

@@ -5,7 +5,9 @@
 //! rather than once for every (guest cell, host cell) pair a search tries: a scheduler asks many
 //! requests of one host state, and the pinning steps then only read slices.
 
-use crate::topology::HostCell;
+use std::borrow::Cow;
+
+use crate::topology::{HostCell, HostTopology};
 
 /// Free pinnable threads of one host cell, grouped by physical core (sibling group), cores in
 /// packing order, threads ascending inside a core. Cores with no free thread are kept, empty, so
@@ -130,6 +132,40 @@ impl FreeCores {
     /// Most threads of one core usable by guests (shared or pinnable); 1 on a host without SMT.
     pub fn threads_per_core(&self) -> usize {
         self.threads_per_core
+    }
+}
+
+/// A host ready for many fits: the model plus what every fit would otherwise derive from it
+/// again (each cell's free cores). A loaded `host-state` keeps one; a one-shot fit makes one
+/// around a borrowed host.
+#[derive(Clone, Debug)]
+pub struct PreparedHost<'a> {
+    host: Cow<'a, HostTopology>,
+    cores: Vec<FreeCores>,
+}
+
+impl PreparedHost<'static> {
+    /// Prepares a host the caller hands over (normalized and valid: `HostTopology::normalized`,
+    /// `validate`; entry points that take a host from outside check it once there).
+    pub fn owned(host: HostTopology) -> Self {
+        let cores = host.cells.iter().map(FreeCores::of).collect();
+        PreparedHost { host: Cow::Owned(host), cores }
+    }
+}
+
+impl<'a> PreparedHost<'a> {
+    /// Prepares a host for the duration of a borrow (normalized and valid, as for `owned`).
+    pub fn borrowed(host: &'a HostTopology) -> Self {
+        PreparedHost { host: Cow::Borrowed(host), cores: host.cells.iter().map(FreeCores::of).collect() }
+    }
+
+    pub fn host(&self) -> &HostTopology {
+        &self.host
+    }
+
+    /// Free cores of each cell, by position in `host().cells`.
+    pub fn cores(&self) -> &[FreeCores] {
+        &self.cores
     }
 }
 

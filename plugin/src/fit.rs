@@ -5,44 +5,9 @@
 use crate::cores::FreeCores;
 use crate::hugepages;
 use crate::pinning::{self, CellPinning, Packing};
+use crate::refusal::{Refusal, Shortfall};
 use crate::request::{GuestCell, GuestTopology, ThreadPolicy};
 use crate::topology::HostCell;
-
-/// What a host cell lacked (mirrors the contract's `shortfall`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Shortfall {
-    Memory,
-    Pages,
-    PinnableCpus,
-    SharedCpus,
-    FreeCpus,
-    FreeCores,
-    SiblingThreads,
-    EmulatorCpu,
-    CpuRatio,
-    NoCpus,
-}
-
-/// Why a host cell refused a guest cell: what was needed and what was there.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
-    pub shortfall: Shortfall,
-    pub needed: u64,
-    pub available: u64,
-    /// The page size the numbers are counted in, for `Pages`.
-    pub page_size_kb: Option<u32>,
-}
-
-impl Refusal {
-    pub fn new(shortfall: Shortfall, needed: u64, available: u64) -> Self {
-        Refusal { shortfall, needed, available, page_size_kb: None }
-    }
-
-    pub fn with_page_size(mut self, size_kb: u32) -> Self {
-        self.page_size_kb = Some(size_kb);
-        self
-    }
-}
 
 /// Limits the scheduler puts on a host (Nova's `NUMATopologyLimits`) and how cells are ordered.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -1,7 +1,7 @@
 //! Which page size backs a guest cell's memory on a host cell, and whether enough free pages of
 //! it remain (Nova's `_numa_cell_supports_pagesize_request` and `can_fit_pagesize`).
 
-use crate::fit::{Refusal, Shortfall};
+use crate::refusal::{Refusal, Shortfall};
 use crate::request::PageSizeWish;
 use crate::topology::{HostCell, PagePool};
 

@@ -78,7 +78,7 @@ pub fn request_from_json(text: &str) -> Result<GuestTopology, String> {
             let pagesize = match c.pagesize {
                 None => None,
                 Some(PageSizeDoc::Kib(k)) => Some(PageSizeWish::Kib(k)),
-                Some(PageSizeDoc::Text(t)) => Some(crate::request::parse_page_size(&t).map_err(|e| e.to_string())?),
+                Some(PageSizeDoc::Text(t)) => Some(crate::flavor::parse_page_size(&t).map_err(|e| e.to_string())?),
             };
             Ok(GuestCell {
                 cpuset: c.cpuset.into_iter().collect::<CpuSet>(),

@@ -11,12 +11,14 @@ pub mod cores;
 pub mod cpuset;
 pub mod extra_specs;
 pub mod fit;
+pub mod flavor;
 pub mod hugepages;
 #[cfg(feature = "serde")]
 pub mod json;
 pub mod pci;
 pub mod pinning;
 pub mod placement;
+pub mod refusal;
 pub mod request;
 pub mod scoring;
 pub mod search;
@@ -32,11 +34,14 @@ mod component;
 static ALLOCATOR: arena::Arena = arena::Arena::new();
 
 pub use accounting::{claim, release, AccountingCode, AccountingError};
+pub use cores::PreparedHost;
 pub use cpuset::CpuSet;
-pub use fit::{Limits, NetworkNeed, Refusal, Shortfall, Strategy};
+pub use fit::{Limits, NetworkNeed, Strategy};
+pub use flavor::{from_flavor, Flavor};
 pub use placement::{CellRefusal, PlacedCell, Placement, Rejection};
-pub use request::{from_flavor, CpuPolicy, EmulatorThreads, Flavor, GuestCell, GuestTopology, PageSizeWish, ThreadPolicy, ValidRequest};
-pub use topology::{HostCell, HostTopology, PagePool, PreparedHost};
+pub use refusal::{Refusal, Shortfall};
+pub use request::{CpuPolicy, EmulatorThreads, GuestCell, GuestTopology, PageSizeWish, ThreadPolicy, ValidRequest};
+pub use topology::{HostCell, HostTopology, PagePool};
 
 /// The placement policies this crate implements; a component build embeds one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

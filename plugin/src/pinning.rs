@@ -14,7 +14,7 @@
 
 use crate::cores::FreeCores;
 use crate::cpuset::CpuSet;
-use crate::fit::{Refusal, Shortfall};
+use crate::refusal::{Refusal, Shortfall};
 use crate::request::ThreadPolicy;
 use crate::topology::HostCell;
 

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use crate::cpuset::CpuSet;
-use crate::fit::{Refusal, Shortfall};
+use crate::refusal::{Refusal, Shortfall};
 use crate::request::{CpuPolicy, EmulatorThreads, GuestCell, GuestTopology, ThreadPolicy};
 use crate::topology::HostCell;
 

@@ -3,9 +3,9 @@
 
 use smallvec::SmallVec;
 
+use crate::cores::PreparedHost;
 use crate::fit::Strategy;
 use crate::request::GuestTopology;
-use crate::topology::PreparedHost;
 
 /// Host cell positions (in `host.cells`), in trial order; inline for hosts of up to 16 cells.
 pub type CellOrder = SmallVec<[usize; 16]>;

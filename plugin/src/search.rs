@@ -12,13 +12,15 @@
 use smallvec::SmallVec;
 
 use crate::cores::FreeCores;
-use crate::fit::{fit_cell_packed, CellFit, Limits, Refusal};
+use crate::cores::PreparedHost;
+use crate::fit::{fit_cell_packed, CellFit, Limits};
 use crate::pci;
 use crate::pinning::Packing;
 use crate::placement::{describe_guest_cell, describe_refusal_of, CellRefusal, PlacedCell, Placement, Rejection};
+use crate::refusal::Refusal;
 use crate::request::{GuestTopology, ValidRequest};
 use crate::scoring::{cell_order, CellOrder};
-use crate::topology::{HostTopology, PreparedHost};
+use crate::topology::HostTopology;
 
 /// Memoised fits of guest cells (rows) on host cells (columns, in trial order).
 pub(crate) struct FitTable<'a> {

@@ -1,9 +1,6 @@
 //! The host model: NUMA cells with their CPUs, hyperthread siblings, memory and page pools, and
 //! what earlier claims already use. Field names follow OpenStack Nova's `NUMACell`.
 
-use std::borrow::Cow;
-
-use crate::cores::FreeCores;
 use crate::cpuset::CpuSet;
 
 /// A pool of memory pages of one size on one host cell (Nova's `NUMAPagesTopology`).
@@ -198,39 +195,5 @@ impl HostTopology {
             cell.normalize();
         }
         self
-    }
-}
-
-/// A host ready for many fits: the model plus what every fit would otherwise derive from it
-/// again (each cell's free cores). A loaded `host-state` keeps one; a one-shot fit makes one
-/// around a borrowed host.
-#[derive(Clone, Debug)]
-pub struct PreparedHost<'a> {
-    host: Cow<'a, HostTopology>,
-    cores: Vec<FreeCores>,
-}
-
-impl PreparedHost<'static> {
-    /// Prepares a host the caller hands over (normalized and valid: `HostTopology::normalized`,
-    /// `validate`; entry points that take a host from outside check it once there).
-    pub fn owned(host: HostTopology) -> Self {
-        let cores = host.cells.iter().map(FreeCores::of).collect();
-        PreparedHost { host: Cow::Owned(host), cores }
-    }
-}
-
-impl<'a> PreparedHost<'a> {
-    /// Prepares a host for the duration of a borrow (normalized and valid, as for `owned`).
-    pub fn borrowed(host: &'a HostTopology) -> Self {
-        PreparedHost { host: Cow::Borrowed(host), cores: host.cells.iter().map(FreeCores::of).collect() }
-    }
-
-    pub fn host(&self) -> &HostTopology {
-        &self.host
-    }
-
-    /// Free cores of each cell, by position in `host().cells`.
-    pub fn cores(&self) -> &[FreeCores] {
-        &self.cores
     }
 }
