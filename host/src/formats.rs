@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::{cpu_rows, placement_from_rows, placement_rows, push_cpu, wit, CpuRow, PlacedCellRows};
+use crate::contract::{cpu_rows, placement_from_rows, placement_rows, push_cpu, wit, CpuRow, PlacedCellRows};
 
 /// Invalid input: the message names the file, the field and the value.
 #[derive(Debug, thiserror::Error)]

@@ -3,6 +3,7 @@
 //! prints it. Data flows one way: discover / formats → runtime (plugin) → verify → output.
 
 pub mod cli;
+pub mod contract;
 pub mod cpulist;
 pub mod discover;
 pub mod draw;

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::runtime::{cell_ids, cpu_rows, placement_rows, wit, PlacedCellRows};
+use crate::contract::{cell_ids, cpu_rows, placement_rows, wit, PlacedCellRows};
 
 /// A plugin answer the host refuses to trust.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,129 @@
+//! The contract between policy and host, one module per version (as Zed's extension host does
+//! it): each holds that version's `bindgen!` types and its conversions to the latest; `latest` is
+//! the one the host speaks. Here too: the contract's column-wise tables read as rows, which
+//! formats, verify and the runtime share.
+
+pub mod v0_1;
+pub mod v0_2;
+
+pub use v0_2 as latest;
+
+/// The latest contract's types.
+pub use latest::wit;
+
+/// One CPU of the contract's column-wise CPU table, as a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuRow {
+    pub id: u32,
+    pub cell: u32,
+    pub core: u32,
+    pub shared: bool,
+    pub pinnable: bool,
+    pub pinned: bool,
+}
+
+/// The rows of a host's CPU table (columns shorter than `ids` read as zero).
+pub fn cpu_rows(c: &wit::HostCpus) -> impl Iterator<Item = CpuRow> + '_ {
+    (0..c.ids.len()).map(move |k| {
+        let roles = c.roles.get(k).copied().unwrap_or(0);
+        CpuRow {
+            id: c.ids[k],
+            cell: c.cells.get(k).copied().unwrap_or(0),
+            core: c.cores.get(k).copied().unwrap_or(0),
+            shared: roles & 1 != 0,
+            pinnable: roles & 2 != 0,
+            pinned: roles & 4 != 0,
+        }
+    })
+}
+
+/// Appends one CPU to a host's CPU table.
+pub fn push_cpu(c: &mut wit::HostCpus, row: CpuRow) {
+    c.ids.push(row.id);
+    c.cells.push(row.cell);
+    c.cores.push(row.core);
+    c.roles.push(u8::from(row.shared) | u8::from(row.pinnable) << 1 | u8::from(row.pinned) << 2);
+}
+
+/// The ids a column table assigns to guest cell `cell`, in table order.
+pub fn cell_ids(m: &wit::CellMembers, cell: u32) -> Vec<u32> {
+    m.cells.iter().zip(&m.ids).filter(|(&c, _)| c == cell).map(|(_, &id)| id).collect()
+}
+
+/// One guest cell of a placement with its CPUs gathered from the placement's columns: the shape
+/// people (and the JSON formats) think in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacedCellRows {
+    pub guest_cell: u32,
+    pub host_cell: u32,
+    pub memory_mb: u64,
+    pub page_size_kb: Option<u32>,
+    pub shared_vcpus: Vec<u32>,
+    /// (vCPU, pCPU) for the dedicated vCPUs.
+    pub pinning: Vec<(u32, u32)>,
+    pub emulator_pcpus: Vec<u32>,
+}
+
+/// The placement's cells with their CPUs (entries naming a guest cell the placement does not list are dropped).
+pub fn placement_rows(p: &wit::Placement) -> Vec<PlacedCellRows> {
+    p.cells
+        .iter()
+        .map(|c| {
+            let g = c.guest_cell;
+            let pinned = &p.pinned;
+            PlacedCellRows {
+                guest_cell: g,
+                host_cell: c.host_cell,
+                memory_mb: c.memory_mb,
+                page_size_kb: c.page_size_kb,
+                shared_vcpus: cell_ids(&p.shared_vcpus, g),
+                pinning: pinned
+                    .cells
+                    .iter()
+                    .zip(pinned.vcpus.iter().zip(&pinned.pcpus))
+                    .filter(|(&cell, _)| cell == g)
+                    .map(|(_, (&v, &c))| (v, c))
+                    .collect(),
+                emulator_pcpus: cell_ids(&p.emulator_pcpus, g),
+            }
+        })
+        .collect()
+}
+
+/// A placement from its cells with their CPUs.
+pub fn placement_from_rows(
+    policy: String,
+    cpu_policy: Option<wit::CpuPolicy>,
+    thread_policy: Option<wit::ThreadPolicy>,
+    emulator_threads: Option<wit::EmulatorThreadsPolicy>,
+    rows: Vec<PlacedCellRows>,
+) -> wit::Placement {
+    let mut p = wit::Placement {
+        policy,
+        cpu_policy,
+        thread_policy,
+        emulator_threads,
+        cells: Vec::with_capacity(rows.len()),
+        shared_vcpus: wit::CellMembers { cells: Vec::new(), ids: Vec::new() },
+        pinned: wit::PinnedVcpus { cells: Vec::new(), vcpus: Vec::new(), pcpus: Vec::new() },
+        emulator_pcpus: wit::CellMembers { cells: Vec::new(), ids: Vec::new() },
+    };
+    for c in rows {
+        let g = c.guest_cell;
+        p.cells.push(wit::PlacedCell { guest_cell: g, host_cell: c.host_cell, memory_mb: c.memory_mb, page_size_kb: c.page_size_kb });
+        for id in c.shared_vcpus {
+            p.shared_vcpus.cells.push(g);
+            p.shared_vcpus.ids.push(id);
+        }
+        for (v, pcpu) in c.pinning {
+            p.pinned.cells.push(g);
+            p.pinned.vcpus.push(v);
+            p.pinned.pcpus.push(pcpu);
+        }
+        for id in c.emulator_pcpus {
+            p.emulator_pcpus.cells.push(g);
+            p.emulator_pcpus.ids.push(id);
+        }
+    }
+    p
+}
