@@ -11,7 +11,10 @@
 //! placements, no `host-state`) keeps loading too: its functions are looked up by name, requests and
 //! placements are converted, and loaded hosts and requests are kept on this side.
 
+use std::collections::HashSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::{anyhow, Context, Result};
 use wasmtime::component::{Component, ComponentExportIndex, ComponentNamedList, Func, Lift, Linker, Lower, ResourceAny, TypedFunc};
@@ -93,15 +96,113 @@ impl ResourceLimiter for State {
 }
 
 /// A loaded policy component, ready to call.
+///
+/// A `Plugin` is one worker: it calls the guest in one instance (one `Store`) at a time. For many
+/// threads, `Plugin::worker` gives each its own worker of the same compiled policy (or a
+/// `PluginPool` lends them out); loaded hosts and requests may be shared between the workers of
+/// one plugin, and each worker loads them into its own instance when it first uses them.
 pub struct Plugin {
+    shared: Arc<Shared>,
+    live: Option<Live>,
+}
+
+/// What every worker of one loaded policy shares: the compiled component and its identity.
+struct Shared {
+    /// Unique in this process: handles made by this plugin's workers carry it.
+    id: u64,
     name: String,
     engine: Engine,
     pre: Pre,
     limits: PluginLimits,
-    live: Option<(Store<State>, Exports)>,
-    /// Counts instances made, so a `LoadedHost` made in a dropped instance is never used again.
-    generation: u64,
     cache_use: CacheUse,
+    book: Arc<HandleBook>,
+}
+
+/// Plugins and instances are numbered once per process, so no two ever share an id.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Which instances of a plugin are alive, and the resources of dropped handles waiting for their
+/// instance's next call to free them (a handle cannot reach the store when it is dropped).
+#[derive(Default)]
+struct HandleBook(Mutex<Book>);
+
+#[derive(Default)]
+struct Book {
+    alive: HashSet<u64>,
+    dropped: Vec<(u64, ResourceAny)>,
+}
+
+impl HandleBook {
+    fn lock(&self) -> MutexGuard<'_, Book> {
+        // A panic while holding the lock leaves the book consistent (every update is one push or
+        // one removal), so a poisoned lock is used as it is.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One live instance of a worker.
+struct Live {
+    id: u64,
+    store: Store<State>,
+    exports: Exports,
+    book: Arc<HandleBook>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        // The instance's resources go with its store: nothing of it is left to free.
+        let mut book = self.book.lock();
+        book.alive.remove(&self.id);
+        let id = self.id;
+        book.dropped.retain(|(i, _)| *i != id);
+    }
+}
+
+/// The resources one loaded host or request has in the instances that loaded it, bound to the
+/// plugin that made them. Dropping it frees them (at each instance's next call).
+struct Handles {
+    plugin: u64,
+    plugin_name: String,
+    book: Arc<HandleBook>,
+    per_instance: Mutex<Vec<(u64, ResourceAny)>>,
+}
+
+impl Handles {
+    fn new(shared: &Shared) -> Handles {
+        Handles { plugin: shared.id, plugin_name: shared.name.clone(), book: shared.book.clone(), per_instance: Mutex::new(Vec::new()) }
+    }
+
+    fn entries(&self) -> MutexGuard<'_, Vec<(u64, ResourceAny)>> {
+        self.per_instance.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, instance: u64) -> Option<ResourceAny> {
+        self.entries().iter().find(|(i, _)| *i == instance).map(|&(_, r)| r)
+    }
+
+    /// Records the resource in `instance`, forgetting those of instances that are gone.
+    fn put(&self, instance: u64, resource: ResourceAny) {
+        let book = self.book.lock();
+        let mut entries = self.entries();
+        entries.retain(|(i, _)| book.alive.contains(i) && *i != instance);
+        entries.push((instance, resource));
+    }
+}
+
+impl Drop for Handles {
+    fn drop(&mut self) {
+        let mut book = self.book.lock();
+        let entries = std::mem::take(&mut *self.entries());
+        for (instance, resource) in entries {
+            if book.alive.contains(&instance) {
+                book.dropped.push((instance, resource));
+            }
+        }
+    }
 }
 
 /// How a component's exports are found: by the 0.2 bindings (plus, by name, contract 0.3's
@@ -215,8 +316,7 @@ where
 /// a trap; for a 0.1 plugin they are what each fit sends.
 pub struct LoadedHost {
     host: wit::Host,
-    /// The instance generation and the resource in it.
-    handle: Option<(u64, ResourceAny)>,
+    handles: Handles,
 }
 
 /// A request loaded into a plugin (`request-state`, contract 0.3). The request is kept, so it is
@@ -224,8 +324,7 @@ pub struct LoadedHost {
 /// without loaded requests it is what each fit sends.
 pub struct LoadedRequest {
     request: wit::Request,
-    /// The instance generation and the resource in it.
-    handle: Option<(u64, ResourceAny)>,
+    handles: Handles,
 }
 
 impl LoadedRequest {
@@ -309,33 +408,41 @@ impl Plugin {
                 }
             },
         };
-        Ok(Plugin { name: name.to_string(), engine, pre, limits, live: None, generation: 0, cache_use })
+        let shared = Shared { id: next_id(), name: name.to_string(), engine, pre, limits, cache_use, book: Arc::default() };
+        Ok(Plugin { shared: Arc::new(shared), live: None })
+    }
+
+    /// Another worker of the same compiled policy, with an instance of its own (made on first
+    /// use): for another thread. It accepts the handles this plugin's workers made.
+    pub fn worker(&self) -> Plugin {
+        Plugin { shared: self.shared.clone(), live: None }
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.shared.name
     }
 
     /// What loading did with the compile cache (a refused directory or a discarded artifact is
     /// worth a warning).
     pub fn cache_use(&self) -> &CacheUse {
-        &self.cache_use
+        &self.shared.cache_use
     }
 
     /// The contract version the plugin's exports follow: "0.3.0", "0.2.0" or "0.1.0".
     pub fn contract(&self) -> &'static str {
-        match self.pre {
+        match self.shared.pre {
             Pre::Current(_, Some(_)) => "0.3.0",
             Pre::Current(_, None) => "0.2.0",
             Pre::V0_1 { .. } => "0.1.0",
         }
     }
 
-    fn fresh_instance(&mut self) -> Result<(Store<State>, Exports)> {
-        let mut store = Store::new(&self.engine, State { memory_cap: self.limits.memory_bytes, cap_hit: false, memory_bytes: 0 });
+    fn fresh_instance(&self) -> Result<Live> {
+        let shared = &self.shared;
+        let mut store = Store::new(&shared.engine, State { memory_cap: shared.limits.memory_bytes, cap_hit: false, memory_bytes: 0 });
         store.limiter(|s| s as &mut dyn ResourceLimiter);
-        store.set_fuel(self.limits.fuel)?;
-        let exports = match &self.pre {
+        store.set_fuel(shared.limits.fuel)?;
+        let exports = match &shared.pre {
             Pre::Current(pre, requests) => pre.instance_pre().instantiate(&mut store).and_then(|instance| {
                 let policy = PlacementPolicy::new(&mut store, &instance)?;
                 let requests = requests.as_ref().map(|r| r.funcs(&mut store, &instance)).transpose()?;
@@ -346,33 +453,48 @@ impl Plugin {
             }
         };
         let exports = exports.map_err(|e| self.classify(e, store.data().cap_hit))?;
-        self.generation += 1;
-        Ok((store, exports))
+        let id = next_id();
+        shared.book.lock().alive.insert(id);
+        Ok(Live { id, store, exports, book: shared.book.clone() })
     }
 
     fn classify(&self, e: wasmtime::Error, cap_hit: bool) -> anyhow::Error {
-        let plugin = self.name.clone();
+        let plugin = self.shared.name.clone();
+        let limits = self.shared.limits;
         let err = match e.downcast_ref::<wasmtime::Trap>() {
-            _ if cap_hit => PluginError::MemoryCap { plugin, mib: self.limits.memory_bytes >> 20 },
-            Some(wasmtime::Trap::OutOfFuel) => PluginError::OutOfFuel { plugin, fuel: self.limits.fuel },
+            _ if cap_hit => PluginError::MemoryCap { plugin, mib: limits.memory_bytes >> 20 },
+            Some(wasmtime::Trap::OutOfFuel) => PluginError::OutOfFuel { plugin, fuel: limits.fuel },
             Some(trap) => PluginError::Trap { plugin, trap: trap.to_string() },
             None => PluginError::Trap { plugin, trap: format!("{e:#}") },
         };
         anyhow!(err)
     }
 
-    /// Runs one export on the live instance (made on first use), with a full fuel budget. After a
-    /// trap the instance is dropped: a trapped instance may not be entered again.
+    /// Runs one export on the live instance (made on first use), with a full fuel budget, after
+    /// freeing the resources of handles dropped since its last call. After a trap the instance is
+    /// dropped: a trapped instance may not be entered again.
     fn call<T>(&mut self, f: impl FnOnce(&Exports, &mut Store<State>) -> wasmtime::Result<T>) -> Result<T> {
         if self.live.is_none() {
             self.live = Some(self.fresh_instance()?);
         }
         // The instance stays in place (no move per call); it is dropped only after a failure.
         let outcome = match self.live.as_mut() {
-            Some((store, exports)) => {
-                store.set_fuel(self.limits.fuel).and_then(|()| f(exports, store)).map_err(|e| (e, store.data().cap_hit))
+            Some(live) => {
+                let id = live.id;
+                let dropped: Vec<ResourceAny> = {
+                    let mut book = live.book.lock();
+                    let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut book.dropped).into_iter().partition(|(i, _)| *i == id);
+                    book.dropped = others;
+                    mine.into_iter().map(|(_, r)| r).collect()
+                };
+                let store = &mut live.store;
+                store
+                    .set_fuel(self.shared.limits.fuel)
+                    .and_then(|()| dropped.into_iter().try_for_each(|r| r.resource_drop(&mut *store)))
+                    .and_then(|()| f(&live.exports, store))
+                    .map_err(|e| (e, store.data().cap_hit))
             }
-            None => return Err(anyhow!("plugin {}: no instance", self.name)),
+            None => return Err(anyhow!("plugin {}: no instance", self.shared.name)),
         };
         outcome.map_err(|(e, cap_hit)| {
             self.live = None;
@@ -380,14 +502,37 @@ impl Plugin {
         })
     }
 
+    /// The live instance's id, making the instance when there is none.
+    fn live_id(&mut self) -> Result<u64> {
+        if self.live.is_none() {
+            self.live = Some(self.fresh_instance()?);
+        }
+        self.live.as_ref().map(|l| l.id).ok_or_else(|| anyhow!("plugin {}: no instance", self.shared.name))
+    }
+
+    /// Refuses a handle another plugin made: its resources index another store, and after a hot
+    /// swap another policy's view of the host.
+    fn check_owner(&self, handles: &Handles, what: &str) -> Result<()> {
+        if handles.plugin == self.shared.id {
+            return Ok(());
+        }
+        Err(anyhow!(
+            "a loaded {what} made by plugin {} (#{}) was offered to plugin {} (#{}): load it into this plugin",
+            handles.plugin_name,
+            handles.plugin,
+            self.shared.name,
+            self.shared.id
+        ))
+    }
+
     /// Fuel the last call burned (about one unit per wasm instruction).
     pub fn fuel_used(&self) -> Option<u64> {
-        self.live.as_ref().and_then(|(store, _)| store.get_fuel().ok()).map(|left| self.limits.fuel - left)
+        self.live.as_ref().and_then(|l| l.store.get_fuel().ok()).map(|left| self.shared.limits.fuel - left)
     }
 
     /// Linear memory of the live instance, in bytes (none before the first call or after a trap).
     pub fn memory_bytes(&self) -> Option<usize> {
-        self.live.as_ref().map(|(store, _)| store.data().memory_bytes)
+        self.live.as_ref().map(|l| l.store.data().memory_bytes)
     }
 
     pub fn info(&mut self) -> Result<wit::PluginInfo> {
@@ -452,70 +597,74 @@ impl Plugin {
     /// Loads a host into the plugin (`host-state`). Fails (inner error) when the plugin finds the
     /// host inconsistent; a 0.1 plugin keeps nothing and checks the host on each fit instead.
     pub fn load(&mut self, host: wit::Host) -> Result<Result<LoadedHost, String>> {
-        let mut loaded = LoadedHost { host, handle: None };
-        Ok(self.ensure_loaded(&mut loaded)?.map(|()| loaded))
+        let loaded = LoadedHost { host, handles: Handles::new(&self.shared) };
+        Ok(self.ensure_loaded(&loaded)?.map(|_| loaded))
     }
 
-    /// Makes sure `loaded` has a resource in the live instance (loading it again if the instance
-    /// was replaced since). A no-op for 0.1 plugins.
-    fn ensure_loaded(&mut self, loaded: &mut LoadedHost) -> Result<Result<(), String>> {
-        if matches!(self.pre, Pre::V0_1 { .. }) {
-            return Ok(Ok(()));
+    /// `loaded`'s resource in the live instance, loading it there first if this instance has not
+    /// (a new worker, or the instance was replaced after a trap). None for 0.1 plugins.
+    fn ensure_loaded(&mut self, loaded: &LoadedHost) -> Result<Result<Option<ResourceAny>, String>> {
+        self.check_owner(&loaded.handles, "host")?;
+        if matches!(self.shared.pre, Pre::V0_1 { .. }) {
+            return Ok(Ok(None));
         }
-        if self.is_live(loaded.handle) {
-            return Ok(Ok(()));
+        if let Some(r) = loaded.handles.get(self.live_id()?) {
+            return Ok(Ok(Some(r)));
         }
         let host = &loaded.host;
         let answer = self.call(|e, s| match e {
             Exports::Current(p, _) => p.numafit_policy_policy().host_state().call_load(s, host),
-            Exports::V0_1(_) => unreachable!("checked above: 0.1 plugins have no host-state"),
+            Exports::V0_1(_) => Err(wasmtime::format_err!("a 0.1 plugin has no host-state")),
         })?;
-        // A refused host keeps no handle (not even one of an older instance).
-        loaded.handle = answer.as_ref().ok().map(|&handle| (self.generation, handle));
-        Ok(answer.map(|_| ()))
+        // A refused host keeps no handle in this instance.
+        if let Ok(r) = answer {
+            loaded.handles.put(self.live_id()?, r);
+        }
+        Ok(answer.map(Some))
     }
 
     /// `fit` against a loaded host: only the request crosses the boundary.
     pub fn fit_loaded(
         &mut self,
-        loaded: &mut LoadedHost,
+        loaded: &LoadedHost,
         request: &wit::Request,
         limits: &wit::Limits,
     ) -> Result<Result<wit::Placement, wit::Rejection>> {
-        if let Err(e) = self.ensure_loaded(loaded)? {
-            return Ok(Err(invalid_host(e)));
-        }
-        match loaded.handle {
-            Some((_, handle)) => self.call(|e, s| match e {
+        match self.ensure_loaded(loaded)? {
+            Err(e) => Ok(Err(invalid_host(e))),
+            Ok(Some(handle)) => self.call(|e, s| match e {
                 Exports::Current(p, _) => p.numafit_policy_policy().host_state().call_fit(s, handle, request, limits),
-                Exports::V0_1(_) => unreachable!("0.1 plugins have no handles"),
+                Exports::V0_1(_) => Err(wasmtime::format_err!("a 0.1 plugin has no host-state")),
             }),
-            None => self.fit(&loaded.host, request, limits),
+            Ok(None) => self.fit(&loaded.host, request, limits),
         }
     }
 
     /// `fit` against each of many loaded hosts in one call: one answer per host, in order.
     pub fn fit_loaded_many(
         &mut self,
-        hosts: &mut [LoadedHost],
+        hosts: &[LoadedHost],
         request: &wit::Request,
         limits: &wit::Limits,
     ) -> Result<Vec<Result<wit::Placement, wit::Rejection>>> {
-        if matches!(self.pre, Pre::V0_1 { .. }) {
+        for h in hosts {
+            self.check_owner(&h.handles, "host")?;
+        }
+        if matches!(self.shared.pre, Pre::V0_1 { .. }) {
             let tables: Vec<wit::Host> = hosts.iter().map(|h| h.host.clone()).collect();
             return self.fit_many(&tables, request, limits);
         }
         // Hosts the plugin refuses to load get their rejection; the rest are asked in one call.
         let mut answers: Vec<Option<Result<wit::Placement, wit::Rejection>>> = Vec::with_capacity(hosts.len());
-        for h in hosts.iter_mut() {
+        for h in hosts {
             answers.push(self.ensure_loaded(h)?.err().map(|e| Err(invalid_host(e))));
         }
-        let generation = self.generation;
-        let handles: Vec<ResourceAny> = hosts.iter().filter_map(|h| h.handle.filter(|(g, _)| *g == generation).map(|(_, r)| r)).collect();
+        let live = self.live_id()?;
+        let handles: Vec<ResourceAny> = hosts.iter().zip(&answers).filter(|(_, a)| a.is_none()).filter_map(|(h, _)| h.handles.get(live)).collect();
         let mut fitted = self
             .call(|e, s| match e {
                 Exports::Current(p, _) => p.numafit_policy_policy().call_fit_loaded(s, &handles, request, limits),
-                Exports::V0_1(_) => unreachable!("checked above: 0.1 plugins have no host-state"),
+                Exports::V0_1(_) => Err(wasmtime::format_err!("a 0.1 plugin has no host-state")),
             })?
             .into_iter();
         Ok(answers.into_iter().map(|a| a.or_else(|| fitted.next()).unwrap_or_else(|| Err(invalid_host("no answer".into())))).collect())
@@ -525,81 +674,134 @@ impl Plugin {
     /// plugin finds the request invalid. A plugin without loaded requests (0.1, 0.2) keeps
     /// nothing: the request is sent, and checked, with each fit.
     pub fn load_request(&mut self, request: wit::Request) -> Result<Result<LoadedRequest, String>> {
-        let mut loaded = LoadedRequest { request, handle: None };
-        Ok(self.ensure_request_loaded(&mut loaded)?.map(|()| loaded))
+        let loaded = LoadedRequest { request, handles: Handles::new(&self.shared) };
+        Ok(self.ensure_request_loaded(&loaded)?.map(|_| loaded))
     }
 
     fn has_requests(&self) -> bool {
-        matches!(self.pre, Pre::Current(_, Some(_)))
+        matches!(self.shared.pre, Pre::Current(_, Some(_)))
     }
 
-    fn ensure_request_loaded(&mut self, loaded: &mut LoadedRequest) -> Result<Result<(), String>> {
+    fn ensure_request_loaded(&mut self, loaded: &LoadedRequest) -> Result<Result<Option<ResourceAny>, String>> {
+        self.check_owner(&loaded.handles, "request")?;
         if !self.has_requests() {
-            return Ok(Ok(()));
+            return Ok(Ok(None));
         }
-        if self.is_live(loaded.handle) {
-            return Ok(Ok(()));
+        if let Some(r) = loaded.handles.get(self.live_id()?) {
+            return Ok(Ok(Some(r)));
         }
         let request = &loaded.request;
         let answer = self.call(|e, s| match e {
             Exports::Current(_, Some(r)) => r.load.call(s, (request.clone(),)).map(|(a,)| a),
-            _ => unreachable!("checked above: the plugin has loaded requests"),
+            _ => Err(wasmtime::format_err!("the plugin has no loaded requests")),
         })?;
-        loaded.handle = answer.as_ref().ok().map(|&handle| (self.generation, handle));
-        Ok(answer.map(|_| ()))
+        if let Ok(r) = answer {
+            loaded.handles.put(self.live_id()?, r);
+        }
+        Ok(answer.map(Some))
     }
 
     /// `fit` of a loaded request on a loaded host: two handles and the limits cross the boundary.
     pub fn fit_loaded_request(
         &mut self,
-        host: &mut LoadedHost,
-        request: &mut LoadedRequest,
+        host: &LoadedHost,
+        request: &LoadedRequest,
         limits: &wit::Limits,
     ) -> Result<Result<wit::Placement, wit::Rejection>> {
         if let Err(e) = self.ensure_request_loaded(request)? {
             return Ok(Err(invalid_request(e)));
         }
-        if let Err(e) = self.ensure_loaded(host)? {
-            return Ok(Err(invalid_host(e)));
-        }
+        let h = match self.ensure_loaded(host)? {
+            Err(e) => return Ok(Err(invalid_host(e))),
+            Ok(h) => h,
+        };
         // Loading the host may have replaced the instance (after a trap): check the request again.
-        if let Err(e) = self.ensure_request_loaded(request)? {
-            return Ok(Err(invalid_request(e)));
-        }
-        match (host.handle, request.handle) {
-            (Some((_, h)), Some((_, r))) => self.call(|e, s| match e {
+        let r = match self.ensure_request_loaded(request)? {
+            Err(e) => return Ok(Err(invalid_request(e))),
+            Ok(r) => r,
+        };
+        let live = self.live_id()?;
+        match (h.and(host.handles.get(live)), r.and(request.handles.get(live))) {
+            (Some(h), Some(r)) => self.call(|e, s| match e {
                 // Limits are a few scalars (and physnet names when asked): cloned to fit the typed signature.
                 Exports::Current(_, Some(f)) => f.fit.call(s, (r, h, limits.clone())).map(|(a,)| a),
-                _ => unreachable!("only plugins with loaded requests hand out request handles"),
+                _ => Err(wasmtime::format_err!("the plugin has no loaded requests")),
             }),
             _ => self.fit_loaded(host, &request.request, limits),
         }
     }
 
-    /// Frees a loaded request inside the plugin (a no-op when its instance is gone).
+    /// Frees a loaded request inside the plugin now (dropping it does the same at the next call).
     pub fn unload_request(&mut self, loaded: LoadedRequest) -> Result<()> {
-        self.drop_handle(loaded.handle, "request")
+        self.check_owner(&loaded.handles, "request")?;
+        drop(loaded);
+        self.free_dropped()
     }
 
-    /// Frees a loaded host inside the plugin (a no-op when its instance is gone).
+    /// Frees a loaded host inside the plugin now (dropping it does the same at the next call).
     pub fn unload(&mut self, loaded: LoadedHost) -> Result<()> {
-        self.drop_handle(loaded.handle, "host")
+        self.check_owner(&loaded.handles, "host")?;
+        drop(loaded);
+        self.free_dropped()
     }
 
-    /// Whether a loaded host's or request's handle belongs to the live instance.
-    fn is_live(&self, handle: Option<(u64, ResourceAny)>) -> bool {
-        self.live.is_some() && matches!(handle, Some((generation, _)) if generation == self.generation)
-    }
-
-    /// Drops a handle in the live instance; a handle of an instance that is gone has nothing to drop.
-    fn drop_handle(&mut self, handle: Option<(u64, ResourceAny)>, what: &str) -> Result<()> {
-        let generation = self.generation;
-        match (handle, self.live.as_mut()) {
-            (Some((g, handle)), Some((store, _))) if g == generation => {
-                handle.resource_drop(store).map_err(|e| anyhow!("plugin {}: dropping a loaded {what}: {e:#}", self.name))
-            }
-            _ => Ok(()),
+    /// Frees, in the live instance, the resources of handles dropped since its last call.
+    fn free_dropped(&mut self) -> Result<()> {
+        if self.live.is_some() {
+            self.call(|_, _| Ok(()))?;
         }
+        Ok(())
+    }
+}
+
+/// Workers of one plugin lent to threads: `take` hands out an idle worker (or a new one) and
+/// the guard gives it back when dropped, so instances are reused across requests.
+pub struct PluginPool {
+    plugin: Plugin,
+    idle: Mutex<Vec<Plugin>>,
+}
+
+impl PluginPool {
+    pub fn new(plugin: Plugin) -> PluginPool {
+        PluginPool { plugin, idle: Mutex::new(Vec::new()) }
+    }
+
+    /// The plugin whose workers the pool lends (to load hosts and requests with, say).
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+
+    pub fn take(&self) -> PooledPlugin<'_> {
+        let worker = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_else(|| self.plugin.worker());
+        PooledPlugin { pool: self, worker }
+    }
+}
+
+/// A worker borrowed from a `PluginPool`.
+pub struct PooledPlugin<'a> {
+    pool: &'a PluginPool,
+    worker: Plugin,
+}
+
+impl std::ops::Deref for PooledPlugin<'_> {
+    type Target = Plugin;
+    fn deref(&self) -> &Plugin {
+        &self.worker
+    }
+}
+
+impl std::ops::DerefMut for PooledPlugin<'_> {
+    fn deref_mut(&mut self) -> &mut Plugin {
+        &mut self.worker
+    }
+}
+
+impl Drop for PooledPlugin<'_> {
+    fn drop(&mut self) {
+        // The placeholder is an instance-less worker: an Arc clone.
+        let worker = std::mem::replace(&mut self.worker, self.pool.plugin.worker());
+        // A worker whose instance trapped has none left: it makes a fresh one on its next call.
+        self.pool.idle.lock().unwrap_or_else(|p| p.into_inner()).push(worker);
     }
 }
 
