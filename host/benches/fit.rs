@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use numafit_host::formats::{self, HostJson, LimitsJson, RequestInput, RequestJson};
-use numafit_host::runtime::{wit, Plugin, PluginLimits};
+use numafit_host::runtime::{wit, Plugin, PluginLimits, PluginPool};
 use numafit_plugin::{json, Policy, PreparedHost, ValidRequest};
 
 fn cases() -> Vec<PathBuf> {
@@ -95,6 +95,35 @@ fn bench(c: &mut Criterion) {
         });
         group.finish();
     }
+    pool(c);
+}
+
+/// What a service pays to lend a worker to a request: taking a warm worker from the pool and
+/// giving it back, alone and around a fit of case 01 (loaded host and request).
+fn pool(c: &mut Criterion) {
+    let pool = PluginPool::new(Plugin::embedded(PluginLimits::default()).expect("embedded plugin"));
+    let dir = cases().into_iter().next().expect("a bench case");
+    let host: HostJson = formats::read_json(&dir.join("host.json")).expect("host");
+    let RequestInput::Explicit(request) =
+        formats::read_json::<RequestJson>(&dir.join("request.json")).expect("request").to_input("request.json").expect("valid")
+    else {
+        panic!("bench requests are explicit topologies")
+    };
+    let limits = LimitsJson::default().to_wit("", wit::Strategy::Spread).expect("limits");
+    let mut loader = pool.plugin().worker();
+    let loaded = loader.load(host.to_wit("host.json").expect("valid host")).expect("no trap").expect("valid host");
+    let loaded_request = loader.load_request(request).expect("no trap").expect("valid request");
+    // Warm one worker (its instance made, the host and request loaded into it).
+    pool.take().fit_loaded_request(&loaded, &loaded_request, &limits).expect("no trap").expect("fits");
+    let mut group = c.benchmark_group("pool");
+    group.bench_function("take-return", |b| b.iter(|| drop(pool.take())));
+    group.bench_function("take-fit-return", |b| {
+        b.iter(|| pool.take().fit_loaded_request(&loaded, &loaded_request, &limits).expect("no trap").is_ok())
+    });
+    group.bench_function("fit-without-pool", |b| {
+        b.iter(|| loader.fit_loaded_request(&loaded, &loaded_request, &limits).expect("no trap").is_ok())
+    });
+    group.finish();
 }
 
 fn config() -> Criterion {

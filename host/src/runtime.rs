@@ -660,7 +660,8 @@ impl Plugin {
             answers.push(self.ensure_loaded(h)?.err().map(|e| Err(invalid_host(e))));
         }
         let live = self.live_id()?;
-        let handles: Vec<ResourceAny> = hosts.iter().zip(&answers).filter(|(_, a)| a.is_none()).filter_map(|(h, _)| h.handles.get(live)).collect();
+        let handles: Vec<ResourceAny> =
+            hosts.iter().zip(&answers).filter(|(_, a)| a.is_none()).filter_map(|(h, _)| h.handles.get(live)).collect();
         let mut fitted = self
             .call(|e, s| match e {
                 Exports::Current(p, _) => p.numafit_policy_policy().call_fit_loaded(s, &handles, request, limits),
