@@ -353,6 +353,8 @@ fn flags_that_cannot_be_used_are_refused() {
         (vec!["fit", "--host", h, "--request", r, "--reserved-memory", "0:100"], "--reserved-memory"),
         (vec!["fit", "--host", h, "--request", r, "--dedicated-cpus", "0-3"], "--dedicated-cpus"),
         (vec!["fit", "--request", r, "--reserved-hugepages", "0:3000:1"], "--reserved-hugepages \"0:3000:1\""),
+        // Thousands of CPUs in an error read as a range, not a list.
+        (vec!["fit", "--request", r, "--shared-cpus", "0-9999"], "-9999 are not online CPUs of this host"),
     ];
     for (args, says) in rows {
         let o = numafit(&args);

@@ -28,7 +28,8 @@ macro_rules! outln {
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::discover::{self, HostConfig};
-use crate::formats::{self, HostJson, InputError, LimitsJson, PlacementJson, RejectionJson, RequestInput, RequestJson};
+use crate::failure::{Failure, FlagError, OutputError, RequestRefused};
+use crate::formats::{self, HostJson, LimitsJson, PlacementJson, RejectionJson, RequestInput, RequestJson};
 use crate::runtime::{cell_ids, placement_rows, wit, CacheUse, Plugin, PluginLimits};
 use crate::verify;
 
@@ -86,7 +87,7 @@ struct DiscoverArgs {
 
 impl DiscoverArgs {
     fn config(&self) -> Result<HostConfig, Failure> {
-        let bad = |flag: &str, v: &str, why: String| Failure::Usage(format!("{flag} {v:?}: {why}"));
+        let bad = |flag: &str, v: &str, why: String| Failure::from(FlagError(format!("{flag} {v:?}: {why}")));
         let list = |flag: &str, v: &Option<String>| -> Result<Option<Vec<u32>>, Failure> {
             v.as_ref().map(|t| discover::parse_list(t).map_err(|m| bad(flag, t, m))).transpose()
         };
@@ -122,7 +123,8 @@ impl DiscoverArgs {
     fn read(&self) -> Result<discover::Topology, Failure> {
         match (&self.numactl_output, &self.sysfs_root) {
             (Some(file), _) => {
-                let text = std::fs::read_to_string(file).map_err(|e| Failure::Usage(format!("{}: cannot read: {e}", file.display())))?;
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| FlagError(format!("--numactl-output {}: cannot read: {e}", file.display())))?;
                 Ok(discover::parse_numactl(&text, file)?)
             }
             (None, root) => Ok(discover::read_sysfs(root.as_deref().unwrap_or(Path::new("/")))?),
@@ -132,7 +134,7 @@ impl DiscoverArgs {
     /// The discovered host as HOST.json.
     fn host(&self) -> Result<HostJson, Failure> {
         let cfg = self.config()?;
-        self.read()?.to_host(&cfg).map_err(Failure::Usage)
+        Ok(self.read()?.to_host(&cfg).map_err(FlagError)?)
     }
 }
 
@@ -240,42 +242,10 @@ enum Outcome {
     Refused,
 }
 
-#[derive(Debug, thiserror::Error)]
-enum Failure {
-    #[error(transparent)]
-    Input(#[from] InputError),
-    #[error("{0}")]
-    Request(String),
-    /// A `--plugin` file that cannot be read or is not a usable component: bad input.
-    #[error("{0}")]
-    PluginLoad(String),
-    #[error("{0:#}")]
-    Plugin(anyhow::Error),
-    #[error(transparent)]
-    Verify(#[from] verify::VerifyError),
-    #[error("{0}")]
-    Io(String),
-    #[error(transparent)]
-    Discover(#[from] discover::DiscoverError),
-    /// A command-line value that cannot be used.
-    #[error("{0}")]
-    Usage(String),
-}
-
-impl Failure {
-    fn exit_code(&self) -> u8 {
-        match self {
-            Failure::Input(_) | Failure::Request(_) | Failure::PluginLoad(_) => 2,
-            Failure::Plugin(_) | Failure::Verify(_) => 3,
-            Failure::Io(_) | Failure::Discover(_) | Failure::Usage(_) => 2,
-        }
-    }
-}
-
 fn load_plugin(args: &PluginArgs) -> Result<Plugin, Failure> {
     let limits = PluginLimits { fuel: args.fuel, memory_bytes: (args.memory_limit_mb as usize).saturating_mul(1 << 20) };
     let plugin = match &args.plugin {
-        Some(path) => Plugin::from_file(path, limits).map_err(|e| Failure::PluginLoad(format!("{e:#}")))?,
+        Some(path) => Plugin::from_file(path, limits).map_err(Failure::PluginLoad)?,
         None => {
             Plugin::embedded_named(if args.policy == PolicyArg::Balanced { "balanced" } else { "nova" }, limits).map_err(Failure::Plugin)?
         }
@@ -309,13 +279,14 @@ fn read_request(path: &Path, plugin: &mut Plugin) -> Result<wit::Request, Failur
         RequestInput::Explicit(r) => Ok(r),
         RequestInput::Flavor(flavor) => match plugin.request_from_flavor(&flavor).map_err(Failure::Plugin)? {
             Ok(r) => Ok(r),
-            Err(e) => Err(Failure::Request(format!("{}: {}: {}", name_of(path), e.code, e.message))),
+            Err(e) => Err(RequestRefused { file: name_of(path), code: e.code, message: e.message }.into()),
         },
     }
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Failure::Io(format!("encoding JSON: {e}")))?;
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| OutputError { target: "the JSON output".into(), source: std::io::Error::other(e) })?;
     outln!("{text}");
     Ok(())
 }
@@ -556,10 +527,10 @@ fn request(path: &Path, args: &PluginArgs) -> Result<Outcome, Failure> {
 
 fn topology(args: &DiscoverArgs, json: bool, svg: Option<&Path>) -> Result<Outcome, Failure> {
     let topo = args.read()?;
-    let host = topo.to_host(&args.config()?).map_err(Failure::Usage)?;
+    let host = topo.to_host(&args.config()?).map_err(FlagError)?;
     if let Some(path) = svg {
         let title = format!("{} NUMA node(s), {} CPUs", host.cells.len(), topo.nodes.iter().map(|n| n.cpus.len()).sum::<usize>());
-        std::fs::write(path, crate::draw::svg(&host, &title)).map_err(|e| Failure::Io(format!("{}: cannot write: {e}", path.display())))?;
+        std::fs::write(path, crate::draw::svg(&host, &title)).map_err(|e| OutputError { target: path.display().to_string(), source: e })?;
     }
     if json {
         print_json(&host)?;
@@ -637,7 +608,7 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
         }
         Command::ExportPlugin { out } => {
             std::fs::write(&out, crate::runtime::EMBEDDED_NOVA)
-                .map_err(|e| Failure::Io(format!("{}: cannot write: {e}", out.display())))?;
+                .map_err(|e| OutputError { target: out.display().to_string(), source: e })?;
             Ok(Outcome::Done)
         }
     }
@@ -673,8 +644,9 @@ pub fn main() -> ExitCode {
         // Only reached where SIGPIPE stays ignored: end quietly as a closed pipe asks.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(141),
         Err(e) => {
-            eprintln!("numafit: error: cannot write the output: {e}");
-            ExitCode::from(2)
+            let failure = Failure::from(OutputError { target: "the output".into(), source: e });
+            eprintln!("numafit: error: {failure}");
+            ExitCode::from(failure.exit_code())
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod contract;
 pub mod cpulist;
 pub mod discover;
 pub mod draw;
+pub mod failure;
 pub mod formats;
 pub mod runtime;
 pub mod verify;
