@@ -7,18 +7,8 @@
 mod support;
 use support::*;
 
-use numafit_host::formats::{self, HostJson, LimitsJson, RequestInput, RequestJson};
 use numafit_host::runtime::{placement_rows, wit, Plugin, PluginError, PluginLimits};
 use numafit_host::verify;
-
-fn load_case(dir: &std::path::Path) -> (wit::Host, wit::Request, wit::Limits) {
-    let host: HostJson = formats::read_json(&dir.join("host.json")).expect("host");
-    let req: RequestJson = formats::read_json(&dir.join("request.json")).expect("request");
-    let RequestInput::Explicit(request) = req.to_input("request.json").expect("valid") else { panic!("bench requests are explicit") };
-    let limits_path = dir.join("limits.json");
-    let limits = if limits_path.exists() { formats::read_json::<LimitsJson>(&limits_path).expect("limits") } else { LimitsJson::default() };
-    (host.to_wit("host.json").expect("valid host"), request, limits.to_wit("limits.json", wit::Strategy::Spread).expect("limits"))
-}
 
 /// The case read straight into the core's model, for the native side of comparisons.
 fn native_case(dir: &std::path::Path) -> (numafit_plugin::HostTopology, numafit_plugin::GuestTopology, numafit_plugin::Limits) {

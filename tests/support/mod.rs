@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use numafit_host::formats::{self, HostJson, LimitsJson, RequestInput, RequestJson};
+use numafit_host::runtime::wit;
+
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
@@ -92,4 +95,14 @@ pub fn hostile_plugin() -> &'static [u8] {
             "release/hostile_plugin.wasm",
         )
     })
+}
+
+/// A bench case in the contract's types, as the CLI reads it.
+pub fn load_case(dir: &Path) -> (wit::Host, wit::Request, wit::Limits) {
+    let host: HostJson = formats::read_json(&dir.join("host.json")).expect("host");
+    let req: RequestJson = formats::read_json(&dir.join("request.json")).expect("request");
+    let RequestInput::Explicit(request) = req.to_input("request.json").expect("valid") else { panic!("bench requests are explicit") };
+    let limits_path = dir.join("limits.json");
+    let limits = if limits_path.exists() { formats::read_json::<LimitsJson>(&limits_path).expect("limits") } else { LimitsJson::default() };
+    (host.to_wit("host.json").expect("valid host"), request, limits.to_wit("limits.json", wit::Strategy::Spread).expect("limits"))
 }
