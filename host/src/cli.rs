@@ -431,7 +431,7 @@ fn fit(
 
 fn print_conflict(claim: bool, json: bool, code: &str, host_cell: Option<u32>, cpus: &[u32], message: &str) -> Result<(), Failure> {
     if json {
-        print_json(&serde_json::json!({"ok": false, "code": code, "host_cell": host_cell, "cpus": cpus, "message": message}))
+        print_json(&formats::AccountingConflictJson::new(code, host_cell, cpus, message))
     } else {
         outln!("{} refused: {code}: {message}", if claim { "claim" } else { "release" });
         Ok(())
@@ -485,29 +485,7 @@ fn request(path: &Path, args: &PluginArgs) -> Result<Outcome, Failure> {
     let mut plugin = load_plugin(args)?;
     let r = read_request(path, &mut plugin)?;
     if args.json {
-        let cells: Vec<serde_json::Value> = r
-            .cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let pagesize = match c.page_size {
-                    None => serde_json::Value::Null,
-                    Some(wit::PageSize::Small) => "small".into(),
-                    Some(wit::PageSize::Large) => "large".into(),
-                    Some(wit::PageSize::Any) => "any".into(),
-                    Some(wit::PageSize::Kib(k)) => k.into(),
-                };
-                let (shared, dedicated) = (cell_ids(&r.shared_vcpus, i as u32), cell_ids(&r.dedicated_vcpus, i as u32));
-                serde_json::json!({"id": i, "cpuset": shared, "pcpuset": dedicated, "memory": c.memory_mb, "pagesize": pagesize})
-            })
-            .collect();
-        print_json(&serde_json::json!({
-            "numa_constrained": !r.cells.is_empty(),
-            "cells": cells,
-            "cpu_policy": r.cpu_policy.map(formats::cpu_policy_name),
-            "cpu_thread_policy": r.thread_policy.map(formats::thread_policy_name),
-            "emulator_threads_policy": r.emulator_threads.map(formats::emulator_name),
-        }))?;
+        print_json(&formats::GuestTopologyJson::from_wit(&r))?;
     } else if r.cells.is_empty() {
         outln!("no NUMA constraint: every host passes");
     } else {
@@ -598,9 +576,12 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
             let mut p = load_plugin(&plugin)?;
             let info = p.info().map_err(Failure::Plugin)?;
             if plugin.json {
-                print_json(
-                    &serde_json::json!({"name": info.name, "version": info.version, "contract": info.contract, "source": p.name()}),
-                )?;
+                print_json(&formats::InfoJson {
+                    contract: info.contract,
+                    name: info.name,
+                    source: p.name().to_string(),
+                    version: info.version,
+                })?;
             } else {
                 outln!("policy {} {} (contract numafit:policy@{}) from {}", info.name, info.version, info.contract, p.name());
             }

@@ -962,3 +962,81 @@ pub fn accounting_code_name(c: wit::AccountingCode) -> &'static str {
         wit::AccountingCode::InvalidInput => "InvalidInput",
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Output documents the CLI prints (and the service will answer with). Fields in alphabetical
+// order: the order these documents have always been printed in.
+
+/// `claim` / `release --json` when the accounting refuses.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AccountingConflictJson {
+    pub code: String,
+    pub cpus: Vec<u32>,
+    pub host_cell: Option<u32>,
+    pub message: String,
+    pub ok: bool,
+}
+
+impl AccountingConflictJson {
+    pub fn new(code: &str, host_cell: Option<u32>, cpus: &[u32], message: &str) -> Self {
+        AccountingConflictJson { code: code.to_string(), cpus: cpus.to_vec(), host_cell, message: message.to_string(), ok: false }
+    }
+}
+
+/// `info --json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct InfoJson {
+    pub contract: String,
+    pub name: String,
+    pub source: String,
+    pub version: String,
+}
+
+/// One cell of `request --json`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct GuestCellOutJson {
+    pub cpuset: Vec<u32>,
+    pub id: u32,
+    pub memory: u64,
+    pub pagesize: Option<PageSizeJson>,
+    pub pcpuset: Vec<u32>,
+}
+
+/// `request --json`: the guest topology a request implies, readable back as a REQUEST.json.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct GuestTopologyJson {
+    pub cells: Vec<GuestCellOutJson>,
+    pub cpu_policy: Option<&'static str>,
+    pub cpu_thread_policy: Option<&'static str>,
+    pub emulator_threads_policy: Option<&'static str>,
+    pub numa_constrained: bool,
+}
+
+impl GuestTopologyJson {
+    pub fn from_wit(r: &wit::Request) -> Self {
+        let cells = r
+            .cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| GuestCellOutJson {
+                cpuset: crate::contract::cell_ids(&r.shared_vcpus, i as u32),
+                id: i as u32,
+                memory: c.memory_mb,
+                pagesize: c.page_size.map(|p| match p {
+                    wit::PageSize::Small => PageSizeJson::Text("small".into()),
+                    wit::PageSize::Large => PageSizeJson::Text("large".into()),
+                    wit::PageSize::Any => PageSizeJson::Text("any".into()),
+                    wit::PageSize::Kib(k) => PageSizeJson::Kib(k),
+                }),
+                pcpuset: crate::contract::cell_ids(&r.dedicated_vcpus, i as u32),
+            })
+            .collect();
+        GuestTopologyJson {
+            cells,
+            cpu_policy: r.cpu_policy.map(cpu_policy_name),
+            cpu_thread_policy: r.thread_policy.map(thread_policy_name),
+            emulator_threads_policy: r.emulator_threads.map(emulator_name),
+            numa_constrained: !r.cells.is_empty(),
+        }
+    }
+}
