@@ -152,6 +152,26 @@ struct Live {
     book: Arc<HandleBook>,
 }
 
+impl Live {
+    /// The resources of handles dropped since this instance's last call, to free before the next
+    /// one (nothing to allocate or move when there are none: the common case of every fit).
+    fn take_dropped(&self) -> Vec<ResourceAny> {
+        let mut book = self.book.lock();
+        if book.dropped.is_empty() {
+            return Vec::new();
+        }
+        let mut mine = Vec::new();
+        book.dropped.retain(|&(i, r)| {
+            let is_mine = i == self.id;
+            if is_mine {
+                mine.push(r);
+            }
+            !is_mine
+        });
+        mine
+    }
+}
+
 impl Drop for Live {
     fn drop(&mut self) {
         // The instance's resources go with its store: nothing of it is left to free.
@@ -474,40 +494,33 @@ impl Plugin {
     /// freeing the resources of handles dropped since its last call. After a trap the instance is
     /// dropped: a trapped instance may not be entered again.
     fn call<T>(&mut self, f: impl FnOnce(&Exports, &mut Store<State>) -> wasmtime::Result<T>) -> Result<T> {
-        if self.live.is_none() {
-            self.live = Some(self.fresh_instance()?);
-        }
+        let fuel = self.shared.limits.fuel;
+        let live = self.live()?;
+        let dropped = live.take_dropped();
         // The instance stays in place (no move per call); it is dropped only after a failure.
-        let outcome = match self.live.as_mut() {
-            Some(live) => {
-                let id = live.id;
-                let dropped: Vec<ResourceAny> = {
-                    let mut book = live.book.lock();
-                    let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut book.dropped).into_iter().partition(|(i, _)| *i == id);
-                    book.dropped = others;
-                    mine.into_iter().map(|(_, r)| r).collect()
-                };
-                let store = &mut live.store;
-                store
-                    .set_fuel(self.shared.limits.fuel)
-                    .and_then(|()| dropped.into_iter().try_for_each(|r| r.resource_drop(&mut *store)))
-                    .and_then(|()| f(&live.exports, store))
-                    .map_err(|e| (e, store.data().cap_hit))
-            }
-            None => return Err(anyhow!("plugin {}: no instance", self.shared.name)),
-        };
+        let store = &mut live.store;
+        let outcome = store
+            .set_fuel(fuel)
+            .and_then(|()| dropped.into_iter().try_for_each(|r| r.resource_drop(&mut *store)))
+            .and_then(|()| f(&live.exports, store))
+            .map_err(|e| (e, store.data().cap_hit));
         outcome.map_err(|(e, cap_hit)| {
             self.live = None;
             self.classify(e, cap_hit)
         })
     }
 
-    /// The live instance's id, making the instance when there is none.
-    fn live_id(&mut self) -> Result<u64> {
+    /// The live instance, made when there is none.
+    fn live(&mut self) -> Result<&mut Live> {
         if self.live.is_none() {
             self.live = Some(self.fresh_instance()?);
         }
-        self.live.as_ref().map(|l| l.id).ok_or_else(|| anyhow!("plugin {}: no instance", self.shared.name))
+        self.live.as_mut().ok_or_else(|| anyhow!("plugin {}: no instance", self.shared.name))
+    }
+
+    /// The live instance's id, making the instance when there is none.
+    fn live_id(&mut self) -> Result<u64> {
+        self.live().map(|l| l.id)
     }
 
     /// Refuses a handle another plugin made: its resources index another store, and after a hot

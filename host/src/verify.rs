@@ -21,6 +21,8 @@ struct CellView<'a> {
     cell: &'a wit::HostCell,
     pinnable: BTreeSet<u32>,
     pinned: BTreeSet<u32>,
+    /// How many shared CPUs the cell has.
+    shared: usize,
     cores: BTreeMap<u32, BTreeSet<u32>>,
     core_of: BTreeMap<u32, u32>,
 }
@@ -32,7 +34,14 @@ fn cell_views(host: &wit::Host) -> BTreeMap<u32, CellView<'_>> {
         .map(|c| {
             (
                 c.id,
-                CellView { cell: c, pinnable: BTreeSet::new(), pinned: BTreeSet::new(), cores: BTreeMap::new(), core_of: BTreeMap::new() },
+                CellView {
+                    cell: c,
+                    pinnable: BTreeSet::new(),
+                    pinned: BTreeSet::new(),
+                    shared: 0,
+                    cores: BTreeMap::new(),
+                    core_of: BTreeMap::new(),
+                },
             )
         })
         .collect();
@@ -44,6 +53,7 @@ fn cell_views(host: &wit::Host) -> BTreeMap<u32, CellView<'_>> {
             if cpu.pinned {
                 v.pinned.insert(cpu.id);
             }
+            v.shared += usize::from(cpu.shared);
             v.cores.entry(cpu.core).or_default().insert(cpu.id);
             v.core_of.insert(cpu.id, cpu.core);
         }
@@ -267,7 +277,7 @@ pub fn claimable(host: &wit::Host, p: &wit::Placement, limits: Option<&wit::Limi
             ));
         }
         let cell = view.cell;
-        let shared_cpus = cpu_rows(&host.cpus).filter(|c| c.cell == id && c.shared).count() as u64;
+        let shared_cpus = view.shared as u64;
         let vcpus = placed.shared_vcpus.len() as u64;
         if vcpus > shared_cpus {
             return Err(Conflict::at(unavailable, id, vec![], format!("{vcpus} shared vCPUs, but the cell has {shared_cpus} shared CPUs")));
