@@ -27,9 +27,12 @@ macro_rules! outln {
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use numafit_plugin::{HostTopology, Named};
+
+use crate::contract::{self, latest::convert};
 use crate::discover::{self, HostConfig};
 use crate::failure::{Failure, FlagError, OutputError, RequestRefused};
-use crate::formats::{self, HostJson, LimitsJson, PlacementJson, RejectionJson, RequestInput, RequestJson};
+use crate::formats::{self, HostJson, InputError, LimitsJson, PlacementJson, RejectionJson, RequestInput, RequestJson};
 use crate::runtime::{cell_ids, placement_rows, wit, CacheUse, Plugin, PluginLimits};
 use crate::verify;
 
@@ -131,10 +134,10 @@ impl DiscoverArgs {
         }
     }
 
-    /// The discovered host as HOST.json.
-    fn host(&self) -> Result<HostJson, Failure> {
+    /// The discovered host of record.
+    fn host(&self) -> Result<HostTopology, Failure> {
         let cfg = self.config()?;
-        Ok(self.read()?.to_host(&cfg).map_err(FlagError)?)
+        Ok(self.read()?.host(&cfg).map_err(FlagError)?)
     }
 }
 
@@ -262,14 +265,12 @@ fn name_of(path: &Path) -> String {
     path.display().to_string()
 }
 
-/// The host from `--host`, else discovered.
-fn read_host(path: Option<&Path>, discover: &DiscoverArgs) -> Result<(HostJson, wit::Host), Failure> {
-    let (json, name) = match path {
-        Some(path) => (formats::read_json::<HostJson>(path)?, name_of(path)),
-        None => (discover.host()?, "the discovered host".to_string()),
-    };
-    let host = json.to_wit(&name)?;
-    Ok((json, host))
+/// The host of record from `--host`, else discovered.
+fn read_host(path: Option<&Path>, discover: &DiscoverArgs) -> Result<HostTopology, Failure> {
+    match path {
+        Some(path) => Ok(formats::read_json::<HostJson>(path)?.to_record(&name_of(path))?),
+        None => discover.host(),
+    }
 }
 
 /// The guest request, asking the plugin to interpret a flavor.
@@ -397,7 +398,7 @@ fn fit(
     args: &PluginArgs,
 ) -> Result<Outcome, Failure> {
     let mut plugin = load_plugin(args)?;
-    let (_, whost) = read_host(host, discover)?;
+    let whost = contract::host_view(&read_host(host, discover)?);
     let wrequest = read_request(request, &mut plugin)?;
     let strategy = match strategy {
         StrategyArg::Spread => wit::Strategy::Spread,
@@ -447,7 +448,8 @@ fn account(
     claim: bool,
 ) -> Result<Outcome, Failure> {
     let mut plugin = load_plugin(args)?;
-    let (json, whost) = read_host(host, discover)?;
+    let record = read_host(host, discover)?;
+    let whost = contract::host_view(&record);
     let wplacement = formats::read_json::<PlacementJson>(placement)?.to_wit(&name_of(placement))?;
     let wlimits = match limits {
         Some(path) => Some(formats::read_json::<LimitsJson>(path)?.to_wit(&name_of(path), wit::Strategy::Spread)?),
@@ -465,7 +467,18 @@ fn account(
     match answer.map_err(Failure::Plugin)? {
         Ok(after) => {
             verify::accounting(plugin.name(), &whost, &after, &wplacement, claim)?;
-            let next = json.with_usage(&after);
+            // What is recorded is the host's own accounting (the core, natively) of the placement
+            // it has checked, not the plugin's answer, which only had to agree with it.
+            let placed = convert::placement_from_wit(wplacement)
+                .map_err(|message| InputError { file: name_of(placement), message: format!("invalid placement: {message}") })?;
+            let next = if claim { numafit_plugin::claim(&record, &placed) } else { numafit_plugin::release(&record, &placed) };
+            let next = match next {
+                Ok(next) => HostJson::from_record(&next),
+                Err(e) => {
+                    print_conflict(claim, args.json, e.code.name(), e.host_cell, &e.cpus.to_vec(), &e.message)?;
+                    return Ok(Outcome::Refused);
+                }
+            };
             if args.json {
                 print_json(&next)?;
             } else {

@@ -7,7 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::formats::{HostCellJson, HostJson, PagesJson};
+use numafit_plugin::topology::{HostCell, HostTopology, PagePool};
+use numafit_plugin::CpuSet;
+
+use crate::formats::HostJson;
 
 /// A sysfs or numactl reading that cannot be understood.
 #[derive(Debug, thiserror::Error)]
@@ -631,7 +634,8 @@ pub struct HostConfig {
 
 impl Topology {
     /// The host as HOST.json. Default (nothing configured): every CPU both shared and pinnable.
-    pub fn to_host(&self, cfg: &HostConfig) -> Result<HostJson, String> {
+    /// This machine's host of record, checked by the core's rules like any other host.
+    pub fn host(&self, cfg: &HostConfig) -> Result<HostTopology, String> {
         let all: BTreeSet<u32> = self.nodes.iter().flat_map(|n| n.cpus.iter().copied()).collect();
         let pick = |list: &Option<Vec<u32>>, name: &str| -> Result<Option<BTreeSet<u32>>, String> {
             let Some(list) = list else { return Ok(None) };
@@ -663,6 +667,7 @@ impl Topology {
             }
         }
         let mut cells = Vec::new();
+        let mut rows = Vec::new();
         for node in &self.nodes {
             let huge_kib: u64 = node.hugepages.iter().map(|p| p.total * u64::from(p.size_kb)).sum();
             let reserved_mb = cfg.reserved_memory_mb.get(&node.id).copied().unwrap_or(0);
@@ -671,7 +676,7 @@ impl Topology {
                 return Err(format!("--reserved-memory {}:{reserved_mb}: node {} has only {memory_mb} MiB", node.id, node.id));
             }
             let base = u64::from(self.base_page_kb.max(1));
-            let mut mempages = vec![PagesJson {
+            let mut mempages = vec![PagePool {
                 size_kb: self.base_page_kb,
                 total: node.memory_kib.saturating_sub(huge_kib) / base,
                 used: 0,
@@ -686,7 +691,7 @@ impl Topology {
                     ));
                 }
                 // Pages another process holds are used already.
-                mempages.push(PagesJson {
+                mempages.push(PagePool {
                     size_kb: p.size_kb,
                     total: p.total,
                     used: p.total.saturating_sub(p.free).saturating_sub(reserved),
@@ -716,23 +721,34 @@ impl Topology {
             };
             let packages: BTreeSet<i64> =
                 node.cpus.iter().filter_map(|c| self.cpus.get(c).and_then(|cpu| cpu.package)).filter(|p| *p >= 0).collect();
-            cells.push(HostCellJson {
+            let set = |keep: &dyn Fn(u32) -> bool| node.cpus.iter().copied().filter(|&c| keep(c)).collect::<CpuSet>();
+            cells.push(HostCell {
                 id: node.id,
-                cpuset: node.cpus.iter().copied().filter(|c| shared.contains(c)).collect(),
-                pcpuset: node.cpus.iter().copied().filter(|c| dedicated.contains(c)).collect(),
+                cpuset: set(&|c| shared.contains(&c)),
+                pcpuset: set(&|c| dedicated.contains(&c)),
                 memory: memory_mb - reserved_mb,
                 cpu_usage: 0,
                 memory_usage: 0,
-                pinned_cpus: vec![],
-                siblings: cores,
-                host_cpus: node.cpus.iter().copied().filter(|c| !shared.contains(c) && !dedicated.contains(c)).collect(),
-                l3_groups: l3_groups(&node.cpus),
-                mempages: Some(mempages),
+                pinned_cpus: CpuSet::new(),
+                host_cpus: set(&|c| !shared.contains(&c) && !dedicated.contains(&c)),
+                siblings: cores.iter().map(|g| g.iter().copied().collect()).collect(),
+                cache_groups: l3_groups(&node.cpus).unwrap_or_default().iter().map(|g| g.iter().copied().collect()).collect(),
+                mempages,
                 socket: (packages.len() == 1).then(|| packages.iter().next().map(|p| *p as u32)).flatten(),
-                distances: (!node.distances.is_empty()).then(|| node.distances.clone()),
                 network_metadata: None,
             });
+            rows.push(node.distances.clone());
         }
-        Ok(HostJson { cells, pci_pools: vec![] })
+        // The distance matrix when every node has its row (discovery refuses a partial one).
+        let n = rows.len();
+        let distances = if rows.iter().all(|r| r.len() == n) { rows.concat() } else { Vec::new() };
+        let host = HostTopology { cells, distances, pci_pools: vec![] };
+        host.check().map_err(|p| format!("the discovered host: {p}"))?;
+        Ok(host)
+    }
+
+    /// `host` as HOST.json.
+    pub fn to_host(&self, cfg: &HostConfig) -> Result<HostJson, String> {
+        Ok(HostJson::from_record(&self.host(cfg)?))
     }
 }

@@ -7,7 +7,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::contract::{cpu_rows, placement_from_rows, placement_rows, push_cpu, wit, CpuRow, PlacedCellRows};
+use numafit_plugin::{GuestCell, GuestTopology, Named, PageSizeWish};
+
+use crate::contract::latest::convert;
+use numafit_plugin::topology::{CellNetwork, HostCell, HostTopology, PagePool, PciPool};
+use numafit_plugin::CpuSet;
+
+use crate::contract::{placement_from_rows, placement_rows, wit, PlacedCellRows};
 
 /// Invalid input: the message names the file, the field and the value.
 #[derive(Debug, thiserror::Error)]
@@ -110,25 +116,8 @@ fn opt_cpu_groups<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<V
     Ok(Option::<Groups>::deserialize(d)?.map(|g| g.0))
 }
 
-/// Why a distance table (row-major, `n` x `n`) is not an ACPI SLIT, as Linux's `slit_valid`
-/// judges it: 10 on the diagonal, more than 10 everywhere else.
-pub fn slit_problem(distances: &[u32], n: usize) -> Option<String> {
-    if distances.len() != n * n {
-        return Some(format!("{} entries for {n} cells ({} expected)", distances.len(), n * n));
-    }
-    for i in 0..n {
-        for j in 0..n {
-            let d = distances[i * n + j];
-            if i == j && d != 10 {
-                return Some(format!("the distance of cell position {i} to itself is {d}, not 10"));
-            }
-            if i != j && d <= 10 {
-                return Some(format!("the distance from cell position {i} to {j} is {d}; a remote distance is more than 10"));
-            }
-        }
-    }
-    None
-}
+/// The core's rules, which discovery applies too.
+pub use numafit_plugin::topology::{slit_problem, MAX_MEMORY_MB};
 
 // ---------------------------------------------------------------------------------------------
 // HOST.json
@@ -223,182 +212,105 @@ fn tags(file: &str, field: &str, map: &BTreeMap<String, serde_json::Value>) -> R
         .collect()
 }
 
+fn cpu_set(list: &[u32]) -> CpuSet {
+    list.iter().copied().collect()
+}
+
 impl HostJson {
-    /// Checks the host and translates it to the contract's flat tables. Near-linear in the size
-    /// of the host: every membership test is a set lookup.
-    pub fn to_wit(&self, file: &str) -> Result<wit::Host, InputError> {
-        use std::collections::{BTreeSet, HashMap, HashSet};
+    /// The host of record this document describes, checked by the core's rules (the one place
+    /// they are written), the broken one named by its field and this file.
+    pub fn to_record(&self, file: &str) -> Result<HostTopology, InputError> {
         let err = |m: String| input_error(file, m);
         let n = self.cells.len();
-        if n == 0 {
-            return Err(err("field cells: the host has no cells".into()));
-        }
-        let mut owner: HashMap<u32, usize> = HashMap::new();
         let mut cells = Vec::with_capacity(n);
-        let mut cpus = wit::HostCpus { ids: vec![], cells: vec![], cores: vec![], roles: vec![], l3: vec![] };
-        let any_l3 = self.cells.iter().any(|c| c.l3_groups.is_some());
-        let mut pages = Vec::new();
-        let mut networks = Vec::new();
         let mut distances = Vec::new();
-        let mut ids = HashSet::new();
-        let mut core = 0u32;
         for (i, c) in self.cells.iter().enumerate() {
-            let at = |f: &str| format!("field cells[{i}].{f}");
-            if !ids.insert(c.id) {
-                return Err(err(format!("{}: cell id {} appears twice", at("id"), c.id)));
-            }
-            for (name, v) in [("memory", c.memory), ("memory_usage", c.memory_usage)] {
-                if v > MAX_MEMORY_MB {
-                    return Err(err(format!("{}: {v} MiB is beyond the largest supported {MAX_MEMORY_MB} MiB", at(name))));
-                }
-            }
-            let shared: HashSet<u32> = c.cpuset.iter().copied().collect();
-            let pinnable: HashSet<u32> = c.pcpuset.iter().copied().collect();
-            let pinned: HashSet<u32> = c.pinned_cpus.iter().copied().collect();
-            let kept: HashSet<u32> = c.host_cpus.iter().copied().collect();
-            if let Some(cpu) = c.host_cpus.iter().find(|x| shared.contains(x) || pinnable.contains(x)) {
-                return Err(err(format!("{}: CPU {cpu} is kept for the host but also in cpuset or pcpuset", at("host_cpus"))));
-            }
-            let mut in_group: HashSet<u32> = HashSet::new();
-            for (j, group) in c.siblings.iter().enumerate() {
-                if group.is_empty() {
-                    return Err(err(format!("{}[{j}]: an empty sibling group", at("siblings"))));
-                }
-                for &cpu in group {
-                    if !shared.contains(&cpu) && !pinnable.contains(&cpu) && !kept.contains(&cpu) {
-                        return Err(err(format!(
-                            "{}[{j}]: CPU {cpu} is not a CPU of this cell (not in cpuset, pcpuset or host_cpus)",
-                            at("siblings")
-                        )));
-                    }
-                    if !in_group.insert(cpu) {
-                        return Err(err(format!("{}: CPU {cpu} is in more than one sibling group", at("siblings"))));
-                    }
-                }
-            }
-            for &cpu in c.cpuset.iter().chain(&c.pcpuset).chain(&c.host_cpus) {
-                if let Some(&other) = owner.get(&cpu) {
-                    if other != i {
-                        return Err(err(format!("{}: CPU {cpu} also belongs to cell {}", at("cpuset"), self.cells[other].id)));
-                    }
-                }
-                owner.insert(cpu, i);
-            }
-            if let Some(cpu) = c.pinned_cpus.iter().find(|x| !pinnable.contains(x)) {
-                return Err(err(format!("{}: CPU {cpu} is pinned but not in pcpuset", at("pinned_cpus"))));
-            }
-            // Sibling groups in order, then every other CPU as a core of its own.
-            let mut members: BTreeSet<u32> = c.cpuset.iter().chain(&c.pcpuset).chain(&c.host_cpus).copied().collect();
-            members.extend(in_group.iter().copied());
-            let mut core_of: HashMap<u32, u32> = HashMap::new();
-            for group in &c.siblings {
-                for &cpu in group {
-                    core_of.insert(cpu, core);
-                }
-                core += 1;
-            }
-            let mut l3_of: HashMap<u32, u32> = HashMap::new();
-            for (g, group) in c.l3_groups.iter().flatten().enumerate() {
-                for &x in group {
-                    l3_of.entry(x).or_insert(g as u32);
-                }
-            }
-            for &cpu in &members {
-                let k = *core_of.entry(cpu).or_insert_with(|| {
-                    core += 1;
-                    core - 1
-                });
-                push_cpu(
-                    &mut cpus,
-                    CpuRow {
-                        id: cpu,
-                        cell: c.id,
-                        core: k,
-                        shared: shared.contains(&cpu),
-                        pinnable: pinnable.contains(&cpu),
-                        pinned: pinned.contains(&cpu),
-                    },
-                );
-                if any_l3 {
-                    // L3 domains numbered host-wide: cell position * 4096 + group index.
-                    cpus.l3.push(l3_of.get(&cpu).map_or(u32::MAX, |&g| i as u32 * 4096 + g));
-                }
-            }
-            let smallest = c.mempages.iter().flatten().map(|p| p.size_kb).min();
-            for (j, p) in c.mempages.iter().flatten().enumerate() {
-                let field = format!("{}[{j}]", at("mempages"));
-                if p.size_kb == 0 || !p.size_kb.is_power_of_two() {
-                    return Err(err(format!("{field}.size_kb: {} is not a page size (a power of two KiB)", p.size_kb)));
-                }
-                if c.mempages.iter().flatten().take(j).any(|q| q.size_kb == p.size_kb) {
-                    return Err(err(format!("{field}.size_kb: two pools of {} KiB", p.size_kb)));
-                }
-                if p.reserved > p.total {
-                    return Err(err(format!("{field}.reserved: {} of {} pages", p.reserved, p.total)));
-                }
-                // The smallest pages may show overcommit (Nova records it under a RAM allocation
-                // ratio); hugepages are locked memory and never do.
-                if Some(p.size_kb) != smallest && p.used.saturating_add(p.reserved) > p.total {
-                    return Err(err(format!(
-                        "{field}.used: {} used and {} reserved of {} {} KiB pages",
-                        p.used, p.reserved, p.total, p.size_kb
-                    )));
-                }
-                pages.push(wit::PagePool { cell: c.id, size_kb: p.size_kb, total: p.total, used: p.used, reserved: p.reserved });
-            }
-            if let Some(net) = &c.network_metadata {
-                networks.push(wit::CellNetwork { cell: c.id, physnets: net.physnets.clone(), tunneled: net.tunneled });
-            }
+            // The document's shape (a row per cell), before the core's rule on the matrix.
             match &c.distances {
                 Some(row) if row.len() == n => distances.extend_from_slice(row),
-                Some(row) => return Err(err(format!("{}: {} entries for {n} cells", at("distances"), row.len()))),
+                Some(row) => return Err(err(format!("field cells[{i}].distances: {} entries for {n} cells", row.len()))),
                 None => {}
             }
-            cells.push(wit::HostCell {
+            cells.push(HostCell {
                 id: c.id,
-                memory_mb: c.memory,
-                memory_used_mb: c.memory_usage,
-                shared_vcpus_used: c.cpu_usage,
+                cpuset: cpu_set(&c.cpuset),
+                pcpuset: cpu_set(&c.pcpuset),
+                memory: c.memory,
+                cpu_usage: c.cpu_usage,
+                memory_usage: c.memory_usage,
+                pinned_cpus: cpu_set(&c.pinned_cpus),
+                host_cpus: cpu_set(&c.host_cpus),
+                siblings: c.siblings.iter().map(|g| cpu_set(g)).collect(),
+                cache_groups: c.l3_groups.iter().flatten().map(|g| cpu_set(g)).collect(),
+                mempages: c
+                    .mempages
+                    .iter()
+                    .flatten()
+                    .map(|p| PagePool { size_kb: p.size_kb, total: p.total, used: p.used, reserved: p.reserved })
+                    .collect(),
                 socket: c.socket,
+                network_metadata: c.network_metadata.as_ref().map(|n| CellNetwork { physnets: n.physnets.clone(), tunneled: n.tunneled }),
             });
         }
-        if !distances.is_empty() {
-            if distances.len() != n * n {
-                return Err(err("field cells[].distances: given for some cells but not all".into()));
-            }
-            if let Some(why) = slit_problem(&distances, n) {
-                return Err(err(format!("field cells[].distances: not a SLIT: {why}")));
-            }
+        if !distances.is_empty() && distances.len() != n * n {
+            return Err(err("field cells[].distances: given for some cells but not all".into()));
         }
-        let mut pci_pools = Vec::new();
-        for (i, p) in self.pci_pools.iter().enumerate() {
-            if let Some(node) = p.numa_node.filter(|node| !ids.contains(node)) {
-                return Err(err(format!("field pci_pools[{i}].numa_node: {node} is not a cell of this host")));
-            }
-            pci_pools.push(wit::PciPool { numa_node: p.numa_node, count: p.count, tags: tags(file, &format!("pci_pools[{i}]"), &p.tags)? });
-        }
-        Ok(wit::Host { cells, cpus, pages, distances, pci_pools, networks })
+        let pci_pools = self
+            .pci_pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Ok(PciPool { numa_node: p.numa_node, count: p.count, tags: tags(file, &format!("pci_pools[{i}]"), &p.tags)? }))
+            .collect::<Result<_, InputError>>()?;
+        let host = HostTopology { cells, distances, pci_pools };
+        host.check().map_err(|problem| err(problem.to_string()))?;
+        Ok(host)
     }
 
-    /// This host with the usage of `after` (as a plugin returned it after a claim or release):
-    /// capacity and layout stay exactly as the operator wrote them.
-    pub fn with_usage(&self, after: &wit::Host) -> HostJson {
-        let mut next = self.clone();
-        for cell in &mut next.cells {
-            if let Some(u) = after.cells.iter().find(|u| u.id == cell.id) {
-                cell.memory_usage = u.memory_used_mb;
-                cell.cpu_usage = u.shared_vcpus_used;
-            }
-            let mut pinned: Vec<u32> = cpu_rows(&after.cpus).filter(|c| c.cell == cell.id && c.pinned).map(|c| c.id).collect();
-            pinned.sort_unstable();
-            cell.pinned_cpus = pinned;
-            for pool in cell.mempages.iter_mut().flatten() {
-                if let Some(p) = after.pages.iter().find(|p| p.cell == cell.id && p.size_kb == pool.size_kb) {
-                    pool.used = p.used;
-                }
-            }
-        }
-        next
+    /// A host of record as a document. CPU lists come out in order, and tags as strings.
+    pub fn from_record(host: &HostTopology) -> HostJson {
+        let n = host.cells.len();
+        let with_distances = n > 0 && host.distances.len() == n * n;
+        let cells = host
+            .cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| HostCellJson {
+                id: c.id,
+                cpuset: c.cpuset.to_vec(),
+                pcpuset: c.pcpuset.to_vec(),
+                memory: c.memory,
+                cpu_usage: c.cpu_usage,
+                memory_usage: c.memory_usage,
+                pinned_cpus: c.pinned_cpus.to_vec(),
+                siblings: c.siblings.iter().map(CpuSet::to_vec).collect(),
+                host_cpus: c.host_cpus.to_vec(),
+                l3_groups: (!c.cache_groups.is_empty()).then(|| c.cache_groups.iter().map(CpuSet::to_vec).collect()),
+                mempages: (!c.mempages.is_empty()).then(|| {
+                    c.mempages
+                        .iter()
+                        .map(|p| PagesJson { size_kb: p.size_kb, total: p.total, used: p.used, reserved: p.reserved })
+                        .collect()
+                }),
+                socket: c.socket,
+                distances: with_distances.then(|| host.distances[i * n..(i + 1) * n].to_vec()),
+                network_metadata: c.network_metadata.as_ref().map(|n| NetworkJson { physnets: n.physnets.clone(), tunneled: n.tunneled }),
+            })
+            .collect();
+        let pci_pools = host
+            .pci_pools
+            .iter()
+            .map(|p| PciPoolJson {
+                numa_node: p.numa_node,
+                count: p.count,
+                tags: p.tags.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
+            })
+            .collect();
+        HostJson { cells, pci_pools }
+    }
+
+    /// The host as a plugin is shown it (`to_record`, then the contract's view of it).
+    pub fn to_wit(&self, file: &str) -> Result<wit::Host, InputError> {
+        Ok(crate::contract::host_view(&self.to_record(file)?))
     }
 }
 
@@ -427,16 +339,14 @@ impl<'de> Deserialize<'de> for PageSizeJson {
 }
 
 impl PageSizeJson {
-    fn to_wit(&self) -> Result<wit::PageSize, String> {
+    fn to_core(&self) -> Result<PageSizeWish, String> {
         match self {
             PageSizeJson::Kib(0) => Err("0 is not a page size".into()),
-            PageSizeJson::Kib(k) => Ok(wit::PageSize::Kib(*k)),
-            PageSizeJson::Text(t) => match t.as_str() {
-                "small" => Ok(wit::PageSize::Small),
-                "large" => Ok(wit::PageSize::Large),
-                "any" => Ok(wit::PageSize::Any),
-                digits => match digits.parse::<u32>() {
-                    Ok(k) if k > 0 => Ok(wit::PageSize::Kib(k)),
+            PageSizeJson::Kib(k) => Ok(PageSizeWish::Kib(*k)),
+            PageSizeJson::Text(t) => match PageSizeWish::from_keyword(t) {
+                Some(word) => Ok(word),
+                None => match t.parse::<u32>() {
+                    Ok(k) if k > 0 => Ok(PageSizeWish::Kib(k)),
                     _ => Err(format!("{t:?} is not small, large, any or a page size in KiB")),
                 },
             },
@@ -447,9 +357,9 @@ impl PageSizeJson {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GuestCellJson {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "cpu_list")]
     pub cpuset: Vec<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "cpu_list")]
     pub pcpuset: Vec<u32>,
     pub memory: u64,
     #[serde(default)]
@@ -517,15 +427,10 @@ pub enum RequestInput {
     Explicit(wit::Request),
 }
 
-fn enum_field<T>(file: &str, field: &str, value: &Option<String>, choices: &[(&str, T)]) -> Result<Option<T>, InputError>
-where
-    T: Copy,
-{
+/// An optional field holding one of an enum's names (the core's table of them).
+fn enum_field<T: Named>(file: &str, field: &str, value: &Option<String>) -> Result<Option<T>, InputError> {
     let Some(v) = value else { return Ok(None) };
-    choices.iter().find(|(name, _)| name == v).map(|(_, t)| Some(*t)).ok_or_else(|| {
-        let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
-        input_error(file, format!("field {field}: {v:?} is not one of {}", names.join(", ")))
-    })
+    T::from_name(v).map(Some).ok_or_else(|| input_error(file, format!("field {field}: {v:?} is not one of {}", T::choices())))
 }
 
 impl RequestJson {
@@ -566,7 +471,7 @@ impl RequestJson {
                 {
                     return Err(err("field numa_constrained: false, but the CPU policies ask for pinning, which needs cells".into()));
                 }
-                let cpu_policy = enum_field(file, "cpu_policy", &self.cpu_policy, CPU_POLICIES)?;
+                let cpu_policy = enum_field(file, "cpu_policy", &self.cpu_policy)?.map(convert::cpu_policy_to_wit);
                 Ok(RequestInput::Explicit(wit::Request {
                     cells: vec![],
                     shared_vcpus: wit::CellMembers { cells: vec![], ids: vec![] },
@@ -584,67 +489,37 @@ impl RequestJson {
                 if !self.image_props.is_empty() {
                     return Err(err("field image_props: only meaningful with a flavor".into()));
                 }
-                let cpu_policy = enum_field(file, "cpu_policy", &self.cpu_policy, CPU_POLICIES)?;
-                let thread_policy = enum_field(file, "cpu_thread_policy", &self.cpu_thread_policy, THREAD_POLICIES)?;
-                let emulator_threads = enum_field(file, "emulator_threads_policy", &self.emulator_threads_policy, EMULATOR_POLICIES)?;
-                let pins = matches!(cpu_policy, Some(wit::CpuPolicy::Dedicated | wit::CpuPolicy::Mixed));
-                if !pins && thread_policy.is_some() {
-                    return Err(err("field cpu_thread_policy: only meaningful with cpu_policy dedicated or mixed (Nova: CPUThreadPolicyConfigurationInvalid)".into()));
-                }
-                if !pins && emulator_threads == Some(wit::EmulatorThreadsPolicy::Isolate) {
-                    return Err(err("field emulator_threads_policy: isolate needs cpu_policy dedicated or mixed (Nova: BadRequirementEmulatorThreadsPolicy)".into()));
-                }
                 if cells.is_empty() {
                     return Err(err("field cells: an explicit guest topology needs at least one cell".into()));
                 }
-                let mut wcells = Vec::new();
-                let mut shared = wit::CellMembers { cells: Vec::new(), ids: Vec::new() };
-                let mut dedicated = wit::CellMembers { cells: Vec::new(), ids: Vec::new() };
-                let mut seen = std::collections::BTreeSet::new();
-                for (i, c) in cells.iter().enumerate() {
-                    if c.cpuset.is_empty() && c.pcpuset.is_empty() {
-                        return Err(err(format!("field cells[{i}]: the cell has no vCPUs")));
-                    }
-                    if c.memory == 0 {
-                        return Err(err(format!("field cells[{i}].memory: 0 MiB")));
-                    }
-                    if cpu_policy == Some(wit::CpuPolicy::Dedicated) && !c.cpuset.is_empty() {
-                        return Err(err(format!(
-                            "field cells[{i}].cpuset: {} are shared vCPUs, but cpu_policy dedicated pins every vCPU (list them in pcpuset)",
-                            crate::cpulist::text(&c.cpuset)
-                        )));
-                    }
-                    if !pins && !c.pcpuset.is_empty() {
-                        return Err(err(format!(
-                            "field cells[{i}].pcpuset: {} are dedicated vCPUs, which need cpu_policy dedicated or mixed",
-                            crate::cpulist::text(&c.pcpuset)
-                        )));
-                    }
-                    let page_size =
-                        c.pagesize.as_ref().map(|p| p.to_wit()).transpose().map_err(|m| err(format!("field cells[{i}].pagesize: {m}")))?;
-                    wcells.push(wit::GuestCell { memory_mb: c.memory, page_size });
-                    for (list, members) in [(&c.cpuset, &mut shared), (&c.pcpuset, &mut dedicated)] {
-                        for &id in list {
-                            if id > MAX_CPU {
-                                return Err(err(format!("field cells[{i}]: vCPU {id} is beyond the largest supported number {MAX_CPU}")));
-                            }
-                            if !seen.insert(id) {
-                                return Err(err(format!("field cells[{i}]: vCPU {id} is listed more than once")));
-                            }
-                            members.cells.push(i as u32);
-                            members.ids.push(id);
-                        }
-                    }
-                }
-                Ok(RequestInput::Explicit(wit::Request {
-                    cells: wcells,
-                    shared_vcpus: shared,
-                    dedicated_vcpus: dedicated,
-                    cpu_policy,
-                    thread_policy,
-                    emulator_threads,
-                    pci_requests: pci,
-                }))
+                let cells = cells
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let pagesize = c
+                            .pagesize
+                            .as_ref()
+                            .map(PageSizeJson::to_core)
+                            .transpose()
+                            .map_err(|m| err(format!("field cells[{i}].pagesize: {m}")))?;
+                        Ok(GuestCell { cpuset: cpu_set(&c.cpuset), pcpuset: cpu_set(&c.pcpuset), memory: c.memory, pagesize })
+                    })
+                    .collect::<Result<_, InputError>>()?;
+                let guest = GuestTopology {
+                    cells,
+                    cpu_policy: enum_field(file, "cpu_policy", &self.cpu_policy)?,
+                    thread_policy: enum_field(file, "cpu_thread_policy", &self.cpu_thread_policy)?,
+                    emulator_threads: enum_field(file, "emulator_threads_policy", &self.emulator_threads_policy)?,
+                    pci_requests: Vec::new(),
+                };
+                // The core's rules, named by their field here.
+                guest.validate().map_err(|e| {
+                    let field = e.field.as_deref().unwrap_or("cells");
+                    err(format!("field {field}: {} (Nova: {})", e.message, e.code))
+                })?;
+                let mut request = convert::request_to_wit(guest);
+                request.pci_requests = pci;
+                Ok(RequestInput::Explicit(request))
             }
         }
     }
@@ -660,7 +535,8 @@ impl RequestJson {
                     .enumerate()
                     .map(|(j, s)| tags(file, &format!("pci_requests[{i}].spec[{j}]"), s))
                     .collect::<Result<_, _>>()?;
-                let numa_policy = enum_field(file, &format!("pci_requests[{i}].numa_policy"), &r.numa_policy, PCI_NUMA_POLICIES)?;
+                let numa_policy =
+                    enum_field(file, &format!("pci_requests[{i}].numa_policy"), &r.numa_policy)?.map(convert::pci_numa_policy_to_wit);
                 Ok(wit::PciRequest { count: r.count, spec, numa_policy })
             })
             .collect()
@@ -750,38 +626,17 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
-/// Largest memory (MiB) a cell may claim: 1 EiB. Far beyond any machine, and small enough that
-/// KiB counts and usage sums never overflow the accounting.
-pub const MAX_MEMORY_MB: u64 = 1 << 40;
-
-/// Each policy enum's names, written once: every reader and writer of the JSON formats uses these.
-pub const CPU_POLICIES: &[(&str, wit::CpuPolicy)] =
-    &[("shared", wit::CpuPolicy::Shared), ("dedicated", wit::CpuPolicy::Dedicated), ("mixed", wit::CpuPolicy::Mixed)];
-pub const THREAD_POLICIES: &[(&str, wit::ThreadPolicy)] =
-    &[("prefer", wit::ThreadPolicy::Prefer), ("isolate", wit::ThreadPolicy::Isolate), ("require", wit::ThreadPolicy::Require)];
-pub const EMULATOR_POLICIES: &[(&str, wit::EmulatorThreadsPolicy)] =
-    &[("share", wit::EmulatorThreadsPolicy::Share), ("isolate", wit::EmulatorThreadsPolicy::Isolate)];
-pub const PCI_NUMA_POLICIES: &[(&str, wit::PciNumaPolicy)] = &[
-    ("required", wit::PciNumaPolicy::Required),
-    ("legacy", wit::PciNumaPolicy::Legacy),
-    ("preferred", wit::PciNumaPolicy::Preferred),
-    ("socket", wit::PciNumaPolicy::Socket),
-];
-
-fn name_in<T: PartialEq>(table: &[(&'static str, T)], value: T) -> &'static str {
-    table.iter().find(|(_, v)| *v == value).map_or("?", |(n, _)| n)
-}
-
+/// A policy's name as the documents spell it (the core's names, via the contract's enum).
 pub fn cpu_policy_name(p: wit::CpuPolicy) -> &'static str {
-    name_in(CPU_POLICIES, p)
+    convert::cpu_policy_from_wit(p).name()
 }
 
 pub fn thread_policy_name(p: wit::ThreadPolicy) -> &'static str {
-    name_in(THREAD_POLICIES, p)
+    convert::thread_policy_from_wit(p).name()
 }
 
 pub fn emulator_name(p: wit::EmulatorThreadsPolicy) -> &'static str {
-    name_in(EMULATOR_POLICIES, p)
+    convert::emulator_from_wit(p).name()
 }
 
 impl PlacementJson {
@@ -813,9 +668,9 @@ impl PlacementJson {
         if !self.fits {
             return Err(input_error(file, "field fits: false — this is a rejection, not a placement"));
         }
-        let cpu_policy = enum_field(file, "cpu_policy", &self.cpu_policy, CPU_POLICIES)?;
-        let thread_policy = enum_field(file, "cpu_thread_policy", &self.cpu_thread_policy, THREAD_POLICIES)?;
-        let emulator_threads = enum_field(file, "emulator_threads_policy", &self.emulator_threads_policy, EMULATOR_POLICIES)?;
+        let cpu_policy = enum_field(file, "cpu_policy", &self.cpu_policy)?.map(convert::cpu_policy_to_wit);
+        let thread_policy = enum_field(file, "cpu_thread_policy", &self.cpu_thread_policy)?.map(convert::thread_policy_to_wit);
+        let emulator_threads = enum_field(file, "emulator_threads_policy", &self.emulator_threads_policy)?.map(convert::emulator_to_wit);
         if self.numa_constrained && self.cells.is_empty() {
             return Err(input_error(file, "field cells: a NUMA-constrained placement (numa_constrained true) places no cell"));
         }
@@ -910,18 +765,7 @@ pub struct ReasonJson {
 }
 
 pub fn shortfall_name(s: wit::Shortfall) -> &'static str {
-    match s {
-        wit::Shortfall::Memory => "memory",
-        wit::Shortfall::Pages => "pages",
-        wit::Shortfall::PinnableCpus => "pinnable-cpus",
-        wit::Shortfall::SharedCpus => "shared-cpus",
-        wit::Shortfall::FreeCpus => "free-cpus",
-        wit::Shortfall::FreeCores => "free-cores",
-        wit::Shortfall::SiblingThreads => "sibling-threads",
-        wit::Shortfall::EmulatorCpu => "emulator-cpu",
-        wit::Shortfall::CpuRatio => "cpu-ratio",
-        wit::Shortfall::NoCpus => "no-cpus",
-    }
+    convert::shortfall_from_wit(s).name()
 }
 
 impl RejectionJson {
@@ -951,16 +795,7 @@ impl RejectionJson {
 }
 
 pub fn accounting_code_name(c: wit::AccountingCode) -> &'static str {
-    match c {
-        wit::AccountingCode::CpuPinningUnknown => "CPUPinningUnknown",
-        wit::AccountingCode::CpuPinningInvalid => "CPUPinningInvalid",
-        wit::AccountingCode::CpuUnpinningUnknown => "CPUUnpinningUnknown",
-        wit::AccountingCode::CpuUnpinningInvalid => "CPUUnpinningInvalid",
-        wit::AccountingCode::UnknownCell => "UnknownHostCell",
-        wit::AccountingCode::UnknownPageSize => "MemoryPageSizeNotSupported",
-        wit::AccountingCode::OverRelease => "OverRelease",
-        wit::AccountingCode::InvalidInput => "InvalidInput",
-    }
+    convert::accounting_code_from_wit(c).name()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1022,11 +857,9 @@ impl GuestTopologyJson {
                 cpuset: crate::contract::cell_ids(&r.shared_vcpus, i as u32),
                 id: i as u32,
                 memory: c.memory_mb,
-                pagesize: c.page_size.map(|p| match p {
-                    wit::PageSize::Small => PageSizeJson::Text("small".into()),
-                    wit::PageSize::Large => PageSizeJson::Text("large".into()),
-                    wit::PageSize::Any => PageSizeJson::Text("any".into()),
-                    wit::PageSize::Kib(k) => PageSizeJson::Kib(k),
+                pagesize: c.page_size.map(|p| match convert::page_size_from_wit(p) {
+                    PageSizeWish::Kib(k) => PageSizeJson::Kib(k),
+                    word => PageSizeJson::Text(word.keyword().unwrap_or_default().into()),
                 }),
                 pcpuset: crate::contract::cell_ids(&r.dedicated_vcpus, i as u32),
             })

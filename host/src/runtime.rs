@@ -27,7 +27,7 @@ use crate::contract::v0_1::{self, placement_from_0_1, placement_to_0_1, request_
 pub use crate::contract::v0_2::bindings;
 /// The contract's types as the host sees them (the latest contract's).
 pub use crate::contract::wit;
-pub use crate::contract::{cell_ids, cpu_rows, placement_from_rows, placement_rows, push_cpu, CpuRow, PlacedCellRows};
+pub use crate::contract::{cell_ids, cpu_rows, placement_from_rows, placement_rows, CpuRow, PlacedCellRows};
 use bindings::{PlacementPolicy, PlacementPolicyPre};
 
 /// The default `nova` policy, built from this workspace's `plugin/` crate.

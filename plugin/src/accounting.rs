@@ -13,31 +13,17 @@ use crate::placement::{PlacedCell, Placement};
 use crate::request::ThreadPolicy;
 use crate::topology::{HostCell, HostTopology};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AccountingCode {
-    CpuPinningUnknown,
-    CpuPinningInvalid,
-    CpuUnpinningUnknown,
-    CpuUnpinningInvalid,
-    UnknownCell,
-    UnknownPageSize,
-    OverRelease,
-    InvalidInput,
-}
-
-impl AccountingCode {
-    /// Nova's exception name where Nova has one.
-    pub fn nova_name(self) -> &'static str {
-        match self {
-            AccountingCode::CpuPinningUnknown => "CPUPinningUnknown",
-            AccountingCode::CpuPinningInvalid => "CPUPinningInvalid",
-            AccountingCode::CpuUnpinningUnknown => "CPUUnpinningUnknown",
-            AccountingCode::CpuUnpinningInvalid => "CPUUnpinningInvalid",
-            AccountingCode::UnknownCell => "UnknownHostCell",
-            AccountingCode::UnknownPageSize => "MemoryPageSizeNotSupported",
-            AccountingCode::OverRelease => "OverRelease",
-            AccountingCode::InvalidInput => "InvalidInput",
-        }
+crate::named_enum! {
+    /// Why a claim or release was refused, named as Nova's exception where Nova has one.
+    pub enum AccountingCode {
+        CpuPinningUnknown = "CPUPinningUnknown",
+        CpuPinningInvalid = "CPUPinningInvalid",
+        CpuUnpinningUnknown = "CPUUnpinningUnknown",
+        CpuUnpinningInvalid = "CPUUnpinningInvalid",
+        UnknownCell = "UnknownHostCell",
+        UnknownPageSize = "MemoryPageSizeNotSupported",
+        OverRelease = "OverRelease",
+        InvalidInput = "InvalidInput",
     }
 }
 
@@ -57,7 +43,7 @@ impl AccountingError {
 
 impl std::fmt::Display for AccountingError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.code.nova_name(), self.message)
+        write!(f, "{}: {}", self.code.name_const(), self.message)
     }
 }
 

@@ -183,6 +183,7 @@ mod tests {
             cpu_usage: 0,
             memory_usage: 0,
             pinned_cpus: pinned.iter().copied().collect(),
+            host_cpus: CpuSet::new(),
             siblings: siblings.iter().map(|s| s.iter().copied().collect()).collect(),
             cache_groups: Vec::new(),
             mempages: Vec::new(),

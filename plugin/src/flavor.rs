@@ -4,6 +4,7 @@
 //! vCPUs, cells and pages); the guest model it produces lives in `request`.
 
 use crate::cpuset::CpuSet;
+use crate::names::Named;
 use crate::request::{
     CpuPolicy, EmulatorThreads, GuestCell, GuestTopology, PageSizeWish, PciNumaPolicy, PciRequest, RequestError, ThreadPolicy,
 };
@@ -71,27 +72,17 @@ fn parse_bool(s: &str) -> bool {
     matches!(s.trim().to_ascii_lowercase().as_str(), "1" | "t" | "true" | "on" | "y" | "yes")
 }
 
+/// A policy by name; `code` is Nova's exception for any other value, `key` the spec it was under.
+fn parse_named<T: Named>(v: &str, key: &str, code: &str) -> Result<T, RequestError> {
+    T::from_name(v).ok_or_else(|| RequestError::new(code, format!("{key}={v:?} is not one of {}", T::choices())))
+}
+
 fn parse_cpu_policy(v: &str, source: &str) -> Result<CpuPolicy, RequestError> {
-    match v {
-        "shared" => Ok(CpuPolicy::Shared),
-        "dedicated" => Ok(CpuPolicy::Dedicated),
-        "mixed" => Ok(CpuPolicy::Mixed),
-        _ => {
-            Err(RequestError::new("InvalidCPUAllocationPolicy", format!("{source}cpu_policy={v:?} is not one of shared, dedicated, mixed")))
-        }
-    }
+    parse_named(v, &format!("{source}cpu_policy"), "InvalidCPUAllocationPolicy")
 }
 
 fn parse_thread_policy(v: &str, source: &str) -> Result<ThreadPolicy, RequestError> {
-    match v {
-        "prefer" => Ok(ThreadPolicy::Prefer),
-        "isolate" => Ok(ThreadPolicy::Isolate),
-        "require" => Ok(ThreadPolicy::Require),
-        _ => Err(RequestError::new(
-            "InvalidCPUThreadAllocationPolicy",
-            format!("{source}cpu_thread_policy={v:?} is not one of prefer, isolate, require"),
-        )),
-    }
+    parse_named(v, &format!("{source}cpu_thread_policy"), "InvalidCPUThreadAllocationPolicy")
 }
 
 /// Nova's `get_cpu_policy_constraint`: a flavor's dedicated wins; an image may not loosen or
@@ -140,15 +131,8 @@ fn thread_policy(f: &Flavor) -> Result<Option<ThreadPolicy>, RequestError> {
 }
 
 fn emulator_threads(f: &Flavor) -> Result<Option<EmulatorThreads>, RequestError> {
-    match f.spec("hw:emulator_threads_policy").filter(|v| !v.is_empty()) {
-        None => Ok(None),
-        Some("share") => Ok(Some(EmulatorThreads::Share)),
-        Some("isolate") => Ok(Some(EmulatorThreads::Isolate)),
-        Some(v) => Err(RequestError::new(
-            "InvalidEmulatorThreadsPolicy",
-            format!("flavor extra spec hw:emulator_threads_policy={v:?} is not one of share, isolate"),
-        )),
-    }
+    let v = f.spec("hw:emulator_threads_policy").filter(|v| !v.is_empty());
+    v.map(|v| parse_named(v, "flavor extra spec hw:emulator_threads_policy", "InvalidEmulatorThreadsPolicy")).transpose()
 }
 
 /// `^`-masks are relative to all of the flavor's vCPUs.
@@ -263,11 +247,8 @@ pub fn parse_page_size(v: &str) -> Result<PageSizeWish, RequestError> {
             format!("page size {v:?} is not small, large, any, a KiB count or a size such as 2MB or 1GB"),
         )
     };
-    match v {
-        "small" => return Ok(PageSizeWish::Small),
-        "large" => return Ok(PageSizeWish::Large),
-        "any" => return Ok(PageSizeWish::Any),
-        _ => {}
+    if let Some(wish) = PageSizeWish::from_keyword(v) {
+        return Ok(wish);
     }
     if !v.is_empty() && v.chars().all(|c| c.is_ascii_digit()) {
         let kib = v.parse::<u32>().map_err(|_| invalid())?;
@@ -446,17 +427,7 @@ fn pci_numa_policy(f: &Flavor) -> Result<Option<PciNumaPolicy>, RequestError> {
             ));
         }
     }
-    match fv.or(iv) {
-        None => Ok(None),
-        Some("required") => Ok(Some(PciNumaPolicy::Required)),
-        Some("legacy") => Ok(Some(PciNumaPolicy::Legacy)),
-        Some("preferred") => Ok(Some(PciNumaPolicy::Preferred)),
-        Some("socket") => Ok(Some(PciNumaPolicy::Socket)),
-        Some(v) => Err(RequestError::new(
-            "InvalidPCINUMAAffinity",
-            format!("hw:pci_numa_affinity_policy={v:?} is not one of required, legacy, preferred, socket"),
-        )),
-    }
+    fv.or(iv).map(|v| parse_named(v, "hw:pci_numa_affinity_policy", "InvalidPCINUMAAffinity")).transpose()
 }
 
 /// The CPU, thread and emulator-thread policies a flavor (and image) ask for.

@@ -85,6 +85,7 @@ mod tests {
             cpu_usage: 0,
             memory_usage: 0,
             pinned_cpus: CpuSet::new(),
+            host_cpus: CpuSet::new(),
             siblings: vec![],
             cache_groups: vec![],
             mempages: pools.iter().map(|&(size_kb, total, used)| PagePool { size_kb, total, used, reserved: 0 }).collect(),

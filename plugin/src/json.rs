@@ -6,7 +6,8 @@ use serde::Deserialize;
 
 use crate::cpuset::CpuSet;
 use crate::fit::{Limits, NetworkNeed, Strategy};
-use crate::request::{CpuPolicy, EmulatorThreads, GuestCell, GuestTopology, PageSizeWish, ThreadPolicy};
+use crate::names::Named;
+use crate::request::{GuestCell, GuestTopology, PageSizeWish};
 use crate::topology::{HostCell, HostTopology};
 
 #[derive(Deserialize)]
@@ -68,6 +69,10 @@ struct RequestDoc {
     emulator_threads_policy: Option<String>,
 }
 
+fn named<T: Named>(v: Option<&str>, field: &str) -> Result<Option<T>, String> {
+    v.map(|v| T::from_name(v).ok_or_else(|| format!("{field} {v:?}"))).transpose()
+}
+
 /// An explicit REQUEST.json (guest cells, not a flavor) as the core model.
 pub fn request_from_json(text: &str) -> Result<GuestTopology, String> {
     let doc: RequestDoc = serde_json::from_str(text).map_err(|e| e.to_string())?;
@@ -88,26 +93,9 @@ pub fn request_from_json(text: &str) -> Result<GuestTopology, String> {
             })
         })
         .collect::<Result<_, String>>()?;
-    let cpu_policy = match doc.cpu_policy.as_deref() {
-        None => None,
-        Some("shared") => Some(CpuPolicy::Shared),
-        Some("dedicated") => Some(CpuPolicy::Dedicated),
-        Some("mixed") => Some(CpuPolicy::Mixed),
-        Some(other) => return Err(format!("cpu_policy {other:?}")),
-    };
-    let thread_policy = match doc.cpu_thread_policy.as_deref() {
-        None => None,
-        Some("prefer") => Some(ThreadPolicy::Prefer),
-        Some("isolate") => Some(ThreadPolicy::Isolate),
-        Some("require") => Some(ThreadPolicy::Require),
-        Some(other) => return Err(format!("cpu_thread_policy {other:?}")),
-    };
-    let emulator_threads = match doc.emulator_threads_policy.as_deref() {
-        None => None,
-        Some("share") => Some(EmulatorThreads::Share),
-        Some("isolate") => Some(EmulatorThreads::Isolate),
-        Some(other) => return Err(format!("emulator_threads_policy {other:?}")),
-    };
+    let cpu_policy = named(doc.cpu_policy.as_deref(), "cpu_policy")?;
+    let thread_policy = named(doc.cpu_thread_policy.as_deref(), "cpu_thread_policy")?;
+    let emulator_threads = named(doc.emulator_threads_policy.as_deref(), "emulator_threads_policy")?;
     Ok(GuestTopology { cells, cpu_policy, thread_policy, emulator_threads, pci_requests: Vec::new() })
 }
 

@@ -15,6 +15,7 @@ pub mod flavor;
 pub mod hugepages;
 #[cfg(feature = "serde")]
 pub mod json;
+pub mod names;
 pub mod pci;
 pub mod pinning;
 pub mod placement;
@@ -23,6 +24,7 @@ pub mod request;
 pub mod scoring;
 pub mod search;
 pub mod topology;
+pub mod wire;
 
 #[cfg(target_arch = "wasm32")]
 mod arena;
@@ -38,35 +40,23 @@ pub use cores::PreparedHost;
 pub use cpuset::CpuSet;
 pub use fit::{Limits, NetworkNeed, Strategy};
 pub use flavor::{from_flavor, Flavor};
+pub use names::Named;
 pub use placement::{CellRefusal, PlacedCell, Placement, Rejection};
 pub use refusal::{Refusal, Shortfall};
 pub use request::{CpuPolicy, EmulatorThreads, GuestCell, GuestTopology, PageSizeWish, ThreadPolicy, ValidRequest};
 pub use topology::{HostCell, HostTopology, PagePool};
 
-/// The placement policies this crate implements; a component build embeds one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Policy {
-    /// OpenStack Nova's `numa_fit_instance_to_host`, without its bugs.
-    Nova,
-    /// Compact, core-preserving, least-stranding placement (`balanced` module).
-    Balanced,
+crate::named_enum! {
+    /// The placement policies this crate implements; a component build embeds one.
+    pub enum Policy {
+        /// OpenStack Nova's `numa_fit_instance_to_host`, without its bugs.
+        Nova = "nova",
+        /// Compact, core-preserving, least-stranding placement (`balanced` module).
+        Balanced = "balanced",
+    }
 }
 
 impl Policy {
-    const fn name_const(self) -> &'static str {
-        match self {
-            Policy::Nova => "nova",
-            Policy::Balanced => "balanced",
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Policy::Nova => "nova",
-            Policy::Balanced => "balanced",
-        }
-    }
-
     /// Places `guest` on `host` (normalized and valid: `HostTopology::normalized`, `validate`).
     pub fn fit(self, host: &HostTopology, guest: &GuestTopology, limits: &Limits) -> Result<Placement, Rejection> {
         self.fit_prepared(&PreparedHost::borrowed(host), guest, limits)
@@ -81,8 +71,8 @@ impl Policy {
     /// `fit` of a request validated once for many fits, on a host prepared once.
     pub fn fit_valid(self, host: &PreparedHost, guest: &ValidRequest, limits: &Limits) -> Result<Placement, Rejection> {
         match self {
-            Policy::Nova => search::fit(host, guest, limits, self.name()),
-            Policy::Balanced => balanced::fit(host, guest, limits, self.name()),
+            Policy::Nova => search::fit(host, guest, limits, self.name_const()),
+            Policy::Balanced => balanced::fit(host, guest, limits, self.name_const()),
         }
     }
 }

@@ -97,7 +97,7 @@ pub fn describe_guest_cell(guest: &GuestCell, topo: &GuestTopology) -> String {
     if !guest.pcpuset.is_empty() {
         w.count(guest.pcpuset.len() as u64, "dedicated vCPU", "dedicated vCPUs").t(", ");
         if let Some(t) = topo.thread_policy {
-            w.t(t.name()).t(", ");
+            w.t(t.name_const()).t(", ");
         }
     }
     if !guest.cpuset.is_empty() {

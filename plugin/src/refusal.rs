@@ -2,19 +2,20 @@
 //! the per-cell checks (`fit`), the pinning and page steps and the sentences all name it without
 //! depending on each other.
 
-/// What a host cell lacked (mirrors the contract's `shortfall`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Shortfall {
-    Memory,
-    Pages,
-    PinnableCpus,
-    SharedCpus,
-    FreeCpus,
-    FreeCores,
-    SiblingThreads,
-    EmulatorCpu,
-    CpuRatio,
-    NoCpus,
+crate::named_enum! {
+    /// What a host cell lacked (mirrors the contract's `shortfall`; named as its cases are).
+    pub enum Shortfall {
+        Memory = "memory",
+        Pages = "pages",
+        PinnableCpus = "pinnable-cpus",
+        SharedCpus = "shared-cpus",
+        FreeCpus = "free-cpus",
+        FreeCores = "free-cores",
+        SiblingThreads = "sibling-threads",
+        EmulatorCpu = "emulator-cpu",
+        CpuRatio = "cpu-ratio",
+        NoCpus = "no-cpus",
+    }
 }
 
 /// Why a host cell refused a guest cell: what was needed and what was there.

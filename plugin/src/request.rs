@@ -6,35 +6,30 @@ use std::borrow::Cow;
 
 use crate::cpuset::CpuSet;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CpuPolicy {
-    Shared,
-    Dedicated,
-    Mixed,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ThreadPolicy {
-    Prefer,
-    Isolate,
-    Require,
-}
-
-impl ThreadPolicy {
-    /// Nova's spelling (`hw:cpu_thread_policy`).
-    pub fn name(self) -> &'static str {
-        match self {
-            ThreadPolicy::Prefer => "prefer",
-            ThreadPolicy::Isolate => "isolate",
-            ThreadPolicy::Require => "require",
-        }
+crate::named_enum! {
+    /// `hw:cpu_policy`.
+    pub enum CpuPolicy {
+        Shared = "shared",
+        Dedicated = "dedicated",
+        Mixed = "mixed",
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EmulatorThreads {
-    Share,
-    Isolate,
+crate::named_enum! {
+    /// `hw:cpu_thread_policy`.
+    pub enum ThreadPolicy {
+        Prefer = "prefer",
+        Isolate = "isolate",
+        Require = "require",
+    }
+}
+
+crate::named_enum! {
+    /// `hw:emulator_threads_policy`.
+    pub enum EmulatorThreads {
+        Share = "share",
+        Isolate = "isolate",
+    }
 }
 
 /// The page size a guest cell wants backing its memory.
@@ -46,12 +41,28 @@ pub enum PageSizeWish {
     Kib(u32),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PciNumaPolicy {
-    Required,
-    Legacy,
-    Preferred,
-    Socket,
+impl PageSizeWish {
+    /// The wishes spelled as words (`hw:mem_page_size`); any other is a size.
+    pub const KEYWORDS: [(&'static str, PageSizeWish); 3] =
+        [("small", PageSizeWish::Small), ("large", PageSizeWish::Large), ("any", PageSizeWish::Any)];
+
+    pub fn keyword(self) -> Option<&'static str> {
+        Self::KEYWORDS.iter().find(|(_, w)| *w == self).map(|(k, _)| *k)
+    }
+
+    pub fn from_keyword(word: &str) -> Option<Self> {
+        Self::KEYWORDS.iter().find(|(k, _)| *k == word).map(|&(_, w)| w)
+    }
+}
+
+crate::named_enum! {
+    /// `hw:pci_numa_affinity_policy`.
+    pub enum PciNumaPolicy {
+        Required = "required",
+        Legacy = "legacy",
+        Preferred = "preferred",
+        Socket = "socket",
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,46 +120,46 @@ impl GuestTopology {
         self.thread_policy.unwrap_or(ThreadPolicy::Prefer)
     }
 
-    /// Checks an explicitly written guest topology: each vCPU once, consistent policies.
+    /// Every rule an explicitly written guest topology must obey, in one place: each vCPU once,
+    /// consistent policies. The JSON reader and the component both check with it; the
+    /// error names the field (`cells[1].pcpuset`) and Nova's exception.
     pub fn validate(&self) -> Result<(), RequestError> {
         let mut seen = CpuSet::new();
         for (i, cell) in self.cells.iter().enumerate() {
+            let fail = |field: &str, code: &str, message: String| Err(RequestError::new(code, message).at(format!("cells[{i}]{field}")));
             if cell.cpuset.intersects(&cell.pcpuset) {
-                return Err(RequestError::new(
-                    "ImageNUMATopologyCPUDuplicates",
-                    format!("guest cell {i}: vCPUs {} are both shared and dedicated", cell.cpuset.intersection(&cell.pcpuset)),
-                ));
+                let both = cell.cpuset.intersection(&cell.pcpuset);
+                return fail(".pcpuset", "ImageNUMATopologyCPUDuplicates", format!("vCPUs {both} are both shared and dedicated"));
             }
-            if cell.cpuset.intersects(&seen) || cell.pcpuset.intersects(&seen) {
-                let all = cell.cpuset.union(&cell.pcpuset);
-                return Err(RequestError::new(
-                    "ImageNUMATopologyCPUDuplicates",
-                    format!("guest cell {i}: vCPUs {} appear in another cell too", all.intersection(&seen)),
-                ));
+            let all = cell.cpuset.union(&cell.pcpuset);
+            if all.intersects(&seen) {
+                let again = all.intersection(&seen);
+                return fail("", "ImageNUMATopologyCPUDuplicates", format!("vCPUs {again} appear in another cell too"));
             }
-            seen.union_with(&cell.cpuset);
-            seen.union_with(&cell.pcpuset);
-            if cell.cpuset.is_empty() && cell.pcpuset.is_empty() {
-                return Err(RequestError::new("ImageNUMATopologyCPUsUnassigned", format!("guest cell {i} has no vCPUs")));
+            seen.union_with(&all);
+            if all.is_empty() {
+                return fail("", "ImageNUMATopologyCPUsUnassigned", "the cell has no vCPUs".into());
             }
             if cell.memory == 0 {
-                return Err(RequestError::new("ImageNUMATopologyMemoryOutOfRange", format!("guest cell {i} has no memory")));
+                return fail(".memory", "ImageNUMATopologyMemoryOutOfRange", "0 MiB; a guest cell needs memory".into());
             }
             if let Some(PageSizeWish::Kib(0)) = cell.pagesize {
-                return Err(RequestError::new("MemoryPageSizeInvalid", format!("guest cell {i}: page size 0")));
+                return fail(".pagesize", "MemoryPageSizeInvalid", "0 is not a page size".into());
             }
             match self.cpu_policy {
                 Some(CpuPolicy::Dedicated) if !cell.cpuset.is_empty() => {
-                    return Err(RequestError::new(
+                    return fail(
+                        ".cpuset",
                         "InvalidRequest",
-                        format!("guest cell {i}: cpu_policy dedicated but shared vCPUs {}", cell.cpuset),
-                    ))
+                        format!("{} are shared vCPUs, but cpu_policy dedicated pins every vCPU (list them in pcpuset)", cell.cpuset),
+                    )
                 }
                 None | Some(CpuPolicy::Shared) if !cell.pcpuset.is_empty() => {
-                    return Err(RequestError::new(
+                    return fail(
+                        ".pcpuset",
                         "RequiredMixedInstancePolicy",
-                        format!("guest cell {i}: dedicated vCPUs {} need cpu_policy dedicated or mixed", cell.pcpuset),
-                    ))
+                        format!("{} are dedicated vCPUs, which need cpu_policy dedicated or mixed", cell.pcpuset),
+                    )
                 }
                 _ => {}
             }
@@ -157,30 +168,36 @@ impl GuestTopology {
             if self.thread_policy.is_some() {
                 return Err(RequestError::new(
                     "CPUThreadPolicyConfigurationInvalid",
-                    "cpu_thread_policy is only valid with cpu_policy dedicated or mixed".into(),
-                ));
+                    "only meaningful with cpu_policy dedicated or mixed".into(),
+                )
+                .at("cpu_thread_policy".into()));
             }
             if self.emulator_isolated() {
-                return Err(RequestError::new(
-                    "BadRequirementEmulatorThreadsPolicy",
-                    "emulator_threads_policy isolate is only valid with cpu_policy dedicated or mixed".into(),
-                ));
+                return Err(RequestError::new("BadRequirementEmulatorThreadsPolicy", "isolate needs cpu_policy dedicated or mixed".into())
+                    .at("emulator_threads_policy".into()));
             }
         }
         Ok(())
     }
 }
 
-/// An invalid request: Nova's exception name and a sentence naming the keys and values.
+/// An invalid request: Nova's exception name and a sentence naming the keys and values; for an
+/// explicitly written topology, also the field (in REQUEST.json's terms) that breaks the rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestError {
     pub code: String,
     pub message: String,
+    pub field: Option<String>,
 }
 
 impl RequestError {
     pub fn new(code: &str, message: String) -> Self {
-        RequestError { code: code.to_string(), message }
+        RequestError { code: code.to_string(), message, field: None }
+    }
+
+    pub fn at(mut self, field: String) -> Self {
+        self.field = Some(field);
+        self
     }
 }
 
@@ -209,6 +226,9 @@ impl<'a> ValidRequest<'a> {
 
 impl std::fmt::Display for RequestError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)
+        match &self.field {
+            Some(field) => write!(f, "{}: {field}: {}", self.code, self.message),
+            None => write!(f, "{}: {}", self.code, self.message),
+        }
     }
 }

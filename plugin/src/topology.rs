@@ -1,5 +1,9 @@
 //! The host model: NUMA cells with their CPUs, hyperthread siblings, memory and page pools, and
 //! what earlier claims already use. Field names follow OpenStack Nova's `NUMACell`.
+//!
+//! This is the host of record: discovery produces it, the HOST.json reader produces it, claims
+//! change only its usage, and every rule a host must obey is checked here (`HostTopology::check`),
+//! whoever built it.
 
 use crate::cpuset::CpuSet;
 
@@ -55,6 +59,10 @@ pub struct HostCell {
     pub memory_usage: u64,
     #[cfg_attr(feature = "serde", serde(default))]
     pub pinned_cpus: CpuSet,
+    /// CPUs of the cell kept for the host (in neither `cpuset` nor `pcpuset`): sibling groups may
+    /// name them, as threads no guest gets.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub host_cpus: CpuSet,
     /// Hyperthread sibling groups (physical cores), in packing order.
     #[cfg_attr(feature = "serde", serde(default))]
     pub siblings: Vec<CpuSet>,
@@ -83,7 +91,8 @@ impl HostCell {
 
     /// The page pool of the smallest size, which backs memory that asks for no page size.
     pub fn smallest_pages(&self) -> Option<&PagePool> {
-        self.mempages.first()
+        // Not `first()`: a host of record keeps its pools in the order it was given them.
+        self.mempages.iter().min_by_key(|p| p.size_kb)
     }
 
     pub fn pages_of(&self, size_kb: u32) -> Option<&PagePool> {
@@ -97,15 +106,18 @@ impl HostCell {
     }
 
     /// Puts the model in the shape the algorithms rely on: page pools sorted by size, and every
-    /// pinnable or shared CPU in exactly one sibling group (a CPU no group names is its own core,
-    /// after the named ones, so hosts described without SMT information still pin).
+    /// CPU of the cell in exactly one sibling group (a CPU no group names is its own core, after
+    /// the named ones, so hosts described without SMT information still pin).
     pub fn normalize(&mut self) {
         self.mempages.sort_by_key(|p| p.size_kb);
         let mut grouped = CpuSet::new();
         for core in &self.siblings {
             grouped.union_with(core);
         }
-        let lone = self.pcpuset.union(&self.cpuset).difference(&grouped);
+        // A CPU a sibling group names that the cell offers no guest is a thread kept for the host.
+        let offered = self.pcpuset.union(&self.cpuset);
+        self.host_cpus.union_with(&grouped.difference(&offered));
+        let lone = offered.union(&self.host_cpus).difference(&grouped);
         self.siblings.retain(|core| !core.is_empty());
         self.siblings.extend(lone.iter().map(|cpu| CpuSet::from([cpu])));
     }
@@ -146,46 +158,140 @@ impl HostTopology {
         self.distances.get(a * n + b).copied()
     }
 
-    /// Checks what the algorithms assume and a hand-written host may break.
+    /// Checks what the algorithms assume and a hand-written host may break (`check`, as text).
     pub fn validate(&self) -> Result<(), String> {
+        self.check().map_err(|p| p.to_string())
+    }
+
+    /// Every rule a host must obey, in one place: the HOST.json reader, discovery and the
+    /// component all check hosts with it. The first broken rule is named by its field.
+    pub fn check(&self) -> Result<(), HostProblem> {
+        let n = self.cells.len();
+        if n == 0 {
+            return Err(HostProblem::host("cells", "the host has no cells".into()));
+        }
         let mut seen_cpus = CpuSet::new();
         for (i, cell) in self.cells.iter().enumerate() {
+            let fail = |field: &str, message: String| Err(HostProblem::cell(i, field, message));
             if self.cells[..i].iter().any(|c| c.id == cell.id) {
-                return Err(format!("cell id {} appears twice", cell.id));
+                return fail("id", format!("cell id {} appears twice", cell.id));
             }
-            let mut cpus = cell.cpuset.clone();
-            cpus.union_with(&cell.pcpuset);
-            if cpus.intersects(&seen_cpus) {
-                let dup = cpus.intersection(&seen_cpus);
-                return Err(format!("cell {}: CPUs {dup} also belong to another cell", cell.id));
+            for (name, v) in [("memory", cell.memory), ("memory_usage", cell.memory_usage)] {
+                if v > MAX_MEMORY_MB {
+                    return fail(name, format!("{v} MiB is beyond the largest supported {MAX_MEMORY_MB} MiB"));
+                }
             }
-            seen_cpus.union_with(&cpus);
-            if !cell.pinned_cpus.is_subset(&cell.pcpuset) {
-                let bad = cell.pinned_cpus.difference(&cell.pcpuset);
-                return Err(format!("cell {}: pinned_cpus {bad} are not in pcpuset", cell.id));
+            let guest_cpus = cell.cpuset.union(&cell.pcpuset);
+            if let Some(cpu) = cell.host_cpus.intersection(&guest_cpus).first() {
+                return fail("host_cpus", format!("CPU {cpu} is kept for the host but also in cpuset or pcpuset"));
             }
+            let all = guest_cpus.union(&cell.host_cpus);
             let mut grouped = CpuSet::new();
-            for core in &cell.siblings {
-                if core.intersects(&grouped) {
-                    return Err(format!("cell {}: sibling group {core} overlaps another", cell.id));
+            for (j, core) in cell.siblings.iter().enumerate() {
+                let at = format!("siblings[{j}]");
+                if core.is_empty() {
+                    return fail(&at, "an empty sibling group".into());
+                }
+                if let Some(cpu) = core.difference(&all).first() {
+                    return fail(&at, format!("CPU {cpu} is not a CPU of this cell (not in cpuset, pcpuset or host_cpus)"));
+                }
+                if let Some(cpu) = core.intersection(&grouped).first() {
+                    return fail("siblings", format!("CPU {cpu} is in more than one sibling group"));
                 }
                 grouped.union_with(core);
             }
-            for pool in &cell.mempages {
-                if pool.size_kb == 0 {
-                    return Err(format!("cell {}: a page pool has size_kb 0", cell.id));
+            if all.intersects(&seen_cpus) {
+                let dup = all.intersection(&seen_cpus);
+                let other = self.cells[..i].iter().find(|c| c.cpuset.union(&c.pcpuset).union(&c.host_cpus).intersects(&dup));
+                let other = other.map_or(String::new(), |c| format!(" (cell {})", c.id));
+                return fail("cpuset", format!("CPUs {dup} also belong to another cell{other}"));
+            }
+            seen_cpus.union_with(&all);
+            if let Some(cpu) = cell.pinned_cpus.difference(&cell.pcpuset).first() {
+                return fail("pinned_cpus", format!("CPU {cpu} is pinned but not in pcpuset"));
+            }
+            let smallest = cell.smallest_pages().map(|p| p.size_kb);
+            for (j, p) in cell.mempages.iter().enumerate() {
+                let at = |f: &str| format!("mempages[{j}].{f}");
+                if p.size_kb == 0 || !p.size_kb.is_power_of_two() {
+                    return fail(&at("size_kb"), format!("{} is not a page size (a power of two KiB)", p.size_kb));
+                }
+                if cell.mempages[..j].iter().any(|q| q.size_kb == p.size_kb) {
+                    return fail(&at("size_kb"), format!("two pools of {} KiB", p.size_kb));
+                }
+                if p.reserved > p.total {
+                    return fail(&at("reserved"), format!("{} of {} pages", p.reserved, p.total));
+                }
+                // The smallest pages may show overcommit (Nova records it under a RAM allocation
+                // ratio); hugepages are locked memory and never do.
+                if Some(p.size_kb) != smallest && p.used.saturating_add(p.reserved) > p.total {
+                    return fail(
+                        &at("used"),
+                        format!("{} used and {} reserved of {} {} KiB pages", p.used, p.reserved, p.total, p.size_kb),
+                    );
                 }
             }
-            if cell.mempages.windows(2).any(|w| w[0].size_kb == w[1].size_kb) {
-                return Err(format!("cell {}: two page pools of the same size", cell.id));
+        }
+        if !self.distances.is_empty() {
+            if let Some(why) = slit_problem(&self.distances, n) {
+                return Err(HostProblem::host("cells[].distances", format!("not a SLIT: {why}")));
             }
         }
-        let n = self.cells.len();
-        if !self.distances.is_empty() && self.distances.len() != n * n {
-            return Err(format!("distances has {} entries, expected {} ({n} cells squared)", self.distances.len(), n * n));
+        for (i, p) in self.pci_pools.iter().enumerate() {
+            if let Some(node) = p.numa_node.filter(|&node| self.cell(node).is_none()) {
+                return Err(HostProblem::host(&format!("pci_pools[{i}].numa_node"), format!("{node} is not a cell of this host")));
+            }
         }
         Ok(())
     }
+}
+
+/// Largest memory (MiB) a cell may have or claim: 1 EiB. Far beyond any machine, and small
+/// enough that KiB counts and usage sums never overflow the accounting.
+pub const MAX_MEMORY_MB: u64 = 1 << 40;
+
+/// A broken host rule: the field (a path in HOST.json's terms, such as `cells[2].siblings[0]`)
+/// and what is wrong with its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostProblem {
+    pub field: String,
+    pub message: String,
+}
+
+impl HostProblem {
+    fn cell(position: usize, field: &str, message: String) -> Self {
+        HostProblem { field: format!("cells[{position}].{field}"), message }
+    }
+
+    fn host(field: &str, message: String) -> Self {
+        HostProblem { field: field.to_string(), message }
+    }
+}
+
+impl std::fmt::Display for HostProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "field {}: {}", self.field, self.message)
+    }
+}
+
+/// Why a distance table (row-major, `n` x `n`) is not an ACPI SLIT, as Linux's `slit_valid`
+/// judges it: 10 on the diagonal, more than 10 everywhere else.
+pub fn slit_problem(distances: &[u32], n: usize) -> Option<String> {
+    if distances.len() != n * n {
+        return Some(format!("{} entries for {n} cells ({} expected)", distances.len(), n * n));
+    }
+    for i in 0..n {
+        for j in 0..n {
+            let d = distances[i * n + j];
+            if i == j && d != 10 {
+                return Some(format!("the distance of cell position {i} to itself is {d}, not 10"));
+            }
+            if i != j && d <= 10 {
+                return Some(format!("the distance from cell position {i} to {j} is {d}; a remote distance is more than 10"));
+            }
+        }
+    }
+    None
 }
 
 impl HostTopology {

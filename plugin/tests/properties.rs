@@ -80,6 +80,7 @@ fn build_host(specs: &[CellSpec]) -> HostTopology {
                 cpu_usage: s.cpu_usage,
                 memory_usage: used_mb,
                 pinned_cpus: pinned,
+                host_cpus: CpuSet::new(),
                 siblings,
                 cache_groups: vec![],
                 mempages: vec![

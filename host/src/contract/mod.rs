@@ -10,6 +10,13 @@ pub use v0_2 as latest;
 
 /// The latest contract's types.
 pub use latest::wit;
+use numafit_plugin::wire::roles;
+
+/// The host of record as a plugin is shown it: normalized (every CPU in one sibling group, page
+/// pools by size) and in the contract's tables.
+pub fn host_view(record: &numafit_plugin::HostTopology) -> wit::Host {
+    latest::convert::host_to_wit(record.clone().normalized())
+}
 
 /// One CPU of the contract's column-wise CPU table, as a row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,24 +32,16 @@ pub struct CpuRow {
 /// The rows of a host's CPU table (columns shorter than `ids` read as zero).
 pub fn cpu_rows(c: &wit::HostCpus) -> impl Iterator<Item = CpuRow> + '_ {
     (0..c.ids.len()).map(move |k| {
-        let roles = c.roles.get(k).copied().unwrap_or(0);
+        let role = c.roles.get(k).copied().unwrap_or(0);
         CpuRow {
             id: c.ids[k],
             cell: c.cells.get(k).copied().unwrap_or(0),
             core: c.cores.get(k).copied().unwrap_or(0),
-            shared: roles & 1 != 0,
-            pinnable: roles & 2 != 0,
-            pinned: roles & 4 != 0,
+            shared: role & roles::SHARED != 0,
+            pinnable: role & roles::PINNABLE != 0,
+            pinned: role & roles::PINNED != 0,
         }
     })
-}
-
-/// Appends one CPU to a host's CPU table.
-pub fn push_cpu(c: &mut wit::HostCpus, row: CpuRow) {
-    c.ids.push(row.id);
-    c.cells.push(row.cell);
-    c.cores.push(row.core);
-    c.roles.push(u8::from(row.shared) | u8::from(row.pinnable) << 1 | u8::from(row.pinned) << 2);
 }
 
 /// The ids a column table assigns to guest cell `cell`, in table order.

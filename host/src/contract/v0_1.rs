@@ -10,51 +10,12 @@ wasmtime::component::bindgen!({
     path: "../wit/0.1.0",
 });
 
-pub fn cpu_to_0_1(p: wit::CpuPolicy) -> CpuPolicy {
-    match p {
-        wit::CpuPolicy::Shared => CpuPolicy::Shared,
-        wit::CpuPolicy::Dedicated => CpuPolicy::Dedicated,
-        wit::CpuPolicy::Mixed => CpuPolicy::Mixed,
-    }
-}
-
-pub fn cpu_from_0_1(p: CpuPolicy) -> wit::CpuPolicy {
-    match p {
-        CpuPolicy::Shared => wit::CpuPolicy::Shared,
-        CpuPolicy::Dedicated => wit::CpuPolicy::Dedicated,
-        CpuPolicy::Mixed => wit::CpuPolicy::Mixed,
-    }
-}
-
-pub fn thread_to_0_1(p: wit::ThreadPolicy) -> ThreadPolicy {
-    match p {
-        wit::ThreadPolicy::Prefer => ThreadPolicy::Prefer,
-        wit::ThreadPolicy::Isolate => ThreadPolicy::Isolate,
-        wit::ThreadPolicy::Require => ThreadPolicy::Require,
-    }
-}
-
-pub fn thread_from_0_1(p: ThreadPolicy) -> wit::ThreadPolicy {
-    match p {
-        ThreadPolicy::Prefer => wit::ThreadPolicy::Prefer,
-        ThreadPolicy::Isolate => wit::ThreadPolicy::Isolate,
-        ThreadPolicy::Require => wit::ThreadPolicy::Require,
-    }
-}
-
-pub fn emulator_to_0_1(p: wit::EmulatorThreadsPolicy) -> EmulatorThreadsPolicy {
-    match p {
-        wit::EmulatorThreadsPolicy::Share => EmulatorThreadsPolicy::Share,
-        wit::EmulatorThreadsPolicy::Isolate => EmulatorThreadsPolicy::Isolate,
-    }
-}
-
-pub fn emulator_from_0_1(p: EmulatorThreadsPolicy) -> wit::EmulatorThreadsPolicy {
-    match p {
-        EmulatorThreadsPolicy::Share => wit::EmulatorThreadsPolicy::Share,
-        EmulatorThreadsPolicy::Isolate => wit::EmulatorThreadsPolicy::Isolate,
-    }
-}
+// Each enum both ways between 0.1 (`$core` side: this module's types) and the latest (`w`).
+use super::wit as w;
+numafit_plugin::__same_cases!(cpu_from_0_1, cpu_to_0_1, CpuPolicy, CpuPolicy, [Shared, Dedicated, Mixed]);
+numafit_plugin::__same_cases!(thread_from_0_1, thread_to_0_1, ThreadPolicy, ThreadPolicy, [Prefer, Isolate, Require]);
+numafit_plugin::__same_cases!(emulator_from_0_1, emulator_to_0_1, EmulatorThreadsPolicy, EmulatorThreadsPolicy, [Share, Isolate]);
+numafit_plugin::__same_cases!(pci_numa_from_0_1, pci_numa_to_0_1, PciNumaPolicy, PciNumaPolicy, [Required, Legacy, Preferred, Socket]);
 
 pub fn request_to_0_1(r: &wit::Request) -> Request {
     let mut vcpus = Vec::new();
@@ -71,16 +32,7 @@ pub fn request_to_0_1(r: &wit::Request) -> Request {
         pci_requests: r
             .pci_requests
             .iter()
-            .map(|p| PciRequest {
-                count: p.count,
-                spec: p.spec.clone(),
-                numa_policy: p.numa_policy.map(|n| match n {
-                    wit::PciNumaPolicy::Required => PciNumaPolicy::Required,
-                    wit::PciNumaPolicy::Legacy => PciNumaPolicy::Legacy,
-                    wit::PciNumaPolicy::Preferred => PciNumaPolicy::Preferred,
-                    wit::PciNumaPolicy::Socket => PciNumaPolicy::Socket,
-                }),
-            })
+            .map(|p| PciRequest { count: p.count, spec: p.spec.clone(), numa_policy: p.numa_policy.map(pci_numa_to_0_1) })
             .collect(),
     }
 }
@@ -94,6 +46,15 @@ pub fn page_size_to_0_1(p: wit::PageSize) -> PageSize {
     }
 }
 
+pub fn page_size_from_0_1(p: PageSize) -> wit::PageSize {
+    match p {
+        PageSize::Small => wit::PageSize::Small,
+        PageSize::Large => wit::PageSize::Large,
+        PageSize::Any => wit::PageSize::Any,
+        PageSize::Kib(k) => wit::PageSize::Kib(k),
+    }
+}
+
 pub fn request_from_0_1(r: Request) -> wit::Request {
     let mut shared = wit::CellMembers { cells: Vec::new(), ids: Vec::new() };
     let mut dedicated = wit::CellMembers { cells: Vec::new(), ids: Vec::new() };
@@ -103,19 +64,7 @@ pub fn request_from_0_1(r: Request) -> wit::Request {
         m.ids.push(v.id);
     }
     wit::Request {
-        cells: r
-            .cells
-            .iter()
-            .map(|c| wit::GuestCell {
-                memory_mb: c.memory_mb,
-                page_size: c.page_size.map(|p| match p {
-                    PageSize::Small => wit::PageSize::Small,
-                    PageSize::Large => wit::PageSize::Large,
-                    PageSize::Any => wit::PageSize::Any,
-                    PageSize::Kib(k) => wit::PageSize::Kib(k),
-                }),
-            })
-            .collect(),
+        cells: r.cells.iter().map(|c| wit::GuestCell { memory_mb: c.memory_mb, page_size: c.page_size.map(page_size_from_0_1) }).collect(),
         shared_vcpus: shared,
         dedicated_vcpus: dedicated,
         cpu_policy: r.cpu_policy.map(cpu_from_0_1),
@@ -124,16 +73,7 @@ pub fn request_from_0_1(r: Request) -> wit::Request {
         pci_requests: r
             .pci_requests
             .into_iter()
-            .map(|p| wit::PciRequest {
-                count: p.count,
-                spec: p.spec,
-                numa_policy: p.numa_policy.map(|n| match n {
-                    PciNumaPolicy::Required => wit::PciNumaPolicy::Required,
-                    PciNumaPolicy::Legacy => wit::PciNumaPolicy::Legacy,
-                    PciNumaPolicy::Preferred => wit::PciNumaPolicy::Preferred,
-                    PciNumaPolicy::Socket => wit::PciNumaPolicy::Socket,
-                }),
-            })
+            .map(|p| wit::PciRequest { count: p.count, spec: p.spec, numa_policy: p.numa_policy.map(pci_numa_from_0_1) })
             .collect(),
     }
 }

@@ -10,3 +10,7 @@ pub mod bindings {
 
 /// The contract's types as the host sees them.
 pub use bindings::exports::numafit::policy::policy as wit;
+
+// The conversions between these types and the core model: the same code the component expands
+// over its own bindings (`numafit_plugin::wire`).
+numafit_plugin::contract_conversions!(super::wit);

@@ -18,6 +18,7 @@ pub fn cell(id: u32, cores: &[&[u32]], memory: u64) -> HostCell {
         cpu_usage: 0,
         memory_usage: 0,
         pinned_cpus: CpuSet::new(),
+        host_cpus: CpuSet::new(),
         siblings: cores.iter().map(|c| set(c)).collect(),
         cache_groups: vec![],
         mempages: vec![
