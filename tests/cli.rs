@@ -276,3 +276,50 @@ fn pci_requests_pull_the_guest_to_the_cell_with_the_devices() {
     assert_eq!(code, Some(1), "{j}");
     assert!(j["reasons"].as_array().unwrap().iter().any(|r| r["detail"].as_str().unwrap().contains("PCI")), "{j}");
 }
+
+#[test]
+fn a_claim_is_recorded_on_the_host_as_written_by_the_hosts_own_accounting() {
+    // Page pools listed largest first, and no sibling groups: the record keeps the operator's
+    // layout, and memory that asks for no page size is charged to the smallest pool wherever it
+    // stands in the list.
+    let dir = scratch("claim-as-written");
+    let host = dir.join("host.json");
+    let doc = serde_json::json!({"cells": [{
+        "id": 0, "cpuset": [0, 1], "pcpuset": [2, 3], "memory": 4096,
+        "mempages": [{"size_kb": 2048, "total": 512}, {"size_kb": 4, "total": 786432}]
+    }]});
+    std::fs::write(&host, doc.to_string()).unwrap();
+    let request = dir.join("request.json");
+    std::fs::write(&request, r#"{"cells": [{"pcpuset": [0, 1], "memory": 1024}], "cpu_policy": "dedicated"}"#).unwrap();
+    let o = numafit(&["fit", "--host", path(&host), "--request", path(&request), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let placement = dir.join("placement.json");
+    std::fs::write(&placement, &o.stdout).unwrap();
+
+    let o = numafit(&["claim", "--host", path(&host), "--placement", path(&placement), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let after = json_of(&o);
+    let cell = &after["cells"][0];
+    assert_eq!(cell["pinned_cpus"], serde_json::json!([2, 3]));
+    assert_eq!(cell["memory_usage"], 1024);
+    assert_eq!(cell["mempages"][0]["size_kb"], 2048, "the pools keep their order");
+    assert_eq!(cell["mempages"][0]["used"], 0);
+    assert_eq!(cell["mempages"][1]["used"], 262144, "1 GiB in 4 KiB pages, from the smallest pool");
+    assert_eq!(cell["siblings"], serde_json::json!([]), "no sibling groups invented");
+
+    let claimed = dir.join("claimed.json");
+    std::fs::write(&claimed, &o.stdout).unwrap();
+    let o = numafit(&["release", "--host", path(&claimed), "--placement", path(&placement), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut original = doc.clone();
+    for (k, v) in [("cpu_usage", 0), ("memory_usage", 0)] {
+        original["cells"][0][k] = v.into();
+    }
+    original["cells"][0]["pinned_cpus"] = serde_json::json!([]);
+    original["cells"][0]["siblings"] = serde_json::json!([]);
+    for pool in original["cells"][0]["mempages"].as_array_mut().unwrap() {
+        pool["used"] = 0.into();
+        pool["reserved"] = 0.into();
+    }
+    assert_eq!(json_of(&o), original, "release gives the host back as written");
+}

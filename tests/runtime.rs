@@ -10,14 +10,13 @@ use support::*;
 use numafit_host::runtime::{placement_rows, wit, Plugin, PluginError, PluginLimits};
 use numafit_host::verify;
 
-/// The case read straight into the core's model, for the native side of comparisons.
+/// The case read into the core's model, for the native side of comparisons.
 fn native_case(dir: &std::path::Path) -> (numafit_plugin::HostTopology, numafit_plugin::GuestTopology, numafit_plugin::Limits) {
-    use numafit_plugin::json;
-    let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap();
-    let host = json::host_from_json(&read("host.json")).unwrap();
-    let guest = json::request_from_json(&read("request.json")).unwrap();
+    use numafit_host::formats::{self, HostJson, LimitsJson, RequestJson};
+    let host = formats::read_json::<HostJson>(&dir.join("host.json")).unwrap().to_record("host.json").unwrap().normalized();
+    let guest = formats::read_json::<RequestJson>(&dir.join("request.json")).unwrap().to_guest("request.json").unwrap();
     let limits = if dir.join("limits.json").exists() {
-        json::limits_from_json(&read("limits.json"), Default::default()).unwrap()
+        formats::read_json::<LimitsJson>(&dir.join("limits.json")).unwrap().to_core("limits.json", Default::default()).unwrap()
     } else {
         Default::default()
     };
@@ -481,4 +480,18 @@ fn the_guests_memory_does_not_grow_across_calls() {
         plugin.fit(&fits, &freq, &flimits).unwrap().unwrap();
     }
     assert_eq!(plugin.memory_bytes(), Some(warm), "every call frees all it allocates, so the arena starts over");
+}
+
+#[test]
+fn the_component_checks_a_host_by_the_same_rules_as_the_json_reader() {
+    // A host built by hand in the contract's types (no HOST.json, no host-side check): the
+    // component refuses it with the field the reader would name, because both call the core.
+    let mut plugin = Plugin::embedded(PluginLimits::default()).expect("embedded plugin");
+    let (mut host, request, limits) = load_case(&bench_cases()[0]);
+    let huge = host.pages.iter_mut().find(|p| p.size_kb > 4).expect("a hugepage pool");
+    huge.used = huge.total + 1;
+    let e = plugin.load(host.clone()).expect("no trap").err().expect("refused");
+    assert!(e.contains("mempages[") && e.contains(".used") && e.contains("used and 0 reserved"), "{e}");
+    let r = plugin.fit(&host, &request, &limits).expect("no trap").expect_err("refused");
+    assert!(r.summary.contains("invalid host") && r.summary.contains(".used"), "{}", r.summary);
 }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use criterion::{criterion_group, criterion_main, Criterion};
 use numafit_host::formats::{self, HostJson, LimitsJson, RequestInput, RequestJson};
 use numafit_host::runtime::{wit, Plugin, PluginLimits, PluginPool};
-use numafit_plugin::{json, Policy, PreparedHost, ValidRequest};
+use numafit_plugin::{Policy, PreparedHost, Strategy, ValidRequest};
 
 fn cases() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/bench");
@@ -29,10 +29,6 @@ fn cases() -> Vec<PathBuf> {
     v
 }
 
-fn read(dir: &Path, name: &str) -> Option<String> {
-    std::fs::read_to_string(dir.join(name)).ok()
-}
-
 fn bench(c: &mut Criterion) {
     let mut plugin = Plugin::embedded(PluginLimits::default()).expect("embedded plugin");
     for dir in cases() {
@@ -40,9 +36,8 @@ fn bench(c: &mut Criterion) {
         // Component inputs: the contract's types, as the CLI builds them.
         let host: HostJson = formats::read_json(&dir.join("host.json")).expect("host");
         let whost = host.to_wit("host.json").expect("valid host");
-        let RequestInput::Explicit(wrequest) =
-            formats::read_json::<RequestJson>(&dir.join("request.json")).expect("request").to_input("request.json").expect("valid")
-        else {
+        let request: RequestJson = formats::read_json(&dir.join("request.json")).expect("request");
+        let RequestInput::Explicit(wrequest) = request.to_input("request.json").expect("valid") else {
             panic!("{name}: bench requests are explicit topologies")
         };
         let limits: LimitsJson = if dir.join("limits.json").exists() {
@@ -51,11 +46,10 @@ fn bench(c: &mut Criterion) {
             LimitsJson::default()
         };
         let wlimits = limits.to_wit("limits.json", wit::Strategy::Spread).expect("limits");
-        // Native inputs: the core's model.
-        let nhost = json::host_from_json(&read(&dir, "host.json").expect("host")).expect("host");
-        let nguest = json::request_from_json(&read(&dir, "request.json").expect("request")).expect("request");
-        let nlimits =
-            read(&dir, "limits.json").map(|t| json::limits_from_json(&t, Default::default()).expect("limits")).unwrap_or_default();
+        // Native inputs: the core's model, read by the same documents.
+        let nhost = host.to_record("host.json").expect("valid host").normalized();
+        let nguest = request.to_guest("request.json").expect("valid request");
+        let nlimits = limits.to_core("limits.json", Strategy::Spread).expect("limits");
 
         let nhost = PreparedHost::owned(nhost);
         let nguest = ValidRequest::owned(nguest).expect("valid request");

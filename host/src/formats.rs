@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use numafit_plugin::{GuestCell, GuestTopology, Named, PageSizeWish};
+use numafit_plugin::{GuestCell, GuestTopology, Limits, Named, NetworkNeed, PageSizeWish, Strategy};
 
 use crate::contract::latest::convert;
 use numafit_plugin::topology::{CellNetwork, HostCell, HostTopology, PagePool, PciPool};
@@ -492,36 +492,53 @@ impl RequestJson {
                 if cells.is_empty() {
                     return Err(err("field cells: an explicit guest topology needs at least one cell".into()));
                 }
-                let cells = cells
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        let pagesize = c
-                            .pagesize
-                            .as_ref()
-                            .map(PageSizeJson::to_core)
-                            .transpose()
-                            .map_err(|m| err(format!("field cells[{i}].pagesize: {m}")))?;
-                        Ok(GuestCell { cpuset: cpu_set(&c.cpuset), pcpuset: cpu_set(&c.pcpuset), memory: c.memory, pagesize })
-                    })
-                    .collect::<Result<_, InputError>>()?;
-                let guest = GuestTopology {
-                    cells,
-                    cpu_policy: enum_field(file, "cpu_policy", &self.cpu_policy)?,
-                    thread_policy: enum_field(file, "cpu_thread_policy", &self.cpu_thread_policy)?,
-                    emulator_threads: enum_field(file, "emulator_threads_policy", &self.emulator_threads_policy)?,
-                    pci_requests: Vec::new(),
-                };
-                // The core's rules, named by their field here.
-                guest.validate().map_err(|e| {
-                    let field = e.field.as_deref().unwrap_or("cells");
-                    err(format!("field {field}: {} (Nova: {})", e.message, e.code))
-                })?;
+                let guest = self.explicit_guest(file, cells)?;
                 let mut request = convert::request_to_wit(guest);
                 request.pci_requests = pci;
                 Ok(RequestInput::Explicit(request))
             }
         }
+    }
+
+    /// An explicit request (guest cells, not a flavor) as the core's model, checked by its rules.
+    pub fn to_guest(&self, file: &str) -> Result<GuestTopology, InputError> {
+        match (self.to_input(file)?, &self.cells) {
+            (RequestInput::Explicit(_), Some(cells)) if !cells.is_empty() => self.explicit_guest(file, cells),
+            (RequestInput::Explicit(_), _) => {
+                Ok(GuestTopology { cpu_policy: enum_field(file, "cpu_policy", &self.cpu_policy)?, ..GuestTopology::default() })
+            }
+            (RequestInput::Flavor(_), _) => Err(input_error(file, "field flavor: a flavor is read by a plugin, not by the core alone")),
+        }
+    }
+
+    fn explicit_guest(&self, file: &str, cells: &[GuestCellJson]) -> Result<GuestTopology, InputError> {
+        let err = |m: String| input_error(file, m);
+        let cells = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let pagesize = c
+                    .pagesize
+                    .as_ref()
+                    .map(PageSizeJson::to_core)
+                    .transpose()
+                    .map_err(|m| err(format!("field cells[{i}].pagesize: {m}")))?;
+                Ok(GuestCell { cpuset: cpu_set(&c.cpuset), pcpuset: cpu_set(&c.pcpuset), memory: c.memory, pagesize })
+            })
+            .collect::<Result<_, InputError>>()?;
+        let guest = GuestTopology {
+            cells,
+            cpu_policy: enum_field(file, "cpu_policy", &self.cpu_policy)?,
+            thread_policy: enum_field(file, "cpu_thread_policy", &self.cpu_thread_policy)?,
+            emulator_threads: enum_field(file, "emulator_threads_policy", &self.emulator_threads_policy)?,
+            pci_requests: Vec::new(),
+        };
+        // The core's rules, named by their field here.
+        guest.validate().map_err(|e| {
+            let field = e.field.as_deref().unwrap_or("cells");
+            err(format!("field {field}: {} (Nova: {})", e.message, e.code))
+        })?;
+        Ok(guest)
     }
 
     fn pci_requests_wit(&self, file: &str) -> Result<Vec<wit::PciRequest>, InputError> {
@@ -558,7 +575,7 @@ pub struct LimitsJson {
 }
 
 impl LimitsJson {
-    pub fn to_wit(&self, file: &str, strategy: wit::Strategy) -> Result<wit::Limits, InputError> {
+    pub fn to_core(&self, file: &str, strategy: Strategy) -> Result<Limits, InputError> {
         for (name, v) in [("cpu_allocation_ratio", self.cpu_allocation_ratio), ("ram_allocation_ratio", self.ram_allocation_ratio)] {
             if let Some(r) = v {
                 if !r.is_finite() || r <= 0.0 {
@@ -566,12 +583,16 @@ impl LimitsJson {
                 }
             }
         }
-        Ok(wit::Limits {
+        Ok(Limits {
             cpu_allocation_ratio: self.cpu_allocation_ratio,
             ram_allocation_ratio: self.ram_allocation_ratio,
-            network: self.network_metadata.as_ref().map(|n| wit::NetworkNeed { physnets: n.physnets.clone(), tunneled: n.tunneled }),
+            network: self.network_metadata.as_ref().map(|n| NetworkNeed { physnets: n.physnets.clone(), tunneled: n.tunneled }),
             strategy,
         })
+    }
+
+    pub fn to_wit(&self, file: &str, strategy: wit::Strategy) -> Result<wit::Limits, InputError> {
+        Ok(convert::limits_to_wit(self.to_core(file, convert::strategy_from_wit(strategy))?))
     }
 }
 

@@ -13,8 +13,6 @@ pub mod extra_specs;
 pub mod fit;
 pub mod flavor;
 pub mod hugepages;
-#[cfg(feature = "serde")]
-pub mod json;
 pub mod names;
 pub mod pci;
 pub mod pinning;

@@ -9,13 +9,10 @@ use crate::cpuset::CpuSet;
 
 /// A pool of memory pages of one size on one host cell (Nova's `NUMAPagesTopology`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 pub struct PagePool {
     pub size_kb: u32,
     pub total: u64,
-    #[cfg_attr(feature = "serde", serde(default))]
     pub used: u64,
-    #[cfg_attr(feature = "serde", serde(default))]
     pub reserved: u64,
 }
 
@@ -32,17 +29,13 @@ impl PagePool {
 
 /// Networks with NUMA affinity to a cell (Nova's `NetworkMetadata`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 pub struct CellNetwork {
-    #[cfg_attr(feature = "serde", serde(default))]
     pub physnets: Vec<String>,
-    #[cfg_attr(feature = "serde", serde(default))]
     pub tunneled: bool,
 }
 
 /// One host NUMA cell (node).
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 pub struct HostCell {
     pub id: u32,
     /// CPUs for floating (shared) vCPUs.
@@ -52,29 +45,20 @@ pub struct HostCell {
     /// MiB.
     pub memory: u64,
     /// Floating vCPUs placed on `cpuset`.
-    #[cfg_attr(feature = "serde", serde(default))]
     pub cpu_usage: u32,
     /// MiB claimed.
-    #[cfg_attr(feature = "serde", serde(default))]
     pub memory_usage: u64,
-    #[cfg_attr(feature = "serde", serde(default))]
     pub pinned_cpus: CpuSet,
     /// CPUs of the cell kept for the host (in neither `cpuset` nor `pcpuset`): sibling groups may
     /// name them, as threads no guest gets.
-    #[cfg_attr(feature = "serde", serde(default))]
     pub host_cpus: CpuSet,
     /// Hyperthread sibling groups (physical cores), in packing order.
-    #[cfg_attr(feature = "serde", serde(default))]
     pub siblings: Vec<CpuSet>,
     /// CPUs sharing an L3 cache, when the host says; empty when unknown.
-    #[cfg_attr(feature = "serde", serde(default))]
     pub cache_groups: Vec<CpuSet>,
     /// Page pools, smallest size first.
-    #[cfg_attr(feature = "serde", serde(default))]
     pub mempages: Vec<PagePool>,
-    #[cfg_attr(feature = "serde", serde(default))]
     pub socket: Option<u32>,
-    #[cfg_attr(feature = "serde", serde(default))]
     pub network_metadata: Option<CellNetwork>,
 }
 

@@ -208,6 +208,7 @@ macro_rules! contract_conversions {
                 PciNumaPolicy,
                 [Required, Legacy, Preferred, Socket]
             );
+            $crate::__same_cases!(strategy_to_wit, strategy_from_wit, Strategy, Strategy, [Spread, Pack]);
             $crate::__same_cases!(
                 shortfall_to_wit,
                 shortfall_from_wit,
@@ -334,10 +335,16 @@ macro_rules! contract_conversions {
                     cpu_allocation_ratio: l.cpu_allocation_ratio,
                     ram_allocation_ratio: l.ram_allocation_ratio,
                     network: l.network.map(|n| NetworkNeed { physnets: n.physnets, tunneled: n.tunneled }),
-                    strategy: match l.strategy {
-                        w::Strategy::Spread => Strategy::Spread,
-                        w::Strategy::Pack => Strategy::Pack,
-                    },
+                    strategy: strategy_from_wit(l.strategy),
+                }
+            }
+
+            pub fn limits_to_wit(l: Limits) -> w::Limits {
+                w::Limits {
+                    cpu_allocation_ratio: l.cpu_allocation_ratio,
+                    ram_allocation_ratio: l.ram_allocation_ratio,
+                    network: l.network.map(|n| w::NetworkNeed { physnets: n.physnets, tunneled: n.tunneled }),
+                    strategy: strategy_to_wit(l.strategy),
                 }
             }
 
