@@ -4,8 +4,8 @@
 //! Compiled components are cached on disk, keyed by their bytes and the engine, so start-up does
 //! not recompile.
 //!
-//! The host speaks contract 0.3 (`wit/0.3.0`): 0.2's `policy` interface through `bindgen!`, and
-//! 0.3's `requests` interface (loaded requests), found by name, when the plugin has it. A 0.2
+//! The host speaks contract 0.3 (`wit/0.3.0`) through its `bindgen!` bindings, interface by
+//! interface: 0.2's `policy`, and 0.3's `requests` (loaded requests) when the plugin has it. A 0.2
 //! plugin keeps loading, its loaded requests kept on this side. A plugin built against 0.1
 //! (`wit/0.1.0`: functions at the component's top level, a record per vCPU in requests and
 //! placements, no `host-state`) keeps loading too: its functions are looked up by name, requests and
@@ -17,18 +17,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::{anyhow, Context, Result};
-use wasmtime::component::{Component, ComponentExportIndex, ComponentNamedList, Func, Lift, Linker, Lower, ResourceAny, TypedFunc};
+use wasmtime::component::{Component, ComponentExportIndex, ComponentNamedList, Func, Lift, Linker, Lower, ResourceAny};
 use wasmtime::{Config, Engine, ResourceLimiter, Store};
 
 pub mod cache;
 pub use cache::CacheUse;
 
+use crate::contract::latest::requests;
 use crate::contract::v0_1::{self, placement_from_0_1, placement_to_0_1, request_from_0_1, request_to_0_1};
-pub use crate::contract::v0_2::bindings;
 /// The contract's types as the host sees them (the latest contract's).
 pub use crate::contract::wit;
 pub use crate::contract::{cell_ids, cpu_rows, placement_from_rows, placement_rows, CpuRow, PlacedCellRows};
-use bindings::{PlacementPolicy, PlacementPolicyPre};
 
 /// The default `nova` policy, built from this workspace's `plugin/` crate.
 pub static EMBEDDED_NOVA: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/nova.wasm"));
@@ -225,16 +224,19 @@ impl Drop for Handles {
     }
 }
 
-/// How a component's exports are found: by the 0.2 bindings (plus, by name, contract 0.3's
-/// `requests` when the plugin has it), or by name for a 0.1 plugin.
+/// How a component's exports are found: by the latest bindings, per interface (`requests` when
+/// the plugin has it: a 0.2 plugin does not), or by name for a 0.1 plugin.
 enum Pre {
-    Current(PlacementPolicyPre<State>, Option<RequestIndices>),
+    Current { pre: wasmtime::component::InstancePre<State>, policy: wit::GuestIndices, requests: Option<requests::GuestIndices> },
     V0_1 { pre: wasmtime::component::InstancePre<State>, funcs: LegacyIndices },
 }
 
+/// The name contract 0.3 exports its `requests` interface under.
+const REQUESTS_INTERFACE: &str = "numafit:policy/requests@0.3.0";
+
 /// A live instance's exports.
 enum Exports {
-    Current(PlacementPolicy, Option<RequestFuncs>),
+    Current(wit::Guest, Option<requests::Guest>),
     V0_1(LegacyFuncs),
 }
 
@@ -250,7 +252,7 @@ struct LegacyIndices {
 }
 
 /// A 0.1 plugin's functions in one instance. Apart from requests and placements, 0.1 and 0.2 types
-/// are structurally identical, so the 0.2 bindings' Rust types lower and lift them (wasmtime
+/// are structurally identical, so the latest bindings' Rust types lower and lift them (wasmtime
 /// type-checks each call).
 struct LegacyFuncs {
     info: Func,
@@ -286,39 +288,6 @@ impl LegacyIndices {
             claim: get(&self.claim)?,
             release: get(&self.release)?,
         })
-    }
-}
-
-/// Where contract 0.3's `requests` interface (loaded requests) is, in a plugin that has it.
-#[derive(Clone, Copy)]
-struct RequestIndices {
-    load: ComponentExportIndex,
-    fit: ComponentExportIndex,
-}
-
-/// `requests` in one instance: `request-state`'s `load` and `fit`, type-checked once when the
-/// instance is made (checking on every call cost more than a small fit).
-struct RequestFuncs {
-    load: TypedFunc<(wit::Request,), (Result<ResourceAny, String>,)>,
-    fit: TypedFunc<(ResourceAny, ResourceAny, wit::Limits), (Result<wit::Placement, wit::Rejection>,)>,
-}
-
-/// The name contract 0.3 exports its `requests` interface under.
-const REQUESTS_INTERFACE: &str = "numafit:policy/requests@0.3.0";
-
-impl RequestIndices {
-    fn find(component: &Component) -> Option<RequestIndices> {
-        let interface = component.get_export_index(None, REQUESTS_INTERFACE)?;
-        let at = |name: &str| component.get_export_index(Some(&interface), name);
-        Some(RequestIndices { load: at("[static]request-state.load")?, fit: at("[method]request-state.fit")? })
-    }
-
-    fn funcs(&self, store: &mut Store<State>, instance: &wasmtime::component::Instance) -> wasmtime::Result<RequestFuncs> {
-        let mut get = |index: &ComponentExportIndex| {
-            instance.get_func(&mut *store, index).ok_or_else(|| wasmtime::format_err!("a {REQUESTS_INTERFACE} export is not a function"))
-        };
-        let (load, fit) = (get(&self.load)?, get(&self.fit)?);
-        Ok(RequestFuncs { load: load.typed(&*store)?, fit: fit.typed(&*store)? })
     }
 }
 
@@ -417,8 +386,19 @@ impl Plugin {
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("plugin {name} needs imports numafit does not provide: a policy must import nothing"))?;
-        let pre = match PlacementPolicyPre::new(pre.clone()) {
-            Ok(current) => Pre::Current(current, RequestIndices::find(&component)),
+        let pre = match wit::GuestIndices::new(&pre) {
+            Ok(policy) => {
+                // No `requests` export: a 0.2 plugin. One that is there must be 0.3's.
+                let requests = match component.get_export_index(None, REQUESTS_INTERFACE) {
+                    None => None,
+                    Some(_) => Some(
+                        requests::GuestIndices::new(&pre)
+                            .map_err(anyhow::Error::from)
+                            .with_context(|| format!("plugin {name} exports {REQUESTS_INTERFACE}, but not as contract 0.3 defines it"))?,
+                    ),
+                };
+                Pre::Current { pre, policy, requests }
+            }
             Err(current_err) => match LegacyIndices::find(&component) {
                 Some(funcs) => Pre::V0_1 { pre, funcs },
                 None => {
@@ -451,8 +431,8 @@ impl Plugin {
     /// The contract version the plugin's exports follow: "0.3.0", "0.2.0" or "0.1.0".
     pub fn contract(&self) -> &'static str {
         match self.shared.pre {
-            Pre::Current(_, Some(_)) => "0.3.0",
-            Pre::Current(_, None) => "0.2.0",
+            Pre::Current { requests: Some(_), .. } => "0.3.0",
+            Pre::Current { requests: None, .. } => "0.2.0",
             Pre::V0_1 { .. } => "0.1.0",
         }
     }
@@ -463,9 +443,9 @@ impl Plugin {
         store.limiter(|s| s as &mut dyn ResourceLimiter);
         store.set_fuel(shared.limits.fuel)?;
         let exports = match &shared.pre {
-            Pre::Current(pre, requests) => pre.instance_pre().instantiate(&mut store).and_then(|instance| {
-                let policy = PlacementPolicy::new(&mut store, &instance)?;
-                let requests = requests.as_ref().map(|r| r.funcs(&mut store, &instance)).transpose()?;
+            Pre::Current { pre, policy, requests } => pre.instantiate(&mut store).and_then(|instance| {
+                let policy = policy.load(&mut store, &instance)?;
+                let requests = requests.as_ref().map(|r| r.load(&mut store, &instance)).transpose()?;
                 Ok(Exports::Current(policy, requests))
             }),
             Pre::V0_1 { pre, funcs } => {
@@ -550,14 +530,14 @@ impl Plugin {
 
     pub fn info(&mut self) -> Result<wit::PluginInfo> {
         self.call(|e, s| match e {
-            Exports::Current(p, _) => p.numafit_policy_policy().call_info(s),
+            Exports::Current(p, _) => p.call_info(s),
             Exports::V0_1(f) => call_typed(f.info, s, ()).map(|(r,)| r),
         })
     }
 
     pub fn request_from_flavor(&mut self, flavor: &wit::Flavor) -> Result<Result<wit::Request, wit::RequestError>> {
         self.call(|e, s| match e {
-            Exports::Current(p, _) => p.numafit_policy_policy().call_request_from_flavor(s, flavor),
+            Exports::Current(p, _) => p.call_request_from_flavor(s, flavor),
             Exports::V0_1(f) => call_typed::<_, (Result<v0_1::Request, wit::RequestError>,)>(f.request_from_flavor, s, (flavor,))
                 .map(|(r,)| r.map(request_from_0_1)),
         })
@@ -570,7 +550,7 @@ impl Plugin {
         limits: &wit::Limits,
     ) -> Result<Result<wit::Placement, wit::Rejection>> {
         self.call(|e, s| match e {
-            Exports::Current(p, _) => p.numafit_policy_policy().call_fit(s, host, request, limits),
+            Exports::Current(p, _) => p.call_fit(s, host, request, limits),
             Exports::V0_1(f) => {
                 call_typed::<_, (Result<v0_1::Placement, wit::Rejection>,)>(f.fit, s, (host, &request_to_0_1(request), limits))
                     .map(|(r,)| r.map(placement_from_0_1))
@@ -585,7 +565,7 @@ impl Plugin {
         limits: &wit::Limits,
     ) -> Result<Vec<Result<wit::Placement, wit::Rejection>>> {
         self.call(|e, s| match e {
-            Exports::Current(p, _) => p.numafit_policy_policy().call_fit_many(s, hosts, request, limits),
+            Exports::Current(p, _) => p.call_fit_many(s, hosts, request, limits),
             Exports::V0_1(f) => {
                 call_typed::<_, (Vec<Result<v0_1::Placement, wit::Rejection>>,)>(f.fit_many, s, (hosts, &request_to_0_1(request), limits))
                     .map(|(r,)| r.into_iter().map(|a| a.map(placement_from_0_1)).collect())
@@ -595,14 +575,14 @@ impl Plugin {
 
     pub fn claim(&mut self, host: &wit::Host, placement: &wit::Placement) -> Result<Result<wit::Host, wit::AccountingError>> {
         self.call(|e, s| match e {
-            Exports::Current(p, _) => p.numafit_policy_policy().call_claim(s, host, placement),
+            Exports::Current(p, _) => p.call_claim(s, host, placement),
             Exports::V0_1(f) => call_typed(f.claim, s, (host, &placement_to_0_1(placement))).map(|(r,)| r),
         })
     }
 
     pub fn release(&mut self, host: &wit::Host, placement: &wit::Placement) -> Result<Result<wit::Host, wit::AccountingError>> {
         self.call(|e, s| match e {
-            Exports::Current(p, _) => p.numafit_policy_policy().call_release(s, host, placement),
+            Exports::Current(p, _) => p.call_release(s, host, placement),
             Exports::V0_1(f) => call_typed(f.release, s, (host, &placement_to_0_1(placement))).map(|(r,)| r),
         })
     }
@@ -626,7 +606,7 @@ impl Plugin {
         }
         let host = &loaded.host;
         let answer = self.call(|e, s| match e {
-            Exports::Current(p, _) => p.numafit_policy_policy().host_state().call_load(s, host),
+            Exports::Current(p, _) => p.host_state().call_load(s, host),
             Exports::V0_1(_) => Err(wasmtime::format_err!("a 0.1 plugin has no host-state")),
         })?;
         // A refused host keeps no handle in this instance.
@@ -646,7 +626,7 @@ impl Plugin {
         match self.ensure_loaded(loaded)? {
             Err(e) => Ok(Err(invalid_host(e))),
             Ok(Some(handle)) => self.call(|e, s| match e {
-                Exports::Current(p, _) => p.numafit_policy_policy().host_state().call_fit(s, handle, request, limits),
+                Exports::Current(p, _) => p.host_state().call_fit(s, handle, request, limits),
                 Exports::V0_1(_) => Err(wasmtime::format_err!("a 0.1 plugin has no host-state")),
             }),
             Ok(None) => self.fit(&loaded.host, request, limits),
@@ -677,7 +657,7 @@ impl Plugin {
             hosts.iter().zip(&answers).filter(|(_, a)| a.is_none()).filter_map(|(h, _)| h.handles.get(live)).collect();
         let mut fitted = self
             .call(|e, s| match e {
-                Exports::Current(p, _) => p.numafit_policy_policy().call_fit_loaded(s, &handles, request, limits),
+                Exports::Current(p, _) => p.call_fit_loaded(s, &handles, request, limits),
                 Exports::V0_1(_) => Err(wasmtime::format_err!("a 0.1 plugin has no host-state")),
             })?
             .into_iter();
@@ -693,7 +673,7 @@ impl Plugin {
     }
 
     fn has_requests(&self) -> bool {
-        matches!(self.shared.pre, Pre::Current(_, Some(_)))
+        matches!(self.shared.pre, Pre::Current { requests: Some(_), .. })
     }
 
     fn ensure_request_loaded(&mut self, loaded: &LoadedRequest) -> Result<Result<Option<ResourceAny>, String>> {
@@ -706,7 +686,7 @@ impl Plugin {
         }
         let request = &loaded.request;
         let answer = self.call(|e, s| match e {
-            Exports::Current(_, Some(r)) => r.load.call(s, (request.clone(),)).map(|(a,)| a),
+            Exports::Current(_, Some(r)) => r.request_state().call_load(s, request),
             _ => Err(wasmtime::format_err!("the plugin has no loaded requests")),
         })?;
         if let Ok(r) = answer {
@@ -737,8 +717,7 @@ impl Plugin {
         let live = self.live_id()?;
         match (h.and(host.handles.get(live)), r.and(request.handles.get(live))) {
             (Some(h), Some(r)) => self.call(|e, s| match e {
-                // Limits are a few scalars (and physnet names when asked): cloned to fit the typed signature.
-                Exports::Current(_, Some(f)) => f.fit.call(s, (r, h, limits.clone())).map(|(a,)| a),
+                Exports::Current(_, Some(f)) => f.request_state().call_fit(s, r, h, limits),
                 _ => Err(wasmtime::format_err!("the plugin has no loaded requests")),
             }),
             _ => self.fit_loaded(host, &request.request, limits),

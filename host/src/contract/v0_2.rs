@@ -1,16 +1,6 @@
-//! Contract 0.2 (`wit/0.2.0`): the types and the `policy` interface every current plugin exports
-//! (0.3 adds the `requests` interface, found by name in the runtime, with the same types).
+//! Contract 0.2 (`wit/0.2.0`): the `policy` interface alone. Contract 0.3 includes it unchanged
+//! (`wit/0.3.0/deps/policy-0.2.0` is `wit/0.2.0`), so a 0.2 plugin is driven through the latest
+//! bindings of that interface, with the same types and no conversion; what it lacks (loaded
+//! requests) the runtime keeps on the host's side.
 
-pub mod bindings {
-    wasmtime::component::bindgen!({
-        world: "placement-policy",
-        path: "../wit/0.2.0",
-    });
-}
-
-/// The contract's types as the host sees them.
-pub use bindings::exports::numafit::policy::policy as wit;
-
-// The conversions between these types and the core model: the same code the component expands
-// over its own bindings (`numafit_plugin::wire`).
-numafit_plugin::contract_conversions!(super::wit);
+pub use super::v0_3::wit;
