@@ -11,17 +11,27 @@
 //! placements, no `host-state`) keeps loading too: its functions are looked up by name, requests and
 //! placements are converted, and loaded hosts and requests are kept on this side.
 
-use std::collections::HashSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
-use wasmtime::component::{Component, ComponentExportIndex, ComponentNamedList, Func, Lift, Linker, Lower, ResourceAny};
-use wasmtime::{Config, Engine, ResourceLimiter, Store};
+use wasmtime::component::{Linker, ResourceAny};
+use wasmtime::{Engine, ResourceLimiter, Store};
 
 pub mod cache;
+mod exports;
+mod handles;
+mod limits;
+mod pool;
+
 pub use cache::CacheUse;
+pub use handles::{LoadedHost, LoadedRequest};
+pub use limits::{PluginError, PluginLimits};
+pub use pool::{PluginPool, PooledPlugin};
+
+use exports::{call_typed, Exports, LegacyIndices, Pre, REQUESTS_INTERFACE};
+use handles::{next_id, HandleBook, Handles};
+use limits::{engine, State};
 
 use crate::contract::latest::requests;
 use crate::contract::v0_1::{self, placement_from_0_1, placement_to_0_1, request_from_0_1, request_to_0_1};
@@ -33,66 +43,6 @@ pub use crate::contract::{cell_ids, cpu_rows, placement_from_rows, placement_row
 pub static EMBEDDED_NOVA: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/nova.wasm"));
 /// The `balanced` policy, built from the same crate.
 pub static EMBEDDED_BALANCED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/balanced.wasm"));
-
-/// Per-call resource limits for a plugin.
-#[derive(Clone, Copy, Debug)]
-pub struct PluginLimits {
-    /// Fuel units (roughly wasm instructions) one call may burn.
-    pub fuel: u64,
-    /// Bytes of linear memory the instance may grow to.
-    pub memory_bytes: usize,
-}
-
-impl Default for PluginLimits {
-    fn default() -> Self {
-        PluginLimits { fuel: 5_000_000_000, memory_bytes: 256 << 20 }
-    }
-}
-
-/// Why a plugin call failed: the plugin is named so an operator knows which policy misbehaved.
-#[derive(Debug, thiserror::Error)]
-pub enum PluginError {
-    #[error(
-        "plugin {plugin} ran out of fuel: one call burned its whole budget of {fuel} units. It may loop forever, or the input is \
-         larger than the budget allows (a host of thousands of cells); raise the budget with --fuel N"
-    )]
-    OutOfFuel { plugin: String, fuel: u64 },
-    #[error("plugin {plugin} hit its memory cap of {mib} MiB")]
-    MemoryCap { plugin: String, mib: usize },
-    #[error("plugin {plugin} trapped: {trap}")]
-    Trap { plugin: String, trap: String },
-}
-
-/// Per-store data: the memory cap, and whether a call hit it (so the failure can be named).
-struct State {
-    memory_cap: usize,
-    cap_hit: bool,
-    /// Linear memory size after the last growth.
-    memory_bytes: usize,
-}
-
-impl ResourceLimiter for State {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.memory_cap {
-            self.cap_hit = true;
-            // An error (not `Ok(false)`) traps at once instead of letting the guest see a failed
-            // grow and abort somewhere less obvious.
-            wasmtime::bail!("memory cap of {} bytes reached (wanted {desired})", self.memory_cap);
-        }
-        self.memory_bytes = desired;
-        Ok(true)
-    }
-
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
-    }
-
-    /// One component instance is a few core instances (the policy module, plus the shims
-    /// `wit-component` adds, e.g. for a resource's destructor); a store never holds more than one component.
-    fn instances(&self) -> usize {
-        8
-    }
-}
 
 /// A loaded policy component, ready to call.
 ///
@@ -115,32 +65,6 @@ struct Shared {
     limits: PluginLimits,
     cache_use: CacheUse,
     book: Arc<HandleBook>,
-}
-
-/// Plugins and instances are numbered once per process, so no two ever share an id.
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-fn next_id() -> u64 {
-    NEXT_ID.fetch_add(1, Ordering::Relaxed)
-}
-
-/// Which instances of a plugin are alive, and the resources of dropped handles waiting for their
-/// instance's next call to free them (a handle cannot reach the store when it is dropped).
-#[derive(Default)]
-struct HandleBook(Mutex<Book>);
-
-#[derive(Default)]
-struct Book {
-    alive: HashSet<u64>,
-    dropped: Vec<(u64, ResourceAny)>,
-}
-
-impl HandleBook {
-    fn lock(&self) -> MutexGuard<'_, Book> {
-        // A panic while holding the lock leaves the book consistent (every update is one push or
-        // one removal), so a poisoned lock is used as it is.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 /// One live instance of a worker.
@@ -179,164 +103,6 @@ impl Drop for Live {
         let id = self.id;
         book.dropped.retain(|(i, _)| *i != id);
     }
-}
-
-/// The resources one loaded host or request has in the instances that loaded it, bound to the
-/// plugin that made them. Dropping it frees them (at each instance's next call).
-struct Handles {
-    plugin: u64,
-    plugin_name: String,
-    book: Arc<HandleBook>,
-    per_instance: Mutex<Vec<(u64, ResourceAny)>>,
-}
-
-impl Handles {
-    fn new(shared: &Shared) -> Handles {
-        Handles { plugin: shared.id, plugin_name: shared.name.clone(), book: shared.book.clone(), per_instance: Mutex::new(Vec::new()) }
-    }
-
-    fn entries(&self) -> MutexGuard<'_, Vec<(u64, ResourceAny)>> {
-        self.per_instance.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn get(&self, instance: u64) -> Option<ResourceAny> {
-        self.entries().iter().find(|(i, _)| *i == instance).map(|&(_, r)| r)
-    }
-
-    /// Records the resource in `instance`, forgetting those of instances that are gone.
-    fn put(&self, instance: u64, resource: ResourceAny) {
-        let book = self.book.lock();
-        let mut entries = self.entries();
-        entries.retain(|(i, _)| book.alive.contains(i) && *i != instance);
-        entries.push((instance, resource));
-    }
-}
-
-impl Drop for Handles {
-    fn drop(&mut self) {
-        let mut book = self.book.lock();
-        let entries = std::mem::take(&mut *self.entries());
-        for (instance, resource) in entries {
-            if book.alive.contains(&instance) {
-                book.dropped.push((instance, resource));
-            }
-        }
-    }
-}
-
-/// How a component's exports are found: by the latest bindings, per interface (`requests` when
-/// the plugin has it: a 0.2 plugin does not), or by name for a 0.1 plugin.
-enum Pre {
-    Current { pre: wasmtime::component::InstancePre<State>, policy: wit::GuestIndices, requests: Option<requests::GuestIndices> },
-    V0_1 { pre: wasmtime::component::InstancePre<State>, funcs: LegacyIndices },
-}
-
-/// The name contract 0.3 exports its `requests` interface under.
-const REQUESTS_INTERFACE: &str = "numafit:policy/requests@0.3.0";
-
-/// A live instance's exports.
-enum Exports {
-    Current(wit::Guest, Option<requests::Guest>),
-    V0_1(LegacyFuncs),
-}
-
-/// Where a 0.1 plugin's top-level functions are.
-#[derive(Clone, Copy)]
-struct LegacyIndices {
-    info: ComponentExportIndex,
-    request_from_flavor: ComponentExportIndex,
-    fit: ComponentExportIndex,
-    fit_many: ComponentExportIndex,
-    claim: ComponentExportIndex,
-    release: ComponentExportIndex,
-}
-
-/// A 0.1 plugin's functions in one instance. Apart from requests and placements, 0.1 and 0.2 types
-/// are structurally identical, so the latest bindings' Rust types lower and lift them (wasmtime
-/// type-checks each call).
-struct LegacyFuncs {
-    info: Func,
-    request_from_flavor: Func,
-    fit: Func,
-    fit_many: Func,
-    claim: Func,
-    release: Func,
-}
-
-impl LegacyIndices {
-    fn find(component: &Component) -> Option<LegacyIndices> {
-        let at = |name: &str| component.get_export_index(None, name);
-        Some(LegacyIndices {
-            info: at("info")?,
-            request_from_flavor: at("request-from-flavor")?,
-            fit: at("fit")?,
-            fit_many: at("fit-many")?,
-            claim: at("claim")?,
-            release: at("release")?,
-        })
-    }
-
-    fn funcs(&self, store: &mut Store<State>, instance: &wasmtime::component::Instance) -> wasmtime::Result<LegacyFuncs> {
-        let mut get = |index: &ComponentExportIndex| {
-            instance.get_func(&mut *store, index).ok_or_else(|| wasmtime::format_err!("a 0.1 export is not a function"))
-        };
-        Ok(LegacyFuncs {
-            info: get(&self.info)?,
-            request_from_flavor: get(&self.request_from_flavor)?,
-            fit: get(&self.fit)?,
-            fit_many: get(&self.fit_many)?,
-            claim: get(&self.claim)?,
-            release: get(&self.release)?,
-        })
-    }
-}
-
-/// Calls a function found by name with the given types (checked against the component's).
-fn call_typed<P, R>(func: Func, store: &mut Store<State>, params: P) -> wasmtime::Result<R>
-where
-    P: ComponentNamedList + Lower,
-    R: ComponentNamedList + Lift,
-{
-    func.typed::<P, R>(&*store)?.call(store, params)
-}
-
-/// A host loaded into a plugin (`host-state`): fits against it cross only the request. The tables
-/// are kept, so the host is loaded again transparently when the plugin instance was replaced after
-/// a trap; for a 0.1 plugin they are what each fit sends.
-pub struct LoadedHost {
-    host: wit::Host,
-    handles: Handles,
-}
-
-/// A request loaded into a plugin (`request-state`, contract 0.3). The request is kept, so it is
-/// loaded again transparently when the plugin instance was replaced after a trap; for a plugin
-/// without loaded requests it is what each fit sends.
-pub struct LoadedRequest {
-    request: wit::Request,
-    handles: Handles,
-}
-
-impl LoadedRequest {
-    pub fn request(&self) -> &wit::Request {
-        &self.request
-    }
-}
-
-impl LoadedHost {
-    pub fn host(&self) -> &wit::Host {
-        &self.host
-    }
-}
-
-fn engine() -> Result<Engine> {
-    let mut config = Config::new();
-    config.consume_fuel(true);
-    // `NUMAFIT_PERFMAP=1`: name the plugin's compiled functions for `perf` (/tmp/perf-PID.map), to
-    // profile a policy as it runs in the host.
-    if std::env::var_os("NUMAFIT_PERFMAP").is_some() {
-        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-    }
-    Ok(Engine::new(&config)?)
 }
 
 impl Plugin {
@@ -590,7 +356,7 @@ impl Plugin {
     /// Loads a host into the plugin (`host-state`). Fails (inner error) when the plugin finds the
     /// host inconsistent; a 0.1 plugin keeps nothing and checks the host on each fit instead.
     pub fn load(&mut self, host: wit::Host) -> Result<Result<LoadedHost, String>> {
-        let loaded = LoadedHost { host, handles: Handles::new(&self.shared) };
+        let loaded = LoadedHost { host, handles: Handles::new(self.shared.id, &self.shared.name, self.shared.book.clone()) };
         Ok(self.ensure_loaded(&loaded)?.map(|_| loaded))
     }
 
@@ -668,7 +434,7 @@ impl Plugin {
     /// plugin finds the request invalid. A plugin without loaded requests (0.1, 0.2) keeps
     /// nothing: the request is sent, and checked, with each fit.
     pub fn load_request(&mut self, request: wit::Request) -> Result<Result<LoadedRequest, String>> {
-        let loaded = LoadedRequest { request, handles: Handles::new(&self.shared) };
+        let loaded = LoadedRequest { request, handles: Handles::new(self.shared.id, &self.shared.name, self.shared.book.clone()) };
         Ok(self.ensure_request_loaded(&loaded)?.map(|_| loaded))
     }
 
@@ -744,57 +510,6 @@ impl Plugin {
             self.call(|_, _| Ok(()))?;
         }
         Ok(())
-    }
-}
-
-/// Workers of one plugin lent to threads: `take` hands out an idle worker (or a new one) and
-/// the guard gives it back when dropped, so instances are reused across requests.
-pub struct PluginPool {
-    plugin: Plugin,
-    idle: Mutex<Vec<Plugin>>,
-}
-
-impl PluginPool {
-    pub fn new(plugin: Plugin) -> PluginPool {
-        PluginPool { plugin, idle: Mutex::new(Vec::new()) }
-    }
-
-    /// The plugin whose workers the pool lends (to load hosts and requests with, say).
-    pub fn plugin(&self) -> &Plugin {
-        &self.plugin
-    }
-
-    pub fn take(&self) -> PooledPlugin<'_> {
-        let worker = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_else(|| self.plugin.worker());
-        PooledPlugin { pool: self, worker }
-    }
-}
-
-/// A worker borrowed from a `PluginPool`.
-pub struct PooledPlugin<'a> {
-    pool: &'a PluginPool,
-    worker: Plugin,
-}
-
-impl std::ops::Deref for PooledPlugin<'_> {
-    type Target = Plugin;
-    fn deref(&self) -> &Plugin {
-        &self.worker
-    }
-}
-
-impl std::ops::DerefMut for PooledPlugin<'_> {
-    fn deref_mut(&mut self) -> &mut Plugin {
-        &mut self.worker
-    }
-}
-
-impl Drop for PooledPlugin<'_> {
-    fn drop(&mut self) {
-        // The placeholder is an instance-less worker: an Arc clone.
-        let worker = std::mem::replace(&mut self.worker, self.pool.plugin.worker());
-        // A worker whose instance trapped has none left: it makes a fresh one on its next call.
-        self.pool.idle.lock().unwrap_or_else(|p| p.into_inner()).push(worker);
     }
 }
 
