@@ -16,14 +16,10 @@ use crate::topology::{HostCell, HostTopology};
 crate::named_enum! {
     /// Why a claim or release was refused, named as Nova's exception where Nova has one.
     pub enum AccountingCode {
-        CpuPinningUnknown = "CPUPinningUnknown",
-        CpuPinningInvalid = "CPUPinningInvalid",
-        CpuUnpinningUnknown = "CPUUnpinningUnknown",
-        CpuUnpinningInvalid = "CPUUnpinningInvalid",
-        UnknownCell = "UnknownHostCell",
-        UnknownPageSize = "MemoryPageSizeNotSupported",
-        OverRelease = "OverRelease",
-        InvalidInput = "InvalidInput",
+        CpuPinningUnknown = "CPUPinningUnknown", CpuPinningInvalid = "CPUPinningInvalid",
+        CpuUnpinningUnknown = "CPUUnpinningUnknown", CpuUnpinningInvalid = "CPUUnpinningInvalid",
+        UnknownCell = "UnknownHostCell", UnknownPageSize = "MemoryPageSizeNotSupported",
+        OverRelease = "OverRelease", InvalidInput = "InvalidInput",
     }
 }
 

@@ -5,16 +5,9 @@
 crate::named_enum! {
     /// What a host cell lacked (mirrors the contract's `shortfall`; named as its cases are).
     pub enum Shortfall {
-        Memory = "memory",
-        Pages = "pages",
-        PinnableCpus = "pinnable-cpus",
-        SharedCpus = "shared-cpus",
-        FreeCpus = "free-cpus",
-        FreeCores = "free-cores",
-        SiblingThreads = "sibling-threads",
-        EmulatorCpu = "emulator-cpu",
-        CpuRatio = "cpu-ratio",
-        NoCpus = "no-cpus",
+        Memory = "memory", Pages = "pages", PinnableCpus = "pinnable-cpus", SharedCpus = "shared-cpus",
+        FreeCpus = "free-cpus", FreeCores = "free-cores", SiblingThreads = "sibling-threads",
+        EmulatorCpu = "emulator-cpu", CpuRatio = "cpu-ratio", NoCpus = "no-cpus",
     }
 }
 

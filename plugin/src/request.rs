@@ -9,26 +9,21 @@ use crate::cpuset::CpuSet;
 crate::named_enum! {
     /// `hw:cpu_policy`.
     pub enum CpuPolicy {
-        Shared = "shared",
-        Dedicated = "dedicated",
-        Mixed = "mixed",
+        Shared = "shared", Dedicated = "dedicated", Mixed = "mixed",
     }
 }
 
 crate::named_enum! {
     /// `hw:cpu_thread_policy`.
     pub enum ThreadPolicy {
-        Prefer = "prefer",
-        Isolate = "isolate",
-        Require = "require",
+        Prefer = "prefer", Isolate = "isolate", Require = "require",
     }
 }
 
 crate::named_enum! {
     /// `hw:emulator_threads_policy`.
     pub enum EmulatorThreads {
-        Share = "share",
-        Isolate = "isolate",
+        Share = "share", Isolate = "isolate",
     }
 }
 
@@ -58,10 +53,7 @@ impl PageSizeWish {
 crate::named_enum! {
     /// `hw:pci_numa_affinity_policy`.
     pub enum PciNumaPolicy {
-        Required = "required",
-        Legacy = "legacy",
-        Preferred = "preferred",
-        Socket = "socket",
+        Required = "required", Legacy = "legacy", Preferred = "preferred", Socket = "socket",
     }
 }
 
