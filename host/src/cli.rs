@@ -27,12 +27,13 @@ macro_rules! outln {
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use numafit_plugin::{HostTopology, Named};
+use numafit_plugin::{HostTopology, Named, Placement};
 
 use crate::contract::{self, latest::convert};
 use crate::discover::{self, HostConfig};
 use crate::failure::{Failure, FlagError, OutputError, RequestRefused};
 use crate::formats::{self, HostJson, InputError, LimitsJson, PlacementJson, RejectionJson, RequestInput, RequestJson};
+use crate::ledger::{self, Claim, Ledger, NewClaim, PolicyVersion, Recorded};
 use crate::runtime::{cell_ids, placement_rows, wit, CacheUse, Plugin, PluginLimits};
 use crate::verify;
 
@@ -141,6 +142,25 @@ impl DiscoverArgs {
     }
 }
 
+/// Where the ledger lives.
+#[derive(Args, Debug, Clone)]
+struct StateArgs {
+    /// The ledger's directory (default: $XDG_STATE_HOME/numafit; as root /var/lib/numafit).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+impl StateArgs {
+    fn open(&self) -> Result<Ledger, Failure> {
+        let dir = match &self.state_dir {
+            Some(dir) => dir.clone(),
+            None => ledger::default_dir()
+                .ok_or_else(|| FlagError("--state-dir: no default (neither XDG_STATE_HOME nor HOME is set); give one".into()))?,
+        };
+        Ok(Ledger::open(&dir)?)
+    }
+}
+
 /// The options of `DiscoverArgs`: a HOST.json already says what they would (its cpuset,
 /// pcpuset, reserved pages and memory), so giving them with `--host` is refused, not ignored.
 const DISCOVERY_FLAGS: [&str; 6] =
@@ -179,7 +199,8 @@ enum Command {
         #[command(flatten)]
         plugin: PluginArgs,
     },
-    /// Take a placement's resources from a host; prints the host after the claim.
+    /// Take a placement's resources from a host; prints the host after the claim. With
+    /// --instance: fit REQUEST.json on this machine's live state and record it in the ledger.
     Claim {
         /// The host; without it, this machine (or --sysfs-root / --numactl-output) is read.
         /// The discovery options describe a discovered host, so they cannot go with --host.
@@ -187,16 +208,25 @@ enum Command {
         host: Option<PathBuf>,
         #[command(flatten)]
         discover: DiscoverArgs,
-        #[arg(long, value_name = "PLACEMENT.json")]
-        placement: PathBuf,
+        #[arg(long, value_name = "PLACEMENT.json", required_unless_present = "instance")]
+        placement: Option<PathBuf>,
+        /// The instance to record the claim under, in the ledger (idempotent per id).
+        #[arg(long, value_name = "ID", requires = "request", conflicts_with_all = ["host", "placement"])]
+        instance: Option<String>,
+        /// With --instance: the request to fit on this machine's live state.
+        #[arg(long, value_name = "REQUEST.json", requires = "instance")]
+        request: Option<PathBuf>,
         /// The allocation ratios the fit ran under: memory and floating vCPUs may go past a cell
         /// only up to them (without: each instance within its cell, as Nova's fit allows).
         #[arg(long, value_name = "LIMITS.json")]
         limits: Option<PathBuf>,
         #[command(flatten)]
+        state: StateArgs,
+        #[command(flatten)]
         plugin: PluginArgs,
     },
-    /// Give a placement's resources back to a host; prints the host after the release.
+    /// Give a placement's resources back to a host; prints the host after the release. With
+    /// --instance: remove the instance's claim from the ledger.
     Release {
         /// The host; without it, this machine (or --sysfs-root / --numactl-output) is read.
         /// The discovery options describe a discovered host, so they cannot go with --host.
@@ -204,10 +234,33 @@ enum Command {
         host: Option<PathBuf>,
         #[command(flatten)]
         discover: DiscoverArgs,
-        #[arg(long, value_name = "PLACEMENT.json")]
-        placement: PathBuf,
+        #[arg(long, value_name = "PLACEMENT.json", required_unless_present = "instance")]
+        placement: Option<PathBuf>,
+        /// The instance whose claim the ledger gives back.
+        #[arg(long, value_name = "ID", conflicts_with_all = ["host", "placement"])]
+        instance: Option<String>,
+        #[command(flatten)]
+        state: StateArgs,
         #[command(flatten)]
         plugin: PluginArgs,
+    },
+    /// List the ledger's claims: each instance with the placement `fit --json` printed for it.
+    Claims {
+        #[command(flatten)]
+        state: StateArgs,
+        /// Print JSON for programs instead of text for people.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The ledger against this machine's topology: claims that no longer fit, and the usage.
+    Status {
+        #[command(flatten)]
+        discover: DiscoverArgs,
+        #[command(flatten)]
+        state: StateArgs,
+        /// Print JSON for programs instead of text for people.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the guest NUMA topology a request (flavor and image) implies, or Nova's error for it.
     Request {
@@ -494,6 +547,167 @@ fn account(
     }
 }
 
+/// How often a claim fits again when other writers keep changing the host under it.
+const CLAIM_ATTEMPTS: usize = 8;
+
+fn instance_id(id: &str) -> Result<&str, Failure> {
+    if id.is_empty() || id.len() > 255 || id.chars().any(char::is_control) {
+        return Err(FlagError(format!("--instance {id:?}: an instance id is 1 to 255 characters, none of them control characters")).into());
+    }
+    Ok(id)
+}
+
+fn policy_version(plugin: &mut Plugin) -> Result<PolicyVersion, Failure> {
+    let info = plugin.info().map_err(Failure::Plugin)?;
+    Ok(PolicyVersion { name: info.name, version: info.version, sha256: plugin.sha256().to_string() })
+}
+
+fn print_claim(claim: &Claim, json: bool, what: &str) -> Result<(), Failure> {
+    if json {
+        return print_json(claim);
+    }
+    outln!("{what} instance {} (policy {} {})", claim.instance, claim.policy.name, claim.policy.version);
+    if let Ok(p) = claim.placement.to_wit("the ledger") {
+        print_placement(&p);
+    }
+    Ok(())
+}
+
+/// `claim --instance`: fit on the live state (the base topology plus every claim) and record it;
+/// a fit overtaken by another writer is fitted again.
+fn claim_instance(
+    id: &str,
+    request_path: &Path,
+    discover: &DiscoverArgs,
+    state: &StateArgs,
+    limits: Option<&Path>,
+    args: &PluginArgs,
+) -> Result<Outcome, Failure> {
+    let id = instance_id(id)?;
+    let mut plugin = load_plugin(args)?;
+    let base = discover.host()?;
+    let request_doc: serde_json::Value = formats::read_json(request_path)?;
+    let wrequest = read_request(request_path, &mut plugin)?;
+    let wlimits = match limits {
+        Some(path) => Some(formats::read_json::<LimitsJson>(path)?.to_wit(&name_of(path), wit::Strategy::Spread)?),
+        None => None,
+    };
+    let fit_limits = wlimits.clone().map_or_else(|| LimitsJson::default().to_wit("", wit::Strategy::Spread), Ok)?;
+    let policy = policy_version(&mut plugin)?;
+    let mut ledger = state.open()?;
+    let admit = |host: &HostTopology, p: &Placement| verify::admit(host, p, wlimits.as_ref());
+    let conflict = |existing: &Claim| {
+        let message = format!(
+            "instance {id:?} is claimed already (by policy {} {} for another request or placement); release it first",
+            existing.policy.name, existing.policy.version
+        );
+        print_conflict(true, args.json, "InstanceExists", None, &[], &message).map(|()| Outcome::Refused)
+    };
+    for _ in 0..CLAIM_ATTEMPTS {
+        let claims = ledger.claims()?;
+        if let Some(existing) = claims.iter().find(|c| c.instance == id) {
+            // The same request again is the claim it made: nothing to fit or record.
+            if existing.request == request_doc {
+                print_claim(existing, args.json, "claimed")?;
+                return Ok(Outcome::Done);
+            }
+            return conflict(existing);
+        }
+        let derived = ledger::derive(&base, &claims, &admit);
+        let whost = contract::host_view(&derived.host);
+        let p = match plugin.fit(&whost, &wrequest, &fit_limits).map_err(Failure::Plugin)? {
+            Ok(p) => p,
+            Err(r) => {
+                let policy = plugin.info().map(|i| i.name).unwrap_or_else(|_| plugin.name().to_string());
+                if args.json {
+                    print_json(&RejectionJson::from_wit(&policy, &r))?;
+                } else {
+                    print_rejection(&r);
+                }
+                return Ok(Outcome::Refused);
+            }
+        };
+        verify::placement(plugin.name(), &whost, &wrequest, &p)?;
+        let new = NewClaim {
+            instance: id.to_string(),
+            request: request_doc.clone(),
+            placement: PlacementJson::from_wit(&p),
+            policy: policy.clone(),
+        };
+        match ledger.record(&base, new, &admit)? {
+            Recorded::New(c) | Recorded::Unchanged(c) => {
+                print_claim(&c, args.json, "claimed")?;
+                return Ok(Outcome::Done);
+            }
+            Recorded::Conflict(c) => return conflict(&c),
+            Recorded::Stale(_) => continue,
+        }
+    }
+    let message = format!("the host changed under {CLAIM_ATTEMPTS} fits in a row (other claims landed first); try again");
+    print_conflict(true, args.json, "ComputeResourcesUnavailable", None, &[], &message)?;
+    Ok(Outcome::Refused)
+}
+
+fn release_instance(id: &str, state: &StateArgs, json: bool) -> Result<Outcome, Failure> {
+    let id = instance_id(id)?;
+    match state.open()?.release(id) {
+        Ok(claim) => {
+            print_claim(&claim, json, "released")?;
+            Ok(Outcome::Done)
+        }
+        Err(ledger::LedgerError::Unknown(_)) => {
+            print_conflict(false, json, "InstanceNotFound", None, &[], &format!("instance {id:?} has no claim in the ledger"))?;
+            Ok(Outcome::Refused)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn list_claims(state: &StateArgs, json: bool) -> Result<Outcome, Failure> {
+    let claims = state.open()?.claims()?;
+    if json {
+        print_json(&claims)?;
+    } else if claims.is_empty() {
+        outln!("no claims");
+    } else {
+        for c in &claims {
+            let cells: Vec<String> = c.placement.cells.iter().map(|p| format!("host cell {}", p.host_cell)).collect();
+            outln!(
+                "{}: {} ({} {})",
+                c.instance,
+                if cells.is_empty() { "no NUMA constraint".into() } else { cells.join(", ") },
+                c.policy.name,
+                c.policy.version
+            );
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+fn status(discover: &DiscoverArgs, state: &StateArgs, json: bool) -> Result<Outcome, Failure> {
+    let base = discover.host()?;
+    let ledger = state.open()?;
+    let claims = ledger.claims()?;
+    let derived = ledger::derive(&base, &claims, &|host: &HostTopology, p: &Placement| verify::admit(host, p, None));
+    let host = HostJson::from_record(&derived.host);
+    if json {
+        print_json(&formats::StatusJson {
+            claims: claims.len(),
+            host,
+            ledger: ledger.path().display().to_string(),
+            lost: derived.lost.iter().map(|l| formats::LostJson { instance: l.instance.clone(), reason: l.reason.clone() }).collect(),
+        })?;
+        return Ok(Outcome::Done);
+    }
+    outln!("{} claim(s) in {}", claims.len(), ledger.path().display());
+    for l in &derived.lost {
+        outln!("no longer fits: instance {}: {}", l.instance, l.reason);
+    }
+    outln!("the host now:");
+    print_host_usage(&host);
+    Ok(Outcome::Done)
+}
+
 fn request(path: &Path, args: &PluginArgs) -> Result<Outcome, Failure> {
     let mut plugin = load_plugin(args)?;
     let r = read_request(path, &mut plugin)?;
@@ -579,10 +793,18 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
         Command::Fit { host, discover, request, limits, strategy, plugin } => {
             fit(host.as_deref(), &discover, &request, limits.as_deref(), strategy, &plugin)
         }
-        Command::Claim { host, discover, placement, limits, plugin } => {
-            account(host.as_deref(), &discover, &placement, limits.as_deref(), &plugin, true)
-        }
-        Command::Release { host, discover, placement, plugin } => account(host.as_deref(), &discover, &placement, None, &plugin, false),
+        Command::Claim { host, discover, placement, instance, request, limits, state, plugin } => match (instance, request, placement) {
+            (Some(id), Some(request), _) => claim_instance(&id, &request, &discover, &state, limits.as_deref(), &plugin),
+            (_, _, Some(placement)) => account(host.as_deref(), &discover, &placement, limits.as_deref(), &plugin, true),
+            _ => Err(FlagError("claim: give --placement, or --instance with --request".into()).into()),
+        },
+        Command::Release { host, discover, placement, instance, state, plugin } => match (instance, placement) {
+            (Some(id), _) => release_instance(&id, &state, plugin.json),
+            (None, Some(placement)) => account(host.as_deref(), &discover, &placement, None, &plugin, false),
+            (None, None) => Err(FlagError("release: give --placement or --instance".into()).into()),
+        },
+        Command::Claims { state, json } => list_claims(&state, json),
+        Command::Status { discover, state, json } => status(&discover, &state, json),
         Command::Topology { discover, json, svg } => topology(&discover, json, svg.as_deref()),
         Command::Request { request: path, plugin } => request(&path, &plugin),
         Command::Info { plugin } => {

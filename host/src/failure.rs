@@ -4,6 +4,7 @@
 
 use crate::discover::DiscoverError;
 use crate::formats::InputError;
+use crate::ledger::LedgerError;
 use crate::verify::VerifyError;
 
 /// A flavor Nova would refuse: the file, Nova's exception name, the sentence.
@@ -52,6 +53,9 @@ pub enum Failure {
     Verify(#[from] VerifyError),
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// The ledger could not be opened, read or written.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
 }
 
 impl Failure {
@@ -60,7 +64,7 @@ impl Failure {
     pub fn exit_code(&self) -> u8 {
         match self {
             Failure::Input(_) | Failure::Request(_) | Failure::Flag(_) | Failure::Discover(_) | Failure::PluginLoad(_) => 2,
-            Failure::Output(_) => 2,
+            Failure::Output(_) | Failure::Ledger(_) => 2,
             Failure::Plugin(_) | Failure::Verify(_) => 3,
         }
     }
@@ -70,7 +74,7 @@ impl Failure {
     pub fn http_status(&self) -> u16 {
         match self {
             Failure::Input(_) | Failure::Request(_) | Failure::Flag(_) | Failure::PluginLoad(_) => 400,
-            Failure::Discover(_) | Failure::Output(_) => 500,
+            Failure::Discover(_) | Failure::Output(_) | Failure::Ledger(_) => 500,
             Failure::Plugin(_) | Failure::Verify(_) => 502,
         }
     }

@@ -839,6 +839,22 @@ impl AccountingConflictJson {
     }
 }
 
+/// `status --json`: the ledger against this machine's topology.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct StatusJson {
+    pub claims: usize,
+    pub host: HostJson,
+    pub ledger: String,
+    pub lost: Vec<LostJson>,
+}
+
+/// A recorded claim the topology no longer carries, and why.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LostJson {
+    pub instance: String,
+    pub reason: String,
+}
+
 /// `info --json`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct InfoJson {

@@ -1,6 +1,7 @@
 //! numafit's host: the thin runtime around placement policy components. It reads the CLI's JSON
-//! formats, loads and calls a policy component under limits, verifies every answer itself, and
-//! prints it. Data flows one way: discover / formats → runtime (plugin) → verify → output.
+//! formats, loads and calls a policy component under limits, verifies every answer itself, keeps
+//! the claims ledger, and prints it. Data flows one way: discover / formats → ledger → runtime
+//! (plugin) → verify → output.
 
 pub mod cli;
 pub mod contract;
@@ -9,5 +10,6 @@ pub mod discover;
 pub mod draw;
 pub mod failure;
 pub mod formats;
+pub mod ledger;
 pub mod runtime;
 pub mod verify;

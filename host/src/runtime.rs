@@ -60,6 +60,8 @@ struct Shared {
     /// Unique in this process: handles made by this plugin's workers carry it.
     id: u64,
     name: String,
+    /// The component's SHA-256 (hex): which code a recorded placement came from.
+    sha256: String,
     engine: Engine,
     pre: Pre,
     limits: PluginLimits,
@@ -174,7 +176,8 @@ impl Plugin {
                 }
             },
         };
-        let shared = Shared { id: next_id(), name: name.to_string(), engine, pre, limits, cache_use, book: Arc::default() };
+        let sha256 = cache::sha256(bytes);
+        let shared = Shared { id: next_id(), name: name.to_string(), sha256, engine, pre, limits, cache_use, book: Arc::default() };
         Ok(Plugin { shared: Arc::new(shared), live: None })
     }
 
@@ -186,6 +189,11 @@ impl Plugin {
 
     pub fn name(&self) -> &str {
         &self.shared.name
+    }
+
+    /// The SHA-256 (hex) of the component's bytes.
+    pub fn sha256(&self) -> &str {
+        &self.shared.sha256
     }
 
     /// What loading did with the compile cache (a refused directory or a discarded artifact is

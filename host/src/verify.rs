@@ -6,6 +6,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use numafit_plugin::{HostTopology, Placement};
+
+use crate::contract::latest::convert;
 use crate::contract::{cell_ids, cpu_rows, placement_rows, wit, PlacedCellRows};
 
 /// A plugin answer the host refuses to trust.
@@ -361,4 +364,12 @@ pub fn claimable(host: &wit::Host, p: &wit::Placement, limits: Option<&wit::Limi
         }
     }
     Ok(())
+}
+
+/// The host's own admission of a placement onto a host of record, before it is recorded: the
+/// checks of `claimable`, then the core's accounting of it (the host after the claim).
+pub fn admit(host: &HostTopology, p: &Placement, limits: Option<&wit::Limits>) -> Result<HostTopology, String> {
+    let wp = convert::placement_to_wit(p.clone());
+    claimable(&crate::contract::host_view(host), &wp, limits).map_err(|c| format!("{}: {}", c.code, c.message))?;
+    numafit_plugin::claim(host, p).map_err(|e| e.to_string())
 }

@@ -99,9 +99,13 @@ impl HostCell {
             grouped.union_with(core);
         }
         // A CPU a sibling group names that the cell offers no guest is a thread kept for the host.
-        let offered = self.pcpuset.union(&self.cpuset);
-        self.host_cpus.union_with(&grouped.difference(&offered));
-        let lone = offered.union(&self.host_cpus).difference(&grouped);
+        let mut known = self.pcpuset.union(&self.cpuset);
+        known.union_with(&self.host_cpus);
+        if !grouped.is_subset(&known) {
+            self.host_cpus.union_with(&grouped.difference(&known));
+            known.union_with(&self.host_cpus);
+        }
+        let lone = known.difference(&grouped);
         self.siblings.retain(|core| !core.is_empty());
         self.siblings.extend(lone.iter().map(|cpu| CpuSet::from([cpu])));
     }
@@ -154,6 +158,8 @@ impl HostTopology {
         if n == 0 {
             return Err(HostProblem::host("cells", "the host has no cells".into()));
         }
+        // Allocation-free on a valid host (the component checks every host it is given): each
+        // test is a word-wise set operation, and the offending CPU is looked up only on failure.
         let mut seen_cpus = CpuSet::new();
         for (i, cell) in self.cells.iter().enumerate() {
             let fail = |field: &str, message: String| Err(HostProblem::cell(i, field, message));
@@ -165,21 +171,26 @@ impl HostTopology {
                     return fail(name, format!("{v} MiB is beyond the largest supported {MAX_MEMORY_MB} MiB"));
                 }
             }
-            let guest_cpus = cell.cpuset.union(&cell.pcpuset);
-            if let Some(cpu) = cell.host_cpus.intersection(&guest_cpus).first() {
+            if cell.host_cpus.intersects(&cell.cpuset) || cell.host_cpus.intersects(&cell.pcpuset) {
+                let cpu = cell.host_cpus.intersection(&cell.cpuset.union(&cell.pcpuset)).first().unwrap_or_default();
                 return fail("host_cpus", format!("CPU {cpu} is kept for the host but also in cpuset or pcpuset"));
             }
-            let all = guest_cpus.union(&cell.host_cpus);
+            let mut all = cell.cpuset.union(&cell.pcpuset);
+            all.union_with(&cell.host_cpus);
             let mut grouped = CpuSet::new();
             for (j, core) in cell.siblings.iter().enumerate() {
-                let at = format!("siblings[{j}]");
                 if core.is_empty() {
-                    return fail(&at, "an empty sibling group".into());
+                    return fail(&format!("siblings[{j}]"), "an empty sibling group".into());
                 }
-                if let Some(cpu) = core.difference(&all).first() {
-                    return fail(&at, format!("CPU {cpu} is not a CPU of this cell (not in cpuset, pcpuset or host_cpus)"));
+                if !core.is_subset(&all) {
+                    let cpu = core.difference(&all).first().unwrap_or_default();
+                    return fail(
+                        &format!("siblings[{j}]"),
+                        format!("CPU {cpu} is not a CPU of this cell (not in cpuset, pcpuset or host_cpus)"),
+                    );
                 }
-                if let Some(cpu) = core.intersection(&grouped).first() {
+                if core.intersects(&grouped) {
+                    let cpu = core.intersection(&grouped).first().unwrap_or_default();
                     return fail("siblings", format!("CPU {cpu} is in more than one sibling group"));
                 }
                 grouped.union_with(core);
@@ -191,7 +202,8 @@ impl HostTopology {
                 return fail("cpuset", format!("CPUs {dup} also belong to another cell{other}"));
             }
             seen_cpus.union_with(&all);
-            if let Some(cpu) = cell.pinned_cpus.difference(&cell.pcpuset).first() {
+            if !cell.pinned_cpus.is_subset(&cell.pcpuset) {
+                let cpu = cell.pinned_cpus.difference(&cell.pcpuset).first().unwrap_or_default();
                 return fail("pinned_cpus", format!("CPU {cpu} is pinned but not in pcpuset"));
             }
             let smallest = cell.smallest_pages().map(|p| p.size_kb);
@@ -264,9 +276,13 @@ pub fn slit_problem(distances: &[u32], n: usize) -> Option<String> {
     if distances.len() != n * n {
         return Some(format!("{} entries for {n} cells ({} expected)", distances.len(), n * n));
     }
-    for i in 0..n {
-        for j in 0..n {
-            let d = distances[i * n + j];
+    for (i, row) in distances.chunks_exact(n.max(1)).enumerate() {
+        // The common case in one branch-free pass per row: exactly one entry at 10 or less, and
+        // it is the diagonal's 10. Only a broken row is walked again to name the entry.
+        if row.get(i) == Some(&10) && row.iter().map(|&d| usize::from(d <= 10)).sum::<usize>() == 1 {
+            continue;
+        }
+        for (j, &d) in row.iter().enumerate() {
             if i == j && d != 10 {
                 return Some(format!("the distance of cell position {i} to itself is {d}, not 10"));
             }
