@@ -105,7 +105,7 @@ fn cli(claims: u32) -> f64 {
     let request = dir.join("request.json");
     std::fs::write(&request, r#"{"cells": [{"pcpuset": [0, 1], "memory": 1024}], "cpu_policy": "dedicated"}"#).unwrap();
     let _: RequestJson = formats::read_json(&request).expect("request");
-    let bin = root().join("target/release/numafit");
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_numafit"));
     let run = |args: &[&str]| {
         let st = Command::new(&bin).args(args).output().expect("numafit runs");
         assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
@@ -149,9 +149,6 @@ fn main() {
         return;
     }
     let cycles: u32 = std::env::var("LEDGER_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    // The CLI binary, built in release like the benchmark.
-    let st = Command::new(env!("CARGO")).args(["build", "--release", "--locked", "-p", "numafit", "--bin", "numafit"]).status();
-    assert!(st.is_ok_and(|s| s.success()), "building numafit");
     let cli_rate = cli(200);
     let (one, lat1) = library(1, 2000);
     let (four, lat4) = library(4, 2000);

@@ -147,8 +147,9 @@ impl Plugin {
             _ => return Err(anyhow!("plugin {name} is not a WebAssembly component (it does not start with the \\0asm header)")),
         }
         let engine = engine()?;
+        let sha256 = cache::sha256(bytes);
         let (component, cache_use) =
-            cache::load(&engine, bytes, cache).with_context(|| format!("loading plugin {name}: not a valid component"))?;
+            cache::load(&engine, bytes, &sha256, cache).with_context(|| format!("loading plugin {name}: not a valid component"))?;
         let linker = Linker::<State>::new(&engine);
         let pre = linker
             .instantiate_pre(&component)
@@ -176,7 +177,6 @@ impl Plugin {
                 }
             },
         };
-        let sha256 = cache::sha256(bytes);
         let shared = Shared { id: next_id(), name: name.to_string(), sha256, engine, pre, limits, cache_use, book: Arc::default() };
         Ok(Plugin { shared: Arc::new(shared), live: None })
     }

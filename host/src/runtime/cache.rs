@@ -106,20 +106,20 @@ pub enum CacheUse {
 
 /// Compiles `bytes`, or loads the verified artifact a previous run compiled from the same bytes
 /// with the same engine configuration.
-pub fn load(engine: &Engine, bytes: &[u8], dir: Option<&Path>) -> Result<(Component, CacheUse)> {
+/// `source` is the SHA-256 (hex) of `bytes`, which the caller has computed already.
+pub fn load(engine: &Engine, bytes: &[u8], source: &str, dir: Option<&Path>) -> Result<(Component, CacheUse)> {
     let Some(dir) = dir else {
         return Ok((Component::new(engine, bytes)?, CacheUse::None));
     };
     if let Some(why) = unsafe_dir(dir) {
         return Ok((Component::new(engine, bytes)?, CacheUse::Refused(why)));
     }
-    let source = sha256(bytes);
     let key = {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let mut k = Sha256::new();
-        k.update(bytes);
+        k.update(source.as_bytes());
         k.update(h.finish().to_le_bytes());
         hex(&k.finalize())
     };
