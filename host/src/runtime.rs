@@ -81,10 +81,10 @@ impl Live {
     /// The resources of handles dropped since this instance's last call, to free before the next
     /// one (nothing to allocate or move when there are none: the common case of every fit).
     fn take_dropped(&self) -> Vec<ResourceAny> {
-        let mut book = self.book.lock();
-        if book.dropped.is_empty() {
+        if !self.book.may_have_dropped() {
             return Vec::new();
         }
+        let mut book = self.book.lock();
         let mut mine = Vec::new();
         book.dropped.retain(|&(i, r)| {
             let is_mine = i == self.id;
@@ -93,6 +93,7 @@ impl Live {
             }
             !is_mine
         });
+        self.book.note_pending(&book);
         mine
     }
 }
@@ -104,6 +105,7 @@ impl Drop for Live {
         book.alive.remove(&self.id);
         let id = self.id;
         book.dropped.retain(|(i, _)| *i != id);
+        self.book.note_pending(&book);
     }
 }
 
@@ -476,20 +478,26 @@ impl Plugin {
         request: &LoadedRequest,
         limits: &wit::Limits,
     ) -> Result<Result<wit::Placement, wit::Rejection>> {
-        if let Err(e) = self.ensure_request_loaded(request)? {
-            return Ok(Err(invalid_request(e)));
-        }
-        let h = match self.ensure_loaded(host)? {
-            Err(e) => return Ok(Err(invalid_host(e))),
-            Ok(h) => h,
-        };
-        // Loading the host may have replaced the instance (after a trap): check the request again.
         let r = match self.ensure_request_loaded(request)? {
             Err(e) => return Ok(Err(invalid_request(e))),
             Ok(r) => r,
         };
-        let live = self.live_id()?;
-        match (h.and(host.handles.get(live)), r.and(request.handles.get(live))) {
+        let request_instance = self.live_id()?;
+        let h = match self.ensure_loaded(host)? {
+            Err(e) => return Ok(Err(invalid_host(e))),
+            Ok(h) => h,
+        };
+        // Both resources must be of the live instance: a call that trapped meanwhile would have
+        // replaced it (and ended this one with its error), so an id compare settles it, no lock.
+        let r = if self.live_id()? == request_instance {
+            r
+        } else {
+            match self.ensure_request_loaded(request)? {
+                Err(e) => return Ok(Err(invalid_request(e))),
+                Ok(r) => r,
+            }
+        };
+        match (h, r) {
             (Some(h), Some(r)) => self.call(|e, s| match e {
                 Exports::Current(_, Some(f)) => f.request_state().call_fit(s, r, h, limits),
                 _ => Err(wasmtime::format_err!("the plugin has no loaded requests")),

@@ -3,7 +3,7 @@
 //! dropped (at each instance's next call: a handle cannot reach a store when it is dropped).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use wasmtime::component::ResourceAny;
@@ -20,7 +20,12 @@ pub(super) fn next_id() -> u64 {
 /// Which instances of a plugin are alive, and the resources of dropped handles waiting for their
 /// instance's next call to free them (a handle cannot reach the store when it is dropped).
 #[derive(Default)]
-pub(super) struct HandleBook(Mutex<Book>);
+pub(super) struct HandleBook {
+    book: Mutex<Book>,
+    /// Whether `dropped` may hold anything: a call reads it without taking the lock (the common
+    /// case of every fit is that no handle was dropped). Set under the lock.
+    pending: AtomicBool,
+}
 
 #[derive(Default)]
 pub(super) struct Book {
@@ -32,7 +37,17 @@ impl HandleBook {
     pub(super) fn lock(&self) -> MutexGuard<'_, Book> {
         // A panic while holding the lock leaves the book consistent (every update is one push or
         // one removal), so a poisoned lock is used as it is.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// False when no dropped handle waits (a drop racing with this read is freed a call later).
+    pub(super) fn may_have_dropped(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Records, under `book`'s lock, whether dropped handles wait.
+    pub(super) fn note_pending(&self, book: &Book) {
+        self.pending.store(!book.dropped.is_empty(), Ordering::Release);
     }
 }
 
@@ -76,6 +91,7 @@ impl Drop for Handles {
                 book.dropped.push((instance, resource));
             }
         }
+        self.book.note_pending(&book);
     }
 }
 
