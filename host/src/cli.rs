@@ -426,6 +426,17 @@ fn print_rejection(r: &wit::Rejection) {
     }
 }
 
+/// A rejection, named by the policy that made it.
+fn report_rejection(plugin: &mut Plugin, r: &wit::Rejection, json: bool) -> Result<(), Failure> {
+    if json {
+        let policy = plugin.info().map(|i| i.name).unwrap_or_else(|_| plugin.name().to_string());
+        print_json(&RejectionJson::from_wit(&policy, r))
+    } else {
+        print_rejection(r);
+        Ok(())
+    }
+}
+
 fn print_host_usage(host: &HostJson) {
     for c in &host.cells {
         let pages: Vec<String> =
@@ -472,12 +483,7 @@ fn fit(
             Ok(Outcome::Done)
         }
         Err(r) => {
-            let policy = plugin.info().map(|i| i.name).unwrap_or_else(|_| plugin.name().to_string());
-            if args.json {
-                print_json(&RejectionJson::from_wit(&policy, &r))?;
-            } else {
-                print_rejection(&r);
-            }
+            report_rejection(&mut plugin, &r, args.json)?;
             Ok(Outcome::Refused)
         }
     }
@@ -618,12 +624,7 @@ fn claim_instance(
         let p = match plugin.fit(&whost, &wrequest, &fit_limits).map_err(Failure::Plugin)? {
             Ok(p) => p,
             Err(r) => {
-                let policy = plugin.info().map(|i| i.name).unwrap_or_else(|_| plugin.name().to_string());
-                if args.json {
-                    print_json(&RejectionJson::from_wit(&policy, &r))?;
-                } else {
-                    print_rejection(&r);
-                }
+                report_rejection(&mut plugin, &r, args.json)?;
                 return Ok(Outcome::Refused);
             }
         };
