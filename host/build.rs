@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
 
 fn main() -> Result<()> {
     let host_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
@@ -29,7 +30,12 @@ fn main() -> Result<()> {
         build_plugin(&plugin_dir, &target_dir, features)?;
         let module_path = target_dir.join("wasm32-unknown-unknown/wasm/numafit_plugin.wasm");
         let out = out_dir.join(format!("{policy}.wasm"));
-        std::fs::write(&out, componentize(&module_path)?).with_context(|| format!("writing {}", out.display()))?;
+        let component = componentize(&module_path)?;
+        std::fs::write(&out, &component).with_context(|| format!("writing {}", out.display()))?;
+        // Its SHA-256, so a process does not hash the embedded bytes at every start.
+        let digest: String = Sha256::digest(&component).iter().map(|b| format!("{b:02x}")).collect();
+        let out = out_dir.join(format!("{policy}.wasm.sha256"));
+        std::fs::write(&out, digest).with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(())
 }

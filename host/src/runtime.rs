@@ -43,6 +43,9 @@ pub use crate::contract::{cell_ids, cpu_rows, placement_from_rows, placement_row
 pub static EMBEDDED_NOVA: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/nova.wasm"));
 /// The `balanced` policy, built from the same crate.
 pub static EMBEDDED_BALANCED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/balanced.wasm"));
+/// Their SHA-256 (hex), computed when they were built.
+static EMBEDDED_NOVA_SHA256: &str = include_str!(concat!(env!("OUT_DIR"), "/nova.wasm.sha256"));
+static EMBEDDED_BALANCED_SHA256: &str = include_str!(concat!(env!("OUT_DIR"), "/balanced.wasm.sha256"));
 
 /// A loaded policy component, ready to call.
 ///
@@ -112,14 +115,20 @@ impl Drop for Live {
 impl Plugin {
     /// The embedded default policy.
     pub fn embedded(limits: PluginLimits) -> Result<Plugin> {
-        Plugin::from_bytes("nova (embedded)", EMBEDDED_NOVA, limits)
+        Plugin::from_bytes_digest("nova (embedded)", EMBEDDED_NOVA, Some(EMBEDDED_NOVA_SHA256), limits, cache::default_dir().as_deref())
     }
 
     /// An embedded policy by name: `nova` or `balanced`.
     pub fn embedded_named(name: &str, limits: PluginLimits) -> Result<Plugin> {
         match name {
             "nova" => Plugin::embedded(limits),
-            "balanced" => Plugin::from_bytes("balanced (embedded)", EMBEDDED_BALANCED, limits),
+            "balanced" => Plugin::from_bytes_digest(
+                "balanced (embedded)",
+                EMBEDDED_BALANCED,
+                Some(EMBEDDED_BALANCED_SHA256),
+                limits,
+                cache::default_dir().as_deref(),
+            ),
             other => Err(anyhow!("no embedded policy {other:?}: nova or balanced")),
         }
     }
@@ -137,6 +146,11 @@ impl Plugin {
 
     /// Loads a component, caching its compiled artifact in `cache` (none: compile every time).
     pub fn from_bytes_cached(name: &str, bytes: &[u8], limits: PluginLimits, cache: Option<&Path>) -> Result<Plugin> {
+        Plugin::from_bytes_digest(name, bytes, None, limits, cache)
+    }
+
+    /// `from_bytes_cached`, with the bytes' SHA-256 when it is known already.
+    fn from_bytes_digest(name: &str, bytes: &[u8], sha256: Option<&str>, limits: PluginLimits, cache: Option<&Path>) -> Result<Plugin> {
         // Say what the file is in the user's terms before the parser does in its own.
         match bytes.get(..8) {
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
@@ -149,7 +163,7 @@ impl Plugin {
             _ => return Err(anyhow!("plugin {name} is not a WebAssembly component (it does not start with the \\0asm header)")),
         }
         let engine = engine()?;
-        let sha256 = cache::sha256(bytes);
+        let sha256 = sha256.map_or_else(|| cache::sha256(bytes), str::to_string);
         let (component, cache_use) =
             cache::load(&engine, bytes, &sha256, cache).with_context(|| format!("loading plugin {name}: not a valid component"))?;
         let linker = Linker::<State>::new(&engine);
