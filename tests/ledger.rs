@@ -293,3 +293,39 @@ fn a_first_schema_ledger_opens_after_an_upgrade_and_a_newer_one_is_refused() {
     assert!(stderr(&o).contains("schema version 99"), "{}", stderr(&o));
     assert_eq!(std::fs::read(&db).unwrap(), before);
 }
+
+#[test]
+fn a_fit_made_on_a_stale_view_is_refused_inside_the_transaction_not_recorded() {
+    use numafit_host::formats::PlacementJson;
+    use numafit_host::ledger::{NewClaim, PolicyVersion, Recorded};
+    let dir = scratch("ledger-stale");
+    let text = std::fs::read_to_string(machine()).unwrap();
+    let base = numafit_host::discover::parse_numactl(&text, &machine()).unwrap().host(&Default::default()).unwrap();
+    let admit = |h: &numafit_plugin::HostTopology, p: &numafit_plugin::Placement| numafit_host::verify::admit(h, p, None);
+    let placement: PlacementJson = serde_json::from_value(serde_json::json!({
+        "fits": true, "policy": "nova", "cpu_policy": "dedicated", "numa_constrained": true,
+        "cells": [{"guest_cell": 0, "host_cell": 0, "cpuset": [], "pcpuset": [0, 1], "memory": 1024,
+                   "pagesize_kb": null, "cpu_pinning": {"0": 0, "1": 1}}]
+    }))
+    .unwrap();
+    let claim = |id: &str| NewClaim {
+        instance: id.into(),
+        request: serde_json::json!({}),
+        placement: placement.clone(),
+        policy: PolicyVersion { name: "nova".into(), version: "test".into(), sha256: "0".repeat(64) },
+    };
+    // Two writers, each with its own connection, both fitted on the empty host: CPUs 0 and 1.
+    let (mut first, mut second) = (Ledger::open(&dir).unwrap(), Ledger::open(&dir).unwrap());
+    assert!(matches!(first.record(&base, claim("a"), &admit).unwrap(), Recorded::New(_)));
+    match second.record(&base, claim("b"), &admit).unwrap() {
+        Recorded::Stale(why) => assert!(why.contains("CPU"), "{why}"),
+        other => panic!("a placement on CPUs another writer took was not refused: {other:?}"),
+    }
+    // The same instance and placement again: unchanged; another placement: a conflict.
+    assert!(matches!(second.record(&base, claim("a"), &admit).unwrap(), Recorded::Unchanged(_)));
+    let mut moved = claim("a");
+    moved.placement.cells[0].cpu_pinning = [("0".to_string(), 2), ("1".to_string(), 3)].into_iter().collect();
+    assert!(matches!(second.record(&base, moved, &admit).unwrap(), Recorded::Conflict(_)));
+    let ids: Vec<String> = first.claims().unwrap().into_iter().map(|c| c.instance).collect();
+    assert_eq!(ids, ["a"], "nothing but the first claim was recorded");
+}
