@@ -113,6 +113,18 @@ fn claims_are_recorded_idempotent_per_instance_and_released() {
     assert!(stderr(&o).contains("--instance \"\""), "{}", stderr(&o));
     let o = numafit(&["claim", "--instance", "x", "--state-dir", s(&state)]);
     assert_eq!(o.status.code(), Some(2), "--instance needs --request");
+    // A state directory that is a file, a ledger that is not a database: named, exit 2.
+    let file = dir.join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let o = numafit(&["claims", "--state-dir", s(&file)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not-a-dir") && stderr(&o).contains("not a directory"), "{}", stderr(&o));
+    let junk = dir.join("junk");
+    std::fs::create_dir_all(&junk).unwrap();
+    std::fs::write(junk.join(ledger::DB_FILE), "not sqlite").unwrap();
+    let o = numafit(&["claims", "--state-dir", s(&junk)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains(ledger::DB_FILE) && stderr(&o).contains("not a database"), "{}", stderr(&o));
 }
 
 #[test]

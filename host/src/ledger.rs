@@ -307,6 +307,9 @@ fn sql(path: &Path, source: rusqlite::Error) -> LedgerError {
 fn create_private_dir(dir: &Path) -> Result<(), LedgerError> {
     use std::os::unix::fs::DirBuilderExt;
     let err = |source| LedgerError::Dir { dir: dir.display().to_string(), source };
+    if dir.exists() && !dir.is_dir() {
+        return Err(err(std::io::Error::other("it exists and is not a directory")));
+    }
     if !dir.is_dir() {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
     }
