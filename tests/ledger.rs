@@ -73,6 +73,12 @@ fn claims_are_recorded_idempotent_per_instance_and_released() {
     let o = claim(&state, &machine(), "vm-a", &r2);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(json_of(&o)["placement"], a["placement"]);
+    // The same request written another way (key order, spacing) is the same request.
+    let reworded = dir.join("reworded.json");
+    std::fs::write(&reworded, "{ \"cpu_policy\": \"dedicated\",\n  \"cells\": [ {\"memory\": 1024, \"pcpuset\": [0, 1]} ] }").unwrap();
+    let o = claim(&state, &machine(), "vm-a", &reworded);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(json_of(&o)["placement"], a["placement"]);
     // The same id with another request: a conflict naming the claim.
     let o = claim(&state, &machine(), "vm-a", &request(&dir, 3));
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));

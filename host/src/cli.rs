@@ -328,12 +328,16 @@ fn read_host(path: Option<&Path>, discover: &DiscoverArgs) -> Result<HostTopolog
 
 /// The guest request, asking the plugin to interpret a flavor.
 fn read_request(path: &Path, plugin: &mut Plugin) -> Result<wit::Request, Failure> {
-    let json: RequestJson = formats::read_json(path)?;
-    match json.to_input(&name_of(path))? {
+    request_of(&formats::read_json(path)?, &name_of(path), plugin)
+}
+
+/// The guest request a REQUEST.json (`file`) states, asking the plugin to interpret a flavor.
+fn request_of(json: &RequestJson, file: &str, plugin: &mut Plugin) -> Result<wit::Request, Failure> {
+    match json.to_input(file)? {
         RequestInput::Explicit(r) => Ok(r),
         RequestInput::Flavor(flavor) => match plugin.request_from_flavor(&flavor).map_err(Failure::Plugin)? {
             Ok(r) => Ok(r),
-            Err(e) => Err(RequestRefused { file: name_of(path), code: e.code, message: e.message }.into()),
+            Err(e) => Err(RequestRefused { file: file.to_string(), code: e.code, message: e.message }.into()),
         },
     }
 }
@@ -592,8 +596,13 @@ fn claim_instance(
     let id = instance_id(id)?;
     let mut plugin = load_plugin(args)?;
     let base = discover.host()?;
-    let request_doc: serde_json::Value = formats::read_json(request_path)?;
-    let wrequest = read_request(request_path, &mut plugin)?;
+    // Read once: recorded as given, and compared as the document it is (not as text).
+    let name = name_of(request_path);
+    let text =
+        std::fs::read_to_string(request_path).map_err(|e| InputError { file: name.clone(), message: format!("cannot read: {e}") })?;
+    let request_doc: serde_json::Value = formats::parse_json(&name, &text)?;
+    let request_json: RequestJson = formats::parse_json(&name, &text)?;
+    let wrequest = request_of(&request_json, &name, &mut plugin)?;
     let wlimits = match limits {
         Some(path) => Some(formats::read_json::<LimitsJson>(path)?.to_wit(&name_of(path), wit::Strategy::Spread)?),
         None => None,
@@ -613,7 +622,7 @@ fn claim_instance(
         let claims = ledger.claims()?;
         if let Some(existing) = claims.iter().find(|c| c.instance == id) {
             // The same request again is the claim it made: nothing to fit or record.
-            if existing.request == request_doc {
+            if serde_json::from_value::<RequestJson>(existing.request.clone()).is_ok_and(|r| r == request_json) {
                 print_claim(existing, args.json, "claimed")?;
                 return Ok(Outcome::Done);
             }

@@ -421,6 +421,12 @@ pub struct RequestJson {
     pub numa_constrained: Option<bool>,
 }
 
+/// A REQUEST.json checked, in the core's model where it states a topology.
+enum Read {
+    Flavor(wit::Flavor),
+    Explicit(GuestTopology, Vec<wit::PciRequest>),
+}
+
 /// What a REQUEST.json holds: a flavor for the plugin to interpret, or an explicit guest topology.
 pub enum RequestInput {
     Flavor(wit::Flavor),
@@ -435,6 +441,26 @@ fn enum_field<T: Named>(file: &str, field: &str, value: &Option<String>) -> Resu
 
 impl RequestJson {
     pub fn to_input(&self, file: &str) -> Result<RequestInput, InputError> {
+        Ok(match self.read(file)? {
+            Read::Flavor(flavor) => RequestInput::Flavor(flavor),
+            Read::Explicit(guest, pci) => {
+                let mut request = convert::request_to_wit(guest);
+                request.pci_requests = pci;
+                RequestInput::Explicit(request)
+            }
+        })
+    }
+
+    /// An explicit request (guest cells, not a flavor) as the core's model, checked by its rules.
+    pub fn to_guest(&self, file: &str) -> Result<GuestTopology, InputError> {
+        match self.read(file)? {
+            Read::Explicit(guest, _) => Ok(guest),
+            Read::Flavor(_) => Err(input_error(file, "field flavor: a flavor is read by a plugin, not by the core alone")),
+        }
+    }
+
+    /// The document checked: a flavor for a plugin to read, or the guest topology it states.
+    fn read(&self, file: &str) -> Result<Read, InputError> {
         let err = |m: String| input_error(file, m);
         let pci = self.pci_requests_wit(file)?;
         match (&self.flavor, &self.cells) {
@@ -456,13 +482,7 @@ impl RequestJson {
                 }
                 let extra_specs = tags(file, "flavor.extra_specs", &f.extra_specs)?;
                 let image_props = tags(file, "image_props", &self.image_props)?;
-                Ok(RequestInput::Flavor(wit::Flavor {
-                    vcpus: f.vcpus,
-                    memory_mb: f.memory_mb,
-                    extra_specs,
-                    image_props,
-                    pci_requests: pci,
-                }))
+                Ok(Read::Flavor(wit::Flavor { vcpus: f.vcpus, memory_mb: f.memory_mb, extra_specs, image_props, pci_requests: pci }))
             }
             (None, Some(cells)) if self.numa_constrained == Some(false) && cells.is_empty() => {
                 if self.cpu_policy.as_deref().is_some_and(|p| p != "shared")
@@ -471,16 +491,8 @@ impl RequestJson {
                 {
                     return Err(err("field numa_constrained: false, but the CPU policies ask for pinning, which needs cells".into()));
                 }
-                let cpu_policy = enum_field(file, "cpu_policy", &self.cpu_policy)?.map(convert::cpu_policy_to_wit);
-                Ok(RequestInput::Explicit(wit::Request {
-                    cells: vec![],
-                    shared_vcpus: wit::CellMembers { cells: vec![], ids: vec![] },
-                    dedicated_vcpus: wit::CellMembers { cells: vec![], ids: vec![] },
-                    cpu_policy,
-                    thread_policy: None,
-                    emulator_threads: None,
-                    pci_requests: pci,
-                }))
+                let guest = GuestTopology { cpu_policy: enum_field(file, "cpu_policy", &self.cpu_policy)?, ..GuestTopology::default() };
+                Ok(Read::Explicit(guest, pci))
             }
             (None, Some(_)) if self.numa_constrained == Some(false) => {
                 Err(err("field numa_constrained: false, yet cells are given".into()))
@@ -492,22 +504,8 @@ impl RequestJson {
                 if cells.is_empty() {
                     return Err(err("field cells: an explicit guest topology needs at least one cell".into()));
                 }
-                let guest = self.explicit_guest(file, cells)?;
-                let mut request = convert::request_to_wit(guest);
-                request.pci_requests = pci;
-                Ok(RequestInput::Explicit(request))
+                Ok(Read::Explicit(self.explicit_guest(file, cells)?, pci))
             }
-        }
-    }
-
-    /// An explicit request (guest cells, not a flavor) as the core's model, checked by its rules.
-    pub fn to_guest(&self, file: &str) -> Result<GuestTopology, InputError> {
-        match (self.to_input(file)?, &self.cells) {
-            (RequestInput::Explicit(_), Some(cells)) if !cells.is_empty() => self.explicit_guest(file, cells),
-            (RequestInput::Explicit(_), _) => {
-                Ok(GuestTopology { cpu_policy: enum_field(file, "cpu_policy", &self.cpu_policy)?, ..GuestTopology::default() })
-            }
-            (RequestInput::Flavor(_), _) => Err(input_error(file, "field flavor: a flavor is read by a plugin, not by the core alone")),
         }
     }
 
