@@ -380,7 +380,7 @@ fn hostile_request(memory_mb: u64) -> wit::Request {
 }
 
 fn small_limits() -> PluginLimits {
-    PluginLimits { fuel: 50_000_000, memory_bytes: 32 << 20 }
+    PluginLimits { fuel: 50_000_000, memory_bytes: 32 << 20, ..PluginLimits::default() }
 }
 
 #[test]

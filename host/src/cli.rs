@@ -31,9 +31,10 @@ use numafit_plugin::{HostTopology, Named, Placement};
 
 use crate::contract::{self, latest::convert};
 use crate::discover::{self, HostConfig};
-use crate::failure::{Failure, FlagError, OutputError, RequestRefused};
-use crate::formats::{self, HostJson, InputError, LimitsJson, PlacementJson, RejectionJson, RequestInput, RequestJson};
-use crate::ledger::{self, Claim, Ledger, NewClaim, PolicyVersion, Recorded};
+use crate::failure::{Failure, FlagError, OutputError};
+use crate::formats::{self, HostJson, InputError, LimitsJson, PlacementJson, RejectionJson, RequestJson};
+use crate::ledger::{self, Claim, Ledger, PolicyVersion};
+use crate::placing::{self, ClaimOutcome, ClaimRequest};
 use crate::runtime::{cell_ids, placement_rows, wit, CacheUse, Plugin, PluginLimits};
 use crate::verify;
 
@@ -60,6 +61,10 @@ struct PluginArgs {
     #[arg(long, default_value_t = (PluginLimits::default().memory_bytes >> 20) as u64, global = true,
           value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     memory_limit_mb: u64,
+    /// Wall-clock time one plugin call may take, milliseconds.
+    #[arg(long, default_value_t = PluginLimits::default().deadline.as_millis() as u64, global = true,
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    deadline_ms: u64,
     /// Print JSON for programs instead of text for people.
     #[arg(long, global = true)]
     json: bool,
@@ -151,13 +156,16 @@ struct StateArgs {
 }
 
 impl StateArgs {
+    fn dir(&self) -> Result<PathBuf, Failure> {
+        match &self.state_dir {
+            Some(dir) => Ok(dir.clone()),
+            None => Ok(ledger::default_dir()
+                .ok_or_else(|| FlagError("--state-dir: no default (neither XDG_STATE_HOME nor HOME is set); give one".into()))?),
+        }
+    }
+
     fn open(&self) -> Result<Ledger, Failure> {
-        let dir = match &self.state_dir {
-            Some(dir) => dir.clone(),
-            None => ledger::default_dir()
-                .ok_or_else(|| FlagError("--state-dir: no default (neither XDG_STATE_HOME nor HOME is set); give one".into()))?,
-        };
-        Ok(Ledger::open(&dir)?)
+        Ok(Ledger::open(&self.dir()?)?)
     }
 }
 
@@ -285,6 +293,36 @@ enum Command {
         #[command(flatten)]
         plugin: PluginArgs,
     },
+    /// Serve the node API: fits, claims and policy swaps over a Unix socket (and TCP with --listen).
+    Serve {
+        #[command(flatten)]
+        discover: DiscoverArgs,
+        #[command(flatten)]
+        state: StateArgs,
+        /// The Unix socket to listen on (default: serve.sock in the state directory; mode 0600).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Also listen on TCP; needs --token-file.
+        #[arg(long, value_name = "ADDR:PORT", requires = "token_file")]
+        listen: Option<std::net::SocketAddr>,
+        /// The bearer token TCP clients must send for every request that changes anything.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// Swap in the --plugin file whenever it is replaced.
+        #[arg(long, requires = "plugin")]
+        watch: bool,
+        /// Limits fits run under and claims are admitted under (LIMITS.json).
+        #[arg(long, value_name = "LIMITS.json")]
+        limits: Option<PathBuf>,
+        /// Largest JSON request body, KiB (larger: 413).
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+        max_body_kib: u64,
+        /// Largest policy component PUT /v1/policy takes, MiB.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+        max_policy_mib: u64,
+        #[command(flatten)]
+        plugin: PluginArgs,
+    },
     /// Write the embedded default policy component to a file (to run it elsewhere, e.g. under `wasmtime`).
     ExportPlugin {
         #[arg(value_name = "OUT.wasm")]
@@ -298,8 +336,18 @@ enum Outcome {
     Refused,
 }
 
+impl PluginArgs {
+    fn limits(&self) -> PluginLimits {
+        PluginLimits {
+            fuel: self.fuel,
+            memory_bytes: (self.memory_limit_mb as usize).saturating_mul(1 << 20),
+            deadline: std::time::Duration::from_millis(self.deadline_ms),
+        }
+    }
+}
+
 fn load_plugin(args: &PluginArgs) -> Result<Plugin, Failure> {
-    let limits = PluginLimits { fuel: args.fuel, memory_bytes: (args.memory_limit_mb as usize).saturating_mul(1 << 20) };
+    let limits = args.limits();
     let plugin = match &args.plugin {
         Some(path) => Plugin::from_file(path, limits).map_err(Failure::PluginLoad)?,
         None => {
@@ -333,13 +381,7 @@ fn read_request(path: &Path, plugin: &mut Plugin) -> Result<wit::Request, Failur
 
 /// The guest request a REQUEST.json (`file`) states, asking the plugin to interpret a flavor.
 fn request_of(json: &RequestJson, file: &str, plugin: &mut Plugin) -> Result<wit::Request, Failure> {
-    match json.to_input(file)? {
-        RequestInput::Explicit(r) => Ok(r),
-        RequestInput::Flavor(flavor) => match plugin.request_from_flavor(&flavor).map_err(Failure::Plugin)? {
-            Ok(r) => Ok(r),
-            Err(e) => Err(RequestRefused { file: file.to_string(), code: e.code, message: e.message }.into()),
-        },
-    }
+    placing::request_of(json, file, |flavor| plugin.request_from_flavor(flavor).map_err(Failure::Plugin))
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
@@ -557,14 +599,8 @@ fn account(
     }
 }
 
-/// How often a claim fits again when other writers keep changing the host under it.
-const CLAIM_ATTEMPTS: usize = 8;
-
 fn instance_id(id: &str) -> Result<&str, Failure> {
-    if id.is_empty() || id.len() > 255 || id.chars().any(char::is_control) {
-        return Err(FlagError(format!("--instance {id:?}: an instance id is 1 to 255 characters, none of them control characters")).into());
-    }
-    Ok(id)
+    placing::check_instance(id).map_err(|m| FlagError(format!("--{m}")).into())
 }
 
 fn policy_version(plugin: &mut Plugin) -> Result<PolicyVersion, Failure> {
@@ -611,51 +647,32 @@ fn claim_instance(
     let policy = policy_version(&mut plugin)?;
     let mut ledger = state.open()?;
     let admit = |host: &HostTopology, p: &Placement| verify::admit(host, p, wlimits.as_ref());
-    let conflict = |existing: &Claim| {
-        let message = format!(
-            "instance {id:?} is claimed already (by policy {} {} for another request or placement); release it first",
-            existing.policy.name, existing.policy.version
-        );
-        print_conflict(true, args.json, "InstanceExists", None, &[], &message).map(|()| Outcome::Refused)
-    };
-    for _ in 0..CLAIM_ATTEMPTS {
-        let claims = ledger.claims()?;
-        if let Some(existing) = claims.iter().find(|c| c.instance == id) {
-            // The same request again is the claim it made: nothing to fit or record.
-            if serde_json::from_value::<RequestJson>(existing.request.clone()).is_ok_and(|r| r == request_json) {
-                print_claim(existing, args.json, "claimed")?;
-                return Ok(Outcome::Done);
-            }
-            return conflict(existing);
+    let ask = ClaimRequest { instance: id, document: &request_doc, request: &request_json, policy: &policy };
+    let outcome = placing::claim(&mut ledger, &base, &ask, &admit, |whost| {
+        let answer = plugin.fit(whost, &wrequest, &fit_limits).map_err(Failure::Plugin)?;
+        if let Ok(p) = &answer {
+            verify::placement(plugin.name(), whost, &wrequest, p)?;
         }
-        let derived = ledger::derive(&base, &claims, &admit);
-        let whost = contract::host_view(&derived.host);
-        let p = match plugin.fit(&whost, &wrequest, &fit_limits).map_err(Failure::Plugin)? {
-            Ok(p) => p,
-            Err(r) => {
-                report_rejection(&mut plugin, &r, args.json)?;
-                return Ok(Outcome::Refused);
-            }
-        };
-        verify::placement(plugin.name(), &whost, &wrequest, &p)?;
-        let new = NewClaim {
-            instance: id.to_string(),
-            request: request_doc.clone(),
-            placement: PlacementJson::from_wit(&p),
-            policy: policy.clone(),
-        };
-        match ledger.record(&base, new, &admit)? {
-            Recorded::New(c) | Recorded::Unchanged(c) => {
-                print_claim(&c, args.json, "claimed")?;
-                return Ok(Outcome::Done);
-            }
-            Recorded::Conflict(c) => return conflict(&c),
-            Recorded::Stale(_) => continue,
+        Ok(answer)
+    })?;
+    match outcome {
+        ClaimOutcome::Claimed { claim, .. } => {
+            print_claim(&claim, args.json, "claimed")?;
+            Ok(Outcome::Done)
+        }
+        ClaimOutcome::Rejected(r) => {
+            report_rejection(&mut plugin, &r, args.json)?;
+            Ok(Outcome::Refused)
+        }
+        ClaimOutcome::Exists(existing) => {
+            print_conflict(true, args.json, "InstanceExists", None, &[], &placing::exists_message(id, &existing))?;
+            Ok(Outcome::Refused)
+        }
+        ClaimOutcome::Overtaken => {
+            print_conflict(true, args.json, "ComputeResourcesUnavailable", None, &[], &placing::overtaken_message())?;
+            Ok(Outcome::Refused)
         }
     }
-    let message = format!("the host changed under {CLAIM_ATTEMPTS} fits in a row (other claims landed first); try again");
-    print_conflict(true, args.json, "ComputeResourcesUnavailable", None, &[], &message)?;
-    Ok(Outcome::Refused)
 }
 
 fn release_instance(id: &str, state: &StateArgs, json: bool) -> Result<Outcome, Failure> {
@@ -830,6 +847,49 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
             } else {
                 outln!("policy {} {} (contract numafit:policy@{}) from {}", info.name, info.version, info.contract, p.name());
             }
+            Ok(Outcome::Done)
+        }
+        Command::Serve { discover, state, socket, listen, token_file, watch, limits, max_body_kib, max_policy_mib, plugin } => {
+            let state_dir = state.dir()?;
+            let token = match &token_file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| FlagError(format!("--token-file {}: cannot read: {e}", path.display())))?;
+                    let token = text.trim().to_string();
+                    if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                        return Err(FlagError(format!(
+                            "--token-file {}: a token is at least 16 characters with no whitespace",
+                            path.display()
+                        ))
+                        .into());
+                    }
+                    Some(token)
+                }
+                None => None,
+            };
+            let admit_limits = match &limits {
+                Some(path) => Some(formats::read_json::<LimitsJson>(path)?.to_wit(&name_of(path), wit::Strategy::Spread)?),
+                None => None,
+            };
+            let fit_limits = admit_limits.clone().map_or_else(|| LimitsJson::default().to_wit("", wit::Strategy::Spread), Ok)?;
+            let config = crate::service::ServeConfig {
+                base: discover.host()?,
+                socket: socket.unwrap_or_else(|| state_dir.join("serve.sock")),
+                state_dir,
+                listen,
+                token,
+                policy: match &plugin.plugin {
+                    Some(path) => crate::service::PolicySource::File(path.clone()),
+                    None => crate::service::PolicySource::Embedded(if plugin.policy == PolicyArg::Balanced { "balanced" } else { "nova" }),
+                },
+                watch,
+                limits: plugin.limits(),
+                fit_limits,
+                admit_limits,
+                json_body: (max_body_kib as usize) << 10,
+                policy_body: (max_policy_mib as usize) << 20,
+            };
+            crate::service::run(config)?;
             Ok(Outcome::Done)
         }
         Command::ExportPlugin { out } => {

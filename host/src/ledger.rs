@@ -178,6 +178,12 @@ impl Ledger {
         tx.commit().map_err(|e| sql(&path, e))
     }
 
+    /// Changes whenever another connection (another process, or another `Ledger`) commits: a
+    /// reader keeps what it derived until this moves.
+    pub fn data_version(&self) -> Result<i64, LedgerError> {
+        self.conn.pragma_query_value(None, "data_version", |r| r.get(0)).map_err(|e| self.sql(e))
+    }
+
     /// Every claim, in the order they were recorded.
     pub fn claims(&self) -> Result<Vec<Claim>, LedgerError> {
         read_claims(&self.conn, &self.path)

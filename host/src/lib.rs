@@ -11,5 +11,7 @@ pub mod draw;
 pub mod failure;
 pub mod formats;
 pub mod ledger;
+pub mod placing;
 pub mod runtime;
+pub mod service;
 pub mod verify;

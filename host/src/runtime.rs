@@ -1,5 +1,6 @@
 //! Loads placement policy components and calls them under limits: every call runs with a fuel
-//! budget (an endless loop ends as an error) and a memory cap (a memory bomb ends as an error),
+//! budget and a wall-clock deadline (an endless or merely slow loop ends as an error) and a memory
+//! cap (a memory bomb ends as an error),
 //! and a plugin that traps is reported by name and replaced by a fresh instance for the next call.
 //! Compiled components are cached on disk, keyed by their bytes and the engine, so start-up does
 //! not recompile.
@@ -13,6 +14,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
 use wasmtime::component::{Linker, ResourceAny};
@@ -26,7 +28,7 @@ mod pool;
 
 pub use cache::CacheUse;
 pub use handles::{LoadedHost, LoadedRequest};
-pub use limits::{PluginError, PluginLimits};
+pub use limits::{PluginError, PluginLimits, EPOCH_TICK};
 pub use pool::{PluginPool, PooledPlugin};
 
 use exports::{call_typed, Exports, LegacyIndices, Pre, REQUESTS_INTERFACE};
@@ -232,6 +234,8 @@ impl Plugin {
         let mut store = Store::new(&shared.engine, State { memory_cap: shared.limits.memory_bytes, cap_hit: false, memory_bytes: 0 });
         store.limiter(|s| s as &mut dyn ResourceLimiter);
         store.set_fuel(shared.limits.fuel)?;
+        store.set_epoch_deadline(shared.limits.deadline_ticks());
+        let started = Instant::now();
         let exports = match &shared.pre {
             Pre::Current { pre, policy, requests } => pre.instantiate(&mut store).and_then(|instance| {
                 let policy = policy.load(&mut store, &instance)?;
@@ -242,18 +246,21 @@ impl Plugin {
                 pre.instantiate(&mut store).and_then(|instance| funcs.funcs(&mut store, &instance)).map(Exports::V0_1)
             }
         };
-        let exports = exports.map_err(|e| self.classify(e, store.data().cap_hit))?;
+        let exports = exports.map_err(|e| self.classify(e, store.data().cap_hit, started))?;
         let id = next_id();
         shared.book.lock().alive.insert(id);
         Ok(Live { id, store, exports, book: shared.book.clone() })
     }
 
-    fn classify(&self, e: wasmtime::Error, cap_hit: bool) -> anyhow::Error {
+    fn classify(&self, e: wasmtime::Error, cap_hit: bool, started: Instant) -> anyhow::Error {
         let plugin = self.shared.name.clone();
         let limits = self.shared.limits;
         let err = match e.downcast_ref::<wasmtime::Trap>() {
             _ if cap_hit => PluginError::MemoryCap { plugin, mib: limits.memory_bytes >> 20 },
             Some(wasmtime::Trap::OutOfFuel) => PluginError::OutOfFuel { plugin, fuel: limits.fuel },
+            Some(wasmtime::Trap::Interrupt) => {
+                PluginError::Deadline { plugin, deadline_ms: limits.deadline.as_millis(), elapsed_ms: started.elapsed().as_millis() }
+            }
             Some(trap) => PluginError::Trap { plugin, trap: trap.to_string() },
             None => PluginError::Trap { plugin, trap: format!("{e:#}") },
         };
@@ -265,10 +272,13 @@ impl Plugin {
     /// dropped: a trapped instance may not be entered again.
     fn call<T>(&mut self, f: impl FnOnce(&Exports, &mut Store<State>) -> wasmtime::Result<T>) -> Result<T> {
         let fuel = self.shared.limits.fuel;
+        let ticks = self.shared.limits.deadline_ticks();
         let live = self.live()?;
         let dropped = live.take_dropped();
         // The instance stays in place (no move per call); it is dropped only after a failure.
         let store = &mut live.store;
+        let started = Instant::now();
+        store.set_epoch_deadline(ticks);
         let outcome = store
             .set_fuel(fuel)
             .and_then(|()| dropped.into_iter().try_for_each(|r| r.resource_drop(&mut *store)))
@@ -276,7 +286,7 @@ impl Plugin {
             .map_err(|e| (e, store.data().cap_hit));
         outcome.map_err(|(e, cap_hit)| {
             self.live = None;
-            self.classify(e, cap_hit)
+            self.classify(e, cap_hit, started)
         })
     }
 

@@ -1,7 +1,10 @@
-//! What a plugin call may use (fuel, memory) and how a call that used too much is named; the
-//! engine every plugin's compiled code runs in.
+//! What a plugin call may use (fuel, wall-clock time, memory) and how a call that used too much is
+//! named; the one engine every plugin's compiled code runs in, and the clock that bounds its calls.
 
-use anyhow::Result;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
 use wasmtime::{Config, Engine, ResourceLimiter};
 
 /// Per-call resource limits for a plugin.
@@ -11,13 +14,30 @@ pub struct PluginLimits {
     pub fuel: u64,
     /// Bytes of linear memory the instance may grow to.
     pub memory_bytes: usize,
+    /// Wall-clock time one call may take: bounds what fuel does not (a loop cheap in fuel, a
+    /// machine so loaded that the budget takes minutes). Checked every `EPOCH_TICK`.
+    pub deadline: Duration,
 }
 
 impl Default for PluginLimits {
     fn default() -> Self {
-        PluginLimits { fuel: 5_000_000_000, memory_bytes: 256 << 20 }
+        // Generous for real work: the largest benchmark host (64 cells) fits in under a
+        // millisecond and a few million units; these stop only a plugin that has gone wrong.
+        PluginLimits { fuel: 5_000_000_000, memory_bytes: 256 << 20, deadline: Duration::from_secs(10) }
     }
 }
+
+impl PluginLimits {
+    /// The epoch deadline a call gets: enough ticks that it is never cut short of `deadline`
+    /// (one more, as the first tick may come at once).
+    pub(super) fn deadline_ticks(&self) -> u64 {
+        let tick = EPOCH_TICK.as_micros().max(1);
+        (self.deadline.as_micros().div_ceil(tick) as u64).saturating_add(1)
+    }
+}
+
+/// How often the engine's epoch advances: the granularity of every call's deadline.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Why a plugin call failed: the plugin is named so an operator knows which policy misbehaved.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +49,10 @@ pub enum PluginError {
     OutOfFuel { plugin: String, fuel: u64 },
     #[error("plugin {plugin} hit its memory cap of {mib} MiB")]
     MemoryCap { plugin: String, mib: usize },
+    #[error(
+        "plugin {plugin} passed its deadline: one call ran {elapsed_ms} ms, over its limit of {deadline_ms} ms; raise it with --deadline-ms N"
+    )]
+    Deadline { plugin: String, deadline_ms: u128, elapsed_ms: u128 },
     #[error("plugin {plugin} trapped: {trap}")]
     Trap { plugin: String, trap: String },
 }
@@ -64,13 +88,44 @@ impl ResourceLimiter for State {
     }
 }
 
+impl PluginError {
+    /// The limit or failure, in one word: metrics and API answers are labelled with it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PluginError::OutOfFuel { .. } => "fuel",
+            PluginError::MemoryCap { .. } => "memory",
+            PluginError::Deadline { .. } => "deadline",
+            PluginError::Trap { .. } => "trap",
+        }
+    }
+}
+
+/// The process's one engine, made on first use, with the thread that advances its epoch. Every
+/// plugin (and every version a service swaps in) shares it: compiled code, the cache key and the
+/// clock are the same for all.
 pub(super) fn engine() -> Result<Engine> {
+    static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
+    ENGINE.get_or_init(|| new_engine().map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!("cannot make the wasm engine: {e}"))
+}
+
+fn new_engine() -> Result<Engine> {
     let mut config = Config::new();
     config.consume_fuel(true);
+    config.epoch_interruption(true);
     // `NUMAFIT_PERFMAP=1`: name the plugin's compiled functions for `perf` (/tmp/perf-PID.map), to
     // profile a policy as it runs in the host.
     if std::env::var_os("NUMAFIT_PERFMAP").is_some() {
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }
-    Ok(Engine::new(&config)?)
+    let engine = Engine::new(&config)?;
+    let weak = engine.weak();
+    // The clock: it ends with the engine (never, for the process-wide one).
+    std::thread::Builder::new().name("numafit-epoch".into()).spawn(move || loop {
+        std::thread::sleep(EPOCH_TICK);
+        match weak.upgrade() {
+            Some(engine) => engine.increment_epoch(),
+            None => return,
+        }
+    })?;
+    Ok(engine)
 }

@@ -1,0 +1,243 @@
+//! `numafit serve`: the node API a host scheduler calls. One service per machine owns the truth
+//! about what is claimed (the ledger), answers fits and claims on the policy serving now, and
+//! swaps policies while it runs: a new version is compiled, checked and self-tested off the
+//! request path, then swapped in atomically; a version that fails any step is refused and the
+//! current one keeps serving.
+//!
+//! It listens on a Unix socket (mode 0600) and, with `--listen`, on TCP, where every request that
+//! changes anything needs the bearer token. SIGTERM (or SIGINT) stops accepting, lets requests in
+//! flight finish, and exits 0; SIGHUP re-reads `--plugin FILE`; with `--watch` a replaced file is
+//! swapped in on its own.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use numafit_plugin::HostTopology;
+use tokio::sync::watch;
+
+pub mod api;
+pub mod metrics;
+pub mod node;
+pub mod policy;
+pub mod selftest;
+
+use crate::failure::{Failure, FlagError};
+use crate::runtime::{wit, PluginLimits, EMBEDDED_BALANCED, EMBEDDED_NOVA};
+
+/// Where the first policy comes from.
+pub enum PolicySource {
+    Embedded(&'static str),
+    File(PathBuf),
+}
+
+pub struct ServeConfig {
+    pub base: HostTopology,
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub listen: Option<SocketAddr>,
+    pub token: Option<String>,
+    pub policy: PolicySource,
+    pub watch: bool,
+    pub limits: PluginLimits,
+    /// The limits fits run under, and claims are admitted under (`--limits`).
+    pub fit_limits: wit::Limits,
+    pub admit_limits: Option<wit::Limits>,
+    /// The largest JSON body accepted; a component for `PUT /v1/policy` may be `policy_body` bytes.
+    pub json_body: usize,
+    pub policy_body: usize,
+}
+
+/// What every handler shares.
+pub struct App {
+    pub node: node::Node,
+    pub policies: policy::Policies,
+    pub metrics: metrics::Metrics,
+    pub fit_limits: wit::Limits,
+    /// The file behind the policy, re-read on SIGHUP and (with `--watch`) when replaced.
+    pub policy_file: Option<PathBuf>,
+}
+
+fn first_policy(source: &PolicySource) -> Result<(String, Vec<u8>), Failure> {
+    match source {
+        PolicySource::Embedded("balanced") => Ok(("balanced (embedded)".into(), EMBEDDED_BALANCED.to_vec())),
+        PolicySource::Embedded(_) => Ok(("nova (embedded)".into(), EMBEDDED_NOVA.to_vec())),
+        PolicySource::File(path) => std::fs::read(path)
+            .map(|b| (path.display().to_string(), b))
+            .map_err(|e| FlagError(format!("--plugin {}: cannot read: {e}", path.display())).into()),
+    }
+}
+
+/// Runs the service until SIGTERM or SIGINT.
+pub fn run(config: ServeConfig) -> Result<(), Failure> {
+    let (source, bytes) = first_policy(&config.policy)?;
+    let cache = crate::runtime::cache::default_dir();
+    // The first version passes the self-test like every later one: a service never starts on a
+    // policy it would refuse to swap to.
+    let first = policy::prepare(&source, &bytes, config.limits, cache.as_deref())
+        .map_err(|r| Failure::PluginLoad(anyhow::anyhow!("{r}")))?;
+    let node = node::Node::open(config.base.clone(), &config.state_dir, config.admit_limits.clone())?;
+    let metrics = metrics::Metrics::new();
+    metrics.serving(&first.version);
+    eprintln!(
+        "numafit serve: policy {} {} ({}) from {source}; self-test {} calls, slowest {:.1} ms",
+        first.version.name, first.version.version, first.version.sha256, first.selftest.calls, first.selftest.slowest_call_ms
+    );
+    let app = Arc::new(App {
+        node,
+        policies: policy::Policies::new(first, config.limits, cache),
+        metrics,
+        fit_limits: config.fit_limits.clone(),
+        policy_file: match &config.policy {
+            PolicySource::File(p) => Some(p.clone()),
+            PolicySource::Embedded(_) => None,
+        },
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("numafit-serve")
+        .build()
+        .map_err(|e| FlagError(format!("cannot start the service's runtime: {e}")))?;
+    runtime.block_on(serve(app, &config))
+}
+
+fn routes(app: Arc<App>, config: &ServeConfig) -> Router {
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/v1/topology", get(api::topology))
+        .route("/v1/status", get(api::status))
+        .route("/v1/fit", post(api::fit))
+        .route("/v1/claims", post(api::claim).get(api::claims))
+        .route("/v1/claims/{id}", get(api::claim_of).delete(api::release))
+        .route("/v1/policy", get(api::policy).put(api::put_policy).layer(DefaultBodyLimit::max(config.policy_body)))
+        .route("/v1/policy/rollback", post(api::rollback))
+        .route("/metrics", get(api::metrics))
+        .layer(DefaultBodyLimit::max(config.json_body))
+        .with_state(app)
+}
+
+async fn require_token(State(token): State<Arc<String>>, request: Request, next: Next) -> Response {
+    if api::authorized(&token, request.method(), request.headers()) {
+        next.run(request).await
+    } else {
+        api::unauthorized()
+    }
+}
+
+/// Binds the Unix socket: a stale file from a dead service is replaced, a live service's is not.
+fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, Failure> {
+    let bad = |why: String| Failure::from(FlagError(format!("--socket {}: {why}", path.display())));
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(bad("another service is listening on it".into()));
+        }
+        std::fs::remove_file(path).map_err(|e| bad(format!("cannot remove the stale socket: {e}")))?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| bad(format!("cannot make its directory: {e}")))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(|e| bad(format!("cannot listen: {e}")))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| bad(format!("cannot make it 0600: {e}")))?;
+    Ok(listener)
+}
+
+async fn serve(app: Arc<App>, config: &ServeConfig) -> Result<(), Failure> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let router = routes(app.clone(), config);
+    let unix = bind_socket(&config.socket)?;
+    let mut servers = tokio::task::JoinSet::new();
+    let unix_router = router.clone();
+    let rx = stop_rx.clone();
+    servers.spawn(async move { axum::serve(unix, unix_router).with_graceful_shutdown(stopped(rx)).await });
+    if let Some(addr) = config.listen {
+        let token = config.token.clone().ok_or_else(|| FlagError("--listen needs --token-file: TCP is served only with a token".into()))?;
+        let tcp = tokio::net::TcpListener::bind(addr).await.map_err(|e| FlagError(format!("--listen {addr}: cannot listen: {e}")))?;
+        let tcp_router = router.layer(middleware::from_fn_with_state(Arc::new(token), require_token));
+        let rx = stop_rx.clone();
+        servers.spawn(async move { axum::serve(tcp, tcp_router).with_graceful_shutdown(stopped(rx)).await });
+        eprintln!("numafit serve: listening on tcp {addr} (token required for changes)");
+    }
+    eprintln!("numafit serve: listening on {}", config.socket.display());
+    tokio::spawn(signals(app.clone(), stop_tx));
+    if config.watch {
+        if let Some(path) = app.policy_file.clone() {
+            tokio::spawn(watch_file(app.clone(), path, stop_rx.clone()));
+        }
+    }
+    let mut result = Ok(());
+    while let Some(done) = servers.join_next().await {
+        if let Ok(Err(e)) = done {
+            result = Err(FlagError(format!("the service stopped: {e}")).into());
+        }
+    }
+    let _ = std::fs::remove_file(&config.socket);
+    eprintln!("numafit serve: stopped");
+    result
+}
+
+/// SIGTERM / SIGINT: stop; SIGHUP: re-read the policy file.
+async fn signals(app: Arc<App>, stop: watch::Sender<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        eprintln!("numafit serve: cannot watch signals; stopping");
+        let _ = stop.send(true);
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match app.policy_file.clone() {
+                Some(path) => reload(&app, path).await,
+                None => eprintln!("numafit serve: SIGHUP: the policy is embedded, nothing to re-read"),
+            },
+        }
+    }
+    eprintln!("numafit serve: stopping: finishing requests in flight");
+    let _ = stop.send(true);
+}
+
+async fn reload(app: &Arc<App>, path: PathBuf) {
+    let app = app.clone();
+    let _ = tokio::task::spawn_blocking(move || match std::fs::read(&path) {
+        Ok(bytes) => {
+            api::swap(&app, &path.display().to_string(), &bytes);
+        }
+        Err(e) => eprintln!("numafit serve: cannot read {}: {e}; the current policy keeps serving", path.display()),
+    })
+    .await;
+}
+
+/// How often `--watch` looks at the policy file (a stat: cheap).
+const WATCH_EVERY: Duration = Duration::from_millis(20);
+
+/// Swaps in the policy file whenever it is replaced or rewritten (its inode, size or mtime change).
+async fn watch_file(app: Arc<App>, path: PathBuf, mut stop: watch::Receiver<bool>) {
+    use std::os::unix::fs::MetadataExt;
+    let stamp = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.ino(), m.len(), m.mtime(), m.mtime_nsec()));
+    let mut seen = stamp(&path);
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = stamp(&path);
+        if now.is_some() && now != seen {
+            seen = now;
+            reload(&app, path.clone()).await;
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! The node API's handlers: each reads its body into the host's documents (a bad field is a 400
+//! naming it), runs its work off the async workers (policy calls and SQLite block), and answers
+//! JSON naming the policy version that made the answer (`policy` in the body and the
+//! `Numafit-Policy` header).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::metrics::Metrics;
+use super::App;
+use crate::failure::Failure;
+use crate::formats::{self, HostJson, InputError, PlacementJson, RejectionJson, RequestJson};
+use crate::ledger::{LedgerError, PolicyVersion};
+use crate::placing::{self, ClaimOutcome, ClaimRequest};
+use crate::runtime::{wit, PluginError};
+use crate::verify;
+
+/// An answer: status, JSON body, and the policy version behind it.
+pub struct Answer {
+    status: StatusCode,
+    body: Value,
+    policy: Option<PolicyVersion>,
+}
+
+impl Answer {
+    fn new(status: StatusCode, body: Value, policy: Option<&PolicyVersion>) -> Answer {
+        Answer { status, body, policy: policy.cloned() }
+    }
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        let mut body = self.body.to_string();
+        body.push('\n');
+        let mut response = (self.status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        if let Some(p) = &self.policy {
+            if let Ok(v) = HeaderValue::from_str(&format!("{}/{} sha256={}", p.name, p.version, p.sha256)) {
+                response.headers_mut().insert("numafit-policy", v);
+            }
+        }
+        response
+    }
+}
+
+/// A failure as an answer: the README's kinds map to their HTTP status (`Failure::http_status`);
+/// a plugin stopped by a limit names the plugin and the limit.
+fn failed(metrics: &Metrics, f: Failure, policy: Option<&PolicyVersion>) -> Answer {
+    let status = StatusCode::from_u16(f.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut body = json!({ "error": failure_kind(&f), "message": f.to_string() });
+    match &f {
+        Failure::Plugin(e) => {
+            let limit = e.downcast_ref::<PluginError>().map_or("trap", PluginError::kind);
+            metrics.plugin_failure(limit);
+            body["limit"] = json!(limit);
+            body["plugin"] = json!(policy.map(|p| p.name.clone()));
+        }
+        Failure::Verify(v) => {
+            metrics.plugin_failure("rule");
+            body["limit"] = json!("rule");
+            body["plugin"] = json!(v.plugin);
+        }
+        _ => {}
+    }
+    if let Some(p) = policy {
+        body["policy"] = json!(p);
+    }
+    Answer::new(status, body, policy)
+}
+
+fn failure_kind(f: &Failure) -> &'static str {
+    match f {
+        Failure::Input(_) | Failure::Flag(_) => "InvalidInput",
+        Failure::Request(_) => "RequestRefused",
+        Failure::Discover(_) => "DiscoverFailed",
+        Failure::PluginLoad(_) => "PluginLoad",
+        Failure::Plugin(_) => "PluginFailed",
+        Failure::Verify(_) => "PluginAnswerRefused",
+        Failure::Output(_) => "OutputFailed",
+        Failure::Ledger(_) => "LedgerFailed",
+    }
+}
+
+fn refused(status: StatusCode, code: &str, message: String, policy: Option<&PolicyVersion>) -> Answer {
+    let mut body = json!({ "error": code, "message": message });
+    if let Some(p) = policy {
+        body["policy"] = json!(p);
+    }
+    Answer::new(status, body, policy)
+}
+
+/// Runs blocking work (a policy call, a transaction) on the blocking pool.
+async fn blocking(app: &Arc<App>, f: impl FnOnce(&App) -> Answer + Send + 'static) -> Answer {
+    let app2 = app.clone();
+    match tokio::task::spawn_blocking(move || f(&app2)).await {
+        Ok(a) => a,
+        Err(e) => refused(StatusCode::INTERNAL_SERVER_ERROR, "Internal", format!("the request's worker failed: {e}"), None),
+    }
+}
+
+fn body_text<'a>(what: &str, body: &'a [u8]) -> Result<&'a str, Failure> {
+    std::str::from_utf8(body).map_err(|e| InputError { file: what.to_string(), message: format!("not UTF-8: {e}") }.into())
+}
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub async fn topology(State(app): State<Arc<App>>) -> Answer {
+    Answer::new(StatusCode::OK, json!(HostJson::from_record(&app.node.base)), None)
+}
+
+pub async fn status(State(app): State<Arc<App>>) -> Answer {
+    blocking(&app, |app| {
+        let policy = app.policies.current();
+        match app.node.view() {
+            Ok(view) => {
+                let body = formats::StatusJson {
+                    claims: view.claims.len(),
+                    host: HostJson::from_record(&view.derived.host),
+                    ledger: app.node.ledger_path(),
+                    lost: view.derived.lost.iter().map(|l| formats::LostJson { instance: l.instance.clone(), reason: l.reason.clone() }).collect(),
+                };
+                let mut body = json!(body);
+                body["policy"] = json!(policy.version);
+                Answer::new(StatusCode::OK, body, Some(&policy.version))
+            }
+            Err(e) => failed(&app.metrics, e.into(), Some(&policy.version)),
+        }
+    })
+    .await
+}
+
+/// The request a REQUEST document states, the policy interpreting a flavor.
+fn request_of(json: &RequestJson, what: &str, plugin: &mut crate::runtime::Plugin) -> Result<wit::Request, Failure> {
+    placing::request_of(json, what, |flavor| plugin.request_from_flavor(flavor).map_err(Failure::Plugin))
+}
+
+pub async fn fit(State(app): State<Arc<App>>, body: Bytes) -> Answer {
+    blocking(&app, move |app| {
+        let active = app.policies.current();
+        let policy = &active.version;
+        let run = || -> Result<Answer, Failure> {
+            let request: RequestJson = formats::parse_json("request body", body_text("request body", &body)?)?;
+            let mut worker = active.pool.take();
+            let request = request_of(&request, "request body", &mut worker)?;
+            let view = app.node.view()?;
+            match worker.fit(&view.shown, &request, &app.fit_limits).map_err(Failure::Plugin)? {
+                Ok(p) => {
+                    verify::placement(worker.name(), &view.shown, &request, &p)?;
+                    Metrics::count(&app.metrics.fits, "fit");
+                    Ok(Answer::new(StatusCode::OK, json!({ "fits": true, "policy": policy, "placement": PlacementJson::from_wit(&p) }), Some(policy)))
+                }
+                Err(r) => {
+                    Metrics::count(&app.metrics.fits, "rejected");
+                    app.metrics.rejection(&r);
+                    let rejection = RejectionJson::from_wit(&policy.name, &r);
+                    Ok(Answer::new(StatusCode::OK, json!({ "fits": false, "policy": policy, "rejection": rejection }), Some(policy)))
+                }
+            }
+        };
+        run().unwrap_or_else(|f| {
+            Metrics::count(&app.metrics.fits, "failed");
+            failed(&app.metrics, f, Some(policy))
+        })
+    })
+    .await
+}
+
+/// `POST /v1/claims`'s body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClaimBody {
+    instance: String,
+    request: RequestJson,
+}
+
+pub async fn claim(State(app): State<Arc<App>>, body: Bytes) -> Answer {
+    let started = Instant::now();
+    let answer = blocking(&app, move |app| {
+        let active = app.policies.current();
+        let policy = &active.version;
+        let run = || -> Result<Answer, Failure> {
+            let text = body_text("claim body", &body)?;
+            let parsed: ClaimBody = formats::parse_json("claim body", text)?;
+            let document: Value = formats::parse_json::<Value>("claim body", text)?.get("request").cloned().unwrap_or(Value::Null);
+            let instance = placing::check_instance(&parsed.instance)
+                .map_err(|m| InputError { file: "claim body".into(), message: format!("field instance: {m}") })?;
+            let mut worker = active.pool.take();
+            let request = request_of(&parsed.request, "claim body", &mut worker)?;
+            let ask = ClaimRequest { instance, document: &document, request: &parsed.request, policy };
+            let mut ledger = app.node.ledger()?;
+            let admit = |h: &numafit_plugin::HostTopology, p: &numafit_plugin::Placement| app.node.admit(h, p);
+            let outcome = placing::claim(&mut ledger, &app.node.base, &ask, &admit, |shown| {
+                let answer = worker.fit(shown, &request, &app.fit_limits).map_err(Failure::Plugin)?;
+                if let Ok(p) = &answer {
+                    verify::placement(worker.name(), shown, &request, p)?;
+                }
+                Ok(answer)
+            })?;
+            Ok(match outcome {
+                ClaimOutcome::Claimed { claim, new } => {
+                    Metrics::count(&app.metrics.claims, if new { "created" } else { "unchanged" });
+                    let status = if new { StatusCode::CREATED } else { StatusCode::OK };
+                    Answer::new(status, json!({ "claim": claim, "policy": policy }), Some(policy))
+                }
+                ClaimOutcome::Rejected(r) => {
+                    Metrics::count(&app.metrics.claims, "rejected");
+                    app.metrics.rejection(&r);
+                    let rejection = RejectionJson::from_wit(&policy.name, &r);
+                    let body = json!({ "error": "ComputeResourcesUnavailable", "message": r.summary, "policy": policy, "rejection": rejection });
+                    Answer::new(StatusCode::CONFLICT, body, Some(policy))
+                }
+                ClaimOutcome::Exists(existing) => {
+                    Metrics::count(&app.metrics.claims, "conflict");
+                    refused(StatusCode::CONFLICT, "InstanceExists", placing::exists_message(instance, &existing), Some(policy))
+                }
+                ClaimOutcome::Overtaken => {
+                    Metrics::count(&app.metrics.claims, "conflict");
+                    refused(StatusCode::CONFLICT, "ComputeResourcesUnavailable", placing::overtaken_message(), Some(policy))
+                }
+            })
+        };
+        run().unwrap_or_else(|f| {
+            Metrics::count(&app.metrics.claims, "failed");
+            failed(&app.metrics, f, Some(policy))
+        })
+    })
+    .await;
+    app.metrics.claim_seconds.observe(started.elapsed().as_secs_f64());
+    answer
+}
+
+pub async fn claims(State(app): State<Arc<App>>) -> Answer {
+    blocking(&app, |app| match app.node.view() {
+        Ok(view) => Answer::new(StatusCode::OK, json!(view.claims), None),
+        Err(e) => failed(&app.metrics, e.into(), None),
+    })
+    .await
+}
+
+pub async fn claim_of(State(app): State<Arc<App>>, Path(id): Path<String>) -> Answer {
+    blocking(&app, move |app| match app.node.view() {
+        Ok(view) => match view.claims.iter().find(|c| c.instance == id) {
+            Some(c) => Answer::new(StatusCode::OK, json!(c), Some(&c.policy)),
+            None => refused(StatusCode::NOT_FOUND, "InstanceNotFound", format!("instance {id:?} has no claim in the ledger"), None),
+        },
+        Err(e) => failed(&app.metrics, e.into(), None),
+    })
+    .await
+}
+
+pub async fn release(State(app): State<Arc<App>>, Path(id): Path<String>) -> Answer {
+    blocking(&app, move |app| {
+        let released = app.node.ledger().and_then(|mut l| l.release(&id));
+        match released {
+            Ok(claim) => {
+                Metrics::count(&app.metrics.releases, "released");
+                Answer::new(StatusCode::OK, json!({ "released": claim }), Some(&claim.policy))
+            }
+            Err(LedgerError::Unknown(_)) => {
+                Metrics::count(&app.metrics.releases, "unknown");
+                refused(StatusCode::NOT_FOUND, "InstanceNotFound", format!("instance {id:?} has no claim in the ledger"), None)
+            }
+            Err(e) => {
+                Metrics::count(&app.metrics.releases, "failed");
+                failed(&app.metrics, e.into(), None)
+            }
+        }
+    })
+    .await
+}
+
+pub async fn policy(State(app): State<Arc<App>>) -> Answer {
+    let active = app.policies.current();
+    Answer::new(StatusCode::OK, json!(active.json()), Some(&active.version))
+}
+
+/// What a refused swap answers (and the daemon logs).
+#[derive(Serialize)]
+struct RefusedJson<'a> {
+    error: &'static str,
+    message: String,
+    refused: &'a super::policy::Refused,
+    serving: PolicyVersion,
+}
+
+pub async fn put_policy(State(app): State<Arc<App>>, body: Bytes) -> Answer {
+    blocking(&app, move |app| swap(app, "PUT /v1/policy", &body)).await
+}
+
+/// Swaps to `bytes` (blocking) and says what happened.
+pub fn swap(app: &App, source: &str, bytes: &[u8]) -> Answer {
+    match app.policies.swap(source, bytes) {
+        Ok(active) => {
+            Metrics::count(&app.metrics.swaps, "accepted");
+            app.metrics.serving(&active.version);
+            eprintln!(
+                "numafit serve: policy {} {} ({}) from {source} serving; self-test {} calls, slowest {:.1} ms",
+                active.version.name, active.version.version, active.version.sha256, active.selftest.calls, active.selftest.slowest_call_ms
+            );
+            Answer::new(StatusCode::OK, json!(active.json()), Some(&active.version))
+        }
+        Err(r) => {
+            Metrics::count(&app.metrics.swaps, "refused");
+            app.metrics.plugin_failure(r.kind);
+            let serving = app.policies.current();
+            eprintln!("numafit serve: {r}; {} {} keeps serving", serving.version.name, serving.version.version);
+            let body = RefusedJson { error: "PolicyRefused", message: r.to_string(), refused: &r, serving: serving.version.clone() };
+            Answer::new(StatusCode::UNPROCESSABLE_ENTITY, json!(body), Some(&serving.version))
+        }
+    }
+}
+
+pub async fn rollback(State(app): State<Arc<App>>) -> Answer {
+    match app.policies.rollback() {
+        Some(active) => {
+            Metrics::count(&app.metrics.swaps, "rollback");
+            app.metrics.serving(&active.version);
+            Answer::new(StatusCode::OK, json!(active.json()), Some(&active.version))
+        }
+        None => {
+            let active = app.policies.current();
+            refused(StatusCode::CONFLICT, "NoPreviousPolicy", "no earlier policy version to roll back to".into(), Some(&active.version))
+        }
+    }
+}
+
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], app.metrics.text()).into_response()
+}
+
+/// On TCP, a request that changes anything needs `Authorization: Bearer <token>`; without it (or
+/// with another token) it is a 401 and nothing changes.
+pub fn authorized(token: &str, method: &Method, headers: &HeaderMap) -> bool {
+    if matches!(*method, Method::GET | Method::HEAD) {
+        return true;
+    }
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    // Compared in time independent of where they differ.
+    given.is_some_and(|g| g.len() == token.len() && g.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0)
+}
+
+pub fn unauthorized() -> Response {
+    refused(StatusCode::UNAUTHORIZED, "Unauthorized", "this endpoint needs Authorization: Bearer <token> (the --token-file's)".into(), None)
+        .into_response()
+}
