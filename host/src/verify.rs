@@ -150,11 +150,20 @@ pub fn placement(plugin: &str, host: &wit::Host, request: &wit::Request, p: &wit
                     placed.memory_mb, placed.host_cell
                 )));
             }
-        } else if pins
-            && view.cell.memory_mb.saturating_sub(view.cell.memory_used_mb) < placed.memory_mb
-            && !host.pages.iter().any(|pp| pp.cell == placed.host_cell)
-        {
-            return Err(fail(format!("guest cell {g} needs {} MiB; host cell {} has less free", placed.memory_mb, placed.host_cell)));
+        } else if pins {
+            // A pinned guest cell without a page size takes the cell's smallest pages where it
+            // has pools (Nova's rule), else its plain memory.
+            let smallest = host.pages.iter().filter(|pp| pp.cell == placed.host_cell).min_by_key(|pp| pp.size_kb);
+            let short = match smallest {
+                Some(pool) => {
+                    let free = pool.total.saturating_sub(pool.used + pool.reserved);
+                    u128::from(free) < pages_covering(pool.size_kb, placed.memory_mb)
+                }
+                None => view.cell.memory_mb.saturating_sub(view.cell.memory_used_mb) < placed.memory_mb,
+            };
+            if short {
+                return Err(fail(format!("guest cell {g} needs {} MiB; host cell {} has less free", placed.memory_mb, placed.host_cell)));
+            }
         }
     }
     Ok(())

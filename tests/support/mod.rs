@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod http;
+
 use numafit_host::formats::{self, HostJson, LimitsJson, RequestInput, RequestJson};
 use numafit_host::runtime::wit;
 
@@ -95,6 +97,27 @@ pub fn hostile_plugin() -> &'static [u8] {
             "release/hostile_plugin.wasm",
         )
     })
+}
+
+/// The faults of tests/misbehaving-policy, each a feature of its own build.
+pub const FAULTS: &[&str] = &["endless-loop", "memory-bomb", "panic", "foreign-cell", "double-pin", "overcommit", "slow"];
+
+/// The misbehaving policy with `fault` always ("on-request": only for the request that asks,
+/// guest cell 0 of 7001..=7007 MiB, so it passes the self-test). All builds are made once, in
+/// turn, in one target directory.
+pub fn misbehaving(fault: &str) -> &'static [u8] {
+    static BUILDS: OnceLock<std::collections::BTreeMap<String, Vec<u8>>> = OnceLock::new();
+    let builds = BUILDS.get_or_init(|| {
+        let manifest = root().join("tests/misbehaving-policy/Cargo.toml");
+        let target = root().join("target/misbehaving-policy");
+        let mut builds = std::collections::BTreeMap::new();
+        builds.insert("on-request".to_string(), build_component(&manifest, &target, &["--release"], "release/misbehaving_policy.wasm"));
+        for f in FAULTS {
+            builds.insert(f.to_string(), build_component(&manifest, &target, &["--release", "--features", f], "release/misbehaving_policy.wasm"));
+        }
+        builds
+    });
+    builds.get(fault).unwrap_or_else(|| panic!("no misbehaving build {fault}"))
 }
 
 /// A bench case in the contract's types, as the CLI reads it.

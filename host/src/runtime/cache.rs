@@ -30,7 +30,7 @@ fn record_text(source: &str, artifact: &[u8]) -> String {
     format!("source {source}\nartifact-blake3 {}\n", blake3::hash(artifact).to_hex())
 }
 
-pub(crate) fn sha256(bytes: &[u8]) -> String {
+pub fn sha256(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 

@@ -292,7 +292,9 @@ struct RefusedJson<'a> {
 }
 
 pub async fn put_policy(State(app): State<Arc<App>>, body: Bytes) -> Answer {
-    blocking(&app, move |app| swap(app, "PUT /v1/policy", &body)).await
+    // Named by its digest until its info() names it: the refusal must say which bytes it was.
+    let source = format!("PUT /v1/policy (sha256 {})", &crate::runtime::cache::sha256(&body)[..16]);
+    blocking(&app, move |app| swap(app, &source, &body)).await
 }
 
 /// Swaps to `bytes` (blocking) and says what happened.

@@ -25,7 +25,7 @@ enum Fault {
     DoublePin,
     /// Places guest cells with no regard for the host's free memory.
     Overcommit,
-    /// Answers correctly, after a busy second or so.
+    /// Answers correctly, after tens of milliseconds of busy work.
     Slow,
 }
 
@@ -91,10 +91,10 @@ fn fit_core(host: &HostTopology, request: &numafit_plugin::GuestTopology, limits
         }
         Some(Fault::Panic) => panic!("misbehaving policy panics on purpose"),
         Some(Fault::Slow) => {
-            // About 400 million cheap iterations: a second or so of wall-clock time, and well
+            // Twenty million cheap iterations (some 320 million fuel units): tens of milliseconds of wall-clock time, and well
             // inside the default fuel budget.
             let mut n = 0u64;
-            while std::hint::black_box(n) < 400_000_000 {
+            while std::hint::black_box(n) < 20_000_000 {
                 n += 1;
             }
         }
@@ -106,6 +106,10 @@ fn fit_core(host: &HostTopology, request: &numafit_plugin::GuestTopology, limits
         for cell in &mut roomy.cells {
             cell.memory = cell.memory.saturating_mul(1000);
             cell.memory_usage = 0;
+            for pool in &mut cell.mempages {
+                pool.total = pool.total.saturating_mul(1000);
+                pool.used = 0;
+            }
         }
         return numafit_plugin::fit(&roomy, request, limits).map(|p| prefer_busiest(host, p));
     }
