@@ -295,6 +295,9 @@ enum Command {
     },
     /// Serve the node API: fits, claims and policy swaps over a Unix socket (and TCP with --listen).
     Serve {
+        /// A recorded host of record (HOST.json) instead of this machine's topology.
+        #[arg(long, value_name = "HOST.json", conflicts_with_all = DISCOVERY_FLAGS)]
+        host: Option<PathBuf>,
         #[command(flatten)]
         discover: DiscoverArgs,
         #[command(flatten)]
@@ -849,7 +852,7 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
             }
             Ok(Outcome::Done)
         }
-        Command::Serve { discover, state, socket, listen, token_file, watch, limits, max_body_kib, max_policy_mib, plugin } => {
+        Command::Serve { host, discover, state, socket, listen, token_file, watch, limits, max_body_kib, max_policy_mib, plugin } => {
             let state_dir = state.dir()?;
             let token = match &token_file {
                 Some(path) => {
@@ -873,7 +876,7 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
             };
             let fit_limits = admit_limits.clone().map_or_else(|| LimitsJson::default().to_wit("", wit::Strategy::Spread), Ok)?;
             let config = crate::service::ServeConfig {
-                base: discover.host()?,
+                base: read_host(host.as_deref(), &discover)?,
                 socket: socket.unwrap_or_else(|| state_dir.join("serve.sock")),
                 state_dir,
                 listen,
