@@ -44,17 +44,6 @@ fn release(state: &Path, id: &str) -> std::process::Output {
 }
 
 /// Every pinned host CPU of every claim in the ledger, with the instance that pins it.
-fn pins(state: &Path) -> BTreeMap<u32, Vec<String>> {
-    let mut pins: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-    for c in Ledger::open(state).expect("the ledger opens").claims().expect("claims read") {
-        for cell in &c.placement.cells {
-            for &cpu in cell.cpu_pinning.values() {
-                pins.entry(cpu).or_default().push(c.instance.clone());
-            }
-        }
-    }
-    pins
-}
 
 #[test]
 fn claims_are_recorded_idempotent_per_instance_and_released() {

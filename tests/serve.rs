@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -31,18 +31,6 @@ fn request(cpus: u32, memory: u64) -> Value {
 
 fn claim_body(id: &str, cpus: u32) -> String {
     json!({"instance": id, "request": request(cpus, 1024)}).to_string()
-}
-
-fn pins(state: &Path) -> BTreeMap<u32, Vec<String>> {
-    let mut pins: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-    for c in Ledger::open(state).expect("the ledger opens").claims().expect("claims read") {
-        for cell in &c.placement.cells {
-            for &cpu in cell.cpu_pinning.values() {
-                pins.entry(cpu).or_default().push(c.instance.clone());
-            }
-        }
-    }
-    pins
 }
 
 fn start(dir: &Path, extra: &[&str]) -> Daemon {
@@ -194,7 +182,10 @@ fn a_policy_misbehaving_in_service_is_stopped_named_and_records_nothing() {
     assert_eq!(c.post("/v1/claims", &claim_body("keep", 2)).status, 201);
     for (fault, status, limit) in expect {
         // Overcommit shows only where no cell has the memory free: fill both first.
-        let fill = |cpu: u32| json!({"instance": format!("fill-{cpu}"), "request": {"cells": [{"pcpuset": [0], "memory": 10000}], "cpu_policy": "dedicated"}}).to_string();
+        let fill = |cpu: u32| {
+            json!({"instance": format!("fill-{cpu}"), "request": {"cells": [{"pcpuset": [0], "memory": 10000}], "cpu_policy": "dedicated"}})
+                .to_string()
+        };
         if *fault == "overcommit" {
             for cpu in 0..2 {
                 let body = fill(cpu);
@@ -223,7 +214,12 @@ fn a_policy_misbehaving_in_service_is_stopped_named_and_records_nothing() {
             }
             assert_eq!(r.status, *status, "{fault} {path}: {}", r.text());
             assert_eq!(j["limit"].as_str(), Some(*limit), "{fault} {path}: {}", r.text());
-            assert!(j["message"].as_str().unwrap().contains("misbehaving-on-request") || j["message"].as_str().unwrap().contains("on-request.wasm"), "names the plugin: {}", r.text());
+            assert!(
+                j["message"].as_str().unwrap().contains("misbehaving-on-request")
+                    || j["message"].as_str().unwrap().contains("on-request.wasm"),
+                "names the plugin: {}",
+                r.text()
+            );
             // Still up, still serving the same policy, nothing recorded for the bad answer.
             let ok = c.post("/v1/fit", &request(1, 1024).to_string());
             assert_eq!((ok.status, ok.json()["fits"].as_bool()), (200, Some(true)), "{}", ok.text());
@@ -258,7 +254,12 @@ fn swaps_to_broken_policies_are_refused_by_the_self_test_and_the_current_one_kee
         let j = r.json();
         eprintln!("swap to {fault}: {} in {} ms: {}", r.status, started.elapsed().as_millis(), j["message"].as_str().unwrap_or(""));
         assert_eq!(r.status, 422, "{fault}: {}", r.text());
-        assert_eq!((j["refused"]["stage"].as_str(), j["refused"]["kind"].as_str()), (Some("self-test"), Some(kind)), "{fault}: {}", r.text());
+        assert_eq!(
+            (j["refused"]["stage"].as_str(), j["refused"]["kind"].as_str()),
+            (Some("self-test"), Some(kind)),
+            "{fault}: {}",
+            r.text()
+        );
         assert_eq!(j["serving"]["sha256"].as_str(), Some(before.as_str()));
         assert_eq!(c.get("/v1/policy").json()["sha256"].as_str(), Some(before.as_str()));
         assert_eq!(c.post("/v1/fit", &request(1, 1024).to_string()).status, 200);
@@ -370,11 +371,21 @@ fn hot_swaps_under_load_fail_no_request_and_label_every_answer() {
         stop.store(true, Ordering::Relaxed);
     });
     let failures = failures.into_inner().unwrap();
-    assert!(failures.is_empty(), "{} failed of {}: {:?}", failures.len(), answered.load(Ordering::Relaxed), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} failed of {}: {:?}",
+        failures.len(),
+        answered.load(Ordering::Relaxed),
+        &failures[..failures.len().min(5)]
+    );
     assert!(answered.load(Ordering::Relaxed) > 100);
     assert!(labels.into_inner().unwrap().len() >= 3, "answers came from several versions");
     swap_ms.sort_by(f64::total_cmp);
-    eprintln!("file replaced -> first answer from the new version: median {:.1} ms, max {:.1} ms", swap_ms[swap_ms.len() / 2], swap_ms[swap_ms.len() - 1]);
+    eprintln!(
+        "file replaced -> first answer from the new version: median {:.1} ms, max {:.1} ms",
+        swap_ms[swap_ms.len() / 2],
+        swap_ms[swap_ms.len() - 1]
+    );
 }
 
 #[test]
@@ -433,7 +444,17 @@ fn the_daemon_and_cli_claimers_sigkilled_at_random_lose_nothing_acknowledged() {
                 for i in 0..4u64 {
                     let id = format!("c{round}-{i}");
                     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_numafit"))
-                        .args(["claim", "--instance", &id, "--request", s(req_file), "--numactl-output", s(machine), "--state-dir", s(state)])
+                        .args([
+                            "claim",
+                            "--instance",
+                            &id,
+                            "--request",
+                            s(req_file),
+                            "--numactl-output",
+                            s(machine),
+                            "--state-dir",
+                            s(state),
+                        ])
                         .stdout(std::process::Stdio::null())
                         .stderr(std::process::Stdio::null())
                         .spawn()

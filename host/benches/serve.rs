@@ -113,10 +113,19 @@ fn main() {
         }
         let ms = started.elapsed().as_secs_f64() * 1e3;
         // Only the first swap to balanced compiles it; nova was compiled at start.
-        if round == 0 { cold.push(ms) } else { cached.push(ms) }
+        if round == 0 {
+            cold.push(ms)
+        } else {
+            cached.push(ms)
+        }
     }
     cached.sort_by(f64::total_cmp);
     println!("| swap, file replaced -> first answer | cold compile | {:.1} ms | | | <= 1 s |", cold[0]);
-    println!("| swap, file replaced -> first answer | cached artifact, median of {} | {:.1} ms (max {:.1}) | | | <= 100 ms |", cached.len(), cached[cached.len() / 2], cached[cached.len() - 1]);
+    println!(
+        "| swap, file replaced -> first answer | cached artifact, median of {} | {:.1} ms (max {:.1}) | | | <= 100 ms |",
+        cached.len(),
+        cached[cached.len() / 2],
+        cached[cached.len() - 1]
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -81,8 +81,8 @@ pub fn run(config: ServeConfig) -> Result<(), Failure> {
     let cache = crate::runtime::cache::default_dir();
     // The first version passes the self-test like every later one: a service never starts on a
     // policy it would refuse to swap to.
-    let first = policy::prepare(&source, &bytes, config.limits, cache.as_deref())
-        .map_err(|r| Failure::PluginLoad(anyhow::anyhow!("{r}")))?;
+    let first =
+        policy::prepare(&source, &bytes, config.limits, cache.as_deref()).map_err(|r| Failure::PluginLoad(anyhow::anyhow!("{r}")))?;
     let node = node::Node::open(config.base.clone(), &config.state_dir, config.admit_limits.clone())?;
     let metrics = metrics::Metrics::new();
     metrics.serving(&first.version);

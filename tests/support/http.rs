@@ -52,12 +52,14 @@ impl Client {
         let sender = rt.block_on(async {
             let sender = match addr {
                 Addr::Unix(p) => {
-                    let (s, conn) = http1::handshake(TokioIo::new(tokio::net::UnixStream::connect(p).await?)).await.map_err(std::io::Error::other)?;
+                    let (s, conn) =
+                        http1::handshake(TokioIo::new(tokio::net::UnixStream::connect(p).await?)).await.map_err(std::io::Error::other)?;
                     tokio::spawn(conn);
                     s
                 }
                 Addr::Tcp(a) => {
-                    let (s, conn) = http1::handshake(TokioIo::new(tokio::net::TcpStream::connect(a).await?)).await.map_err(std::io::Error::other)?;
+                    let (s, conn) =
+                        http1::handshake(TokioIo::new(tokio::net::TcpStream::connect(a).await?)).await.map_err(std::io::Error::other)?;
                     tokio::spawn(conn);
                     s
                 }

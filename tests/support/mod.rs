@@ -113,11 +113,27 @@ pub fn misbehaving(fault: &str) -> &'static [u8] {
         let mut builds = std::collections::BTreeMap::new();
         builds.insert("on-request".to_string(), build_component(&manifest, &target, &["--release"], "release/misbehaving_policy.wasm"));
         for f in FAULTS {
-            builds.insert(f.to_string(), build_component(&manifest, &target, &["--release", "--features", f], "release/misbehaving_policy.wasm"));
+            builds.insert(
+                f.to_string(),
+                build_component(&manifest, &target, &["--release", "--features", f], "release/misbehaving_policy.wasm"),
+            );
         }
         builds
     });
     builds.get(fault).unwrap_or_else(|| panic!("no misbehaving build {fault}"))
+}
+
+/// Each pinned CPU in the ledger under `state`, with the instances pinning it.
+pub fn pins(state: &Path) -> std::collections::BTreeMap<u32, Vec<String>> {
+    let mut pins: std::collections::BTreeMap<u32, Vec<String>> = std::collections::BTreeMap::new();
+    for c in numafit_host::ledger::Ledger::open(state).expect("the ledger opens").claims().expect("claims read") {
+        for cell in &c.placement.cells {
+            for &cpu in cell.cpu_pinning.values() {
+                pins.entry(cpu).or_default().push(c.instance.clone());
+            }
+        }
+    }
+    pins
 }
 
 /// A bench case in the contract's types, as the CLI reads it.

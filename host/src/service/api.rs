@@ -133,7 +133,12 @@ pub async fn status(State(app): State<Arc<App>>) -> Answer {
                     claims: view.claims.len(),
                     host: HostJson::from_record(&view.derived.host),
                     ledger: app.node.ledger_path(),
-                    lost: view.derived.lost.iter().map(|l| formats::LostJson { instance: l.instance.clone(), reason: l.reason.clone() }).collect(),
+                    lost: view
+                        .derived
+                        .lost
+                        .iter()
+                        .map(|l| formats::LostJson { instance: l.instance.clone(), reason: l.reason.clone() })
+                        .collect(),
                 };
                 let mut body = json!(body);
                 body["policy"] = json!(policy.version);
@@ -163,7 +168,11 @@ pub async fn fit(State(app): State<Arc<App>>, body: Bytes) -> Answer {
                 Ok(p) => {
                     verify::placement(worker.name(), &view.shown, &request, &p)?;
                     Metrics::count(&app.metrics.fits, "fit");
-                    Ok(Answer::new(StatusCode::OK, json!({ "fits": true, "policy": policy, "placement": PlacementJson::from_wit(&p) }), Some(policy)))
+                    Ok(Answer::new(
+                        StatusCode::OK,
+                        json!({ "fits": true, "policy": policy, "placement": PlacementJson::from_wit(&p) }),
+                        Some(policy),
+                    ))
                 }
                 Err(r) => {
                     Metrics::count(&app.metrics.fits, "rejected");
@@ -222,7 +231,8 @@ pub async fn claim(State(app): State<Arc<App>>, body: Bytes) -> Answer {
                     Metrics::count(&app.metrics.claims, "rejected");
                     app.metrics.rejection(&r);
                     let rejection = RejectionJson::from_wit(&policy.name, &r);
-                    let body = json!({ "error": "ComputeResourcesUnavailable", "message": r.summary, "policy": policy, "rejection": rejection });
+                    let body =
+                        json!({ "error": "ComputeResourcesUnavailable", "message": r.summary, "policy": policy, "rejection": rejection });
                     Answer::new(StatusCode::CONFLICT, body, Some(policy))
                 }
                 ClaimOutcome::Exists(existing) => {
