@@ -295,7 +295,8 @@ fn hot_swaps_under_load_fail_no_request_and_label_every_answer() {
     let dir = scratch("serve-hot-swap");
     let file = dir.join("policy.wasm");
     std::fs::write(&file, EMBEDDED).unwrap();
-    let d = start(&dir, &["--plugin", s(&file), "--watch"]);
+    // Limits small enough that a refused endless loop or memory bomb costs a fraction of a second.
+    let d = start(&dir, &["--plugin", s(&file), "--watch", "--fuel", "1000000000", "--memory-limit-mb", "64"]);
     let good: Vec<(&str, Vec<u8>)> = vec![
         ("nova", EMBEDDED.to_vec()),
         ("balanced", numafit_host::runtime::EMBEDDED_BALANCED.to_vec()),
@@ -338,6 +339,7 @@ fn hot_swaps_under_load_fail_no_request_and_label_every_answer() {
             });
         }
         let mut c = d.client();
+        let mut swaps = 0;
         for round in 0..3 {
             for (name, bytes) in &good {
                 // By PUT, by replacing the watched file, and by SIGHUP after rewriting it.
@@ -362,9 +364,11 @@ fn hot_swaps_under_load_fail_no_request_and_label_every_answer() {
                         swap_ms.push(started.elapsed().as_secs_f64() * 1e3);
                     }
                 }
-                // A broken one in between: refused, the good one keeps serving.
-                let r = c.send("PUT", "/v1/policy", &[], misbehaving("panic").to_vec()).unwrap();
-                assert_eq!(r.status, 422);
+                // A broken one in between (each kind in turn): refused, the good one keeps serving.
+                let broken = FAULTS[swaps % (FAULTS.len() - 1)];
+                swaps += 1;
+                let r = c.send("PUT", "/v1/policy", &[], misbehaving(broken).to_vec()).unwrap();
+                assert_eq!(r.status, 422, "{broken}: {}", r.text());
                 assert_eq!(r.json()["serving"]["sha256"].as_str(), Some(sha.as_str()), "{name}");
             }
         }
