@@ -240,24 +240,10 @@ fn concurrent_claimers_killed_at_random_never_pin_twice_nor_lose_an_acknowledged
         });
         // After every round: the ledger opens, no CPU is pinned twice, every acknowledged claim
         // no release was tried for is there, and every acknowledged release is gone.
-        let l = Ledger::open(&state).expect("the ledger opens after SIGKILLs");
-        let claims = l.claims().unwrap();
-        let present: BTreeSet<String> = claims.iter().map(|c| c.instance.clone()).collect();
-        let twice: Vec<_> = pins(&state).into_iter().filter(|(_, who)| who.len() > 1).collect();
-        assert!(twice.is_empty(), "round {round}: CPUs pinned twice: {twice:?}");
-        let derived = ledger::derive(&base, &claims, &|h: &numafit_plugin::HostTopology, p: &numafit_plugin::Placement| {
-            numafit_host::verify::admit(h, p, None)
-        });
-        assert!(derived.lost.is_empty(), "round {round}: claims that do not derive: {:?}", derived.lost);
-        {
+        let present = {
             let seen = acked.lock().unwrap();
-            for id in seen.claimed.difference(&seen.release_tried) {
-                assert!(present.contains(id), "round {round}: acknowledged claim {id} is gone");
-            }
-            for id in &seen.released {
-                assert!(!present.contains(id), "round {round}: acknowledged release {id} is back");
-            }
-        }
+            assert_storm_survived(round, &state, &base, &seen.claimed, &seen.release_tried, &seen.released)
+        };
         // Give the host back for the next round (claims whose acknowledgement was killed included).
         for id in &present {
             let o = release(&state, id);

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use numafit_host::ledger::{self, Ledger};
 use serde_json::{json, Value};
 use support::http::{Addr, Client, Daemon};
 use support::*;
@@ -281,12 +280,13 @@ fn swaps_to_broken_policies_are_refused_by_the_self_test_and_the_current_one_kee
     drop(c);
     drop(d);
 
-    // Under a deadline shorter than its calls, the slow one is refused for the deadline.
+    // Under a deadline shorter than its calls (30 ms: twice a correct policy's slowest call on a
+    // loaded machine, half the slow one's fastest), the slow one is refused for the deadline.
     let dir = scratch("serve-swap-slow");
-    let d = start(&dir, &["--deadline-ms", "5"]);
+    let d = start(&dir, &["--deadline-ms", "30"]);
     let mut c = d.client();
     let r = c.send("PUT", "/v1/policy", &[], misbehaving("slow").to_vec()).unwrap();
-    eprintln!("slow under 5 ms: {}", r.text());
+    eprintln!("slow under 30 ms: {}", r.text());
     assert_eq!((r.status, r.json()["refused"]["kind"].as_str()), (422, Some("deadline")), "{}", r.text());
 }
 
@@ -478,21 +478,14 @@ fn the_daemon_and_cli_claimers_sigkilled_at_random_lose_nothing_acknowledged() {
         });
         drop(d);
         daemon_kills += 1;
-        let l = Ledger::open(&state).expect("the ledger opens after SIGKILLs");
-        let claims = l.claims().unwrap();
-        let present: BTreeSet<String> = claims.iter().map(|c| c.instance.clone()).collect();
-        let twice: Vec<_> = pins(&state).into_iter().filter(|(_, who)| who.len() > 1).collect();
-        assert!(twice.is_empty(), "round {round}: CPUs pinned twice: {twice:?}");
-        let derived = ledger::derive(&base, &claims, &|h: &numafit_plugin::HostTopology, p: &numafit_plugin::Placement| {
-            numafit_host::verify::admit(h, p, None)
-        });
-        assert!(derived.lost.is_empty(), "round {round}: {:?}", derived.lost);
-        for id in claimed.lock().unwrap().difference(&release_tried.lock().unwrap()) {
-            assert!(present.contains(id), "round {round}: acknowledged claim {id} is gone");
-        }
-        for id in released.lock().unwrap().iter() {
-            assert!(!present.contains(id), "round {round}: acknowledged release {id} is back");
-        }
+        let present = assert_storm_survived(
+            round,
+            &state,
+            &base,
+            &claimed.lock().unwrap(),
+            &release_tried.lock().unwrap(),
+            &released.lock().unwrap(),
+        );
         // Room for the next round: release what is left (through the daemon, restarted).
         let d = Daemon::start(&socket, &["--numactl-output", s(&machine), "--state-dir", s(&state)]);
         let mut c = d.client();

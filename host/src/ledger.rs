@@ -181,7 +181,9 @@ impl Ledger {
     /// Changes whenever another connection (another process, or another `Ledger`) commits: a
     /// reader keeps what it derived until this moves.
     pub fn data_version(&self) -> Result<i64, LedgerError> {
-        self.conn.pragma_query_value(None, "data_version", |r| r.get(0)).map_err(|e| self.sql(e))
+        // Asked before every dry-run fit: a cached statement, not a parse each time.
+        let mut stmt = self.conn.prepare_cached("PRAGMA data_version").map_err(|e| self.sql(e))?;
+        stmt.query_row([], |r| r.get(0)).map_err(|e| self.sql(e))
     }
 
     /// Every claim, in the order they were recorded.

@@ -20,8 +20,10 @@ pub struct VerifyError {
     pub problem: String,
 }
 
-struct CellView<'a> {
-    cell: &'a wit::HostCell,
+/// What the checks need to know of one host cell's CPUs.
+struct CellView {
+    /// The cell's position in `host.cells`.
+    cell: usize,
     pinnable: BTreeSet<u32>,
     pinned: BTreeSet<u32>,
     /// How many shared CPUs the cell has.
@@ -30,42 +32,62 @@ struct CellView<'a> {
     core_of: BTreeMap<u32, u32>,
 }
 
-fn cell_views(host: &wit::Host) -> BTreeMap<u32, CellView<'_>> {
-    let mut views: BTreeMap<u32, CellView> = host
-        .cells
-        .iter()
-        .map(|c| {
-            (
-                c.id,
-                CellView {
-                    cell: c,
-                    pinnable: BTreeSet::new(),
-                    pinned: BTreeSet::new(),
-                    shared: 0,
-                    cores: BTreeMap::new(),
-                    core_of: BTreeMap::new(),
-                },
-            )
-        })
-        .collect();
-    for cpu in cpu_rows(&host.cpus) {
-        if let Some(v) = views.get_mut(&cpu.cell) {
-            if cpu.pinnable {
-                v.pinnable.insert(cpu.id);
+/// A host's CPUs by cell, built once per host state: the service checks every fit on the same
+/// state against one index rather than rebuilding it per answer.
+pub struct HostIndex {
+    cells: BTreeMap<u32, CellView>,
+}
+
+impl HostIndex {
+    pub fn of(host: &wit::Host) -> HostIndex {
+        let mut cells: BTreeMap<u32, CellView> = host
+            .cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                (
+                    c.id,
+                    CellView {
+                        cell: i,
+                        pinnable: BTreeSet::new(),
+                        pinned: BTreeSet::new(),
+                        shared: 0,
+                        cores: BTreeMap::new(),
+                        core_of: BTreeMap::new(),
+                    },
+                )
+            })
+            .collect();
+        for cpu in cpu_rows(&host.cpus) {
+            if let Some(v) = cells.get_mut(&cpu.cell) {
+                if cpu.pinnable {
+                    v.pinnable.insert(cpu.id);
+                }
+                if cpu.pinned {
+                    v.pinned.insert(cpu.id);
+                }
+                v.shared += usize::from(cpu.shared);
+                v.cores.entry(cpu.core).or_default().insert(cpu.id);
+                v.core_of.insert(cpu.id, cpu.core);
             }
-            if cpu.pinned {
-                v.pinned.insert(cpu.id);
-            }
-            v.shared += usize::from(cpu.shared);
-            v.cores.entry(cpu.core).or_default().insert(cpu.id);
-            v.core_of.insert(cpu.id, cpu.core);
         }
+        HostIndex { cells }
     }
-    views
 }
 
 /// Checks a placement against the host and request it answers.
 pub fn placement(plugin: &str, host: &wit::Host, request: &wit::Request, p: &wit::Placement) -> Result<(), VerifyError> {
+    placement_on(plugin, host, &HostIndex::of(host), request, p)
+}
+
+/// `placement` against an index already built for `host`.
+pub fn placement_on(
+    plugin: &str,
+    host: &wit::Host,
+    index: &HostIndex,
+    request: &wit::Request,
+    p: &wit::Placement,
+) -> Result<(), VerifyError> {
     let fail = |problem: String| VerifyError { plugin: plugin.to_string(), what: "placement", problem };
     if p.cpu_policy != request.cpu_policy || p.thread_policy != request.thread_policy || p.emulator_threads != request.emulator_threads {
         return Err(fail("its CPU, thread or emulator-thread policy differs from the request's".into()));
@@ -86,7 +108,7 @@ pub fn placement(plugin: &str, host: &wit::Host, request: &wit::Request, p: &wit
     if let Some(orphan) = sv.cells.iter().chain(&pv.cells).chain(&ev.cells).find(|c| !placed_cells.contains(c)) {
         return Err(fail(format!("it lists CPUs of guest cell {orphan}, which it does not place")));
     }
-    let views = cell_views(host);
+    let views = &index.cells;
     let pins = matches!(request.cpu_policy, Some(wit::CpuPolicy::Dedicated | wit::CpuPolicy::Mixed));
     let isolate = request.thread_policy == Some(wit::ThreadPolicy::Isolate);
     let mut used_cells = BTreeSet::new();
@@ -159,7 +181,10 @@ pub fn placement(plugin: &str, host: &wit::Host, request: &wit::Request, p: &wit
                     let free = pool.total.saturating_sub(pool.used + pool.reserved);
                     u128::from(free) < pages_covering(pool.size_kb, placed.memory_mb)
                 }
-                None => view.cell.memory_mb.saturating_sub(view.cell.memory_used_mb) < placed.memory_mb,
+                None => {
+                    let cell = &host.cells[view.cell];
+                    cell.memory_mb.saturating_sub(cell.memory_used_mb) < placed.memory_mb
+                }
             };
             if short {
                 return Err(fail(format!("guest cell {g} needs {} MiB; host cell {} has less free", placed.memory_mb, placed.host_cell)));
@@ -250,7 +275,7 @@ fn pages_covering(size_kb: u32, memory_mb: u64) -> u128 {
 /// to the RAM allocation ratio when limits are given (per instance within the cell without
 /// them) — and floating vCPUs within the shared CPUs and the CPU allocation ratio.
 pub fn claimable(host: &wit::Host, p: &wit::Placement, limits: Option<&wit::Limits>) -> Result<(), Conflict> {
-    let views = cell_views(host);
+    let views = HostIndex::of(host).cells;
     let pins = matches!(p.cpu_policy, Some(wit::CpuPolicy::Dedicated | wit::CpuPolicy::Mixed));
     let floats = p.cpu_policy != Some(wit::CpuPolicy::Dedicated);
     let isolate = p.thread_policy == Some(wit::ThreadPolicy::Isolate);
@@ -288,7 +313,7 @@ pub fn claimable(host: &wit::Host, p: &wit::Placement, limits: Option<&wit::Limi
                 format!("CPUs {} are already pinned", crate::cpulist::text(&taken)),
             ));
         }
-        let cell = view.cell;
+        let cell = &host.cells[view.cell];
         let shared_cpus = view.shared as u64;
         let vcpus = placed.shared_vcpus.len() as u64;
         if vcpus > shared_cpus {

@@ -136,6 +136,33 @@ pub fn pins(state: &Path) -> std::collections::BTreeMap<u32, Vec<String>> {
     pins
 }
 
+/// The crash-storm invariant after a round of SIGKILLs: the ledger under `state` opens, no CPU
+/// is pinned twice, every claim derives on `base`, every acknowledged claim no release was tried
+/// for is present, and every acknowledged release is gone. Returns the instances present.
+pub fn assert_storm_survived(
+    round: u64,
+    state: &Path,
+    base: &numafit_plugin::HostTopology,
+    claimed: &std::collections::BTreeSet<String>,
+    release_tried: &std::collections::BTreeSet<String>,
+    released: &std::collections::BTreeSet<String>,
+) -> std::collections::BTreeSet<String> {
+    let claims = numafit_host::ledger::Ledger::open(state).expect("the ledger opens after SIGKILLs").claims().unwrap();
+    let present: std::collections::BTreeSet<String> = claims.iter().map(|c| c.instance.clone()).collect();
+    let twice: Vec<_> = pins(state).into_iter().filter(|(_, who)| who.len() > 1).collect();
+    assert!(twice.is_empty(), "round {round}: CPUs pinned twice: {twice:?}");
+    let admit = |h: &numafit_plugin::HostTopology, p: &numafit_plugin::Placement| numafit_host::verify::admit(h, p, None);
+    let derived = numafit_host::ledger::derive(base, &claims, &admit);
+    assert!(derived.lost.is_empty(), "round {round}: claims that do not derive: {:?}", derived.lost);
+    for id in claimed.difference(release_tried) {
+        assert!(present.contains(id), "round {round}: acknowledged claim {id} is gone");
+    }
+    for id in released {
+        assert!(!present.contains(id), "round {round}: acknowledged release {id} is back");
+    }
+    present
+}
+
 /// A bench case in the contract's types, as the CLI reads it.
 pub fn load_case(dir: &Path) -> (wit::Host, wit::Request, wit::Limits) {
     let host: HostJson = formats::read_json(&dir.join("host.json")).expect("host");

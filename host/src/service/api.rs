@@ -25,19 +25,39 @@ use crate::verify;
 /// An answer: status, JSON body, and the policy version behind it.
 pub struct Answer {
     status: StatusCode,
-    body: Value,
+    body: String,
     policy: Option<PolicyVersion>,
 }
 
 impl Answer {
     fn new(status: StatusCode, body: Value, policy: Option<&PolicyVersion>) -> Answer {
-        Answer { status, body, policy: policy.cloned() }
+        Answer { status, body: body.to_string(), policy: policy.cloned() }
     }
+
+    /// An answer serialized straight from its document, without a `Value` tree in between (the
+    /// dry-run fit's hot path).
+    fn of(status: StatusCode, body: &impl Serialize, policy: Option<&PolicyVersion>) -> Answer {
+        match serde_json::to_string(body) {
+            Ok(body) => Answer { status, body, policy: policy.cloned() },
+            Err(e) => refused(StatusCode::INTERNAL_SERVER_ERROR, "Internal", format!("the answer did not serialize: {e}"), policy),
+        }
+    }
+}
+
+/// `POST /v1/fit`'s answer: the placement or the rejection, and the version that decided.
+#[derive(Serialize)]
+struct FitAnswer<'a> {
+    fits: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    placement: Option<PlacementJson>,
+    policy: &'a PolicyVersion,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejection: Option<RejectionJson>,
 }
 
 impl IntoResponse for Answer {
     fn into_response(self) -> Response {
-        let mut body = self.body.to_string();
+        let mut body = self.body;
         body.push('\n');
         let mut response = (self.status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         if let Some(p) = &self.policy {
@@ -164,21 +184,22 @@ pub async fn fit(State(app): State<Arc<App>>, body: Bytes) -> Answer {
             let mut worker = active.pool.take();
             let request = request_of(&request, "request body", &mut worker)?;
             let view = app.node.view()?;
-            match worker.fit(&view.shown, &request, &app.fit_limits).map_err(Failure::Plugin)? {
+            let answer = match active.loaded(&view, &mut worker).map_err(Failure::Plugin)? {
+                Some(loaded) => worker.fit_loaded(&loaded, &request, &app.fit_limits),
+                None => worker.fit(&view.shown, &request, &app.fit_limits),
+            };
+            match answer.map_err(Failure::Plugin)? {
                 Ok(p) => {
-                    verify::placement(worker.name(), &view.shown, &request, &p)?;
+                    verify::placement_on(worker.name(), &view.shown, &view.index, &request, &p)?;
                     Metrics::count(&app.metrics.fits, "fit");
-                    Ok(Answer::new(
-                        StatusCode::OK,
-                        json!({ "fits": true, "policy": policy, "placement": PlacementJson::from_wit(&p) }),
-                        Some(policy),
-                    ))
+                    let answer = FitAnswer { fits: true, placement: Some(PlacementJson::from_wit(&p)), policy, rejection: None };
+                    Ok(Answer::of(StatusCode::OK, &answer, Some(policy)))
                 }
                 Err(r) => {
                     Metrics::count(&app.metrics.fits, "rejected");
                     app.metrics.rejection(&r);
-                    let rejection = RejectionJson::from_wit(&policy.name, &r);
-                    Ok(Answer::new(StatusCode::OK, json!({ "fits": false, "policy": policy, "rejection": rejection }), Some(policy)))
+                    let rejection = Some(RejectionJson::from_wit(&policy.name, &r));
+                    Ok(Answer::of(StatusCode::OK, &FitAnswer { fits: false, placement: None, policy, rejection }, Some(policy)))
                 }
             }
         };

@@ -17,6 +17,8 @@ pub struct View {
     pub derived: Derived,
     /// `derived.host` as a plugin is shown it.
     pub shown: wit::Host,
+    /// `shown`'s CPUs by cell, for checking every answer given on this view.
+    pub index: verify::HostIndex,
 }
 
 pub struct Node {
@@ -104,7 +106,8 @@ impl Node {
         let claims = reader.ledger.claims()?;
         let derived = ledger::derive(&self.base, &claims, &|h: &HostTopology, p: &Placement| self.admit(h, p));
         let shown = contract::host_view(&derived.host);
-        let view = Arc::new(View { claims, derived, shown });
+        let index = verify::HostIndex::of(&shown);
+        let view = Arc::new(View { claims, derived, shown, index });
         reader.view = Some((version, view.clone()));
         Ok(view)
     }

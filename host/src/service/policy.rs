@@ -10,9 +10,10 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
+use super::node::View;
 use super::selftest;
 use crate::ledger::PolicyVersion;
-use crate::runtime::{CacheUse, Plugin, PluginLimits, PluginPool};
+use crate::runtime::{CacheUse, LoadedHost, Plugin, PluginLimits, PluginPool};
 
 /// How many replaced versions are kept to roll back to.
 const HISTORY: usize = 16;
@@ -29,6 +30,9 @@ pub struct Active {
     /// Milliseconds from the bytes to a version ready to serve, and whether the cache had it.
     pub load_ms: f64,
     pub cached: bool,
+    /// The newest view loaded into this version (`host-state`), so a dry-run fit sends only the
+    /// request: the host crosses the boundary once per ledger change, not once per fit.
+    shown: Mutex<Option<(Arc<View>, Arc<LoadedHost>)>>,
 }
 
 /// `GET /v1/policy`, and what a swap or rollback answers with.
@@ -46,6 +50,25 @@ pub struct PolicyJson<'a> {
 }
 
 impl Active {
+    /// `view` loaded into this version: the cached one while the view is the same, else loaded
+    /// by `worker`. None when the plugin refuses the host (the fit then sends it and answers
+    /// with that refusal).
+    pub fn loaded(&self, view: &Arc<View>, worker: &mut Plugin) -> anyhow::Result<Option<Arc<LoadedHost>>> {
+        let cached = self.shown.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((v, loaded)) = cached.as_ref() {
+            if Arc::ptr_eq(v, view) {
+                return Ok(Some(loaded.clone()));
+            }
+        }
+        drop(cached);
+        let Ok(loaded) = worker.load(view.shown.clone())? else {
+            return Ok(None);
+        };
+        let loaded = Arc::new(loaded);
+        *self.shown.lock().unwrap_or_else(|p| p.into_inner()) = Some((view.clone(), loaded.clone()));
+        Ok(Some(loaded))
+    }
+
     pub fn json(&self) -> PolicyJson<'_> {
         PolicyJson {
             name: &self.version.name,
@@ -109,6 +132,7 @@ pub fn prepare(source: &str, bytes: &[u8], limits: PluginLimits, cache: Option<&
         loaded_unix_ms: now_unix_ms(),
         selftest: passed,
         load_ms: started.elapsed().as_secs_f64() * 1e3,
+        shown: Mutex::new(None),
         cached,
     })
 }
