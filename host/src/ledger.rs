@@ -141,9 +141,12 @@ impl Ledger {
         sql(&self.path, e)
     }
 
+    /// How long a writer waits for the lock before the transaction fails as busy.
+    pub const LOCK_WAIT: Duration = Duration::from_secs(30);
+
     fn configure(&mut self) -> Result<(), LedgerError> {
         // Other writers hold the lock for one short transaction: wait for it rather than fail.
-        self.conn.busy_timeout(Duration::from_secs(30)).map_err(|e| self.sql(e))?;
+        self.conn.busy_handler(Some(wait_for_writer)).map_err(|e| self.sql(e))?;
         let mode: String = self.conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0)).map_err(|e| self.sql(e))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(self.sql(rusqlite::Error::InvalidParameterName(format!("journal_mode is {mode}, not wal"))));
@@ -305,6 +308,27 @@ fn read_claims(conn: &Connection, path: &Path) -> Result<Vec<Claim>, LedgerError
         claims.push(Claim { instance, request, placement, policy, created_unix_ms, updated_unix_ms });
     }
     Ok(claims)
+}
+
+
+/// SQLite's busy handler for the ledger. Its built-in timeout sleeps in steps that grow to 100 ms,
+/// so a writer that finds the lock taken waits far longer than the sub-millisecond transaction
+/// ahead of it (the service's claims' p99 with 4 clients: 17-20 ms). This polls every 100 µs for
+/// the first 5 ms, then every millisecond to 150 ms, then every 10 ms, up to `LOCK_WAIT`.
+fn wait_for_writer(attempt: i32) -> bool {
+    const FAST: i32 = 50;
+    const MEDIUM: i32 = FAST + 145;
+    let waited_past_medium = Duration::from_millis(10) * (attempt.max(MEDIUM) - MEDIUM) as u32;
+    if waited_past_medium + Duration::from_millis(150) >= Ledger::LOCK_WAIT {
+        return false;
+    }
+    let step = match attempt {
+        a if a < FAST => Duration::from_micros(100),
+        a if a < MEDIUM => Duration::from_millis(1),
+        _ => Duration::from_millis(10),
+    };
+    std::thread::sleep(step);
+    true
 }
 
 fn sql(path: &Path, source: rusqlite::Error) -> LedgerError {
