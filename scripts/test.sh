@@ -8,3 +8,13 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # Backtraces on every wasmtime error make the trap tests slow and the output long.
 export RUST_BACKTRACE=0
 cargo test --workspace --locked
+
+# The Python module (integrations/python), built by pip from this workspace into a venv and tested
+# with pytest against the CLI just built. The dev profile reuses what cargo test compiled (a
+# release build of wasmtime would add some five minutes); `pip install ./integrations/python`
+# without it builds the optimised module an operator installs.
+venv=target/python-venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check -r integrations/python/requirements.txt
+MATURIN_PEP517_ARGS="--profile dev" "$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps ./integrations/python
+NUMAFIT_BIN="$PWD/target/debug/numafit" "$venv/bin/python" -m pytest -q integrations/python/tests

@@ -69,6 +69,20 @@ impl Failure {
         }
     }
 
+    /// The failure's code, as the service's `error` field and the Python module's exception name.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Failure::Input(_) | Failure::Flag(_) => "InvalidInput",
+            Failure::Request(_) => "RequestRefused",
+            Failure::Discover(_) => "DiscoverFailed",
+            Failure::PluginLoad(_) => "PluginLoad",
+            Failure::Plugin(_) => "PluginFailed",
+            Failure::Verify(_) => "PluginAnswerRefused",
+            Failure::Output(_) => "OutputFailed",
+            Failure::Ledger(_) => "LedgerFailed",
+        }
+    }
+
     /// The HTTP status a service answers with: the caller's input is a 400, the machine's or the
     /// output's trouble a 500, a policy that failed or lied a 502 (the service stands in front of it).
     pub fn http_status(&self) -> u16 {
@@ -93,5 +107,6 @@ mod tests {
         assert_eq!((plugin.exit_code(), plugin.http_status()), (3, 502));
         assert_eq!((output.exit_code(), output.http_status()), (2, 500));
         assert_eq!(output.to_string(), "cannot write stdout: full");
+        assert_eq!((input.code(), plugin.code(), output.code()), ("InvalidInput", "PluginFailed", "OutputFailed"));
     }
 }

@@ -310,7 +310,6 @@ fn read_claims(conn: &Connection, path: &Path) -> Result<Vec<Claim>, LedgerError
     Ok(claims)
 }
 
-
 /// SQLite's busy handler for the ledger. Its built-in timeout sleeps in steps that grow to 100 ms,
 /// so a writer that finds the lock taken waits far longer than the sub-millisecond transaction
 /// ahead of it (the service's claims' p99 with 4 clients: 17-20 ms). This polls every 100 µs for

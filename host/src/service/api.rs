@@ -73,7 +73,7 @@ impl IntoResponse for Answer {
 /// a plugin stopped by a limit names the plugin and the limit.
 fn failed(metrics: &Metrics, f: Failure, policy: Option<&PolicyVersion>) -> Answer {
     let status = StatusCode::from_u16(f.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut body = json!({ "error": failure_kind(&f), "message": f.to_string() });
+    let mut body = json!({ "error": f.code(), "message": f.to_string() });
     match &f {
         Failure::Plugin(e) => {
             let limit = e.downcast_ref::<PluginError>().map_or("trap", PluginError::kind);
@@ -92,19 +92,6 @@ fn failed(metrics: &Metrics, f: Failure, policy: Option<&PolicyVersion>) -> Answ
         body["policy"] = json!(p);
     }
     Answer::new(status, body, policy)
-}
-
-fn failure_kind(f: &Failure) -> &'static str {
-    match f {
-        Failure::Input(_) | Failure::Flag(_) => "InvalidInput",
-        Failure::Request(_) => "RequestRefused",
-        Failure::Discover(_) => "DiscoverFailed",
-        Failure::PluginLoad(_) => "PluginLoad",
-        Failure::Plugin(_) => "PluginFailed",
-        Failure::Verify(_) => "PluginAnswerRefused",
-        Failure::Output(_) => "OutputFailed",
-        Failure::Ledger(_) => "LedgerFailed",
-    }
 }
 
 fn refused(status: StatusCode, code: &str, message: String, policy: Option<&PolicyVersion>) -> Answer {

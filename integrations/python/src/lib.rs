@@ -1,0 +1,254 @@
+//! `import numafit`: numafit's host runtime inside a Python process. The policy is the same
+//! component the CLI runs (the embedded one or a file), under the same fuel, deadline and memory
+//! limits, and every answer passes the same host verification before Python sees it. Hosts,
+//! requests and answers are plain Python data in the README's JSON shapes, read and written in
+//! one pass in compiled code (pythonize + serde): nothing is converted value by value in Python.
+//! Errors are exceptions named by the CLI's failure codes, carrying its exit status.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use numafit_host::contract;
+use numafit_host::failure::Failure;
+use numafit_host::formats::{GuestTopologyJson, HostJson, InputError, LimitsJson, PlacementJson, RejectionJson, RequestJson};
+use numafit_host::placing;
+use numafit_host::runtime::{wit, Plugin, PluginError, PluginLimits, PluginPool};
+use numafit_host::verify;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use serde::{Deserialize, Serialize};
+
+pyo3::create_exception!(numafit, Error, PyException, "A numafit failure: `code` and `exit_code` as the CLI's.");
+pyo3::create_exception!(numafit, InvalidInput, Error, "A host, request or limits document the CLI would refuse (exit 2).");
+pyo3::create_exception!(numafit, RequestRefused, Error, "The policy refused to read the flavor and image (exit 2).");
+pyo3::create_exception!(numafit, PluginLoad, Error, "The policy file cannot be read or is not a usable component (exit 2).");
+pyo3::create_exception!(numafit, PluginFailed, Error, "The policy trapped or hit a limit; `limit` says which (exit 3).");
+pyo3::create_exception!(numafit, PluginAnswerRefused, Error, "The policy answered something the host's checks refuse (exit 3).");
+
+/// The exception for a failure, with the CLI's code, exit status and (for a plugin) the limit.
+fn raise(py: Python<'_>, f: Failure) -> PyErr {
+    let message = f.to_string();
+    let err = match &f {
+        Failure::Input(_) | Failure::Flag(_) | Failure::Discover(_) | Failure::Output(_) | Failure::Ledger(_) => {
+            InvalidInput::new_err(message)
+        }
+        Failure::Request(_) => RequestRefused::new_err(message),
+        Failure::PluginLoad(_) => PluginLoad::new_err(message),
+        Failure::Plugin(_) => PluginFailed::new_err(message),
+        Failure::Verify(_) => PluginAnswerRefused::new_err(message),
+    };
+    let value = err.value(py);
+    let _ = value.setattr("code", f.code());
+    let _ = value.setattr("exit_code", f.exit_code());
+    if let Failure::Plugin(e) = &f {
+        let _ = value.setattr("limit", e.downcast_ref::<PluginError>().map_or("trap", PluginError::kind));
+    }
+    err
+}
+
+/// Python data read as one of the host's documents; a bad field is named as the CLI names it.
+fn read<T: for<'de> Deserialize<'de>>(what: &str, obj: &Bound<'_, PyAny>) -> Result<T, Failure> {
+    let mut de = pythonize::Depythonizer::from_object(obj);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = if path == "." { e.inner().to_string() } else { format!("field {path}: {}", e.inner()) };
+        InputError { file: what.to_string(), message }.into()
+    })
+}
+
+fn write<'py, T: Serialize>(py: Python<'py>, value: &T) -> PyResult<Bound<'py, PyAny>> {
+    pythonize::pythonize(py, value).map_err(|e| Error::new_err(format!("the answer did not convert: {e}")))
+}
+
+/// One fit's answer, in the shape of the service's `POST /v1/fit`.
+#[derive(Serialize)]
+struct FitAnswer {
+    fits: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    placement: Option<PlacementJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejection: Option<RejectionJson>,
+}
+
+/// A loaded policy component. Calls from several Python threads run in parallel, each on its own
+/// instance of the component, with the GIL released while the policy works.
+#[pyclass(frozen, module = "numafit")]
+struct Policy {
+    pool: Arc<PluginPool>,
+    /// The name rejections are reported under (the policy's own, from `info()`).
+    name: String,
+}
+
+fn strategy_of(name: &str) -> Result<wit::Strategy, Failure> {
+    match name {
+        "spread" => Ok(wit::Strategy::Spread),
+        "pack" => Ok(wit::Strategy::Pack),
+        other => Err(InputError { file: "strategy".into(), message: format!("{other:?} is not one of spread, pack") }.into()),
+    }
+}
+
+impl Policy {
+    fn request(&self, worker: &mut Plugin, document: &RequestJson) -> Result<wit::Request, Failure> {
+        placing::request_of(document, "request", |flavor| worker.request_from_flavor(flavor).map_err(Failure::Plugin))
+    }
+
+    fn limits(&self, limits: Option<&Bound<'_, PyAny>>, strategy: &str) -> Result<wit::Limits, Failure> {
+        let strategy = strategy_of(strategy)?;
+        match limits {
+            Some(l) if !l.is_none() => read::<LimitsJson>("limits", l)?.to_wit("limits", strategy).map_err(Into::into),
+            _ => LimitsJson::default().to_wit("limits", strategy).map_err(Into::into),
+        }
+    }
+
+    /// One host's answer, verified: exactly what `numafit fit --json` decides for it.
+    fn answer(
+        &self,
+        worker: &Plugin,
+        host: &wit::Host,
+        request: &wit::Request,
+        a: Result<wit::Placement, wit::Rejection>,
+    ) -> Result<FitAnswer, Failure> {
+        Ok(match a {
+            Ok(p) => {
+                verify::placement(worker.name(), host, request, &p)?;
+                FitAnswer { fits: true, placement: Some(PlacementJson::from_wit(&p)), rejection: None }
+            }
+            Err(r) => FitAnswer { fits: false, placement: None, rejection: Some(RejectionJson::from_wit(&self.name, &r)) },
+        })
+    }
+}
+
+fn host_of(what: &str, obj: &Bound<'_, PyAny>) -> Result<wit::Host, Failure> {
+    let record = read::<HostJson>(what, obj)?.to_record(what)?;
+    Ok(contract::host_view(&record))
+}
+
+#[pymethods]
+impl Policy {
+    /// `Policy()` is numafit's embedded `nova` policy; `Policy(name="balanced")` the other embedded
+    /// one; `Policy(path=FILE)` a component file. The limits default to the CLI's.
+    #[new]
+    #[pyo3(signature = (path=None, *, name="nova", fuel=None, memory_mb=None, deadline_ms=None))]
+    fn new(
+        py: Python<'_>,
+        path: Option<std::path::PathBuf>,
+        name: &str,
+        fuel: Option<u64>,
+        memory_mb: Option<u64>,
+        deadline_ms: Option<u64>,
+    ) -> PyResult<Policy> {
+        let mut limits = PluginLimits::default();
+        if let Some(f) = fuel {
+            limits.fuel = f;
+        }
+        if let Some(m) = memory_mb {
+            limits.memory_bytes = usize::try_from(m.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        }
+        if let Some(d) = deadline_ms {
+            limits.deadline = std::time::Duration::from_millis(d);
+        }
+        let loaded = py.detach(|| -> Result<(Plugin, String), Failure> {
+            let mut plugin = match &path {
+                Some(p) => Plugin::from_file(Path::new(p), limits).map_err(Failure::PluginLoad)?,
+                None => Plugin::embedded_named(name, limits).map_err(Failure::PluginLoad)?,
+            };
+            let info = plugin.info().map_err(Failure::Plugin)?;
+            Ok((plugin, info.name))
+        });
+        let (plugin, name) = loaded.map_err(|f| raise(py, f))?;
+        Ok(Policy { pool: Arc::new(PluginPool::new(plugin)), name })
+    }
+
+    /// `{"name", "version", "contract"}` as the component reports them.
+    fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let info = py.detach(|| self.pool.take().info().map_err(Failure::Plugin)).map_err(|f| raise(py, f))?;
+        let d = PyDict::new(py);
+        d.set_item("name", info.name)?;
+        d.set_item("version", info.version)?;
+        d.set_item("contract", info.contract)?;
+        Ok(d.into_any())
+    }
+
+    /// The guest topology a REQUEST document implies (a flavor and image, or explicit cells), as
+    /// `numafit request --json` prints it.
+    fn request_from_flavor<'py>(&self, py: Python<'py>, request: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let document: RequestJson = read("request", request).map_err(|f| raise(py, f))?;
+        let request = py.detach(|| self.request(&mut self.pool.take(), &document)).map_err(|f| raise(py, f))?;
+        write(py, &GuestTopologyJson::from_wit(&request))
+    }
+
+    /// Fits a request on a host: `{"fits": True, "placement": ...}` or `{"fits": False,
+    /// "rejection": ...}`, the placement verified by the host first.
+    #[pyo3(signature = (host, request, limits=None, *, strategy="spread"))]
+    fn fit<'py>(
+        &self,
+        py: Python<'py>,
+        host: &Bound<'py, PyAny>,
+        request: &Bound<'py, PyAny>,
+        limits: Option<&Bound<'py, PyAny>>,
+        strategy: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (host, document, limits) =
+            (|| Ok::<_, Failure>((host_of("host", host)?, read::<RequestJson>("request", request)?, self.limits(limits, strategy)?)))()
+                .map_err(|f| raise(py, f))?;
+        let answer = py
+            .detach(|| {
+                let mut worker = self.pool.take();
+                let request = self.request(&mut worker, &document)?;
+                let a = worker.fit(&host, &request, &limits).map_err(Failure::Plugin)?;
+                self.answer(&worker, &host, &request, a)
+            })
+            .map_err(|f| raise(py, f))?;
+        write(py, &answer)
+    }
+
+    /// Fits one request on each of many hosts in one component call: one answer per host, in
+    /// order, each what `fit` gives for that host alone.
+    #[pyo3(signature = (hosts, request, limits=None, *, strategy="spread"))]
+    fn fit_many<'py>(
+        &self,
+        py: Python<'py>,
+        hosts: &Bound<'py, PyAny>,
+        request: &Bound<'py, PyAny>,
+        limits: Option<&Bound<'py, PyAny>>,
+        strategy: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let parsed = (|| {
+            let documents: Vec<HostJson> = read("hosts", hosts)?;
+            let tables = documents
+                .iter()
+                .enumerate()
+                .map(|(i, h)| Ok(contract::host_view(&h.to_record(&format!("hosts[{i}]"))?)))
+                .collect::<Result<Vec<_>, Failure>>()?;
+            Ok::<_, Failure>((tables, read::<RequestJson>("request", request)?, self.limits(limits, strategy)?))
+        })();
+        let (tables, document, limits) = parsed.map_err(|f| raise(py, f))?;
+        let answers = py
+            .detach(|| {
+                let mut worker = self.pool.take();
+                let request = self.request(&mut worker, &document)?;
+                let answers = worker.fit_many(&tables, &request, &limits).map_err(Failure::Plugin)?;
+                if answers.len() != tables.len() {
+                    let problem = format!("{} answers for {} hosts", answers.len(), tables.len());
+                    return Err(verify::VerifyError { plugin: worker.name().to_string(), what: "fit-many answer", problem }.into());
+                }
+                tables.iter().zip(answers).map(|(h, a)| self.answer(&worker, h, &request, a)).collect::<Result<Vec<_>, Failure>>()
+            })
+            .map_err(|f| raise(py, f))?;
+        write(py, &answers)
+    }
+}
+
+#[pymodule]
+fn numafit(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<Policy>()?;
+    m.add("Error", py.get_type::<Error>())?;
+    m.add("InvalidInput", py.get_type::<InvalidInput>())?;
+    m.add("RequestRefused", py.get_type::<RequestRefused>())?;
+    m.add("PluginLoad", py.get_type::<PluginLoad>())?;
+    m.add("PluginFailed", py.get_type::<PluginFailed>())?;
+    m.add("PluginAnswerRefused", py.get_type::<PluginAnswerRefused>())?;
+    Ok(())
+}
