@@ -27,9 +27,9 @@ macro_rules! outln {
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use numafit_plugin::{HostTopology, Named, Placement};
+use numafit_plugin::{HostTopology, Placement};
 
-use crate::contract::{self, latest::convert};
+use crate::contract;
 use crate::discover::{self, HostConfig};
 use crate::failure::{Failure, FlagError, OutputError};
 use crate::formats::{self, HostJson, InputError, LimitsJson, PlacementJson, RejectionJson, RequestJson};
@@ -557,36 +557,18 @@ fn account(
 ) -> Result<Outcome, Failure> {
     let mut plugin = load_plugin(args)?;
     let record = read_host(host, discover)?;
-    let whost = contract::host_view(&record);
     let wplacement = formats::read_json::<PlacementJson>(placement)?.to_wit(&name_of(placement))?;
     let wlimits = match limits {
         Some(path) => Some(formats::read_json::<LimitsJson>(path)?.to_wit(&name_of(path), wit::Strategy::Spread)?),
         None => None,
     };
-    // The host's own check comes first: whatever the plugin would say, nothing a fit on this host
-    // could not have produced is recorded.
-    if claim {
-        if let Err(c) = verify::claimable(&whost, &wplacement, wlimits.as_ref()) {
-            print_conflict(claim, args.json, c.code, c.host_cell, &c.cpus, &c.message)?;
-            return Ok(Outcome::Refused);
-        }
-    }
-    let answer = if claim { plugin.claim(&whost, &wplacement) } else { plugin.release(&whost, &wplacement) };
-    match answer.map_err(Failure::Plugin)? {
-        Ok(after) => {
-            verify::accounting(plugin.name(), &whost, &after, &wplacement, claim)?;
-            // What is recorded is the host's own accounting (the core, natively) of the placement
-            // it has checked, not the plugin's answer, which only had to agree with it.
-            let placed = convert::placement_from_wit(wplacement)
-                .map_err(|message| InputError { file: name_of(placement), message: format!("invalid placement: {message}") })?;
-            let next = if claim { numafit_plugin::claim(&record, &placed) } else { numafit_plugin::release(&record, &placed) };
-            let next = match next {
-                Ok(next) => HostJson::from_record(&next),
-                Err(e) => {
-                    print_conflict(claim, args.json, e.code.name(), e.host_cell, &e.cpus.to_vec(), &e.message)?;
-                    return Ok(Outcome::Refused);
-                }
-            };
+    let name = plugin.name().to_string();
+    let outcome = placing::account(&name, &record, wplacement, wlimits.as_ref(), claim, &name_of(placement), |h, p| {
+        if claim { plugin.claim(h, p) } else { plugin.release(h, p) }.map_err(Failure::Plugin)
+    })?;
+    match outcome {
+        Ok(next) => {
+            let next = HostJson::from_record(&next);
             if args.json {
                 print_json(&next)?;
             } else {
@@ -595,8 +577,8 @@ fn account(
             }
             Ok(Outcome::Done)
         }
-        Err(e) => {
-            print_conflict(claim, args.json, formats::accounting_code_name(e.code), e.host_cell, &e.cpus, &e.message)?;
+        Err(c) => {
+            print_conflict(claim, args.json, &c.code, c.host_cell, &c.cpus, &c.message)?;
             Ok(Outcome::Refused)
         }
     }

@@ -3,12 +3,13 @@
 //! fit again when another writer got there first. The fit itself is the caller's (it owns the
 //! plugin), so this flow knows nothing of the runtime.
 
-use numafit_plugin::HostTopology;
+use numafit_plugin::{HostTopology, Named};
 
 use crate::contract::{self, wit};
 use crate::failure::{Failure, RequestRefused};
-use crate::formats::{PlacementJson, RequestInput, RequestJson};
+use crate::formats::{self, AccountingConflictJson, InputError, PlacementJson, RequestInput, RequestJson};
 use crate::ledger::{self, Admit, Claim, Ledger, NewClaim, PolicyVersion, Recorded};
+use crate::verify;
 
 /// How often a claim fits again when other writers keep changing the host under it.
 pub const CLAIM_ATTEMPTS: usize = 8;
@@ -108,4 +109,37 @@ pub fn exists_message(instance: &str, existing: &Claim) -> String {
 /// The sentence an `Overtaken` outcome is refused with.
 pub fn overtaken_message() -> String {
     format!("the host changed under {CLAIM_ATTEMPTS} fits in a row (other claims landed first); try again")
+}
+
+/// A placement claimed on (or released from) a host document, without the ledger (`numafit
+/// claim|release --placement`, the Python module): the host's own check first (for a claim,
+/// nothing a fit on this host could not have produced passes), then the plugin's accounting
+/// (`call`, the caller's), which must agree with the placement; the host returned is the core's
+/// own accounting of the checked placement, not the plugin's answer. `what` names the placement's
+/// source in errors. A refusal is the conflict (`Ok(Err)`).
+pub fn account(
+    plugin: &str,
+    record: &HostTopology,
+    placement: wit::Placement,
+    limits: Option<&wit::Limits>,
+    claim: bool,
+    what: &str,
+    call: impl FnOnce(&wit::Host, &wit::Placement) -> Result<Result<wit::Host, wit::AccountingError>, Failure>,
+) -> Result<Result<HostTopology, AccountingConflictJson>, Failure> {
+    let shown = contract::host_view(record);
+    if claim {
+        if let Err(c) = verify::claimable(&shown, &placement, limits) {
+            return Ok(Err(AccountingConflictJson::new(c.code, c.host_cell, &c.cpus, &c.message)));
+        }
+    }
+    match call(&shown, &placement)? {
+        Ok(after) => {
+            verify::accounting(plugin, &shown, &after, &placement, claim)?;
+            let placed = contract::latest::convert::placement_from_wit(placement)
+                .map_err(|message| InputError { file: what.to_string(), message: format!("invalid placement: {message}") })?;
+            let next = if claim { numafit_plugin::claim(record, &placed) } else { numafit_plugin::release(record, &placed) };
+            Ok(next.map_err(|e| AccountingConflictJson::new(e.code.name(), e.host_cell, &e.cpus.to_vec(), &e.message)))
+        }
+        Err(e) => Ok(Err(AccountingConflictJson::new(formats::accounting_code_name(e.code), e.host_cell, &e.cpus, &e.message))),
+    }
 }

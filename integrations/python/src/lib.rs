@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use numafit_host::contract;
 use numafit_host::failure::Failure;
-use numafit_host::formats::{GuestTopologyJson, HostJson, InputError, LimitsJson, PlacementJson, RejectionJson, RequestJson};
+use numafit_host::formats::{
+    AccountingConflictJson, GuestTopologyJson, HostJson, InputError, LimitsJson, PlacementJson, RejectionJson, RequestJson,
+};
 use numafit_host::placing;
 use numafit_host::runtime::{wit, Plugin, PluginError, PluginLimits, PluginPool};
 use numafit_host::verify;
@@ -25,6 +27,12 @@ pyo3::create_exception!(numafit, RequestRefused, Error, "The policy refused to r
 pyo3::create_exception!(numafit, PluginLoad, Error, "The policy file cannot be read or is not a usable component (exit 2).");
 pyo3::create_exception!(numafit, PluginFailed, Error, "The policy trapped or hit a limit; `limit` says which (exit 3).");
 pyo3::create_exception!(numafit, PluginAnswerRefused, Error, "The policy answered something the host's checks refuse (exit 3).");
+pyo3::create_exception!(
+    numafit,
+    AccountingConflict,
+    Error,
+    "A claim or release the accounting refuses: `code`, `host_cell`, `cpus` as `numafit claim --json` (exit 1)."
+);
 
 /// The exception for a failure, with the CLI's code, exit status and (for a plugin) the limit.
 fn raise(py: Python<'_>, f: Failure) -> PyErr {
@@ -116,6 +124,55 @@ impl Policy {
             }
             Err(r) => FitAnswer { fits: false, placement: None, rejection: Some(RejectionJson::from_wit(&self.name, &r)) },
         })
+    }
+}
+
+/// The exception for a refused claim or release, carrying the conflict's fields.
+fn conflict(py: Python<'_>, c: AccountingConflictJson) -> PyErr {
+    let err = AccountingConflict::new_err(format!("{}: {}", c.code, c.message));
+    let value = err.value(py);
+    let _ = value.setattr("code", c.code);
+    let _ = value.setattr("host_cell", c.host_cell);
+    let _ = value.setattr("cpus", c.cpus);
+    let _ = value.setattr("exit_code", 1);
+    err
+}
+
+impl Policy {
+    /// Claims (or releases) a placement on a host document: the host's check, the policy's
+    /// accounting, and the host after it by the core's own accounting, as `numafit claim|release
+    /// --placement --json`.
+    fn account<'py>(
+        &self,
+        py: Python<'py>,
+        host: &Bound<'py, PyAny>,
+        placement: &Bound<'py, PyAny>,
+        limits: Option<&Bound<'py, PyAny>>,
+        claim: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let parsed = (|| {
+            let record = read::<HostJson>("host", host)?.to_record("host")?;
+            let placement = read::<PlacementJson>("placement", placement)?.to_wit("placement")?;
+            let limits = match limits {
+                Some(l) if !l.is_none() => Some(read::<LimitsJson>("limits", l)?.to_wit("limits", wit::Strategy::Spread)?),
+                _ => None,
+            };
+            Ok::<_, Failure>((record, placement, limits))
+        })();
+        let (record, placement, limits) = parsed.map_err(|f| raise(py, f))?;
+        let outcome = py
+            .detach(|| {
+                let mut worker = self.pool.take();
+                let name = worker.name().to_string();
+                placing::account(&name, &record, placement, limits.as_ref(), claim, "placement", |h, p| {
+                    if claim { worker.claim(h, p) } else { worker.release(h, p) }.map_err(Failure::Plugin)
+                })
+            })
+            .map_err(|f| raise(py, f))?;
+        match outcome {
+            Ok(next) => write(py, &HostJson::from_record(&next)),
+            Err(c) => Err(conflict(py, c)),
+        }
     }
 }
 
@@ -238,6 +295,23 @@ impl Policy {
             .map_err(|f| raise(py, f))?;
         write(py, &answers)
     }
+
+    /// The host after claiming `placement` on it (a fit's placement), or `AccountingConflict`.
+    #[pyo3(signature = (host, placement, limits=None))]
+    fn claim<'py>(
+        &self,
+        py: Python<'py>,
+        host: &Bound<'py, PyAny>,
+        placement: &Bound<'py, PyAny>,
+        limits: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.account(py, host, placement, limits, true)
+    }
+
+    /// The host after releasing `placement` from it, or `AccountingConflict`.
+    fn release<'py>(&self, py: Python<'py>, host: &Bound<'py, PyAny>, placement: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        self.account(py, host, placement, None, false)
+    }
 }
 
 #[pymodule]
@@ -250,5 +324,6 @@ fn numafit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PluginLoad", py.get_type::<PluginLoad>())?;
     m.add("PluginFailed", py.get_type::<PluginFailed>())?;
     m.add("PluginAnswerRefused", py.get_type::<PluginAnswerRefused>())?;
+    m.add("AccountingConflict", py.get_type::<AccountingConflict>())?;
     Ok(())
 }

@@ -128,3 +128,27 @@ def test_four_threads_at_once_get_the_serial_answers(policy):
         t.join()
     assert not errors
     assert all(r == serial for r in results)
+
+
+def test_claim_then_release_gives_the_cli_host_and_restores_it(policy, tmp_path):
+    case = CASES[0]
+    host, request = load(case)
+    placement = policy.fit(host, request)["placement"]
+    claimed = policy.claim(host, placement)
+    (tmp_path / "placement.json").write_text(json.dumps(placement))
+    out = subprocess.run(
+        [cli(), "claim", "--host", str(case / "host.json"), "--placement", str(tmp_path / "placement.json"), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert claimed == json.loads(out.stdout)
+    # Claiming the same CPUs again is refused with the conflict's fields; releasing restores.
+    with pytest.raises(numafit.AccountingConflict) as e:
+        policy.claim(claimed, placement)
+    assert e.value.code == "CPUPinningInvalid" and e.value.cpus and e.value.exit_code == 1
+    released = policy.release(claimed, placement)
+    usage = lambda h: [(c["id"], c.get("memory_usage", 0), c.get("cpu_usage", 0), sorted(c.get("pinned_cpus", []))) for c in h["cells"]]
+    assert usage(claimed) != usage(host)
+    assert usage(released) == usage(host)
+    assert policy.fit(released, request) == policy.fit(host, request)
