@@ -18,3 +18,11 @@ venv=target/python-venv
 "$venv/bin/pip" install -q --disable-pip-version-check -r integrations/python/requirements.txt
 MATURIN_PEP517_ARGS="--profile dev" "$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps ./integrations/python
 NUMAFIT_BIN="$PWD/target/debug/numafit" "$venv/bin/python" -m pytest -q integrations/python/tests
+
+# The Nova filter (integrations/nova) in the same venv, with Nova 34.0.0 and its test dependencies
+# pinned: Nova's own NUMATopologyFilter tests run against NUMAFitFilter, then the filter's tests.
+# Nova's test fixtures give every test a fresh HOME; the compiled-policy cache stays put.
+"$venv/bin/pip" install -q --disable-pip-version-check -r integrations/nova/requirements.txt
+"$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps ./integrations/nova
+NUMAFIT_CACHE_DIR="$PWD/target/numafit-cache" NUMAFIT_BIN="$PWD/target/debug/numafit" PYTHONWARNINGS=ignore \
+    "$venv/bin/python" -m unittest discover -s integrations/nova/tests -t integrations/nova/tests

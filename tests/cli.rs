@@ -221,6 +221,10 @@ fn info_and_export_plugin() {
     assert_eq!(o.status.code(), Some(0));
     let o = numafit(&["info", "--plugin", path(&out)]);
     assert!(stdout(&o).contains("policy nova"), "{}", stdout(&o));
+    let out = dir.join("balanced.wasm");
+    assert_eq!(numafit(&["export-plugin", path(&out), "--policy", "balanced"]).status.code(), Some(0));
+    let o = numafit(&["info", "--plugin", path(&out)]);
+    assert!(stdout(&o).contains("policy balanced"), "{}", stdout(&o));
 
     let o = numafit(&["info", "--plugin", "/nonexistent.wasm"]);
     assert_eq!(o.status.code(), Some(2));

@@ -495,3 +495,18 @@ fn the_component_checks_a_host_by_the_same_rules_as_the_json_reader() {
     let r = plugin.fit(&host, &request, &limits).expect("no trap").expect_err("refused");
     assert!(r.summary.contains("invalid host") && r.summary.contains(".used"), "{}", r.summary);
 }
+
+/// The misbehaving builds load and name themselves; they are also written to
+/// `target/test-policies/FAULT.wasm`, where the Nova filter's tests (integrations/nova, run after
+/// `cargo test`) take the components they hot-swap to.
+#[test]
+fn misbehaving_builds_load_and_are_written_for_the_python_tests() {
+    let dir = root().join("target/test-policies");
+    std::fs::create_dir_all(&dir).expect("target/test-policies");
+    for fault in ["on-request", "panic", "endless-loop", "memory-bomb"] {
+        let bytes = misbehaving(fault);
+        let mut plugin = Plugin::from_bytes(fault, bytes, PluginLimits::default()).expect("the build loads");
+        assert_eq!(plugin.info().expect("info answers").name, format!("misbehaving-{fault}"));
+        std::fs::write(dir.join(format!("{fault}.wasm")), bytes).expect("written");
+    }
+}

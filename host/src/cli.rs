@@ -326,10 +326,13 @@ enum Command {
         #[command(flatten)]
         plugin: PluginArgs,
     },
-    /// Write the embedded default policy component to a file (to run it elsewhere, e.g. under `wasmtime`).
+    /// Write an embedded policy component to a file (to run it elsewhere, e.g. under `wasmtime`).
     ExportPlugin {
         #[arg(value_name = "OUT.wasm")]
         out: PathBuf,
+        /// Which embedded policy.
+        #[arg(long, value_enum, default_value = "nova")]
+        policy: PolicyArg,
     },
 }
 
@@ -877,9 +880,9 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
             crate::service::run(config)?;
             Ok(Outcome::Done)
         }
-        Command::ExportPlugin { out } => {
-            std::fs::write(&out, crate::runtime::EMBEDDED_NOVA)
-                .map_err(|e| OutputError { target: out.display().to_string(), source: e })?;
+        Command::ExportPlugin { out, policy } => {
+            let bytes = if policy == PolicyArg::Balanced { crate::runtime::EMBEDDED_BALANCED } else { crate::runtime::EMBEDDED_NOVA };
+            std::fs::write(&out, bytes).map_err(|e| OutputError { target: out.display().to_string(), source: e })?;
             Ok(Outcome::Done)
         }
     }

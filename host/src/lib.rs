@@ -13,5 +13,6 @@ pub mod formats;
 pub mod ledger;
 pub mod placing;
 pub mod runtime;
+pub mod selftest;
 pub mod service;
 pub mod verify;

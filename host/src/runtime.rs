@@ -12,6 +12,7 @@
 //! placements, no `host-state`) keeps loading too: its functions are looked up by name, requests and
 //! placements are converted, and loaded hosts and requests are kept on this side.
 
+use std::borrow::Borrow;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -207,6 +208,11 @@ impl Plugin {
 
     pub fn name(&self) -> &str {
         &self.shared.name
+    }
+
+    /// Whether `loaded` was made by this plugin (or another worker of it), so its fits may use it.
+    pub fn made(&self, loaded: &LoadedHost) -> bool {
+        loaded.handles.plugin == self.shared.id
     }
 
     /// The SHA-256 (hex) of the component's bytes.
@@ -434,12 +440,14 @@ impl Plugin {
     }
 
     /// `fit` against each of many loaded hosts in one call: one answer per host, in order.
-    pub fn fit_loaded_many(
+    pub fn fit_loaded_many<H: std::borrow::Borrow<LoadedHost>>(
         &mut self,
-        hosts: &[LoadedHost],
+        hosts: &[H],
         request: &wit::Request,
         limits: &wit::Limits,
     ) -> Result<Vec<Result<wit::Placement, wit::Rejection>>> {
+        let hosts: Vec<&LoadedHost> = hosts.iter().map(Borrow::borrow).collect();
+        let hosts = hosts.as_slice();
         for h in hosts {
             self.check_owner(&h.handles, "host")?;
         }

@@ -27,7 +27,6 @@ pub mod api;
 pub mod metrics;
 pub mod node;
 pub mod policy;
-pub mod selftest;
 
 use crate::failure::{Failure, FlagError};
 use crate::runtime::{wit, PluginLimits, EMBEDDED_BALANCED, EMBEDDED_NOVA};

@@ -11,9 +11,9 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use super::node::View;
-use super::selftest;
 use crate::ledger::PolicyVersion;
 use crate::runtime::{CacheUse, LoadedHost, Plugin, PluginLimits, PluginPool};
+use crate::selftest;
 
 /// How many replaced versions are kept to roll back to.
 const HISTORY: usize = 16;

@@ -14,7 +14,8 @@ use numafit_host::formats::{
     AccountingConflictJson, GuestTopologyJson, HostJson, InputError, LimitsJson, PlacementJson, RejectionJson, RequestJson,
 };
 use numafit_host::placing;
-use numafit_host::runtime::{wit, Plugin, PluginError, PluginLimits, PluginPool};
+use numafit_host::runtime::{wit, LoadedHost, Plugin, PluginError, PluginLimits, PluginPool};
+use numafit_host::selftest;
 use numafit_host::verify;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
@@ -113,14 +114,18 @@ impl Policy {
     fn answer(
         &self,
         worker: &Plugin,
-        host: &wit::Host,
+        host: &HostArg,
         request: &wit::Request,
         a: Result<wit::Placement, wit::Rejection>,
+        placements: bool,
     ) -> Result<FitAnswer, Failure> {
         Ok(match a {
             Ok(p) => {
-                verify::placement(worker.name(), host, request, &p)?;
-                FitAnswer { fits: true, placement: Some(PlacementJson::from_wit(&p)), rejection: None }
+                match host {
+                    HostArg::Kept(h) => verify::placement_on(worker.name(), &h.get().table, &h.get().index, request, &p)?,
+                    HostArg::Given(t) => verify::placement(worker.name(), t, request, &p)?,
+                }
+                FitAnswer { fits: true, placement: placements.then(|| PlacementJson::from_wit(&p)), rejection: None }
             }
             Err(r) => FitAnswer { fits: false, placement: None, rejection: Some(RejectionJson::from_wit(&self.name, &r)) },
         })
@@ -176,9 +181,124 @@ impl Policy {
     }
 }
 
-fn host_of(what: &str, obj: &Bound<'_, PyAny>) -> Result<wit::Host, Failure> {
+/// A host document read and checked once, for fits on it while it is unchanged (a scheduler's
+/// host cache): `fit` and `fit_many` take it where they take a host document.
+/// The first fit with a policy loads it into that policy (`host-state`), so later fits cross
+/// only the request; a policy swapped in loads it again on its own first fit.
+#[pyclass(frozen, module = "numafit")]
+struct Host {
+    table: wit::Host,
+    /// The index every placement on this host is verified against, built once.
+    index: verify::HostIndex,
+    /// The host as loaded into the policy that last fitted it (None: not yet, or refused).
+    loaded: std::sync::Mutex<Option<Arc<LoadedHost>>>,
+}
+
+#[pymethods]
+impl Host {
+    #[new]
+    fn new(py: Python<'_>, host: &Bound<'_, PyAny>) -> PyResult<Host> {
+        let record = read::<HostJson>("host", host).and_then(|h| Ok(h.to_record("host")?)).map_err(|f| raise(py, f))?;
+        let table = contract::host_view(&record);
+        Ok(Host { index: verify::HostIndex::of(&table), table, loaded: std::sync::Mutex::new(None) })
+    }
+}
+
+impl Host {
+    /// This host loaded into `worker`'s policy: the one kept if that policy made it, else loaded
+    /// now. None when the policy refuses to load it (its fits then send the host whole).
+    fn loaded_in(&self, worker: &mut Plugin) -> Result<Option<Arc<LoadedHost>>, Failure> {
+        let mut kept = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = kept.as_ref().filter(|l| worker.made(l)) {
+            return Ok(Some(l.clone()));
+        }
+        *kept = match worker.load(self.table.clone()).map_err(Failure::Plugin)? {
+            Ok(l) => Some(Arc::new(l)),
+            Err(_) => None,
+        };
+        Ok(kept.clone())
+    }
+}
+
+/// A host argument: a loaded `Host`, or a host document (read and checked now).
+enum HostArg {
+    Kept(Py<Host>),
+    Given(wit::Host),
+}
+
+fn host_arg(what: &str, obj: &Bound<'_, PyAny>) -> Result<HostArg, Failure> {
+    if let Ok(kept) = obj.cast::<Host>() {
+        return Ok(HostArg::Kept(kept.clone().unbind()));
+    }
     let record = read::<HostJson>(what, obj)?.to_record(what)?;
-    Ok(contract::host_view(&record))
+    Ok(HostArg::Given(contract::host_view(&record)))
+}
+
+impl Policy {
+    /// The answers for `hosts`, in order: loaded hosts in one `fit-loaded` call, documents in one
+    /// stateless `fit-many` call, each placement verified against its host.
+    fn fit_hosts(
+        &self,
+        py: Python<'_>,
+        hosts: Vec<HostArg>,
+        request: &Bound<'_, PyAny>,
+        limits: Option<&Bound<'_, PyAny>>,
+        strategy: &str,
+        placements: bool,
+    ) -> PyResult<Vec<FitAnswer>> {
+        let (document, limits) = (|| Ok::<_, Failure>((read::<RequestJson>("request", request)?, self.limits(limits, strategy)?)))()
+            .map_err(|f| raise(py, f))?;
+        py.detach(|| {
+            let mut worker = self.pool.take();
+            let request = self.request(&mut worker, &document)?;
+            // Which hosts go loaded and which whole (a document, or a host the policy would not load).
+            let mut loaded: Vec<(usize, Arc<LoadedHost>)> = Vec::new();
+            let mut whole: Vec<(usize, wit::Host)> = Vec::new();
+            for (i, h) in hosts.iter().enumerate() {
+                match h {
+                    HostArg::Kept(h) => match h.get().loaded_in(&mut worker)? {
+                        Some(l) => loaded.push((i, l)),
+                        None => whole.push((i, h.get().table.clone())),
+                    },
+                    HostArg::Given(t) => whole.push((i, t.clone())),
+                }
+            }
+            let mut answers: Vec<Option<Result<wit::Placement, wit::Rejection>>> = (0..hosts.len()).map(|_| None).collect();
+            let mut put = |at: Vec<usize>, got: Vec<Result<wit::Placement, wit::Rejection>>| {
+                if got.len() != at.len() {
+                    let problem = format!("{} answers for {} hosts", got.len(), at.len());
+                    return Err(Failure::from(verify::VerifyError { plugin: self.name.clone(), what: "fit-many answer", problem }));
+                }
+                for (i, a) in at.into_iter().zip(got) {
+                    answers[i] = Some(a);
+                }
+                Ok(())
+            };
+            if !loaded.is_empty() {
+                let (at, tables): (Vec<usize>, Vec<Arc<LoadedHost>>) = loaded.into_iter().unzip();
+                let got = worker.fit_loaded_many(&tables, &request, &limits).map_err(Failure::Plugin)?;
+                put(at, got)?;
+            }
+            if !whole.is_empty() {
+                let (at, tables): (Vec<usize>, Vec<wit::Host>) = whole.into_iter().unzip();
+                let got = worker.fit_many(&tables, &request, &limits).map_err(Failure::Plugin)?;
+                put(at, got)?;
+            }
+            hosts
+                .iter()
+                .zip(answers)
+                .map(|(h, a)| {
+                    let a = a.ok_or_else(|| verify::VerifyError {
+                        plugin: self.name.clone(),
+                        what: "fit-many answer",
+                        problem: "a host got no answer".into(),
+                    })?;
+                    self.answer(&worker, h, &request, a, placements)
+                })
+                .collect::<Result<Vec<_>, Failure>>()
+        })
+        .map_err(|f| raise(py, f))
+    }
 }
 
 #[pymethods]
@@ -186,11 +306,12 @@ impl Policy {
     /// `Policy()` is numafit's embedded `nova` policy; `Policy(name="balanced")` the other embedded
     /// one; `Policy(path=FILE)` a component file. The limits default to the CLI's.
     #[new]
-    #[pyo3(signature = (path=None, *, name="nova", fuel=None, memory_mb=None, deadline_ms=None))]
+    #[pyo3(signature = (path=None, *, name="nova", wasm=None, fuel=None, memory_mb=None, deadline_ms=None))]
     fn new(
         py: Python<'_>,
         path: Option<std::path::PathBuf>,
         name: &str,
+        wasm: Option<Vec<u8>>,
         fuel: Option<u64>,
         memory_mb: Option<u64>,
         deadline_ms: Option<u64>,
@@ -206,15 +327,40 @@ impl Policy {
             limits.deadline = std::time::Duration::from_millis(d);
         }
         let loaded = py.detach(|| -> Result<(Plugin, String), Failure> {
-            let mut plugin = match &path {
-                Some(p) => Plugin::from_file(Path::new(p), limits).map_err(Failure::PluginLoad)?,
-                None => Plugin::embedded_named(name, limits).map_err(Failure::PluginLoad)?,
-            };
+            let mut plugin = match (&path, &wasm) {
+                (Some(p), None) => Plugin::from_file(Path::new(p), limits),
+                (None, Some(bytes)) => Plugin::from_bytes(name, bytes, limits),
+                (None, None) => Plugin::embedded_named(name, limits),
+                (Some(_), Some(_)) => Err(anyhow::anyhow!("give path or wasm, not both")),
+            }
+            .map_err(Failure::PluginLoad)?;
             let info = plugin.info().map_err(Failure::Plugin)?;
             Ok((plugin, info.name))
         });
         let (plugin, name) = loaded.map_err(|f| raise(py, f))?;
         Ok(Policy { pool: Arc::new(PluginPool::new(plugin)), name })
+    }
+
+    /// Runs the cases every policy must answer correctly (the service's self-test before a swap),
+    /// each call under the policy's limits: `{"cases", "calls", "slowest_call_ms", ...}`, or
+    /// `PluginFailed` (the limit or trap) / `PluginAnswerRefused` (a wrong answer).
+    fn self_test<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let outcome = py.detach(|| selftest::run(&mut self.pool.take()));
+        match outcome {
+            Ok(passed) => write(py, &passed),
+            Err(failed) => {
+                let message = format!("self-test: {}", failed.reason);
+                let err = match failed.kind {
+                    "fuel" | "memory" | "deadline" | "trap" => PluginFailed::new_err(message),
+                    _ => PluginAnswerRefused::new_err(message),
+                };
+                let value = err.value(py);
+                let _ = value.setattr("code", if err.is_instance_of::<PluginFailed>(py) { "PluginFailed" } else { "PluginAnswerRefused" });
+                let _ = value.setattr("exit_code", 3);
+                let _ = value.setattr("limit", failed.kind);
+                Err(err)
+            }
+        }
     }
 
     /// `{"name", "version", "contract"}` as the component reports them.
@@ -235,9 +381,9 @@ impl Policy {
         write(py, &GuestTopologyJson::from_wit(&request))
     }
 
-    /// Fits a request on a host: `{"fits": True, "placement": ...}` or `{"fits": False,
-    /// "rejection": ...}`, the placement verified by the host first.
-    #[pyo3(signature = (host, request, limits=None, *, strategy="spread"))]
+    /// Fits a request on a host (a document or a loaded `Host`): `{"fits": True, "placement":
+    /// ...}` or `{"fits": False, "rejection": ...}`, the placement verified by the host first.
+    #[pyo3(signature = (host, request, limits=None, *, strategy="spread", placements=true))]
     fn fit<'py>(
         &self,
         py: Python<'py>,
@@ -245,24 +391,17 @@ impl Policy {
         request: &Bound<'py, PyAny>,
         limits: Option<&Bound<'py, PyAny>>,
         strategy: &str,
+        placements: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (host, document, limits) =
-            (|| Ok::<_, Failure>((host_of("host", host)?, read::<RequestJson>("request", request)?, self.limits(limits, strategy)?)))()
-                .map_err(|f| raise(py, f))?;
-        let answer = py
-            .detach(|| {
-                let mut worker = self.pool.take();
-                let request = self.request(&mut worker, &document)?;
-                let a = worker.fit(&host, &request, &limits).map_err(Failure::Plugin)?;
-                self.answer(&worker, &host, &request, a)
-            })
-            .map_err(|f| raise(py, f))?;
-        write(py, &answer)
+        let hosts = vec![host_arg("host", host).map_err(|f| raise(py, f))?];
+        let mut answers = self.fit_hosts(py, hosts, request, limits, strategy, placements)?;
+        write(py, &answers.pop())
     }
 
-    /// Fits one request on each of many hosts in one component call: one answer per host, in
-    /// order, each what `fit` gives for that host alone.
-    #[pyo3(signature = (hosts, request, limits=None, *, strategy="spread"))]
+    /// Fits one request on each of many hosts (documents or loaded `Host`s) in one component call:
+    /// one answer per host, in order, each what `fit` gives for that host alone. With
+    /// `placements=False` a fitting host's answer is `{"fits": True}` (verified all the same).
+    #[pyo3(signature = (hosts, request, limits=None, *, strategy="spread", placements=true))]
     fn fit_many<'py>(
         &self,
         py: Python<'py>,
@@ -270,29 +409,21 @@ impl Policy {
         request: &Bound<'py, PyAny>,
         limits: Option<&Bound<'py, PyAny>>,
         strategy: &str,
+        placements: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let parsed = (|| {
-            let documents: Vec<HostJson> = read("hosts", hosts)?;
-            let tables = documents
-                .iter()
+        let hosts = (|| {
+            let items = hosts.try_iter().map_err(|e| InputError { file: "hosts".into(), message: format!("not a list: {e}") })?;
+            items
                 .enumerate()
-                .map(|(i, h)| Ok(contract::host_view(&h.to_record(&format!("hosts[{i}]"))?)))
-                .collect::<Result<Vec<_>, Failure>>()?;
-            Ok::<_, Failure>((tables, read::<RequestJson>("request", request)?, self.limits(limits, strategy)?))
-        })();
-        let (tables, document, limits) = parsed.map_err(|f| raise(py, f))?;
-        let answers = py
-            .detach(|| {
-                let mut worker = self.pool.take();
-                let request = self.request(&mut worker, &document)?;
-                let answers = worker.fit_many(&tables, &request, &limits).map_err(Failure::Plugin)?;
-                if answers.len() != tables.len() {
-                    let problem = format!("{} answers for {} hosts", answers.len(), tables.len());
-                    return Err(verify::VerifyError { plugin: worker.name().to_string(), what: "fit-many answer", problem }.into());
-                }
-                tables.iter().zip(answers).map(|(h, a)| self.answer(&worker, h, &request, a)).collect::<Result<Vec<_>, Failure>>()
-            })
-            .map_err(|f| raise(py, f))?;
+                .map(|(i, h)| {
+                    let what = format!("hosts[{i}]");
+                    let h = h.map_err(|e| InputError { file: what.clone(), message: e.to_string() })?;
+                    host_arg(&what, &h)
+                })
+                .collect::<Result<Vec<_>, Failure>>()
+        })()
+        .map_err(|f| raise(py, f))?;
+        let answers = self.fit_hosts(py, hosts, request, limits, strategy, placements)?;
         write(py, &answers)
     }
 
@@ -318,6 +449,7 @@ impl Policy {
 fn numafit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Policy>()?;
+    m.add_class::<Host>()?;
     m.add("Error", py.get_type::<Error>())?;
     m.add("InvalidInput", py.get_type::<InvalidInput>())?;
     m.add("RequestRefused", py.get_type::<RequestRefused>())?;

@@ -69,6 +69,41 @@ def test_fit_many_answers_each_host_as_fit_does(policy):
     assert policy.fit_many(hosts, request) == answers
 
 
+def test_loaded_hosts_give_the_answers_of_their_documents(policy):
+    """A numafit.Host is read once and loaded into each policy on its first fit with it."""
+    request = load(CASES[3])[1]
+    documents = [load(c)[0] for c in CASES]
+    loaded = [numafit.Host(h) for h in documents]
+    expected = policy.fit_many(documents, request)
+    assert policy.fit_many(loaded, request) == expected
+    assert policy.fit_many(loaded, request) == expected  # kept in the policy now
+    mixed = [loaded[0], documents[1], loaded[2]]
+    assert policy.fit_many(mixed, request) == expected[:3]
+    assert policy.fit(loaded[3], request) == expected[3]
+    # another policy loads the same Host objects for itself
+    assert numafit.Policy(name="balanced").fit_many(loaded, request) == numafit.Policy(name="balanced").fit_many(documents, request)
+    # without placements: the verdicts only
+    brief = policy.fit_many(loaded, request, placements=False)
+    assert [a["fits"] for a in brief] == [a["fits"] for a in expected]
+    assert all("placement" not in a for a in brief)
+    assert [a.get("rejection") for a in brief] == [a.get("rejection") for a in expected]
+    with pytest.raises(numafit.InvalidInput, match="cells"):
+        numafit.Host({"cells": "none"})
+    with pytest.raises(numafit.InvalidInput, match=r"hosts\[1\]"):
+        policy.fit_many([loaded[0], {"cells": "none"}], request)
+
+
+def test_self_test_passes_for_the_embedded_policies_and_components_load_from_bytes(tmp_path):
+    assert numafit.Policy().self_test()["cases"] >= 5
+    out = tmp_path / "balanced.wasm"
+    subprocess.run([cli(), "export-plugin", str(out), "--policy", "balanced"], check=True)
+    from_bytes = numafit.Policy(wasm=out.read_bytes(), name="exported")
+    assert from_bytes.info()["name"] == "balanced"
+    assert from_bytes.self_test()["calls"] > 0
+    with pytest.raises(numafit.PluginLoad, match="not a WebAssembly component"):
+        numafit.Policy(wasm=b"garbage")
+
+
 def test_bad_input_names_the_field_and_the_cli_code(policy):
     host, request = load(CASES[0])
     request["cells"][0]["memory"] = "lots"

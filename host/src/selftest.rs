@@ -32,8 +32,8 @@ macro_rules! case {
     ($name:literal, $expect:expr, $limits:expr) => {
         Case {
             name: $name,
-            host: include_str!(concat!("../../selftest/", $name, "/host.json")),
-            request: include_str!(concat!("../../selftest/", $name, "/request.json")),
+            host: include_str!(concat!("../selftest/", $name, "/host.json")),
+            request: include_str!(concat!("../selftest/", $name, "/request.json")),
             limits: $limits,
             expect: $expect,
         }
@@ -44,7 +44,7 @@ const CASES: &[Case] = &[
     case!("01-2cell-host-2cell-dedicated", Expect::Fit),
     case!("04-8cell-4cell-prefer", Expect::Fit),
     case!("06-8cell-4cell-prefer-emulator-2M", Expect::Fit),
-    case!("10-8cell-4cell-shared-limits", Expect::Fit, Some(include_str!("../../selftest/10-8cell-4cell-shared-limits/limits.json"))),
+    case!("10-8cell-4cell-shared-limits", Expect::Fit, Some(include_str!("../selftest/10-8cell-4cell-shared-limits/limits.json"))),
     case!("memory-starved-cell", Expect::Fit),
     case!("07-8cell-4cell-too-big", Expect::Refusal),
 ];

@@ -1,0 +1,78 @@
+"""numafit's documents (the bench cases' host.json, request.json, limits.json) as the Nova objects
+a scheduler holds: a HostState with its NUMATopology, PCI stats and ratios, and a RequestSpec
+with its InstanceNUMATopology."""
+
+import json
+from pathlib import Path
+
+from nova import objects
+from nova.pci import stats
+from nova.scheduler import host_manager
+from nova.virt import hardware
+
+objects.register_all()
+
+ROOT = Path(__file__).resolve().parents[3]
+CASES = sorted(p for p in (ROOT / "tests" / "fixtures" / "bench").iterdir() if (p / "host.json").exists())
+# Nova's defaults, used where a case gives no limits.
+DEFAULT_RATIOS = {"cpu_allocation_ratio": 16.0, "ram_allocation_ratio": 1.5}
+
+PAGE_SIZES = {"small": hardware.MEMPAGES_SMALL, "large": hardware.MEMPAGES_LARGE, "any": hardware.MEMPAGES_ANY}
+
+
+def read(case):
+    host = json.loads((case / "host.json").read_text())
+    request = json.loads((case / "request.json").read_text())
+    limits_file = case / "limits.json"
+    limits = json.loads(limits_file.read_text()) if limits_file.exists() else {}
+    return host, request, {**DEFAULT_RATIOS, **limits}
+
+
+def host_topology(doc):
+    cells = []
+    for c in doc["cells"]:
+        cell = objects.NUMACell(
+            id=c["id"], cpuset=set(c["cpuset"]), pcpuset=set(c["pcpuset"]), memory=c["memory"],
+            cpu_usage=c.get("cpu_usage", 0), memory_usage=c.get("memory_usage", 0),
+            pinned_cpus=set(c.get("pinned_cpus", [])), siblings=[set(s) for s in c.get("siblings", [])],
+            mempages=[objects.NUMAPagesTopology(size_kb=p["size_kb"], total=p["total"], used=p.get("used", 0),
+                                                reserved=p.get("reserved", 0)) for p in c.get("mempages", [])],
+            socket=c.get("socket"))
+        if "network_metadata" in c:
+            cell.network_metadata = objects.NetworkMetadata(physnets=set(c["network_metadata"]["physnets"]),
+                                                            tunneled=c["network_metadata"]["tunneled"])
+        cells.append(cell)
+    return objects.NUMATopology(cells=cells)
+
+
+def host_state(doc, ratios, name="host1"):
+    topology = host_topology(doc)
+    hs = host_manager.HostState(name, f"{name}-node", "cell1")
+    hs.numa_topology = topology
+    hs.pci_stats = stats.PciDeviceStats(topology)
+    hs.cpu_allocation_ratio = ratios["cpu_allocation_ratio"]
+    hs.ram_allocation_ratio = ratios["ram_allocation_ratio"]
+    hs.allocation_candidates = [{"mappings": {}}]
+    return hs
+
+
+def instance_topology(doc):
+    cells = [
+        objects.InstanceNUMACell(
+            id=i, cpuset=set(c["cpuset"]), pcpuset=set(c["pcpuset"]), memory=c["memory"],
+            pagesize=PAGE_SIZES.get(c["pagesize"], c["pagesize"]),
+            cpu_policy=doc.get("cpu_policy"), cpu_thread_policy=doc.get("cpu_thread_policy"))
+        for i, c in enumerate(doc["cells"])
+    ]
+    return objects.InstanceNUMATopology(cells=cells, emulator_threads_policy=doc.get("emulator_threads_policy"))
+
+
+def request_spec(doc):
+    extra_specs = {}
+    if doc.get("cpu_policy"):
+        extra_specs["hw:cpu_policy"] = doc["cpu_policy"]
+    if doc.get("cpu_thread_policy"):
+        extra_specs["hw:cpu_thread_policy"] = doc["cpu_thread_policy"]
+    return objects.RequestSpec(
+        numa_topology=instance_topology(doc), pci_requests=None, instance_uuid="00000000-0000-0000-0000-000000000001",
+        flavor=objects.Flavor(extra_specs=extra_specs), image=objects.ImageMeta(properties=objects.ImageMetaProps()))
