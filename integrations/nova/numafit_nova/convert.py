@@ -1,10 +1,14 @@
 """Nova's objects as numafit's documents (the README's JSON shapes, as plain Python data).
 
-Nova objects raise on a field that was never set, so optional fields are read through
-``obj_attr_is_set``; every set is written as a sorted list, as numafit reads CPU sets.
+A scheduler reads every host's cells, so a host cell's fields are read from the object's own
+storage (where oslo.versionedobjects keeps a set field: ``_get_attrname(name)``, private, so the
+tests compare this reading with the fields' properties) rather than through each field's
+property, which checks and may lazy-load on every access. A field never set is absent there.
+Every set is written as a sorted list, as numafit reads CPU sets.
 """
 
 from nova.virt import hardware
+from oslo_versionedobjects.base import _get_attrname as get_attrname
 
 # Nova writes page size constraints into an instance cell as negative numbers.
 PAGE_SIZE_NAMES = {
@@ -20,6 +24,12 @@ POOL_BOOKKEEPING = frozenset(("count", "numa_node", "devices", "rp_uuid", "resou
 SPEC_MATCHED_ELSEWHERE = frozenset(("rp_uuids", "resource_class", "traits"))
 
 
+_ID, _CPUSET, _PCPUSET, _MEMORY, _CPU_USAGE, _MEMORY_USAGE, _PINNED, _SIBLINGS, _MEMPAGES, _SOCKET, _NETWORK = (
+    get_attrname(f) for f in ("id", "cpuset", "pcpuset", "memory", "cpu_usage", "memory_usage", "pinned_cpus",
+                              "siblings", "mempages", "socket", "network_metadata"))
+_SIZE_KB, _TOTAL, _USED, _RESERVED = (get_attrname(f) for f in ("size_kb", "total", "used", "reserved"))
+
+
 def _field(obj, name, default=None):
     return getattr(obj, name) if obj.obj_attr_is_set(name) else default
 
@@ -32,30 +42,34 @@ def network(metadata):
     }
 
 
+def _pages(pool):
+    f = vars(pool)
+    return {"size_kb": f[_SIZE_KB], "total": f[_TOTAL], "used": f.get(_USED, 0), "reserved": f.get(_RESERVED, 0)}
+
+
 def host_cell(cell):
+    f = vars(cell)
     doc = {
-        "id": cell.id,
-        "cpuset": sorted(cell.cpuset),
-        "pcpuset": sorted(_field(cell, "pcpuset", ())),
-        "memory": cell.memory,
-        "cpu_usage": _field(cell, "cpu_usage", 0) or 0,
-        "memory_usage": _field(cell, "memory_usage", 0) or 0,
-        "pinned_cpus": sorted(_field(cell, "pinned_cpus", ()) or ()),
-        "siblings": [sorted(s) for s in _field(cell, "siblings", ()) or ()],
+        "id": f[_ID],
+        "cpuset": sorted(f.get(_CPUSET, ())),
+        "pcpuset": sorted(f.get(_PCPUSET, ())),
+        "memory": f[_MEMORY],
+        "cpu_usage": f.get(_CPU_USAGE) or 0,
+        "memory_usage": f.get(_MEMORY_USAGE) or 0,
+        "pinned_cpus": sorted(f.get(_PINNED) or ()),
+        "siblings": [sorted(s) for s in f.get(_SIBLINGS) or ()],
     }
-    pages = _field(cell, "mempages")
+    pages = f.get(_MEMPAGES)
     if pages:
-        doc["mempages"] = [
-            {"size_kb": p.size_kb, "total": p.total, "used": _field(p, "used", 0), "reserved": _field(p, "reserved", 0)}
-            for p in pages
-        ]
-    socket = _field(cell, "socket")
+        doc["mempages"] = [_pages(p) for p in pages]
+    socket = f.get(_SOCKET)
     if socket is not None:
         doc["socket"] = socket
-    metadata = _field(cell, "network_metadata")
+    metadata = f.get(_NETWORK)
     if metadata is not None:
         doc["network_metadata"] = network(metadata)
     return doc
+
 
 
 def pci_pool(pool):

@@ -51,8 +51,11 @@ class _Pass:
     def variants(self, host_state):
         """Each distinct PCI narrowing of the host's allocation candidates, with the candidates
         that share it: one fit per variant answers them all."""
+        candidates = host_state.allocation_candidates
+        if not self.pci_requests:
+            return {(): candidates} if candidates else {}
         by_key = {}
-        for candidate in host_state.allocation_candidates:
+        for candidate in candidates:
             mapping = candidate.get("mappings")
             key = tuple(_rp_uuids(r, mapping) for r in self.pci_requests)
             by_key.setdefault(key, []).append(candidate)
@@ -73,8 +76,10 @@ def _pools_for(pools, key):
 
 
 class _HostEntry:
-    """A host's loaded numafit hosts (one per PCI variant), kept while its topology and PCI
-    pools are the same objects with the same usage."""
+    """A host's loaded numafit hosts (one per PCI variant), kept while its topology is the same
+    object and its PCI pools have the same counts. Nova builds a new topology (new cells) on
+    every claim (``numa_usage_from_instance_numa``) and refresh, and never changes one in place;
+    it does change ``pci_stats`` in place on a claim."""
 
     __slots__ = ("topology", "signature", "loaded")
 
@@ -84,13 +89,8 @@ class _HostEntry:
         self.loaded = {}
 
 
-def _signature(topology, pools):
-    # Nova replaces host_state.numa_topology on every claim and refresh; the usage counts and
-    # pool counts also catch a topology or pool list changed in place.
-    return (
-        tuple((c.cpu_usage, c.memory_usage, len(c.pinned_cpus)) for c in topology.cells),
-        tuple(p["count"] for p in pools),
-    )
+def _signature(pools):
+    return tuple(p["count"] for p in pools) if pools else ()
 
 
 class NUMAFitFilter(filters.BaseHostFilter, filters.CandidateFilterMixin):
@@ -111,7 +111,7 @@ class NUMAFitFilter(filters.BaseHostFilter, filters.CandidateFilterMixin):
         refuses the host's topology (logged; the host fails)."""
         topology = host_state.numa_topology
         pools = convert.pci_pools(host_state.pci_stats)
-        signature = _signature(topology, pools)
+        signature = _signature(pools)
         name = (host_state.host, host_state.nodename)
         entry = self._hosts.get(name)
         if entry is None or entry.topology is not topology or entry.signature != signature:
@@ -127,11 +127,10 @@ class NUMAFitFilter(filters.BaseHostFilter, filters.CandidateFilterMixin):
 
     # -- the decision
 
-    def _limits(self, host_state, reading):
-        limits = objects.NUMATopologyLimits(
-            cpu_allocation_ratio=host_state.cpu_allocation_ratio,
-            ram_allocation_ratio=host_state.ram_allocation_ratio,
-        )
+    def _limits(self, ratios, reading):
+        """The NUMATopologyLimits a passing host gets, so the compute's claim applies the same
+        ratios. Hosts with the same ratios share one: Nova only reads it (and sends it on)."""
+        limits = objects.NUMATopologyLimits(cpu_allocation_ratio=ratios[0], ram_allocation_ratio=ratios[1])
         if reading.network_metadata:
             limits.network_metadata = reading.network_metadata
         return limits
@@ -175,6 +174,7 @@ class NUMAFitFilter(filters.BaseHostFilter, filters.CandidateFilterMixin):
                     if loaded is not None:
                         fits.append((hs, key, loaded))
             results = self._fit(policy, fits, reading, limits)
+            numa_limits = None
             good = set()
             for (hs, key, _), result in zip(fits, results):
                 if result is True:
@@ -187,7 +187,8 @@ class NUMAFitFilter(filters.BaseHostFilter, filters.CandidateFilterMixin):
                 hs.allocation_candidates = [c for c in hs.allocation_candidates if id(c) in kept]
                 answers[id(hs)] = bool(hs.allocation_candidates)
                 if answers[id(hs)]:
-                    hs.limits["numa_topology"] = self._limits(hs, reading)
+                    numa_limits = numa_limits or self._limits(ratios, reading)
+                    hs.limits["numa_topology"] = numa_limits
                 else:
                     LOG.debug("%(host)s, %(node)s fails NUMA topology requirements. The instance does not fit "
                               "on this host.", {"host": hs.host, "node": hs.nodename},
@@ -212,15 +213,17 @@ class NUMAFitFilter(filters.BaseHostFilter, filters.CandidateFilterMixin):
         if not fits:
             return []
         hosts = [loaded for _, _, loaded in fits]
+        # Rejections' reasons are only written for the debug log.
+        brief = {"placements": False, "reasons": LOG.isEnabledFor(std_logging.DEBUG)}
         try:
-            return [a["fits"] or a["rejection"] for a in policy.fit_many(hosts, reading.document, limits, placements=False)]
+            return [a["fits"] or a.get("rejection", {}) for a in policy.fit_many(hosts, reading.document, limits, **brief)]
         except numafit.Error:
             pass  # find the host it failed on: each alone
         results = []
         for hs, _key, host in fits:
             try:
-                a = policy.fit(host, reading.document, limits, placements=False)
-                results.append(a["fits"] or a["rejection"])
+                a = policy.fit(host, reading.document, limits, **brief)
+                results.append(a["fits"] or a.get("rejection", {}))
             except numafit.Error as e:
                 LOG.error("numafit: policy %(name)s failed on %(host)s, %(node)s (%(code)s, %(limit)s): %(error)s",
                           {**self.watched.info, "host": hs.host, "node": hs.nodename, "code": e.code,

@@ -63,6 +63,20 @@ def limits(conf=CONF):
     return {"fuel": conf.numafit.fuel, "deadline_ms": conf.numafit.deadline_ms, "memory_mb": conf.numafit.memory_mb}
 
 
+def _off_the_hub(work, *args):
+    """Runs ``work`` where it cannot stall the scheduler: under eventlet (nova-scheduler's
+    default concurrency mode) a thread is a green thread, and compiling a component or running
+    its self-test, which never yields, would stop every other one; eventlet's pool of real
+    threads runs it instead. Under native threads it runs in the calling thread."""
+    try:
+        from eventlet import patcher, tpool
+    except ImportError:
+        return work(*args)
+    if patcher.is_monkey_patched("thread"):
+        return tpool.execute(work, *args)
+    return work(*args)
+
+
 def load_checked(content, path, conf=CONF):
     """A policy from ``content`` that reports a contract and passes the self-test, or raises."""
     policy = numafit.Policy(wasm=content, name=path, **limits(conf))
@@ -138,7 +152,7 @@ class WatchedPolicy:
             if digest in (self.digest, self._refused_digest):
                 return
             try:
-                policy, info = load_checked(content, self.path, self.conf)
+                policy, info = _off_the_hub(load_checked, content, self.path, self.conf)
             except numafit.Error as e:
                 self._refuse(digest, f"{type(e).__name__}: {e}")
                 return

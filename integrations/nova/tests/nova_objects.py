@@ -76,3 +76,46 @@ def request_spec(doc):
     return objects.RequestSpec(
         numa_topology=instance_topology(doc), pci_requests=None, instance_uuid="00000000-0000-0000-0000-000000000001",
         flavor=objects.Flavor(extra_specs=extra_specs), image=objects.ImageMeta(properties=objects.ImageMetaProps()))
+
+
+def host_with_devices_on_both_nodes(uuids, candidates):
+    """Two cells of 4 CPUs and 2 GiB, cell 0's memory all used; one device in each cell, each
+    its own resource provider (rp_0 on cell 0, rp_1 on cell 1)."""
+    topology = objects.NUMATopology(cells=[
+        objects.NUMACell(id=i, cpuset=set(range(4 * i, 4 * i + 4)), pcpuset=set(), memory=2048,
+                         cpu_usage=0, memory_usage=2048 if i == 0 else 0, pinned_cpus=set(), mempages=[],
+                         siblings=[{c} for c in range(4 * i, 4 * i + 4)], socket=0)
+        for i in range(2)
+    ])
+    pools = objects.PciDevicePoolList(objects=[
+        objects.PciDevicePool(vendor_id="8086", product_id="154d", numa_node=i, count=1,
+                              tags={"dev_type": "type-PCI", "rp_uuid": getattr(uuids, f"rp_{i}")})
+        for i in range(2)
+    ])
+    return _fake_host_state({
+        "numa_topology": topology,
+        "pci_stats": stats.PciDeviceStats(topology, stats=pools),
+        "cpu_allocation_ratio": 16.0,
+        "ram_allocation_ratio": 1.0,
+        "allocation_candidates": candidates,
+    })
+
+
+def _fake_host_state(values):
+    hs = host_manager.HostState("host1", "node1", "cell1")
+    for k, v in values.items():
+        setattr(hs, k, v)
+    return hs
+
+
+def spec_with_device(request_id):
+    """A 1-cell shared guest with one PCI device (flavor alias "nic", NUMA policy required)."""
+    spec = objects.RequestSpec(
+        numa_topology=objects.InstanceNUMATopology(cells=[
+            objects.InstanceNUMACell(id=0, cpuset={0}, pcpuset=set(), memory=512)]),
+        pci_requests=objects.InstancePCIRequests(requests=[objects.InstancePCIRequest(
+            count=1, alias_name="nic", request_id=request_id, numa_policy="required",
+            spec=[{"vendor_id": "8086", "product_id": "154d"}])]),
+        instance_uuid="00000000-0000-0000-0000-000000000002",
+        flavor=objects.Flavor(extra_specs={}), image=objects.ImageMeta(properties=objects.ImageMetaProps()))
+    return spec

@@ -80,6 +80,14 @@ struct FitAnswer {
     rejection: Option<RejectionJson>,
 }
 
+/// How much of an answer to write back: a scheduler filtering many hosts may want the verdicts
+/// only (a placement is verified all the same).
+#[derive(Clone, Copy)]
+struct Detail {
+    placements: bool,
+    reasons: bool,
+}
+
 /// A loaded policy component. Calls from several Python threads run in parallel, each on its own
 /// instance of the component, with the GIL released while the policy works.
 #[pyclass(frozen, module = "numafit")]
@@ -117,7 +125,7 @@ impl Policy {
         host: &HostArg,
         request: &wit::Request,
         a: Result<wit::Placement, wit::Rejection>,
-        placements: bool,
+        detail: Detail,
     ) -> Result<FitAnswer, Failure> {
         Ok(match a {
             Ok(p) => {
@@ -125,9 +133,11 @@ impl Policy {
                     HostArg::Kept(h) => verify::placement_on(worker.name(), &h.get().table, &h.get().index, request, &p)?,
                     HostArg::Given(t) => verify::placement(worker.name(), t, request, &p)?,
                 }
-                FitAnswer { fits: true, placement: placements.then(|| PlacementJson::from_wit(&p)), rejection: None }
+                FitAnswer { fits: true, placement: detail.placements.then(|| PlacementJson::from_wit(&p)), rejection: None }
             }
-            Err(r) => FitAnswer { fits: false, placement: None, rejection: Some(RejectionJson::from_wit(&self.name, &r)) },
+            Err(r) => {
+                FitAnswer { fits: false, placement: None, rejection: detail.reasons.then(|| RejectionJson::from_wit(&self.name, &r)) }
+            }
         })
     }
 }
@@ -244,7 +254,7 @@ impl Policy {
         request: &Bound<'_, PyAny>,
         limits: Option<&Bound<'_, PyAny>>,
         strategy: &str,
-        placements: bool,
+        detail: Detail,
     ) -> PyResult<Vec<FitAnswer>> {
         let (document, limits) = (|| Ok::<_, Failure>((read::<RequestJson>("request", request)?, self.limits(limits, strategy)?)))()
             .map_err(|f| raise(py, f))?;
@@ -293,7 +303,7 @@ impl Policy {
                         what: "fit-many answer",
                         problem: "a host got no answer".into(),
                     })?;
-                    self.answer(&worker, h, &request, a, placements)
+                    self.answer(&worker, h, &request, a, detail)
                 })
                 .collect::<Result<Vec<_>, Failure>>()
         })
@@ -383,7 +393,7 @@ impl Policy {
 
     /// Fits a request on a host (a document or a loaded `Host`): `{"fits": True, "placement":
     /// ...}` or `{"fits": False, "rejection": ...}`, the placement verified by the host first.
-    #[pyo3(signature = (host, request, limits=None, *, strategy="spread", placements=true))]
+    #[pyo3(signature = (host, request, limits=None, *, strategy="spread", placements=true, reasons=true))]
     fn fit<'py>(
         &self,
         py: Python<'py>,
@@ -392,16 +402,18 @@ impl Policy {
         limits: Option<&Bound<'py, PyAny>>,
         strategy: &str,
         placements: bool,
+        reasons: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let hosts = vec![host_arg("host", host).map_err(|f| raise(py, f))?];
-        let mut answers = self.fit_hosts(py, hosts, request, limits, strategy, placements)?;
+        let mut answers = self.fit_hosts(py, hosts, request, limits, strategy, Detail { placements, reasons })?;
         write(py, &answers.pop())
     }
 
     /// Fits one request on each of many hosts (documents or loaded `Host`s) in one component call:
     /// one answer per host, in order, each what `fit` gives for that host alone. With
-    /// `placements=False` a fitting host's answer is `{"fits": True}` (verified all the same).
-    #[pyo3(signature = (hosts, request, limits=None, *, strategy="spread", placements=true))]
+    /// `placements=False` a fitting host's answer is `{"fits": True}` (verified all the same);
+    /// with `reasons=False` a refusing host's is `{"fits": False}`.
+    #[pyo3(signature = (hosts, request, limits=None, *, strategy="spread", placements=true, reasons=true))]
     fn fit_many<'py>(
         &self,
         py: Python<'py>,
@@ -410,6 +422,7 @@ impl Policy {
         limits: Option<&Bound<'py, PyAny>>,
         strategy: &str,
         placements: bool,
+        reasons: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let hosts = (|| {
             let items = hosts.try_iter().map_err(|e| InputError { file: "hosts".into(), message: format!("not a list: {e}") })?;
@@ -423,7 +436,7 @@ impl Policy {
                 .collect::<Result<Vec<_>, Failure>>()
         })()
         .map_err(|f| raise(py, f))?;
-        let answers = self.fit_hosts(py, hosts, request, limits, strategy, placements)?;
+        let answers = self.fit_hosts(py, hosts, request, limits, strategy, Detail { placements, reasons })?;
         write(py, &answers)
     }
 
