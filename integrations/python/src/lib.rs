@@ -58,6 +58,11 @@ fn raise(py: Python<'_>, f: Failure) -> PyErr {
 
 /// Python data read as one of the host's documents; a bad field is named as the CLI names it.
 fn read<T: for<'de> Deserialize<'de>>(what: &str, obj: &Bound<'_, PyAny>) -> Result<T, Failure> {
+    // Read without tracking the path (the common case, and most of the cost of a large host);
+    // only a document that fails is read again to name the field.
+    if let Ok(value) = T::deserialize(&mut pythonize::Depythonizer::from_object(obj)) {
+        return Ok(value);
+    }
     let mut de = pythonize::Depythonizer::from_object(obj);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
