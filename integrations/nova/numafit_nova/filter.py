@@ -81,12 +81,13 @@ class _HostEntry:
     every claim (``numa_usage_from_instance_numa``) and refresh, and never changes one in place;
     it does change ``pci_stats`` in place on a claim."""
 
-    __slots__ = ("topology", "signature", "loaded")
+    __slots__ = ("topology", "signature", "loaded", "seen")
 
     def __init__(self, topology, signature):
         self.topology = topology
         self.signature = signature
         self.loaded = {}
+        self.seen = 0
 
 
 def _signature(pools):
@@ -99,10 +100,14 @@ class NUMAFitFilter(filters.BaseHostFilter, filters.CandidateFilterMixin):
     # As NUMATopologyFilter: the API refuses a rebuild that changes the NUMA constraints.
     RUN_ON_REBUILD = False
 
+    # A host not asked about in this many scheduling requests (deleted, disabled) is forgotten.
+    FORGET_AFTER = 1024
+
     def __init__(self, conf=CONF):
         super().__init__()
         self.watched = WatchedPolicy(conf)
         self._hosts = {}
+        self._passes = 0
 
     # -- the hosts, read from Nova's objects once while unchanged
 
@@ -116,6 +121,7 @@ class NUMAFitFilter(filters.BaseHostFilter, filters.CandidateFilterMixin):
         entry = self._hosts.get(name)
         if entry is None or entry.topology is not topology or entry.signature != signature:
             entry = self._hosts[name] = _HostEntry(topology, signature)
+        entry.seen = self._passes
         if key not in entry.loaded:
             try:
                 entry.loaded[key] = numafit.Host(convert.host_document(topology, _pools_for(pools, key)))
@@ -155,6 +161,11 @@ class NUMAFitFilter(filters.BaseHostFilter, filters.CandidateFilterMixin):
         """Each host state's answer, as ``host_passes`` gives it: one component call per distinct
         pair of allocation ratios, one fit per distinct PCI narrowing of a host's candidates."""
         policy = self.watched.policy
+        self._passes += 1
+        if self._passes % self.FORGET_AFTER == 0:
+            old = self._passes - self.FORGET_AFTER
+            for name in [k for k, e in self._hosts.items() if e.seen < old]:
+                self._hosts.pop(name, None)
         answers = {}
         groups = {}  # (cpu ratio, ram ratio) -> [(host_state, variants)]
         for hs in states:

@@ -12,6 +12,7 @@ policy stays. Scheduling never waits for any of it.
 import hashlib
 import os
 import threading
+import time
 
 import numafit
 from oslo_config import cfg
@@ -128,15 +129,18 @@ class WatchedPolicy:
         with self._lock:
             if self._swapping is not None or seen == self._seen:
                 return
-            # The thread is set before the file's identity, so whoever sees the identity can wait on it.
+            # The thread is started before the file's identity is set, so whoever sees the
+            # identity can wait on it.
             self._swapping = threading.Thread(target=self._swap, name="numafit-policy-swap", daemon=True)
-            self._seen = seen
             self._swapping.start()
+            self._seen = seen
 
     def wait_for_swap(self, timeout=None):
         """Waits for a swap in progress (for tests and tools); True when none is left running."""
         t = self._swapping
         if t is not None:
+            while t.ident is None:  # assigned, about to start
+                time.sleep(0.001)
             t.join(timeout)
         return self._swapping is None
 

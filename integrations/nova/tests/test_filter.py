@@ -153,6 +153,16 @@ class TestAnswers(Base):
         hs.allocation_candidates = [{"mappings": {}}]
         self.assertTrue(f.host_passes(hs, spec))
 
+    def test_hosts_not_asked_about_are_forgotten(self):
+        f = NUMAFitFilter()
+        f.FORGET_AFTER = 4
+        spec = n.request_spec(n.read(case("01"))[1])
+        f.filter_all(states(["01", "04"]), spec)
+        self.assertEqual({("01-0", "01-0-node"), ("04-0", "04-0-node")}, set(f._hosts))
+        for _ in range(8):
+            f.filter_all(states(["04"]), spec)
+        self.assertEqual({("04-0", "04-0-node")}, set(f._hosts))
+
     def test_pci_stats_changed_in_place_are_read_again(self):
         from oslo_utils.fixture import uuidsentinel as uuids
         candidate = {"mappings": {}}
