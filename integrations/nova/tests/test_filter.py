@@ -13,7 +13,6 @@ import time
 import unittest
 from pathlib import Path
 
-import numafit
 from nova.scheduler.filters.numa_topology_filter import NUMATopologyFilter
 from oslo_config import cfg
 
