@@ -306,6 +306,7 @@ fn a_fit_made_on_a_stale_view_is_refused_inside_the_transaction_not_recorded() {
         request: serde_json::json!({}),
         placement: placement.clone(),
         policy: PolicyVersion { name: "nova".into(), version: "test".into(), sha256: "0".repeat(64) },
+        owner: None,
     };
     // Two writers, each with its own connection, both fitted on the empty host: CPUs 0 and 1.
     let (mut first, mut second) = (Ledger::open(&dir).unwrap(), Ledger::open(&dir).unwrap());

@@ -78,6 +78,7 @@ fn library(writers: u32, cycles: u32) -> (f64, Vec<Duration>) {
                             request: serde_json::json!({}),
                             placement: p.clone(),
                             policy: policy(),
+                            owner: None,
                         };
                         let t = Instant::now();
                         match ledger.record(base, claim, &admit).expect("record") {
@@ -133,8 +134,13 @@ fn size_after(cycles: u32) -> (u64, u64) {
     let mut ledger = Ledger::open(&dir).expect("ledger");
     let p = placement(0, [0, 1]);
     for i in 0..cycles {
-        let claim =
-            NewClaim { instance: format!("vm-{i}"), request: serde_json::json!({"cells": []}), placement: p.clone(), policy: policy() };
+        let claim = NewClaim {
+            instance: format!("vm-{i}"),
+            request: serde_json::json!({"cells": []}),
+            placement: p.clone(),
+            policy: policy(),
+            owner: None,
+        };
         ledger.record(&base, claim, &admit).expect("record");
         ledger.release(&format!("vm-{i}")).expect("release");
     }

@@ -25,6 +25,10 @@ macro_rules! outln {
     };
 }
 
+pub(crate) use outln;
+
+mod placed;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use numafit_plugin::{HostTopology, Placement};
@@ -326,6 +330,110 @@ enum Command {
         #[command(flatten)]
         plugin: PluginArgs,
     },
+    /// Claim on this machine and run a program inside the placement: CPU affinity and memory
+    /// policy set before it starts, the placement in its environment (NUMAFIT_CPUS, NUMAFIT_MEMS,
+    /// NUMAFIT_CELL<i>_CPUS/_MEMS), signals passed on, the claim released when it exits, and its
+    /// exit status returned.
+    Run {
+        /// The instance to claim as (default: run-PID-STARTTIME).
+        #[arg(long, value_name = "ID")]
+        instance: Option<String>,
+        #[arg(long, value_name = "REQUEST.json")]
+        request: PathBuf,
+        /// How memory is bound to the placement's nodes (default: the flavor's hw:numa_mempolicy, else strict).
+        #[arg(long, value_name = "strict|preferred|interleave", value_parser = crate::apply::MemPolicy::parse)]
+        mem_policy: Option<crate::apply::MemPolicy>,
+        #[arg(long, value_name = "LIMITS.json")]
+        limits: Option<PathBuf>,
+        #[command(flatten)]
+        discover: DiscoverArgs,
+        #[command(flatten)]
+        state: StateArgs,
+        #[command(flatten)]
+        plugin: PluginArgs,
+        /// The program and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Release the claims of `numafit run` processes that are gone (numafit was killed).
+    Gc {
+        #[command(flatten)]
+        state: StateArgs,
+        /// Print JSON for programs instead of text for people.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write an instance's CPUs and nodes into a cgroup v2 group's cpuset.cpus and cpuset.mems.
+    Apply {
+        #[arg(long, value_name = "ID")]
+        instance: String,
+        /// The group, relative to the cgroup root (e.g. machine.slice/vm-1).
+        #[arg(long, value_name = "PATH")]
+        cgroup: String,
+        /// The cgroup v2 hierarchy (a scratch tree laid out like cgroupfs works too).
+        #[arg(long, value_name = "DIR", default_value = "/sys/fs/cgroup")]
+        cgroup_root: PathBuf,
+        /// Make the group (and missing parents) and enable the cpuset controller in each parent.
+        #[arg(long)]
+        create: bool,
+        #[command(flatten)]
+        discover: DiscoverArgs,
+        #[command(flatten)]
+        state: StateArgs,
+        /// Print JSON for programs instead of text for people.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a placement as another runtime takes it: libvirt XML (what Nova's driver writes),
+    /// an OCI fragment, docker/podman flags, a numactl or taskset command line.
+    Render {
+        /// A claim in the ledger.
+        #[arg(long, value_name = "ID", required_unless_present = "placement", conflicts_with = "placement")]
+        instance: Option<String>,
+        /// A placement file (`fit --json`), with --host, instead of a claim.
+        #[arg(long, value_name = "PLACEMENT.json", requires = "host")]
+        placement: Option<PathBuf>,
+        #[arg(long, value_name = "HOST.json", requires = "placement", conflicts_with_all = DISCOVERY_FLAGS)]
+        host: Option<PathBuf>,
+        /// libvirt, libvirt-domain, oci, docker, numactl or taskset.
+        #[arg(long, value_parser = crate::apply::render::Format::parse)]
+        format: crate::apply::render::Format,
+        /// The memory policy (numactl, libvirt): default the request's hw:numa_mempolicy, else strict.
+        #[arg(long, value_name = "strict|preferred|interleave", value_parser = crate::apply::MemPolicy::parse)]
+        mem_policy: Option<crate::apply::MemPolicy>,
+        #[command(flatten)]
+        discover: DiscoverArgs,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Record a placement made outside numafit (an existing container's cpuset and memory), so
+    /// the ledger accounts for it.
+    Adopt {
+        #[arg(long, value_name = "ID")]
+        instance: String,
+        /// Its CPUs, kernel list syntax (a container's cpuset_cpus: "1,2,3").
+        #[arg(long, value_name = "LIST")]
+        cpus: String,
+        /// Its memory nodes (cpuset_mems: "0").
+        #[arg(long, value_name = "LIST")]
+        mems: String,
+        /// Its memory: 512M, 2G, 1Gi, or bytes.
+        #[arg(long, value_name = "SIZE")]
+        memory: String,
+        /// Its CPUs float, shared with other instances.
+        #[arg(long, conflicts_with = "dedicated")]
+        shared: bool,
+        /// Its CPUs are its own (the default).
+        #[arg(long)]
+        dedicated: bool,
+        #[command(flatten)]
+        discover: DiscoverArgs,
+        #[command(flatten)]
+        state: StateArgs,
+        /// Print JSON for programs instead of text for people.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write an embedded policy component to a file (to run it elsewhere, e.g. under `wasmtime`).
     ExportPlugin {
         #[arg(value_name = "OUT.wasm")]
@@ -607,17 +715,27 @@ fn print_claim(claim: &Claim, json: bool, what: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `claim --instance`: fit on the live state (the base topology plus every claim) and record it;
-/// a fit overtaken by another writer is fitted again.
-fn claim_instance(
+/// A claim fitted and recorded on this machine's live state (`claim --instance`, `run`).
+struct LedgerClaim {
+    outcome: ClaimOutcome,
+    plugin: Plugin,
+    base: HostTopology,
+    /// The request as given.
+    document: serde_json::Value,
+    ledger: Ledger,
+}
+
+/// Fits on the live state (the base topology plus every claim) and records the claim; a fit
+/// overtaken by another writer is fitted again.
+fn claim_on_ledger(
     id: &str,
     request_path: &Path,
     discover: &DiscoverArgs,
     state: &StateArgs,
     limits: Option<&Path>,
     args: &PluginArgs,
-) -> Result<Outcome, Failure> {
-    let id = instance_id(id)?;
+    owner: Option<ledger::Owner>,
+) -> Result<LedgerClaim, Failure> {
     let mut plugin = load_plugin(args)?;
     let base = discover.host()?;
     // Read once: recorded as given, and compared as the document it is (not as text).
@@ -635,7 +753,7 @@ fn claim_instance(
     let policy = policy_version(&mut plugin)?;
     let mut ledger = state.open()?;
     let admit = |host: &HostTopology, p: &Placement| verify::admit(host, p, wlimits.as_ref());
-    let ask = ClaimRequest { instance: id, document: &request_doc, request: &request_json, policy: &policy };
+    let ask = ClaimRequest { instance: id, document: &request_doc, request: &request_json, policy: &policy, owner };
     let outcome = placing::claim(&mut ledger, &base, &ask, &admit, |whost| {
         let answer = plugin.fit(whost, &wrequest, &fit_limits).map_err(Failure::Plugin)?;
         if let Ok(p) = &answer {
@@ -643,24 +761,43 @@ fn claim_instance(
         }
         Ok(answer)
     })?;
+    Ok(LedgerClaim { outcome, plugin, base, document: request_doc, ledger })
+}
+
+/// Prints a claim that was not made, and says so.
+fn report_unclaimed(id: &str, outcome: ClaimOutcome, plugin: &mut Plugin, json: bool) -> Result<Outcome, Failure> {
     match outcome {
         ClaimOutcome::Claimed { claim, .. } => {
-            print_claim(&claim, args.json, "claimed")?;
+            print_claim(&claim, json, "claimed")?;
             Ok(Outcome::Done)
         }
         ClaimOutcome::Rejected(r) => {
-            report_rejection(&mut plugin, &r, args.json)?;
+            report_rejection(plugin, &r, json)?;
             Ok(Outcome::Refused)
         }
         ClaimOutcome::Exists(existing) => {
-            print_conflict(true, args.json, "InstanceExists", None, &[], &placing::exists_message(id, &existing))?;
+            print_conflict(true, json, "InstanceExists", None, &[], &placing::exists_message(id, &existing))?;
             Ok(Outcome::Refused)
         }
         ClaimOutcome::Overtaken => {
-            print_conflict(true, args.json, "ComputeResourcesUnavailable", None, &[], &placing::overtaken_message())?;
+            print_conflict(true, json, "ComputeResourcesUnavailable", None, &[], &placing::overtaken_message())?;
             Ok(Outcome::Refused)
         }
     }
+}
+
+/// `claim --instance`.
+fn claim_instance(
+    id: &str,
+    request_path: &Path,
+    discover: &DiscoverArgs,
+    state: &StateArgs,
+    limits: Option<&Path>,
+    args: &PluginArgs,
+) -> Result<Outcome, Failure> {
+    let id = instance_id(id)?;
+    let mut made = claim_on_ledger(id, request_path, discover, state, limits, args, None)?;
+    report_unclaimed(id, made.outcome, &mut made.plugin, args.json)
 }
 
 fn release_instance(id: &str, state: &StateArgs, json: bool) -> Result<Outcome, Failure> {
@@ -879,6 +1016,24 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
             };
             crate::service::run(config)?;
             Ok(Outcome::Done)
+        }
+        Command::Run { instance, request, mem_policy, limits, discover, state, plugin, command } => {
+            placed::run(instance.as_deref(), &request, mem_policy, limits.as_deref(), &discover, &state, &plugin, &command)
+        }
+        Command::Gc { state, json } => placed::gc(&state, json),
+        Command::Apply { instance, cgroup, cgroup_root, create, discover, state, json } => {
+            placed::apply(&instance, &cgroup, &cgroup_root, create, &discover, &state, json)
+        }
+        Command::Render { instance, placement, host, format, mem_policy, discover, state } => {
+            let source = match (&instance, &placement, &host) {
+                (Some(id), _, _) => placed::RenderSource::Claim(id),
+                (None, Some(placement), Some(host)) => placed::RenderSource::Files { placement, host },
+                _ => return Err(FlagError("render: give --instance, or --placement with --host".into()).into()),
+            };
+            placed::render(source, format, mem_policy, &discover, &state)
+        }
+        Command::Adopt { instance, cpus, mems, memory, shared, dedicated: _, discover, state, json } => {
+            placed::adopt(&instance, &cpus, &mems, &memory, !shared, &discover, &state, json)
         }
         Command::ExportPlugin { out, policy } => {
             let bytes = if policy == PolicyArg::Balanced { crate::runtime::EMBEDDED_BALANCED } else { crate::runtime::EMBEDDED_NOVA };

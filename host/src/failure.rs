@@ -2,6 +2,7 @@
 //! a kind of failure with a typed cause, and the kind alone decides the README's exit status and
 //! the HTTP status a service answers with.
 
+use crate::apply::ApplyError;
 use crate::discover::DiscoverError;
 use crate::formats::InputError;
 use crate::ledger::LedgerError;
@@ -56,16 +57,20 @@ pub enum Failure {
     /// The ledger could not be opened, read or written.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The kernel (or a cgroup file, or a program to start) refused to apply a placement.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
 }
 
 impl Failure {
     /// The README's exit status: 2 invalid input (and output that cannot be written), 3 the
-    /// plugin failed.
+    /// plugin failed, 4 the placement could not be applied.
     pub fn exit_code(&self) -> u8 {
         match self {
             Failure::Input(_) | Failure::Request(_) | Failure::Flag(_) | Failure::Discover(_) | Failure::PluginLoad(_) => 2,
             Failure::Output(_) | Failure::Ledger(_) => 2,
             Failure::Plugin(_) | Failure::Verify(_) => 3,
+            Failure::Apply(_) => 4,
         }
     }
 
@@ -80,6 +85,7 @@ impl Failure {
             Failure::Verify(_) => "PluginAnswerRefused",
             Failure::Output(_) => "OutputFailed",
             Failure::Ledger(_) => "LedgerFailed",
+            Failure::Apply(_) => "ApplyFailed",
         }
     }
 
@@ -88,7 +94,7 @@ impl Failure {
     pub fn http_status(&self) -> u16 {
         match self {
             Failure::Input(_) | Failure::Request(_) | Failure::Flag(_) | Failure::PluginLoad(_) => 400,
-            Failure::Discover(_) | Failure::Output(_) | Failure::Ledger(_) => 500,
+            Failure::Discover(_) | Failure::Output(_) | Failure::Ledger(_) | Failure::Apply(_) => 500,
             Failure::Plugin(_) | Failure::Verify(_) => 502,
         }
     }

@@ -37,6 +37,10 @@ const MIGRATIONS: &[&str] = &[
         created_unix_ms INTEGER NOT NULL,
         updated_unix_ms INTEGER NOT NULL
     ) STRICT;",
+    // 2: the process a claim lives as long as (`numafit run`): its pid and its start time, so a
+    // pid the kernel reused is not mistaken for it.
+    "ALTER TABLE claims ADD COLUMN owner_pid INTEGER;
+     ALTER TABLE claims ADD COLUMN owner_start_ticks INTEGER;",
 ];
 
 /// The schema version this build writes.
@@ -50,6 +54,14 @@ pub struct PolicyVersion {
     pub sha256: String,
 }
 
+/// The process a claim belongs to: released by `numafit gc` once that process is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub pid: u32,
+    /// When the process started, in clock ticks since boot (`/proc/PID/stat` field 22).
+    pub start_ticks: u64,
+}
+
 /// One recorded claim.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Claim {
@@ -61,6 +73,10 @@ pub struct Claim {
     pub policy: PolicyVersion,
     pub created_unix_ms: i64,
     pub updated_unix_ms: i64,
+    /// The process the claim lives as long as; none for claims made for instances numafit
+    /// does not run itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
 }
 
 /// A claim to record.
@@ -69,6 +85,7 @@ pub struct NewClaim {
     pub request: serde_json::Value,
     pub placement: PlacementJson,
     pub policy: PolicyVersion,
+    pub owner: Option<Owner>,
 }
 
 /// What recording a claim did.
@@ -222,9 +239,20 @@ impl Ledger {
         let request = serde_json::to_string(&claim.request).map_err(unwritable)?;
         let placement_text = serde_json::to_string(&claim.placement).map_err(unwritable)?;
         tx.execute(
-            "INSERT INTO claims (instance, request, placement, policy, policy_version, policy_sha256, created_unix_ms, updated_unix_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-            params![claim.instance, request, placement_text, claim.policy.name, claim.policy.version, claim.policy.sha256, now],
+            "INSERT INTO claims (instance, request, placement, policy, policy_version, policy_sha256, created_unix_ms, updated_unix_ms,
+                                 owner_pid, owner_start_ticks)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
+            params![
+                claim.instance,
+                request,
+                placement_text,
+                claim.policy.name,
+                claim.policy.version,
+                claim.policy.sha256,
+                now,
+                claim.owner.map(|o| o.pid),
+                claim.owner.map(|o| o.start_ticks as i64)
+            ],
         )
         .map_err(|e| sql(&path, e))?;
         tx.commit().map_err(|e| sql(&path, e))?;
@@ -235,7 +263,41 @@ impl Ledger {
             policy: claim.policy,
             created_unix_ms: now,
             updated_unix_ms: now,
+            owner: claim.owner,
         }))
+    }
+
+    /// Hands an instance's claim to another process (`numafit run`: from itself to the child it
+    /// started). Only the expected owner's claim changes hands: `Ok(false)` when the claim is gone
+    /// or belongs to someone else.
+    pub fn transfer(&mut self, instance: &str, from: Option<Owner>, to: Owner) -> Result<bool, LedgerError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| sql(&path, e))?;
+        let current = owner_of(&tx, &path, instance)?;
+        if current != Some(from) {
+            return Ok(false);
+        }
+        tx.execute(
+            "UPDATE claims SET owner_pid = ?2, owner_start_ticks = ?3, updated_unix_ms = ?4 WHERE instance = ?1",
+            params![instance, to.pid, to.start_ticks as i64, now_unix_ms()],
+        )
+        .map_err(|e| sql(&path, e))?;
+        tx.commit().map_err(|e| sql(&path, e))?;
+        Ok(true)
+    }
+
+    /// Releases an instance's claim if it still belongs to `owner` (`numafit gc`, `numafit run`
+    /// when its child exits): a claim re-made since by someone else stays.
+    pub fn release_owned(&mut self, instance: &str, owner: Owner) -> Result<Option<Claim>, LedgerError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| sql(&path, e))?;
+        if owner_of(&tx, &path, instance)? != Some(Some(owner)) {
+            return Ok(None);
+        }
+        let claim = read_claims(&tx, &path)?.into_iter().find(|c| c.instance == instance);
+        tx.execute("DELETE FROM claims WHERE instance = ?1", params![instance]).map_err(|e| sql(&path, e))?;
+        tx.commit().map_err(|e| sql(&path, e))?;
+        Ok(claim)
     }
 
     /// Removes an instance's claim (one transaction), returning what it held.
@@ -247,6 +309,24 @@ impl Ledger {
         tx.execute("DELETE FROM claims WHERE instance = ?1", params![instance]).map_err(|e| sql(&path, e))?;
         tx.commit().map_err(|e| sql(&path, e))?;
         Ok(claim)
+    }
+}
+
+/// The owner of an instance's claim: `None` when there is no claim, `Some(None)` for a claim no
+/// process owns.
+fn owner_of(conn: &Connection, path: &Path, instance: &str) -> Result<Option<Option<Owner>>, LedgerError> {
+    let mut stmt = conn.prepare_cached("SELECT owner_pid, owner_start_ticks FROM claims WHERE instance = ?1").map_err(|e| sql(path, e))?;
+    let mut rows = stmt.query(params![instance]).map_err(|e| sql(path, e))?;
+    let Some(row) = rows.next().map_err(|e| sql(path, e))? else { return Ok(None) };
+    let pid: Option<i64> = row.get(0).map_err(|e| sql(path, e))?;
+    let start: Option<i64> = row.get(1).map_err(|e| sql(path, e))?;
+    Ok(Some(owner_from(pid, start)))
+}
+
+fn owner_from(pid: Option<i64>, start: Option<i64>) -> Option<Owner> {
+    match (pid.and_then(|p| u32::try_from(p).ok()), start.and_then(|s| u64::try_from(s).ok())) {
+        (Some(pid), Some(start_ticks)) => Some(Owner { pid, start_ticks }),
+        _ => None,
     }
 }
 
@@ -279,7 +359,8 @@ fn core_placement(p: &PlacementJson, instance: &str, path: &Path) -> Result<Plac
 fn read_claims(conn: &Connection, path: &Path) -> Result<Vec<Claim>, LedgerError> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT instance, request, placement, policy, policy_version, policy_sha256, created_unix_ms, updated_unix_ms
+            "SELECT instance, request, placement, policy, policy_version, policy_sha256, created_unix_ms, updated_unix_ms,
+                    owner_pid, owner_start_ticks
              FROM claims ORDER BY seq",
         )
         .map_err(|e| sql(path, e))?;
@@ -292,12 +373,13 @@ fn read_claims(conn: &Connection, path: &Path) -> Result<Vec<Claim>, LedgerError
                 PolicyVersion { name: r.get(3)?, version: r.get(4)?, sha256: r.get(5)? },
                 r.get::<_, i64>(6)?,
                 r.get::<_, i64>(7)?,
+                owner_from(r.get(8)?, r.get(9)?),
             ))
         })
         .map_err(|e| sql(path, e))?;
     let mut claims = Vec::new();
     for row in rows {
-        let (instance, request, placement, policy, created_unix_ms, updated_unix_ms) = row.map_err(|e| sql(path, e))?;
+        let (instance, request, placement, policy, created_unix_ms, updated_unix_ms, owner) = row.map_err(|e| sql(path, e))?;
         let corrupt = |what: &str, e: serde_json::Error| LedgerError::Corrupt {
             path: path.display().to_string(),
             instance: instance.clone(),
@@ -305,7 +387,7 @@ fn read_claims(conn: &Connection, path: &Path) -> Result<Vec<Claim>, LedgerError
         };
         let request = serde_json::from_str(&request).map_err(|e| corrupt("request", e))?;
         let placement = serde_json::from_str(&placement).map_err(|e| corrupt("placement", e))?;
-        claims.push(Claim { instance, request, placement, policy, created_unix_ms, updated_unix_ms });
+        claims.push(Claim { instance, request, placement, policy, created_unix_ms, updated_unix_ms, owner });
     }
     Ok(claims)
 }

@@ -3,6 +3,7 @@
 //! the claims ledger, and prints it. Data flows one way: discover / formats → ledger → runtime
 //! (plugin) → verify → output.
 
+pub mod apply;
 pub mod cli;
 pub mod contract;
 pub mod cpulist;

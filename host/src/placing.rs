@@ -8,7 +8,7 @@ use numafit_plugin::{HostTopology, Named};
 use crate::contract::{self, wit};
 use crate::failure::{Failure, RequestRefused};
 use crate::formats::{self, AccountingConflictJson, InputError, PlacementJson, RequestInput, RequestJson};
-use crate::ledger::{self, Admit, Claim, Ledger, NewClaim, PolicyVersion, Recorded};
+use crate::ledger::{self, Admit, Claim, Ledger, NewClaim, Owner, PolicyVersion, Recorded};
 use crate::verify;
 
 /// How often a claim fits again when other writers keep changing the host under it.
@@ -21,6 +21,8 @@ pub struct ClaimRequest<'a> {
     pub document: &'a serde_json::Value,
     pub request: &'a RequestJson,
     pub policy: &'a PolicyVersion,
+    /// The process the claim lives as long as (`numafit run`), if any.
+    pub owner: Option<Owner>,
 }
 
 /// What a claim came to.
@@ -87,6 +89,7 @@ pub fn claim(
             request: ask.document.clone(),
             placement: PlacementJson::from_wit(&placement),
             policy: ask.policy.clone(),
+            owner: ask.owner,
         };
         match ledger.record(base, new, admit)? {
             Recorded::New(claim) => return Ok(ClaimOutcome::Claimed { claim, new: true }),

@@ -219,7 +219,7 @@ pub async fn claim(State(app): State<Arc<App>>, body: Bytes) -> Answer {
                 .map_err(|m| InputError { file: "claim body".into(), message: format!("field instance: {m}") })?;
             let mut worker = active.pool.take();
             let request = request_of(&parsed.request, "claim body", &mut worker)?;
-            let ask = ClaimRequest { instance, document: &document, request: &parsed.request, policy };
+            let ask = ClaimRequest { instance, document: &document, request: &parsed.request, policy, owner: None };
             let mut ledger = app.node.ledger()?;
             let admit = |h: &numafit_plugin::HostTopology, p: &numafit_plugin::Placement| app.node.admit(h, p);
             let outcome = placing::claim(&mut ledger, &app.node.base, &ask, &admit, |shown| {
