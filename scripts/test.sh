@@ -27,5 +27,5 @@ NUMAFIT_BIN="$PWD/target/debug/numafit" "$venv/bin/python" -m pytest -q integrat
 "$venv/bin/pip" install -q --disable-pip-version-check -r integrations/nova/requirements.txt
 "$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps ./integrations/nova
 export NUMAFIT_CACHE_DIR="$PWD/target/numafit-cache" NUMAFIT_BIN="$PWD/target/debug/numafit" PYTHONWARNINGS=ignore
-(cd integrations/nova/tests && "../../../$venv/bin/python" -m unittest test_nova_filter_suite test_filter)
+(cd integrations/nova/tests && "../../../$venv/bin/python" -m unittest test_nova_filter_suite test_filter test_render)
 (cd integrations/nova/tests && "../../../$venv/bin/python" -m unittest test_filter)

@@ -234,18 +234,23 @@ pub(super) fn render(
     discover: &DiscoverArgs,
     state: &StateArgs,
 ) -> Result<Outcome, Failure> {
-    let (instance, placement, host, request, what) = match source {
+    let (instance, placement, host, request, file) = match source {
         RenderSource::Claim(id) => {
             let c = claim_of(state, id)?;
-            (c.instance.clone(), c.placement, discover.host()?, c.request, format!("the claim of {id:?}"))
+            (c.instance.clone(), c.placement, discover.host()?, c.request, None)
         }
         RenderSource::Files { placement, host } => {
             let p: PlacementJson = formats::read_json(placement)?;
             let stem = placement.file_stem().map_or_else(|| "instance".into(), |s| s.to_string_lossy().into_owned());
-            (stem, p, read_host(Some(host), discover)?, serde_json::Value::Null, name_of(placement))
+            (stem, p, read_host(Some(host), discover)?, serde_json::Value::Null, Some(name_of(placement)))
         }
     };
-    let binding = Binding::of(&placement, &host).map_err(|e| crate::apply::ApplyError::new(what, e.to_string()))?;
+    // A placement file that does not fit its host is bad input; a claim that no longer fits this
+    // machine is the machine's (the ledger's `status` names it too).
+    let binding = Binding::of(&placement, &host).map_err(|e| match file {
+        Some(file) => Failure::from(formats::InputError { file, message: e.message }),
+        None => Failure::from(crate::apply::ApplyError::new(format!("the claim of {instance:?}"), e.message)),
+    })?;
     let cx = RenderContext { instance: &instance, mem_policy: mem_policy(mem_flag, &request, "the claim's request")? };
     let text = render::render(format, &binding, &host, &cx)?;
     OUT.with(|o| o.borrow_mut().push_str(&text));
@@ -273,7 +278,7 @@ pub(super) fn adopt(
         dedicated,
     };
     let base = discover.host()?;
-    let (placement, request) = adopt::placement(&adoption, &base)?;
+    let (placement, request) = adopt::placement(&adoption, &base).map_err(|e| FlagError(e.to_string()))?;
     let policy = PolicyVersion { name: adopt::ADOPTED.into(), version: env!("CARGO_PKG_VERSION").into(), sha256: String::new() };
     let mut ledger = state.open()?;
     let admit = |host: &HostTopology, p: &Placement| verify::admit(host, p, None);
