@@ -303,7 +303,7 @@ fn apply_writes_the_cpuset_into_a_cgroupfs_shaped_tree_and_undoes_a_failed_write
     // Paths out of the hierarchy, and a hierarchy without the cpuset controller.
     let o = apply(&state, &root, "../escape", &["--create"]);
     assert_eq!(o.status.code(), Some(4));
-    assert!(stderr(&o).contains("--cgroup \"../escape\""), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cgroup \"../escape\""), "{}", stderr(&o));
     let bare = cgroup_tree(&dir.join("bare"), "cpu memory");
     let o = apply(&state, &bare, "vm", &["--create"]);
     assert_eq!(o.status.code(), Some(4));

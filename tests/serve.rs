@@ -498,3 +498,73 @@ fn the_daemon_and_cli_claimers_sigkilled_at_random_lose_nothing_acknowledged() {
     let n = claimed.lock().unwrap().len();
     assert!(daemon_kills == 8 && n > 20, "acknowledged too few claims to tell: {n}");
 }
+
+/// A scratch tree laid out like cgroupfs, offering the cpuset controller.
+fn cgroup_tree(dir: &Path) -> PathBuf {
+    let root = dir.join("cgroup");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("cgroup.controllers"), "cpuset cpu memory\n").unwrap();
+    std::fs::write(root.join("cgroup.subtree_control"), "\n").unwrap();
+    root
+}
+
+#[test]
+fn a_claim_applies_its_cgroup_in_one_request_and_a_failed_write_releases_it() {
+    let dir = scratch("serve-apply");
+    let root = cgroup_tree(&dir);
+    let d = start(&dir, &["--cgroup-root", s(&root)]);
+    let mut c = d.client();
+    let body = |id: &str, group: &str| {
+        json!({"instance": id, "request": request(2, 1024), "apply": {"cgroup": group, "create": true}}).to_string()
+    };
+    let r = c.post("/v1/claims", &body("vm-1", "machine.slice/vm-1"));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let answer = r.json();
+    let pins: Vec<u32> =
+        answer["claim"]["placement"]["cells"][0]["cpu_pinning"].as_object().unwrap().values().map(|v| v.as_u64().unwrap() as u32).collect();
+    let cpus = numafit_host::cpulist::text(&pins);
+    let node = answer["claim"]["placement"]["cells"][0]["host_cell"].to_string();
+    let group = root.join("machine.slice/vm-1");
+    assert_eq!(std::fs::read_to_string(group.join("cpuset.cpus")).unwrap().trim(), cpus);
+    assert_eq!(std::fs::read_to_string(group.join("cpuset.mems")).unwrap().trim(), node);
+    assert_eq!(answer["applied"]["cpus"], json!(cpus));
+
+    // The write fails (cpuset.mems is a directory): 500 naming the file and the errno, and the
+    // claim made for it is released.
+    let bad = root.join("machine.slice/vm-2");
+    std::fs::create_dir_all(bad.join("cpuset.mems")).unwrap();
+    let r = c.post("/v1/claims", &body("vm-2", "machine.slice/vm-2"));
+    assert_eq!(r.status, 500, "{}", r.text());
+    let e = r.json();
+    assert_eq!(e["error"], "ApplyFailed");
+    assert_eq!(e["released"], true);
+    assert!(e["message"].as_str().unwrap().contains("vm-2/cpuset.mems") && e["message"].as_str().unwrap().contains("EISDIR"), "{e}");
+    assert_eq!(c.get("/v1/claims/vm-2").status, 404);
+    // A group outside the hierarchy is bad input, refused before anything is claimed.
+    let r = c.post("/v1/claims", &body("vm-3", "../../etc"));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("field apply.cgroup"), "{}", r.text());
+    assert_eq!(c.get("/v1/claims/vm-3").status, 404);
+    let r = c.post("/v1/claims", &json!({"instance": "vm-4", "request": request(1, 64), "apply": {"group": "x"}}).to_string());
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("apply"), "{}", r.text());
+
+    // Renders over the API are the CLI's, in each format's media type.
+    let r = c.get("/v1/claims/vm-1/render?format=taskset");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), format!("taskset -c {cpus}\n"));
+    assert!(r.headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(r.policy_sha().is_some());
+    let r = c.get("/v1/claims/vm-1/render?format=libvirt");
+    assert_eq!(r.headers["content-type"], "application/xml");
+    let state = dir.join("state");
+    let cli =
+        numafit(&["render", "--instance", "vm-1", "--state-dir", s(&state), "--numactl-output", s(&machine()), "--format", "libvirt"]);
+    assert_eq!(r.text(), stdout(&cli));
+    let r = c.get("/v1/claims/vm-1/render?format=oci");
+    assert_eq!(r.json()["linux"]["resources"]["cpu"]["cpus"], json!(cpus));
+    let r = c.get("/v1/claims/vm-1/render?format=yaml");
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("field format") && r.text().contains("\\\"yaml\\\""), "{}", r.text());
+    assert_eq!(c.get("/v1/claims/nope/render?format=oci").status, 404);
+}

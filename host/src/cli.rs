@@ -327,6 +327,9 @@ enum Command {
         /// Largest policy component PUT /v1/policy takes, MiB.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
         max_policy_mib: u64,
+        /// The cgroup v2 hierarchy claims with `"apply": {"cgroup": PATH}` write under.
+        #[arg(long, value_name = "DIR", default_value = "/sys/fs/cgroup")]
+        cgroup_root: PathBuf,
         #[command(flatten)]
         plugin: PluginArgs,
     },
@@ -974,7 +977,20 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
             }
             Ok(Outcome::Done)
         }
-        Command::Serve { host, discover, state, socket, listen, token_file, watch, limits, max_body_kib, max_policy_mib, plugin } => {
+        Command::Serve {
+            host,
+            discover,
+            state,
+            socket,
+            listen,
+            token_file,
+            watch,
+            limits,
+            max_body_kib,
+            max_policy_mib,
+            cgroup_root,
+            plugin,
+        } => {
             let state_dir = state.dir()?;
             let token = match &token_file {
                 Some(path) => {
@@ -1013,6 +1029,7 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
                 admit_limits,
                 json_body: (max_body_kib as usize) << 10,
                 policy_body: (max_policy_mib as usize) << 20,
+                cgroup_root,
             };
             crate::service::run(config)?;
             Ok(Outcome::Done)

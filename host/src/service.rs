@@ -52,6 +52,8 @@ pub struct ServeConfig {
     /// The largest JSON body accepted; a component for `PUT /v1/policy` may be `policy_body` bytes.
     pub json_body: usize,
     pub policy_body: usize,
+    /// The cgroup v2 hierarchy `POST /v1/claims` with `apply.cgroup` writes under (`--cgroup-root`).
+    pub cgroup_root: PathBuf,
 }
 
 /// What every handler shares.
@@ -62,6 +64,8 @@ pub struct App {
     pub fit_limits: wit::Limits,
     /// The file behind the policy, re-read on SIGHUP and (with `--watch`) when replaced.
     pub policy_file: Option<PathBuf>,
+    /// Where claims' cgroups are written: a request names a group under it, never a path outside.
+    pub cgroup_root: PathBuf,
 }
 
 fn first_policy(source: &PolicySource) -> Result<(String, Vec<u8>), Failure> {
@@ -98,6 +102,7 @@ pub fn run(config: ServeConfig) -> Result<(), Failure> {
             PolicySource::File(p) => Some(p.clone()),
             PolicySource::Embedded(_) => None,
         },
+        cgroup_root: config.cgroup_root.clone(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -115,6 +120,7 @@ fn routes(app: Arc<App>, config: &ServeConfig) -> Router {
         .route("/v1/fit", post(api::fit))
         .route("/v1/claims", post(api::claim).get(api::claims))
         .route("/v1/claims/{id}", get(api::claim_of).delete(api::release))
+        .route("/v1/claims/{id}/render", get(api::render))
         .route("/v1/policy", get(api::policy).put(api::put_policy).layer(DefaultBodyLimit::max(config.policy_body)))
         .route("/v1/policy/rollback", post(api::rollback))
         .route("/metrics", get(api::metrics))

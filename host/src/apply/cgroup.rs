@@ -38,7 +38,7 @@ fn is_cgroup2(dir: &Path) -> bool {
 /// The group's directories from the first under `root` to the group itself; the path must be
 /// relative and plain (no `..`), so a group cannot be outside the hierarchy.
 fn group_dirs(root: &Path, group: &str) -> Result<Vec<PathBuf>, ApplyError> {
-    let bad = |why: &str| ApplyError::new(format!("--cgroup {group:?}"), why.to_string());
+    let bad = |why: &str| ApplyError::new(format!("cgroup {group:?}"), why.to_string());
     let rel = Path::new(group.trim_start_matches('/'));
     let mut dirs = Vec::new();
     let mut at = root.to_path_buf();
@@ -56,6 +56,11 @@ fn group_dirs(root: &Path, group: &str) -> Result<Vec<PathBuf>, ApplyError> {
         return Err(bad("the root group cannot be given a cpuset; name a group under it"));
     }
     Ok(dirs)
+}
+
+/// Whether `group` names a group under a hierarchy's root (checked before anything is claimed).
+pub fn check_group(group: &str) -> Result<(), String> {
+    group_dirs(Path::new("/"), group).map(|_| ()).map_err(|e| e.message)
 }
 
 fn read(file: &Path) -> Result<String, ApplyError> {

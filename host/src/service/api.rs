@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,8 @@ use serde_json::{json, Value};
 
 use super::metrics::Metrics;
 use super::App;
+use crate::apply::render::{self as apply_render, Format, RenderContext};
+use crate::apply::{cgroup, ApplyError, Binding, MemPolicy};
 use crate::failure::Failure;
 use crate::formats::{self, HostJson, InputError, PlacementJson, RejectionJson, RequestJson};
 use crate::ledger::{LedgerError, PolicyVersion};
@@ -27,18 +29,22 @@ pub struct Answer {
     status: StatusCode,
     body: String,
     policy: Option<PolicyVersion>,
+    /// JSON, unless a render answers in its format's type.
+    content_type: &'static str,
 }
+
+const JSON: &str = "application/json";
 
 impl Answer {
     fn new(status: StatusCode, body: Value, policy: Option<&PolicyVersion>) -> Answer {
-        Answer { status, body: body.to_string(), policy: policy.cloned() }
+        Answer { status, body: body.to_string(), policy: policy.cloned(), content_type: JSON }
     }
 
     /// An answer serialized straight from its document, without a `Value` tree in between (the
     /// dry-run fit's hot path).
     fn of(status: StatusCode, body: &impl Serialize, policy: Option<&PolicyVersion>) -> Answer {
         match serde_json::to_string(body) {
-            Ok(body) => Answer { status, body, policy: policy.cloned() },
+            Ok(body) => Answer { status, body, policy: policy.cloned(), content_type: JSON },
             Err(e) => refused(StatusCode::INTERNAL_SERVER_ERROR, "Internal", format!("the answer did not serialize: {e}"), policy),
         }
     }
@@ -58,8 +64,10 @@ struct FitAnswer<'a> {
 impl IntoResponse for Answer {
     fn into_response(self) -> Response {
         let mut body = self.body;
-        body.push('\n');
-        let mut response = (self.status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        if self.content_type == JSON {
+            body.push('\n');
+        }
+        let mut response = (self.status, [(header::CONTENT_TYPE, self.content_type)], body).into_response();
         if let Some(p) = &self.policy {
             if let Ok(v) = HeaderValue::from_str(&format!("{}/{} sha256={}", p.name, p.version, p.sha256)) {
                 response.headers_mut().insert("numafit-policy", v);
@@ -204,6 +212,19 @@ pub async fn fit(State(app): State<Arc<App>>, body: Bytes) -> Answer {
 struct ClaimBody {
     instance: String,
     request: RequestJson,
+    /// Enforce the claim too, in the same request.
+    #[serde(default)]
+    apply: Option<ApplyBody>,
+}
+
+/// `"apply": {"cgroup": "machine.slice/vm-1", "create": true}`: write the claim's cpuset into that
+/// group (under the daemon's `--cgroup-root`), making it when `create`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyBody {
+    cgroup: String,
+    #[serde(default)]
+    create: bool,
 }
 
 pub async fn claim(State(app): State<Arc<App>>, body: Bytes) -> Answer {
@@ -217,6 +238,10 @@ pub async fn claim(State(app): State<Arc<App>>, body: Bytes) -> Answer {
             let document: Value = formats::parse_json::<Value>("claim body", text)?.get("request").cloned().unwrap_or(Value::Null);
             let instance = placing::check_instance(&parsed.instance)
                 .map_err(|m| InputError { file: "claim body".into(), message: format!("field instance: {m}") })?;
+            if let Some(a) = &parsed.apply {
+                cgroup::check_group(&a.cgroup)
+                    .map_err(|m| InputError { file: "claim body".into(), message: format!("field apply.cgroup: {:?}: {m}", a.cgroup) })?;
+            }
             let mut worker = active.pool.take();
             let request = request_of(&parsed.request, "claim body", &mut worker)?;
             let ask = ClaimRequest { instance, document: &document, request: &parsed.request, policy, owner: None };
@@ -231,9 +256,31 @@ pub async fn claim(State(app): State<Arc<App>>, body: Bytes) -> Answer {
             })?;
             Ok(match outcome {
                 ClaimOutcome::Claimed { claim, new } => {
+                    let applied = match &parsed.apply {
+                        None => None,
+                        Some(a) => match apply_cgroup(app, &claim, a) {
+                            Ok(w) => Some(w),
+                            Err(e) => {
+                                // Nothing half-applied: a claim made for this request goes again.
+                                let released = new && ledger.release(instance).is_ok();
+                                Metrics::count(&app.metrics.claims, "failed");
+                                let f = Failure::from(e);
+                                let mut answer =
+                                    json!({ "error": f.code(), "message": f.to_string(), "released": released, "policy": policy });
+                                if !new {
+                                    answer["claim"] = json!(claim);
+                                }
+                                return Ok(Answer::new(StatusCode::INTERNAL_SERVER_ERROR, answer, Some(policy)));
+                            }
+                        },
+                    };
                     Metrics::count(&app.metrics.claims, if new { "created" } else { "unchanged" });
                     let status = if new { StatusCode::CREATED } else { StatusCode::OK };
-                    Answer::new(status, json!({ "claim": claim, "policy": policy }), Some(policy))
+                    let mut body = json!({ "claim": claim, "policy": policy });
+                    if let Some(w) = applied {
+                        body["applied"] = json!({ "cgroup": w.group.display().to_string(), "cpus": w.cpus, "mems": w.mems });
+                    }
+                    Answer::new(status, body, Some(policy))
                 }
                 ClaimOutcome::Rejected(r) => {
                     Metrics::count(&app.metrics.claims, "rejected");
@@ -261,6 +308,46 @@ pub async fn claim(State(app): State<Arc<App>>, body: Bytes) -> Answer {
     .await;
     app.metrics.claim_seconds.observe(started.elapsed().as_secs_f64());
     answer
+}
+
+/// Writes a claim's cpuset into the group the request names.
+fn apply_cgroup(app: &App, claim: &crate::ledger::Claim, a: &ApplyBody) -> Result<cgroup::Written, ApplyError> {
+    let binding = Binding::of(&claim.placement, &app.node.base)?;
+    cgroup::apply(&app.cgroup_root, &a.cgroup, a.create, &binding)
+}
+
+/// `GET /v1/claims/{id}/render` query.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenderQuery {
+    format: String,
+    #[serde(default)]
+    mem_policy: Option<String>,
+}
+
+/// A claim in another runtime's words (`numafit render --instance`), in that format's media type.
+pub async fn render(State(app): State<Arc<App>>, Path(id): Path<String>, Query(q): Query<RenderQuery>) -> Answer {
+    blocking(&app, move |app| {
+        let bad =
+            |field: &str, m: String| Failure::from(InputError { file: "render query".into(), message: format!("field {field}: {m}") });
+        let run = || -> Result<Answer, Failure> {
+            let format = Format::parse(&q.format).map_err(|m| bad("format", m))?;
+            let view = app.node.view()?;
+            let Some(claim) = view.claims.iter().find(|c| c.instance == id) else {
+                return Ok(refused(StatusCode::NOT_FOUND, "InstanceNotFound", format!("instance {id:?} has no claim in the ledger"), None));
+            };
+            let mem_policy = match &q.mem_policy {
+                Some(p) => MemPolicy::parse(p).map_err(|m| bad("mem_policy", m))?,
+                None => MemPolicy::of_request(&claim.request).map_err(|m| bad("mem_policy", m))?.unwrap_or_default(),
+            };
+            let binding =
+                Binding::of(&claim.placement, &app.node.base).map_err(|e| ApplyError::new(format!("the claim of {id:?}"), e.message))?;
+            let text = apply_render::render(format, &binding, &app.node.base, &RenderContext { instance: &id, mem_policy })?;
+            Ok(Answer { status: StatusCode::OK, body: text, policy: Some(claim.policy.clone()), content_type: format.content_type() })
+        };
+        run().unwrap_or_else(|f| failed(&app.metrics, f, None))
+    })
+    .await
 }
 
 pub async fn claims(State(app): State<Arc<App>>) -> Answer {
