@@ -46,6 +46,8 @@ fn raise(py: Python<'_>, f: Failure) -> PyErr {
         Failure::PluginLoad(_) => PluginLoad::new_err(message),
         Failure::Plugin(_) => PluginFailed::new_err(message),
         Failure::Verify(_) => PluginAnswerRefused::new_err(message),
+        // The module applies nothing itself; the base class carries the code (`ApplyFailed`).
+        Failure::Apply(_) => Error::new_err(message),
     };
     let value = err.value(py);
     let _ = value.setattr("code", f.code());
