@@ -78,6 +78,26 @@ fn main() {
         &["--host", host.to_str().unwrap(), "--state-dir", state.to_str().unwrap(), "--plugin", policy_file.to_str().unwrap(), "--watch"],
     );
     println!("numafit serve load generator: {secs} s per run, clients over the Unix socket, one keep-alive connection each");
+    if let Some(other) = std::env::var_os("NUMAFIT_BENCH_AGAINST") {
+        // Side by side: this build's daemon and another's, alternating, the same load.
+        drop(d);
+        let other = PathBuf::from(other);
+        let this = PathBuf::from(env!("CARGO_BIN_EXE_numafit"));
+        println!("| POST /v1/fit, case 04, 4 clients | this build (/s) | {} (/s) | ratio |", other.display());
+        println!("|---|---|---|---|");
+        for round in 0..5 {
+            let mut rates = Vec::new();
+            for bin in [&this, &other] {
+                let socket = dir.join(format!("ab-{round}-{}.sock", rates.len()));
+                let d = Daemon::start_with(bin, &socket, &["--host", host.to_str().unwrap(), "--state-dir", state.to_str().unwrap()]);
+                let (rate, _, _) = load(&d, 4, secs, "fit", |c, _| c.post("/v1/fit", &request).status);
+                rates.push(rate);
+            }
+            println!("| round {} | {:.0} | {:.0} | {:.2} |", round + 1, rates[0], rates[1], rates[0] / rates[1]);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     println!("| load | clients | rate (/s) | p50 (ms) | p99 (ms) | target |");
     println!("|---|---|---|---|---|---|");
     for threads in [1, 2, 4] {

@@ -107,10 +107,15 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `numafit serve ARGS --socket SOCKET` and waits until it answers /healthz.
     pub fn start(socket: &Path, args: &[&str]) -> Daemon {
+        Daemon::start_with(Path::new(env!("CARGO_BIN_EXE_numafit")), socket, args)
+    }
+
+    /// `start`, with another numafit binary (the benchmark's side-by-side builds).
+    pub fn start_with(bin: &Path, socket: &Path, args: &[&str]) -> Daemon {
         let log = socket.with_extension("log");
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
         let cache = std::env::temp_dir().join(format!("numafit-test-cache-{}", std::process::id()));
-        let child = Command::new(env!("CARGO_BIN_EXE_numafit"))
+        let child = Command::new(bin)
             .arg("serve")
             .args(args)
             .arg("--socket")
