@@ -3,6 +3,8 @@ a scheduler holds: a HostState with its NUMATopology, PCI stats and ratios, and 
 with its InstanceNUMATopology."""
 
 import json
+import os
+import unittest
 from pathlib import Path
 
 from nova import objects
@@ -18,6 +20,17 @@ CASES = sorted(p for p in (ROOT / "tests" / "fixtures" / "bench").iterdir() if (
 DEFAULT_RATIOS = {"cpu_allocation_ratio": 16.0, "ram_allocation_ratio": 1.5}
 
 PAGE_SIZES = {"small": hardware.MEMPAGES_SMALL, "large": hardware.MEMPAGES_LARGE, "any": hardware.MEMPAGES_ANY}
+
+
+def cli():
+    """The numafit binary the tests run: NUMAFIT_BIN (test.sh always sets it), else a local build."""
+    if os.environ.get("NUMAFIT_BIN"):
+        return os.environ["NUMAFIT_BIN"]
+    for profile in ("debug", "release"):
+        p = ROOT / "target" / profile / "numafit"
+        if p.exists():
+            return str(p)
+    raise unittest.SkipTest("no numafit binary")
 
 
 def read(case):

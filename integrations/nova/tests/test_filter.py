@@ -17,6 +17,7 @@ from nova.scheduler.filters.numa_topology_filter import NUMATopologyFilter
 from oslo_config import cfg
 
 import nova_objects as n
+from nova_objects import cli
 from numafit_nova import NUMAFitFilter
 from numafit_nova.policy import PolicyUnavailable, identity
 
@@ -27,16 +28,6 @@ POLICIES = n.ROOT / "target" / "test-policies"
 # 1889633, Nova refuses), 08 and 09 a guest cell that fits nowhere (Nova's fit cache accepts).
 NOVA_ANSWERS = ("01", "02", "03", "04", "05", "06", "07", "08", "09", "10")
 DIFFERS = {"03": (True, False), "08": (False, True), "09": (False, True)}
-
-
-def cli():
-    if os.environ.get("NUMAFIT_BIN"):
-        return os.environ["NUMAFIT_BIN"]
-    for profile in ("debug", "release"):
-        p = n.ROOT / "target" / profile / "numafit"
-        if p.exists():
-            return str(p)
-    raise unittest.SkipTest("no numafit binary")  # test.sh always sets NUMAFIT_BIN
 
 
 def test_policy(name):

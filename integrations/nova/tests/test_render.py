@@ -5,7 +5,6 @@ topology, write the same `<cputune>`, `<numatune>`, `<cpu><numa>` and `<memoryBa
 elements, attribute for attribute and child for child."""
 
 import json
-import os
 import subprocess
 import tempfile
 import unittest
@@ -18,6 +17,7 @@ from nova.virt.libvirt import driver as libvirt_driver
 
 import nova.conf
 import nova_objects as n
+from nova_objects import cli
 
 CONF = nova.conf.CONF
 D = libvirt_driver.LibvirtDriver
@@ -52,16 +52,6 @@ class NovaLibvirtNUMA:
 
     def _get_host_numa_topology(self):
         return self.topology
-
-
-def cli():
-    if os.environ.get("NUMAFIT_BIN"):
-        return os.environ["NUMAFIT_BIN"]
-    for profile in ("debug", "release"):
-        p = n.ROOT / "target" / profile / "numafit"
-        if p.exists():
-            return str(p)
-    raise unittest.SkipTest("no numafit binary")  # test.sh always sets NUMAFIT_BIN
 
 
 def instance_topology(placement):
