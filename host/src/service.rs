@@ -27,6 +27,7 @@ pub mod api;
 pub mod metrics;
 pub mod node;
 pub mod policy;
+pub mod workers;
 
 use crate::failure::{Failure, FlagError};
 use crate::runtime::{wit, PluginLimits, EMBEDDED_BALANCED, EMBEDDED_NOVA};
@@ -104,9 +105,9 @@ pub fn run(config: ServeConfig) -> Result<(), Failure> {
         },
         cgroup_root: config.cgroup_root.clone(),
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // The listeners, signals and the policy watch; requests are served by `workers`.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("numafit-serve")
         .build()
         .map_err(|e| FlagError(format!("cannot start the service's runtime: {e}")))?;
     runtime.block_on(serve(app, &config))
@@ -153,41 +154,86 @@ fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, Failure> {
     Ok(listener)
 }
 
+/// Accepts until `stop`, handing each connection to a worker.
+async fn accept<L: Accepting>(listener: L, router: Router, workers: Arc<workers::Workers>, mut stop: watch::Receiver<bool>) {
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            accepted = listener.accept_std() => match accepted {
+                Ok(c) => workers.hand(L::connection(c, router.clone())),
+                // Out of file descriptors (or a connection reset before it was taken): keep
+                // serving the open ones, try again shortly.
+                Err(e) => {
+                    eprintln!("numafit serve: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            _ = &mut stopped => return,
+        }
+    }
+}
+
+/// A listener whose connections go to the workers as std streams (each worker registers its own
+/// with its own runtime).
+trait Accepting {
+    type Stream;
+    fn accept_std(&self) -> impl std::future::Future<Output = std::io::Result<Self::Stream>> + Send;
+    fn connection(s: Self::Stream, router: Router) -> workers::Connection;
+}
+
+impl Accepting for tokio::net::UnixListener {
+    type Stream = std::os::unix::net::UnixStream;
+    async fn accept_std(&self) -> std::io::Result<Self::Stream> {
+        self.accept().await?.0.into_std()
+    }
+    fn connection(s: Self::Stream, router: Router) -> workers::Connection {
+        workers::Connection::Unix(s, router)
+    }
+}
+
+impl Accepting for tokio::net::TcpListener {
+    type Stream = std::net::TcpStream;
+    async fn accept_std(&self) -> std::io::Result<Self::Stream> {
+        self.accept().await?.0.into_std()
+    }
+    fn connection(s: Self::Stream, router: Router) -> workers::Connection {
+        workers::Connection::Tcp(s, router)
+    }
+}
+
 async fn serve(app: Arc<App>, config: &ServeConfig) -> Result<(), Failure> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
     let router = routes(app.clone(), config);
     let unix = bind_socket(&config.socket)?;
-    let mut servers = tokio::task::JoinSet::new();
-    let unix_router = router.clone();
-    let rx = stop_rx.clone();
-    servers.spawn(async move { axum::serve(unix, unix_router).with_graceful_shutdown(stopped(rx)).await });
+    let count = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let workers = Arc::new(workers::Workers::start(count).map_err(|e| FlagError(format!("cannot start the service's workers: {e}")))?);
+    let mut listeners = tokio::task::JoinSet::new();
+    listeners.spawn(accept(unix, router.clone(), workers.clone(), stop_rx.clone()));
     if let Some(addr) = config.listen {
         let token = config.token.clone().ok_or_else(|| FlagError("--listen needs --token-file: TCP is served only with a token".into()))?;
         let tcp = tokio::net::TcpListener::bind(addr).await.map_err(|e| FlagError(format!("--listen {addr}: cannot listen: {e}")))?;
         let tcp_router = router.layer(middleware::from_fn_with_state(Arc::new(token), require_token));
-        let rx = stop_rx.clone();
-        servers.spawn(async move { axum::serve(tcp, tcp_router).with_graceful_shutdown(stopped(rx)).await });
+        listeners.spawn(accept(tcp, tcp_router, workers.clone(), stop_rx.clone()));
         eprintln!("numafit serve: listening on tcp {addr} (token required for changes)");
     }
-    eprintln!("numafit serve: listening on {}", config.socket.display());
+    eprintln!("numafit serve: listening on {} ({count} workers)", config.socket.display());
     tokio::spawn(signals(app.clone(), stop_tx));
     if config.watch {
         if let Some(path) = app.policy_file.clone() {
             tokio::spawn(watch_file(app.clone(), path, stop_rx.clone()));
         }
     }
-    let mut result = Ok(());
-    while let Some(done) = servers.join_next().await {
-        if let Ok(Err(e)) = done {
-            result = Err(FlagError(format!("the service stopped: {e}")).into());
-        }
-    }
+    while listeners.join_next().await.is_some() {}
     let _ = std::fs::remove_file(&config.socket);
+    // Every listener has stopped, so the workers are this function's alone.
+    if let Ok(workers) = Arc::try_unwrap(workers) {
+        let _ = tokio::task::spawn_blocking(move || workers.finish()).await;
+    }
     eprintln!("numafit serve: stopped");
-    result
+    Ok(())
 }
 
 /// SIGTERM / SIGINT: stop; SIGHUP: re-read the policy file.
