@@ -27,6 +27,7 @@ macro_rules! outln {
 
 pub(crate) use outln;
 
+mod fleet;
 mod placed;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -208,6 +209,25 @@ enum Command {
         limits: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "spread")]
         strategy: StrategyArg,
+        #[command(flatten)]
+        plugin: PluginArgs,
+    },
+    /// Fit one request on every host of a fleet inventory in one policy call: per host, the
+    /// placement (or why not) `fit` gives for it alone, and its score by the weighers.
+    Filter {
+        /// `[{"name": "node-1", "host": HOST}, ...]`.
+        #[arg(long, value_name = "INVENTORY.json")]
+        hosts: PathBuf,
+        #[arg(long, value_name = "REQUEST.json")]
+        request: PathBuf,
+        #[arg(long, value_name = "LIMITS.json")]
+        limits: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "spread")]
+        strategy: StrategyArg,
+        /// A weigher and its weight, NAME[=WEIGHT] (default 1), repeatable: pack, spread,
+        /// numa-distance, fewest-cells. None given: spread.
+        #[arg(long, value_name = "NAME[=WEIGHT]")]
+        weigher: Vec<String>,
         #[command(flatten)]
         plugin: PluginArgs,
     },
@@ -627,14 +647,7 @@ fn fit(
     let mut plugin = load_plugin(args)?;
     let whost = contract::host_view(&read_host(host, discover)?);
     let wrequest = read_request(request, &mut plugin)?;
-    let strategy = match strategy {
-        StrategyArg::Spread => wit::Strategy::Spread,
-        StrategyArg::Pack => wit::Strategy::Pack,
-    };
-    let wlimits = match limits {
-        Some(path) => formats::read_json::<LimitsJson>(path)?.to_wit(&name_of(path), strategy)?,
-        None => LimitsJson::default().to_wit("", strategy)?,
-    };
+    let wlimits = fit_limits(limits, strategy)?;
     match plugin.fit(&whost, &wrequest, &wlimits).map_err(Failure::Plugin)? {
         Ok(p) => {
             verify::placement(plugin.name(), &whost, &wrequest, &p)?;
@@ -650,6 +663,18 @@ fn fit(
             Ok(Outcome::Refused)
         }
     }
+}
+
+/// The limits a fit runs under: `--limits`, else none, with `--strategy`.
+fn fit_limits(limits: Option<&Path>, strategy: StrategyArg) -> Result<wit::Limits, Failure> {
+    let strategy = match strategy {
+        StrategyArg::Spread => wit::Strategy::Spread,
+        StrategyArg::Pack => wit::Strategy::Pack,
+    };
+    Ok(match limits {
+        Some(path) => formats::read_json::<LimitsJson>(path)?.to_wit(&name_of(path), strategy)?,
+        None => LimitsJson::default().to_wit("", strategy)?,
+    })
 }
 
 fn print_conflict(claim: bool, json: bool, code: &str, host_cell: Option<u32>, cpus: &[u32], message: &str) -> Result<(), Failure> {
@@ -947,6 +972,9 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
     match cli.command {
         Command::Fit { host, discover, request, limits, strategy, plugin } => {
             fit(host.as_deref(), &discover, &request, limits.as_deref(), strategy, &plugin)
+        }
+        Command::Filter { hosts, request, limits, strategy, weigher, plugin } => {
+            fleet::filter(&hosts, &request, limits.as_deref(), strategy, &weigher, &plugin)
         }
         Command::Claim { host, discover, placement, instance, request, limits, state, plugin } => match (instance, request, placement) {
             (Some(id), Some(request), _) => claim_instance(&id, &request, &discover, &state, limits.as_deref(), &plugin),

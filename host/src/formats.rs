@@ -908,3 +908,48 @@ impl GuestTopologyJson {
         }
     }
 }
+
+/// One machine of a fleet inventory (`numafit filter --hosts`): `{"name": "node-1", "host": HOST}`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryEntryJson {
+    pub name: String,
+    pub host: HostJson,
+}
+
+/// A fleet inventory: the hosts of record, by name, in the inventory's order; names are unique
+/// and not empty, each host checked by the core's rules, its errors naming the entry.
+pub fn inventory(file: &str, entries: &[InventoryEntryJson]) -> Result<Vec<(String, HostTopology)>, InputError> {
+    let mut seen = std::collections::HashMap::new();
+    let mut hosts = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        if e.name.is_empty() {
+            return Err(input_error(file, format!("field [{i}].name: empty; every host needs a name")));
+        }
+        if let Some(first) = seen.insert(e.name.as_str(), i) {
+            return Err(input_error(file, format!("field [{i}].name: {:?} is also entry [{first}]'s; names must be unique", e.name)));
+        }
+        let host =
+            e.host.to_record(file).map_err(|err| input_error(file, format!("entry [{i}] ({:?}), its host: {}", e.name, err.message)))?;
+        hosts.push((e.name.clone(), host));
+    }
+    Ok(hosts)
+}
+
+/// One host's answer in `numafit filter --json`: what `numafit fit --json` gives for it alone,
+/// and its score.
+#[derive(Debug, Serialize)]
+pub struct FilteredHostJson {
+    pub name: String,
+    pub fits: bool,
+    pub score: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PlacementJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<RejectionJson>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FilterJson {
+    pub hosts: Vec<FilteredHostJson>,
+}

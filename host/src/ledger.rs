@@ -145,9 +145,15 @@ impl Ledger {
         let path = dir.join(DB_FILE);
         let conn = Connection::open(&path).map_err(|e| sql(&path, e))?;
         let mut ledger = Ledger { conn, path };
-        ledger.configure()?;
-        ledger.migrate()?;
-        Ok(ledger)
+        // While another process makes the ledger (switching a new file to WAL, or migrating it),
+        // SQLite can answer busy without calling the busy handler: wait as a writer would.
+        let mut attempt = 0;
+        loop {
+            match ledger.configure().and_then(|()| ledger.migrate()) {
+                Err(LedgerError::Sql { source, .. }) if is_busy(&source) && wait_for_writer(attempt) => attempt += 1,
+                done => return done.map(|()| ledger),
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -410,6 +416,10 @@ fn wait_for_writer(attempt: i32) -> bool {
     };
     std::thread::sleep(step);
     true
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
 
 fn sql(path: &Path, source: rusqlite::Error) -> LedgerError {

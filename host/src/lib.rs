@@ -10,6 +10,7 @@ pub mod cpulist;
 pub mod discover;
 pub mod draw;
 pub mod failure;
+pub mod fleet;
 pub mod formats;
 pub mod ledger;
 pub mod placing;

@@ -1,0 +1,95 @@
+//! `numafit filter`: one request against a fleet inventory in one policy call, each host's answer
+//! checked as `numafit fit` checks it, scored by the host's weighers.
+
+use std::path::Path;
+
+use super::{fit_limits, name_of, print_json, read_request, Outcome, PluginArgs, StrategyArg, OUT};
+use crate::contract::{self, latest::convert};
+use crate::failure::{Failure, FlagError};
+use crate::fleet::Weights;
+use crate::formats::{self, FilterJson, FilteredHostJson, InventoryEntryJson, PlacementJson, RejectionJson};
+use crate::verify::{self, VerifyError};
+
+pub(super) fn filter(
+    inventory: &Path,
+    request: &Path,
+    limits: Option<&Path>,
+    strategy: StrategyArg,
+    weighers: &[String],
+    args: &PluginArgs,
+) -> Result<Outcome, Failure> {
+    let weights = Weights::parse(weighers).map_err(FlagError)?;
+    let file = name_of(inventory);
+    let hosts = formats::inventory(&file, &formats::read_json::<Vec<InventoryEntryJson>>(inventory)?)?;
+    let mut plugin = super::load_plugin(args)?;
+    let wrequest = read_request(request, &mut plugin)?;
+    let wlimits = fit_limits(limits, strategy)?;
+    let shown: Vec<_> = hosts.iter().map(|(_, h)| contract::host_view(h)).collect();
+    let answers = if shown.is_empty() { Vec::new() } else { plugin.fit_many(&shown, &wrequest, &wlimits).map_err(Failure::Plugin)? };
+    if answers.len() != hosts.len() {
+        return Err(VerifyError {
+            plugin: plugin.name().to_string(),
+            what: "fit-many",
+            problem: format!("answered {} hosts, asked {}", answers.len(), hosts.len()),
+        }
+        .into());
+    }
+    let policy = plugin.info().map(|i| i.name).unwrap_or_else(|_| plugin.name().to_string());
+    let mut out = Vec::with_capacity(hosts.len());
+    for (((name, host), view), answer) in hosts.iter().zip(&shown).zip(answers) {
+        let named = |mut e: VerifyError| {
+            e.problem = format!("host {name:?}: {}", e.problem);
+            e
+        };
+        out.push(match answer {
+            Ok(p) => {
+                verify::placement(plugin.name(), view, &wrequest, &p).map_err(named)?;
+                let placed = convert::placement_from_wit(p.clone())
+                    .map_err(|problem| named(VerifyError { plugin: plugin.name().to_string(), what: "placement", problem }))?;
+                let after = verify::admit(host, &placed, Some(&wlimits))
+                    .map_err(|problem| named(VerifyError { plugin: plugin.name().to_string(), what: "placement", problem }))?;
+                let score = weights.score(host, &after, &placed);
+                FilteredHostJson { name: name.clone(), fits: true, score, placement: Some(PlacementJson::from_wit(&p)), rejection: None }
+            }
+            Err(r) => FilteredHostJson {
+                name: name.clone(),
+                fits: false,
+                score: 0.0,
+                placement: None,
+                rejection: Some(RejectionJson::from_wit(&policy, &r)),
+            },
+        });
+    }
+    let fitting = out.iter().filter(|h| h.fits).count();
+    if args.json {
+        print_json(&FilterJson { hosts: out })?;
+    } else {
+        print_table(&out);
+    }
+    Ok(if fitting > 0 { Outcome::Done } else { Outcome::Refused })
+}
+
+/// The hosts in inventory order: fits and score, the host cells used, or why not.
+fn print_table(hosts: &[FilteredHostJson]) {
+    let fitting = hosts.iter().filter(|h| h.fits).count();
+    outln!("{fitting} of {} hosts fit", hosts.len());
+    let width = hosts.iter().map(|h| h.name.len()).max().unwrap_or(4).max(4);
+    outln!("  {:<width$}  {:<4}  {:>7}  placement / why not", "host", "fits", "score");
+    for h in hosts {
+        let detail = match (&h.placement, &h.rejection) {
+            (Some(p), _) => {
+                let mut cells: Vec<String> = p.cells.iter().map(|c| c.host_cell.to_string()).collect();
+                cells.dedup();
+                if cells.is_empty() {
+                    "no NUMA constraint".to_string()
+                } else {
+                    format!("host cells {}", cells.join(","))
+                }
+            }
+            (None, Some(r)) => r.summary.clone(),
+            (None, None) => String::new(),
+        };
+        let score = if h.fits { format!("{:.3}", h.score) } else { "-".into() };
+        outln!("  {:<width$}  {:<4}  {score:>7}  {detail}", h.name, if h.fits { "yes" } else { "no" });
+    }
+}

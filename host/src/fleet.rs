@@ -1,0 +1,134 @@
+//! Choosing among machines: the weighers that score a checked placement on a host, and their
+//! weights. Scores are the host's own, computed from the host of record and the placement after
+//! `verify` accepted it, so a policy cannot talk a host up. Each weigher scores one host on its
+//! own in [0, 1] (higher is better), so a host's score does not move with the rest of the list
+//! (Nova normalizes across the candidates; a scheduler comparing batches needs stable numbers);
+//! the host's score is the weighted sum.
+
+use numafit_plugin::named_enum;
+use numafit_plugin::topology::HostTopology;
+use numafit_plugin::{Named, Placement};
+
+named_enum! {
+    /// What makes one host better than another for a placement.
+    pub enum Weigher {
+        /// Least left free after the placement (CPUs and memory): fills hosts before starting
+        /// new ones, strands least.
+        Pack = "pack",
+        /// Most left free after the placement: Nova's default (RAM and CPU weighers).
+        Spread = "spread",
+        /// The nearest cells: the local distance over the largest distance among the cells the
+        /// placement uses (SLIT; unknown distances count as Linux's default remote 20 vs local 10).
+        NumaDistance = "numa-distance",
+        /// The fewest cells: 1 / the cells the placement uses.
+        FewestCells = "fewest-cells",
+    }
+}
+
+/// Weighers and their weights, from `--weigher NAME[=WEIGHT]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Weights(pub Vec<(Weigher, f64)>);
+
+impl Default for Weights {
+    /// Nova's default choice among hosts: spread.
+    fn default() -> Weights {
+        Weights(vec![(Weigher::Spread, 1.0)])
+    }
+}
+
+impl Weights {
+    /// `["pack=2", "numa-distance"]`; none given: the default. A weigher named twice is refused.
+    pub fn parse(specs: &[String]) -> Result<Weights, String> {
+        if specs.is_empty() {
+            return Ok(Weights::default());
+        }
+        let mut weights: Vec<(Weigher, f64)> = Vec::new();
+        for spec in specs {
+            let (name, weight) = match spec.split_once('=') {
+                Some((n, w)) => {
+                    let weight: f64 = w.trim().parse().map_err(|_| format!("--weigher {spec}: weight {w:?} is not a number"))?;
+                    (n.trim(), weight)
+                }
+                None => (spec.trim(), 1.0),
+            };
+            if !weight.is_finite() {
+                return Err(format!("--weigher {spec}: weight {weight} is not finite"));
+            }
+            let weigher = Weigher::from_name(name)
+                .ok_or_else(|| format!("--weigher {spec}: unknown weigher {name:?}; expected one of {}", Weigher::choices()))?;
+            if weights.iter().any(|(w, _)| *w == weigher) {
+                return Err(format!("--weigher {spec}: {name} is given twice"));
+            }
+            weights.push((weigher, weight));
+        }
+        Ok(Weights(weights))
+    }
+
+    /// The weighted score of `placement` on `before`, where `after` is the host once it is
+    /// claimed (as `verify::admit` gives it).
+    pub fn score(&self, before: &HostTopology, after: &HostTopology, placement: &Placement) -> f64 {
+        self.0.iter().map(|&(w, weight)| weight * w.score(before, after, placement)).sum()
+    }
+}
+
+/// Linux's distances when the firmware gives none (`LOCAL_DISTANCE`, `REMOTE_DISTANCE`).
+const LOCAL_DISTANCE: u32 = 10;
+const REMOTE_DISTANCE: u32 = 20;
+
+impl Weigher {
+    /// This weigher's score in [0, 1].
+    pub fn score(self, before: &HostTopology, after: &HostTopology, placement: &Placement) -> f64 {
+        match self {
+            Weigher::Pack => used_fraction(after),
+            Weigher::Spread => 1.0 - used_fraction(after),
+            Weigher::NumaDistance => nearness(before, placement),
+            Weigher::FewestCells => {
+                let mut cells: Vec<u32> = placement.cells.iter().map(|c| c.host_cell).collect();
+                cells.sort_unstable();
+                cells.dedup();
+                1.0 / cells.len().max(1) as f64
+            }
+        }
+    }
+}
+
+/// The share of the host's CPUs and memory in use: the mean of the two fractions, each over the
+/// whole host (floating vCPUs past the shared CPUs count as those CPUs full).
+fn used_fraction(host: &HostTopology) -> f64 {
+    let (mut cpus, mut cpus_used, mut memory, mut memory_used) = (0.0, 0.0, 0.0, 0.0);
+    for c in &host.cells {
+        let shared = c.cpuset.len() as f64;
+        cpus += c.pcpuset.union(&c.cpuset).len() as f64;
+        cpus_used += c.pinned_cpus.len() as f64 + (c.cpu_usage as f64).min(shared);
+        memory += c.memory as f64;
+        memory_used += c.memory_usage as f64;
+    }
+    let fraction = |used: f64, total: f64| if total > 0.0 { (used / total).clamp(0.0, 1.0) } else { 1.0 };
+    (fraction(cpus_used, cpus) + fraction(memory_used, memory)) / 2.0
+}
+
+/// Local distance over the largest distance between any two cells the placement uses.
+fn nearness(host: &HostTopology, placement: &Placement) -> f64 {
+    let at: Vec<usize> = placement.cells.iter().filter_map(|c| host.cells.iter().position(|h| h.id == c.host_cell)).collect();
+    let distance = |a: usize, b: usize| host.distance(a, b).unwrap_or(if a == b { LOCAL_DISTANCE } else { REMOTE_DISTANCE });
+    let local = at.iter().map(|&a| distance(a, a)).min().unwrap_or(LOCAL_DISTANCE).max(1);
+    let farthest = at.iter().flat_map(|&a| at.iter().map(move |&b| (a, b))).map(|(a, b)| distance(a, b)).max().unwrap_or(local);
+    (local as f64 / farthest.max(local) as f64).clamp(0.0, 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_parse_names_and_refuse_bad_ones() {
+        let w = Weights::parse(&["pack=2".into(), "numa-distance".into()]).unwrap();
+        assert_eq!(w, Weights(vec![(Weigher::Pack, 2.0), (Weigher::NumaDistance, 1.0)]));
+        assert_eq!(Weights::parse(&[]).unwrap(), Weights::default());
+        let e = Weights::parse(&["packing".into()]).unwrap_err();
+        assert!(e.contains("\"packing\"") && e.contains("pack, spread, numa-distance, fewest-cells"), "{e}");
+        assert!(Weights::parse(&["pack=x".into()]).unwrap_err().contains("\"x\" is not a number"));
+        assert!(Weights::parse(&["pack=inf".into()]).unwrap_err().contains("not finite"));
+        assert!(Weights::parse(&["pack".into(), "pack=3".into()]).unwrap_err().contains("twice"));
+    }
+}

@@ -1,0 +1,198 @@
+//! `numafit filter` through the real binary and the embedded component: one request against a
+//! fleet inventory in one policy call, each host's answer exactly what `numafit fit` gives for that
+//! host alone, scored by the host's weighers; bad inventories and weighers refused by name.
+
+mod support;
+use support::*;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn json_of(o: &std::process::Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}\nstderr: {}", stdout(o), stderr(o)))
+}
+
+fn read(p: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn write(dir: &Path, name: &str, v: &Value) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, v.to_string()).unwrap();
+    p
+}
+
+/// Bench case 04's 8-cell host with its first `busy` cells half used (memory and pinned CPUs).
+fn half_used(busy: usize) -> Value {
+    let mut h = read(&fixture("bench/04-8cell-4cell-prefer/host.json"));
+    for c in h["cells"].as_array_mut().unwrap().iter_mut().take(busy) {
+        c["memory_usage"] = json!(c["memory"].as_u64().unwrap() / 2);
+        let pcpus: Vec<Value> = c["pcpuset"].as_array().unwrap().clone();
+        c["pinned_cpus"] = json!(pcpus[..pcpus.len() / 2]);
+    }
+    h
+}
+
+#[test]
+fn every_hosts_answer_is_what_fit_gives_for_it_alone() {
+    let dir = scratch("fleet-alone");
+    // Every bench host (2 to 64 cells, with and without distances), an asymmetric one, a used one.
+    let mut hosts: Vec<(String, PathBuf)> =
+        bench_cases().iter().map(|c| (c.file_name().unwrap().to_string_lossy().into_owned(), c.join("host.json"))).collect();
+    hosts.push(("asymmetric".into(), fixture("asymmetric-host.json")));
+    hosts.push(("half-used".into(), write(&dir, "half-used.json", &half_used(8))));
+    let inventory: Vec<Value> = hosts.iter().map(|(n, p)| json!({"name": n, "host": read(p)})).collect();
+    let inventory = write(&dir, "inventory.json", &Value::Array(inventory));
+    let mut fitted = 0;
+    let mut refused = 0;
+    for case in bench_cases() {
+        let request = case.join("request.json");
+        let mut args = vec!["filter", "--hosts", s(&inventory), "--request", s(&request), "--json"];
+        let limits = case.join("limits.json");
+        if limits.exists() {
+            args.extend(["--limits", s(&limits)]);
+        }
+        let o = numafit(&args);
+        let answer = json_of(&o);
+        let answers = answer["hosts"].as_array().unwrap();
+        assert_eq!(answers.len(), hosts.len(), "{case:?}");
+        assert_eq!(o.status.code(), Some(if answers.iter().any(|h| h["fits"] == true) { 0 } else { 1 }), "{}", stderr(&o));
+        for ((name, host), got) in hosts.iter().zip(answers) {
+            assert_eq!(got["name"], json!(name), "inventory order");
+            let mut alone = vec!["fit", "--host", s(host), "--request", s(&request), "--json"];
+            if limits.exists() {
+                alone.extend(["--limits", s(&limits)]);
+            }
+            let o = numafit(&alone);
+            let expected = json_of(&o);
+            let what = format!("{} on {name}", case.display());
+            assert_eq!(got["fits"], expected["fits"], "{what}");
+            if expected["fits"] == true {
+                assert_eq!(got["placement"], expected, "{what}");
+                assert!(got.get("rejection").is_none(), "{what}");
+                assert!(got["score"].as_f64().is_some_and(|s| (0.0..=1.0).contains(&s)), "{what}: spread scores in [0, 1]: {got}");
+                fitted += 1;
+            } else {
+                assert_eq!(got["rejection"], expected, "{what}");
+                assert_eq!(got["score"], json!(0.0), "{what}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(fitted > 20 && refused > 20, "both kinds of answer are covered: {fitted} fit, {refused} refused");
+}
+
+#[test]
+fn weighers_order_hosts_as_named_and_weights_combine() {
+    let dir = scratch("fleet-weighers");
+    let empty = read(&fixture("bench/04-8cell-4cell-prefer/host.json"));
+    let inventory = write(&dir, "inventory.json", &json!([{"name": "busy", "host": half_used(8)}, {"name": "empty", "host": empty}]));
+    let one_cell = write(&dir, "one.json", &json!({"cells": [{"pcpuset": [0, 1], "memory": 1024}], "cpu_policy": "dedicated"}));
+    let score = |request: &Path, weighers: &[&str]| -> Vec<f64> {
+        let mut args = vec!["filter", "--hosts", s(&inventory), "--request", s(request), "--json"];
+        for w in weighers {
+            args.extend(["--weigher", w]);
+        }
+        let o = numafit(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        json_of(&o)["hosts"].as_array().unwrap().iter().map(|h| h["score"].as_f64().unwrap()).collect()
+    };
+    let pack = score(&one_cell, &["pack"]);
+    assert!(pack[0] > pack[1], "pack prefers the busy host: {pack:?}");
+    let spread = score(&one_cell, &["spread"]);
+    assert!(spread[1] > spread[0], "spread prefers the empty host: {spread:?}");
+    assert_eq!(score(&one_cell, &[]), spread, "spread is the default");
+    for (p, s) in pack.iter().zip(&spread) {
+        assert!((p + s - 1.0).abs() < 1e-9, "pack and spread are each other's complement");
+    }
+    // Half the CPUs and memory of every cell used, then 2 more CPUs of 128 and 1 GiB of 512 GiB.
+    assert!((pack[0] - (0.5 + 2.0 / 128.0 + 0.5 + 1.0 / 512.0) / 2.0).abs() < 1e-9, "{pack:?}");
+    assert_eq!(score(&one_cell, &["fewest-cells"]), vec![1.0, 1.0]);
+    assert_eq!(score(&one_cell, &["numa-distance"]), vec![1.0, 1.0], "one cell is local");
+    let four_cells = fixture("bench/04-8cell-4cell-prefer/request.json");
+    assert_eq!(score(&four_cells, &["fewest-cells"]), vec![0.25, 0.25]);
+    // Case 04's host states no distances: Linux's default 20 for remote against 10 local.
+    assert_eq!(score(&four_cells, &["numa-distance"]), vec![0.5, 0.5]);
+    let combined = score(&one_cell, &["pack=2", "numa-distance=0.5"]);
+    for (c, p) in combined.iter().zip(&pack) {
+        assert!((c - (2.0 * p + 0.5)).abs() < 1e-9, "weights multiply and add: {combined:?}");
+    }
+}
+
+#[test]
+fn the_distance_weigher_reads_the_slit() {
+    let dir = scratch("fleet-slit");
+    // The 16-cell bench host states distances; a 2-cell request lands on some pair of its cells.
+    let host = fixture("bench/14-16cell-8cell-too-big/host.json");
+    let inventory = write(&dir, "inventory.json", &json!([{"name": "n16", "host": read(&host)}]));
+    let two = write(
+        &dir,
+        "two.json",
+        &json!({"cells": [{"pcpuset": [0], "memory": 512}, {"pcpuset": [1], "memory": 512}], "cpu_policy": "dedicated"}),
+    );
+    let o = numafit(&["filter", "--hosts", s(&inventory), "--request", s(&two), "--weigher", "numa-distance", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let got = &json_of(&o)["hosts"][0];
+    let cells: Vec<usize> =
+        got["placement"]["cells"].as_array().unwrap().iter().map(|c| c["host_cell"].as_u64().unwrap() as usize).collect();
+    let h = read(&host);
+    let d = |a: usize, b: usize| h["cells"][a]["distances"][b].as_f64().unwrap();
+    let expected = d(cells[0], cells[0]).min(d(cells[1], cells[1])) / d(cells[0], cells[1]).max(d(cells[1], cells[0]));
+    assert!((got["score"].as_f64().unwrap() - expected).abs() < 1e-9, "{got} vs {expected}");
+}
+
+#[test]
+fn bad_inventories_and_weighers_are_refused_by_name() {
+    let dir = scratch("fleet-bad");
+    let host = read(&fixture("bench/01-2cell-host-2cell-dedicated/host.json"));
+    let request = fixture("bench/01-2cell-host-2cell-dedicated/request.json");
+    let run = |inventory: &Value, extra: &[&str]| {
+        let p = write(&dir, "inventory.json", inventory);
+        let mut args = vec!["filter", "--hosts", s(&p), "--request", s(&request)];
+        args.extend(extra);
+        let o = numafit(&args);
+        (o.status.code(), stderr(&o), stdout(&o))
+    };
+    let mut broken = host.clone();
+    broken["cells"][1]["memory_usage"] = json!(-5);
+    let mut overused = host.clone();
+    overused["cells"][0]["pinned_cpus"] = json!([999]);
+    for (inventory, names) in [
+        (json!([{"name": "a", "host": host}, {"name": "a", "host": host}]), vec!["[1].name", "\"a\"", "[0]"]),
+        (json!([{"name": "", "host": host}]), vec!["[0].name", "empty"]),
+        (json!([{"name": "a", "host": host}, {"name": "b", "host": broken}]), vec!["[1]", "memory_usage", "-5"]),
+        (json!([{"name": "a", "host": host}, {"name": "b", "host": overused}]), vec!["entry [1] (\"b\")", "pinned_cpus"]),
+        (json!([{"name": "a", "host": host, "zone": 1}]), vec!["zone"]),
+        (json!({"name": "a"}), vec!["inventory.json"]),
+    ] {
+        let (code, err, out) = run(&inventory, &[]);
+        assert_eq!(code, Some(2), "{inventory}: {err}");
+        assert!(out.is_empty(), "nothing printed for a refused inventory: {out}");
+        for n in names {
+            assert!(err.contains(n), "{inventory}: the error names {n}: {err}");
+        }
+    }
+    let ok = json!([{"name": "a", "host": host}]);
+    for (weigher, names) in
+        [("packing", vec!["\"packing\"", "pack, spread"]), ("pack=heavy", vec!["\"heavy\""]), ("pack=NaN", vec!["not finite"])]
+    {
+        let (code, err, _) = run(&ok, &["--weigher", weigher]);
+        assert_eq!(code, Some(2), "{weigher}: {err}");
+        for n in names {
+            assert!(err.contains(n), "{weigher}: {err}");
+        }
+    }
+    // An empty fleet: nothing fits, said as a refusal, not an error.
+    let (code, err, out) = run(&json!([]), &["--json"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!({"hosts": []}));
+    // Text for people: a line per host.
+    let (code, _, out) = run(&ok, &[]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("1 of 1 hosts fit") && out.contains("  a "), "{out}");
+}
