@@ -52,8 +52,17 @@ fn host(rng: &mut Rng) -> HostJson {
             pinned.sort_unstable();
             let memory = 131072u64;
             let used = memory * (10 + rng.below(80)) / 100;
-            let distances: Vec<u32> =
-                (0..CELLS).map(|o| if o == c { 10 } else if o / 4 == c / 4 { 16 } else { 32 }).collect();
+            let distances: Vec<u32> = (0..CELLS)
+                .map(|o| {
+                    if o == c {
+                        10
+                    } else if o / 4 == c / 4 {
+                        16
+                    } else {
+                        32
+                    }
+                })
+                .collect();
             json!({
                 "id": c, "cpuset": [], "pcpuset": (base..base + PCPUS).collect::<Vec<_>>(), "memory": memory,
                 "cpu_usage": 0, "memory_usage": used, "pinned_cpus": pinned, "siblings": cores,
@@ -100,7 +109,18 @@ fn bench(c: &mut Criterion) {
     group.bench_function("native", |b| b.iter(|| nhosts.iter().filter(|h| Policy::Nova.fit_valid(h, &nguest, &nlimits).is_ok()).count()));
     group.bench_function("component-sent", |b| b.iter(|| plugin.fit_many(&whosts, &wrequest, &wlimits).expect("no trap").len()));
     let mut loaded: Vec<_> = whosts.iter().map(|h| plugin.load(h.clone()).expect("no trap").expect("valid host")).collect();
-    group.bench_function("component-loaded", |b| b.iter(|| plugin.fit_loaded_many(&mut loaded, &wrequest, &wlimits).expect("no trap").len()));
+    group.bench_function("component-loaded", |b| {
+        b.iter(|| plugin.fit_loaded_many(&mut loaded, &wrequest, &wlimits).expect("no trap").len())
+    });
+    // Side by side with another build of the policy (`NUMAFIT_BENCH_AGAINST=OTHER.wasm`): the same
+    // loaded call, for changes to how the guest is compiled.
+    if let Some(other) = std::env::var_os("NUMAFIT_BENCH_AGAINST") {
+        let mut other = Plugin::from_file(std::path::Path::new(&other), limits).expect("the other policy loads");
+        let mut loaded: Vec<_> = whosts.iter().map(|h| other.load(h.clone()).expect("no trap").expect("valid host")).collect();
+        group.bench_function("component-loaded-against", |b| {
+            b.iter(|| other.fit_loaded_many(&mut loaded, &wrequest, &wlimits).expect("no trap").len())
+        });
+    }
     group.finish();
 }
 
