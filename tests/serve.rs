@@ -568,3 +568,62 @@ fn a_claim_applies_its_cgroup_in_one_request_and_a_failed_write_releases_it() {
     assert!(r.text().contains("field format") && r.text().contains("\\\"yaml\\\""), "{}", r.text());
     assert_eq!(c.get("/v1/claims/nope/render?format=oci").status, 404);
 }
+
+#[test]
+fn filter_answers_an_inventory_as_the_cli_does_and_refuses_bad_bodies_by_field() {
+    let dir = scratch("serve-filter");
+    let d = start(&dir, &["--max-body-kib", "8192"]);
+    let mut c = d.client();
+    let hosts: Vec<Value> = bench_cases()
+        .iter()
+        .map(|case| json!({"name": case.file_name().unwrap().to_string_lossy(), "host": serde_json::from_str::<Value>(&std::fs::read_to_string(case.join("host.json")).unwrap()).unwrap()}))
+        .collect();
+    let inventory = dir.join("inventory.json");
+    std::fs::write(&inventory, Value::Array(hosts.clone()).to_string()).unwrap();
+    for case in ["01-2cell-host-2cell-dedicated", "04-8cell-4cell-prefer", "14-16cell-8cell-too-big"] {
+        let request_file = fixture("bench").join(case).join("request.json");
+        let request: Value = serde_json::from_str(&std::fs::read_to_string(&request_file).unwrap()).unwrap();
+        let body = json!({"hosts": hosts, "request": request, "weighers": ["pack=2", "numa-distance"]});
+        let r = c.post("/v1/filter", &body.to_string());
+        assert_eq!(r.status, 200, "{}", r.text());
+        let o = numafit(&[
+            "filter",
+            "--hosts",
+            s(&inventory),
+            "--request",
+            s(&request_file),
+            "--weigher",
+            "pack=2",
+            "--weigher",
+            "numa-distance",
+            "--json",
+        ]);
+        let cli: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&o)));
+        assert_eq!(r.json()["hosts"], cli["hosts"], "{case}: the service's answer is the CLI's");
+        assert!(r.policy_sha().is_some(), "answered with the policy's header");
+    }
+    let request = request(1, 512);
+    for (body, names) in [
+        (
+            json!({"hosts": [{"name": "a", "host": hosts[0]["host"]}], "request": request, "weighers": ["heavy"]}),
+            vec!["weighers", "\"heavy\""],
+        ),
+        (
+            json!({"hosts": [{"name": "a", "host": hosts[0]["host"]}, {"name": "a", "host": hosts[0]["host"]}], "request": request}),
+            vec!["hosts", "[1].name"],
+        ),
+        (json!({"hosts": [{"name": "a"}], "request": request}), vec!["host"]),
+        (json!({"hosts": [], "request": request, "zone": "x"}), vec!["zone"]),
+    ] {
+        let r = c.post("/v1/filter", &body.to_string());
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        let message = r.json()["message"].as_str().unwrap_or("").to_string();
+        for n in names {
+            assert!(message.contains(n), "{body}: the error names {n}: {message}");
+        }
+    }
+    // An empty fleet is an empty answer, and nothing was claimed along the way.
+    let r = c.post("/v1/filter", &json!({"hosts": [], "request": request}).to_string());
+    assert_eq!((r.status, r.json()), (200, json!({"hosts": []})));
+    assert_eq!(c.get("/v1/claims").json(), json!([]));
+}

@@ -9,6 +9,10 @@ use numafit_plugin::named_enum;
 use numafit_plugin::topology::HostTopology;
 use numafit_plugin::{Named, Placement};
 
+use crate::contract::{latest::convert, wit};
+use crate::formats::{FilteredHostJson, PlacementJson, RejectionJson};
+use crate::verify::{self, VerifyError};
+
 named_enum! {
     /// What makes one host better than another for a placement.
     pub enum Weigher {
@@ -38,7 +42,8 @@ impl Default for Weights {
 
 impl Weights {
     /// `["pack=2", "numa-distance"]`; none given: the default. A weigher named twice is refused.
-    pub fn parse(specs: &[String]) -> Result<Weights, String> {
+    /// `what` names where the specs came from in errors (`--weigher`, `field weighers:`).
+    pub fn parse(specs: &[String], what: &str) -> Result<Weights, String> {
         if specs.is_empty() {
             return Ok(Weights::default());
         }
@@ -46,18 +51,18 @@ impl Weights {
         for spec in specs {
             let (name, weight) = match spec.split_once('=') {
                 Some((n, w)) => {
-                    let weight: f64 = w.trim().parse().map_err(|_| format!("--weigher {spec}: weight {w:?} is not a number"))?;
+                    let weight: f64 = w.trim().parse().map_err(|_| format!("{what} {spec}: weight {w:?} is not a number"))?;
                     (n.trim(), weight)
                 }
                 None => (spec.trim(), 1.0),
             };
             if !weight.is_finite() {
-                return Err(format!("--weigher {spec}: weight {weight} is not finite"));
+                return Err(format!("{what} {spec}: weight {weight} is not finite"));
             }
             let weigher = Weigher::from_name(name)
-                .ok_or_else(|| format!("--weigher {spec}: unknown weigher {name:?}; expected one of {}", Weigher::choices()))?;
+                .ok_or_else(|| format!("{what} {spec}: unknown weigher {name:?}; expected one of {}", Weigher::choices()))?;
             if weights.iter().any(|(w, _)| *w == weigher) {
-                return Err(format!("--weigher {spec}: {name} is given twice"));
+                return Err(format!("{what} {spec}: {name} is given twice"));
             }
             weights.push((weigher, weight));
         }
@@ -116,19 +121,70 @@ fn nearness(host: &HostTopology, placement: &Placement) -> f64 {
     (local as f64 / farthest.max(local) as f64).clamp(0.0, 1.0)
 }
 
+/// The policy's answers to one `fit-many` call over `hosts` (shown to it as `shown`), each checked
+/// as a single fit's answer is and scored: the hosts in order. An answer that fails the checks
+/// fails the whole filter, naming the host: a policy that answers one host wrongly is not trusted
+/// with the others.
+#[allow(clippy::too_many_arguments)]
+pub fn judge(
+    plugin: &str,
+    policy: &str,
+    hosts: &[(String, HostTopology)],
+    shown: &[wit::Host],
+    request: &wit::Request,
+    limits: &wit::Limits,
+    weights: &Weights,
+    answers: Vec<Result<wit::Placement, wit::Rejection>>,
+) -> Result<Vec<FilteredHostJson>, VerifyError> {
+    let refuse = |what: &'static str, problem: String| VerifyError { plugin: plugin.to_string(), what, problem };
+    if answers.len() != hosts.len() {
+        return Err(refuse("fit-many", format!("answered {} hosts, asked {}", answers.len(), hosts.len())));
+    }
+    let mut out = Vec::with_capacity(hosts.len());
+    for (((name, host), view), answer) in hosts.iter().zip(shown).zip(answers) {
+        let named = |mut e: VerifyError| {
+            e.problem = format!("host {name:?}: {}", e.problem);
+            e
+        };
+        out.push(match answer {
+            Ok(p) => {
+                verify::placement(plugin, view, request, &p).map_err(named)?;
+                let placed = convert::placement_from_wit(p.clone()).map_err(|e| named(refuse("placement", e)))?;
+                let after = verify::admit(host, &placed, Some(limits)).map_err(|e| named(refuse("placement", e)))?;
+                let score = weights.score(host, &after, &placed);
+                FilteredHostJson { name: name.clone(), fits: true, score, placement: Some(PlacementJson::from_wit(&p)), rejection: None }
+            }
+            Err(r) => FilteredHostJson {
+                name: name.clone(),
+                fits: false,
+                score: 0.0,
+                placement: None,
+                rejection: Some(RejectionJson::from_wit(policy, &r)),
+            },
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    impl Weights {
+        fn parse_test(specs: &[String]) -> Result<Weights, String> {
+            Weights::parse(specs, "--weigher")
+        }
+    }
+
     #[test]
     fn weights_parse_names_and_refuse_bad_ones() {
-        let w = Weights::parse(&["pack=2".into(), "numa-distance".into()]).unwrap();
+        let w = Weights::parse_test(&["pack=2".into(), "numa-distance".into()]).unwrap();
         assert_eq!(w, Weights(vec![(Weigher::Pack, 2.0), (Weigher::NumaDistance, 1.0)]));
-        assert_eq!(Weights::parse(&[]).unwrap(), Weights::default());
-        let e = Weights::parse(&["packing".into()]).unwrap_err();
+        assert_eq!(Weights::parse_test(&[]).unwrap(), Weights::default());
+        let e = Weights::parse_test(&["packing".into()]).unwrap_err();
         assert!(e.contains("\"packing\"") && e.contains("pack, spread, numa-distance, fewest-cells"), "{e}");
-        assert!(Weights::parse(&["pack=x".into()]).unwrap_err().contains("\"x\" is not a number"));
-        assert!(Weights::parse(&["pack=inf".into()]).unwrap_err().contains("not finite"));
-        assert!(Weights::parse(&["pack".into(), "pack=3".into()]).unwrap_err().contains("twice"));
+        assert!(Weights::parse_test(&["pack=x".into()]).unwrap_err().contains("\"x\" is not a number"));
+        assert!(Weights::parse_test(&["pack=inf".into()]).unwrap_err().contains("not finite"));
+        assert!(Weights::parse_test(&["pack".into(), "pack=3".into()]).unwrap_err().contains("twice"));
     }
 }

@@ -119,6 +119,7 @@ fn routes(app: Arc<App>, config: &ServeConfig) -> Router {
         .route("/v1/topology", get(api::topology))
         .route("/v1/status", get(api::status))
         .route("/v1/fit", post(api::fit))
+        .route("/v1/filter", post(api::filter))
         .route("/v1/claims", post(api::claim).get(api::claims))
         .route("/v1/claims/{id}", get(api::claim_of).delete(api::release))
         .route("/v1/claims/{id}/render", get(api::render))

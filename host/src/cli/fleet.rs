@@ -4,11 +4,10 @@
 use std::path::Path;
 
 use super::{fit_limits, name_of, print_json, read_request, Outcome, PluginArgs, StrategyArg, OUT};
-use crate::contract::{self, latest::convert};
+use crate::contract;
 use crate::failure::{Failure, FlagError};
-use crate::fleet::Weights;
-use crate::formats::{self, FilterJson, FilteredHostJson, InventoryEntryJson, PlacementJson, RejectionJson};
-use crate::verify::{self, VerifyError};
+use crate::fleet::{self, Weights};
+use crate::formats::{self, FilterJson, FilteredHostJson, InventoryEntryJson};
 
 pub(super) fn filter(
     inventory: &Path,
@@ -18,7 +17,7 @@ pub(super) fn filter(
     weighers: &[String],
     args: &PluginArgs,
 ) -> Result<Outcome, Failure> {
-    let weights = Weights::parse(weighers).map_err(FlagError)?;
+    let weights = Weights::parse(weighers, "--weigher").map_err(FlagError)?;
     let file = name_of(inventory);
     let hosts = formats::inventory(&file, &formats::read_json::<Vec<InventoryEntryJson>>(inventory)?)?;
     let mut plugin = super::load_plugin(args)?;
@@ -26,40 +25,8 @@ pub(super) fn filter(
     let wlimits = fit_limits(limits, strategy)?;
     let shown: Vec<_> = hosts.iter().map(|(_, h)| contract::host_view(h)).collect();
     let answers = if shown.is_empty() { Vec::new() } else { plugin.fit_many(&shown, &wrequest, &wlimits).map_err(Failure::Plugin)? };
-    if answers.len() != hosts.len() {
-        return Err(VerifyError {
-            plugin: plugin.name().to_string(),
-            what: "fit-many",
-            problem: format!("answered {} hosts, asked {}", answers.len(), hosts.len()),
-        }
-        .into());
-    }
     let policy = plugin.info().map(|i| i.name).unwrap_or_else(|_| plugin.name().to_string());
-    let mut out = Vec::with_capacity(hosts.len());
-    for (((name, host), view), answer) in hosts.iter().zip(&shown).zip(answers) {
-        let named = |mut e: VerifyError| {
-            e.problem = format!("host {name:?}: {}", e.problem);
-            e
-        };
-        out.push(match answer {
-            Ok(p) => {
-                verify::placement(plugin.name(), view, &wrequest, &p).map_err(named)?;
-                let placed = convert::placement_from_wit(p.clone())
-                    .map_err(|problem| named(VerifyError { plugin: plugin.name().to_string(), what: "placement", problem }))?;
-                let after = verify::admit(host, &placed, Some(&wlimits))
-                    .map_err(|problem| named(VerifyError { plugin: plugin.name().to_string(), what: "placement", problem }))?;
-                let score = weights.score(host, &after, &placed);
-                FilteredHostJson { name: name.clone(), fits: true, score, placement: Some(PlacementJson::from_wit(&p)), rejection: None }
-            }
-            Err(r) => FilteredHostJson {
-                name: name.clone(),
-                fits: false,
-                score: 0.0,
-                placement: None,
-                rejection: Some(RejectionJson::from_wit(&policy, &r)),
-            },
-        });
-    }
+    let out = fleet::judge(plugin.name(), &policy, &hosts, &shown, &wrequest, &wlimits, &weights, answers)?;
     let fitting = out.iter().filter(|h| h.fits).count();
     if args.json {
         print_json(&FilterJson { hosts: out })?;

@@ -17,8 +17,10 @@ use super::metrics::Metrics;
 use super::App;
 use crate::apply::render::{self as apply_render, Format, RenderContext};
 use crate::apply::{cgroup, ApplyError, Binding, MemPolicy};
+use crate::contract;
 use crate::failure::Failure;
-use crate::formats::{self, HostJson, InputError, PlacementJson, RejectionJson, RequestJson};
+use crate::fleet::{self, Weights};
+use crate::formats::{self, FilterJson, HostJson, InputError, InventoryEntryJson, PlacementJson, RejectionJson, RequestJson};
 use crate::ledger::{LedgerError, PolicyVersion};
 use crate::placing::{self, ClaimOutcome, ClaimRequest};
 use crate::runtime::{wit, PluginError};
@@ -202,6 +204,45 @@ pub async fn fit(State(app): State<Arc<App>>, body: Bytes) -> Answer {
             Metrics::count(&app.metrics.fits, "failed");
             failed(&app.metrics, f, Some(policy))
         })
+    })
+    .await
+}
+
+/// `POST /v1/filter`'s body: a fleet inventory, one request, the weighers (`["pack=2"]`; none:
+/// spread).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilterBody {
+    hosts: Vec<InventoryEntryJson>,
+    request: RequestJson,
+    #[serde(default)]
+    weighers: Vec<String>,
+}
+
+/// `numafit filter` as a request: every host of the body's inventory in one policy call, under
+/// the service's limits; per host what `POST /v1/fit` would answer on that host, and its score.
+pub async fn filter(State(app): State<Arc<App>>, body: Bytes) -> Answer {
+    // A batch: many fits' work, so off the connection workers.
+    blocking(&app, move |app| {
+        let active = app.policies.current();
+        let policy = &active.version;
+        let run = || -> Result<Answer, Failure> {
+            const WHAT: &str = "request body";
+            let body: FilterBody = formats::parse_json(WHAT, body_text(WHAT, &body)?)?;
+            let weights = Weights::parse(&body.weighers, "field weighers:").map_err(|message| InputError { file: WHAT.into(), message })?;
+            let hosts = formats::inventory("request body, field hosts", &body.hosts)?;
+            let mut worker = active.pool.take();
+            let request = request_of(&body.request, WHAT, &mut worker)?;
+            let shown: Vec<wit::Host> = hosts.iter().map(|(_, h)| contract::host_view(h)).collect();
+            let answers =
+                if shown.is_empty() { Vec::new() } else { worker.fit_many(&shown, &request, &app.fit_limits).map_err(Failure::Plugin)? };
+            let hosts = fleet::judge(worker.name(), &policy.name, &hosts, &shown, &request, &app.fit_limits, &weights, answers)?;
+            for h in &hosts {
+                Metrics::count(&app.metrics.fits, if h.fits { "fit" } else { "rejected" });
+            }
+            Ok(Answer::of(StatusCode::OK, &FilterJson { hosts }, Some(policy)))
+        };
+        run().unwrap_or_else(|f| failed(&app.metrics, f, Some(policy)))
     })
     .await
 }
