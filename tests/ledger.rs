@@ -273,6 +273,12 @@ fn a_first_schema_ledger_opens_after_an_upgrade_and_a_newer_one_is_refused() {
     assert_eq!(json_of(&o)["lost"], serde_json::json!([]));
     let o = claim(&state, &machine(), "after-upgrade", &request(&dir, 2));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // The generation starts at the upgrade and moves with every claim and release since.
+    let mut l = ledger::Ledger::open(&state).unwrap();
+    let (generation, claims) = l.snapshot().unwrap();
+    assert_eq!((generation, claims.len()), (1, 3));
+    l.release("first-1").unwrap();
+    assert_eq!(l.snapshot().unwrap().0, 2);
 
     // A ledger from a newer numafit is refused, named, and left as it is.
     let newer = dir.join("newer");
@@ -307,6 +313,7 @@ fn a_fit_made_on_a_stale_view_is_refused_inside_the_transaction_not_recorded() {
         placement: placement.clone(),
         policy: PolicyVersion { name: "nova".into(), version: "test".into(), sha256: "0".repeat(64) },
         owner: None,
+        generation: None,
     };
     // Two writers, each with its own connection, both fitted on the empty host: CPUs 0 and 1.
     let (mut first, mut second) = (Ledger::open(&dir).unwrap(), Ledger::open(&dir).unwrap());

@@ -79,6 +79,7 @@ fn library(writers: u32, cycles: u32) -> (f64, Vec<Duration>) {
                             placement: p.clone(),
                             policy: policy(),
                             owner: None,
+                            generation: None,
                         };
                         let t = Instant::now();
                         match ledger.record(base, claim, &admit).expect("record") {
@@ -140,6 +141,7 @@ fn size_after(cycles: u32) -> (u64, u64) {
             placement: p.clone(),
             policy: policy(),
             owner: None,
+            generation: None,
         };
         ledger.record(&base, claim, &admit).expect("record");
         ledger.release(&format!("vm-{i}")).expect("release");

@@ -350,6 +350,19 @@ enum Command {
         /// The cgroup v2 hierarchy claims with `"apply": {"cgroup": PATH}` write under.
         #[arg(long, value_name = "DIR", default_value = "/sys/fs/cgroup")]
         cgroup_root: PathBuf,
+        /// This node's name in GET /v1/noderesourcetopology (default: the machine's hostname).
+        #[arg(long, value_name = "NAME")]
+        node_name: Option<String>,
+        /// The kubelet's topology manager policy, published with the node's zones.
+        #[arg(long, default_value = "single-numa-node", value_parser = ["none", "best-effort", "restricted", "single-numa-node"])]
+        topology_manager_policy: String,
+        /// The kubelet's topology manager scope, published with the node's zones.
+        #[arg(long, default_value = "container", value_parser = ["container", "pod"])]
+        topology_manager_scope: String,
+        /// Also serve the Kubernetes scheduler-extender verbs (/scheduler/filter, /prioritize,
+        /// /bind) for the cluster's node services this file names (CLUSTER.json).
+        #[arg(long, value_name = "CLUSTER.json")]
+        cluster: Option<PathBuf>,
         #[command(flatten)]
         plugin: PluginArgs,
     },
@@ -781,7 +794,7 @@ fn claim_on_ledger(
     let policy = policy_version(&mut plugin)?;
     let mut ledger = state.open()?;
     let admit = |host: &HostTopology, p: &Placement| verify::admit(host, p, wlimits.as_ref());
-    let ask = ClaimRequest { instance: id, document: &request_doc, request: &request_json, policy: &policy, owner };
+    let ask = ClaimRequest { instance: id, document: &request_doc, request: &request_json, policy: &policy, owner, generation: None };
     let outcome = placing::claim(&mut ledger, &base, &ask, &admit, |whost| {
         let answer = plugin.fit(whost, &wrequest, &fit_limits).map_err(Failure::Plugin)?;
         if let Ok(p) = &answer {
@@ -809,6 +822,11 @@ fn report_unclaimed(id: &str, outcome: ClaimOutcome, plugin: &mut Plugin, json: 
         }
         ClaimOutcome::Overtaken => {
             print_conflict(true, json, "ComputeResourcesUnavailable", None, &[], &placing::overtaken_message())?;
+            Ok(Outcome::Refused)
+        }
+        // The CLI claims on whatever generation it finds.
+        ClaimOutcome::Moved { generation } => {
+            print_conflict(true, json, "StaleGeneration", None, &[], &format!("the ledger moved to generation {generation}"))?;
             Ok(Outcome::Refused)
         }
     }
@@ -1017,6 +1035,10 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
             max_body_kib,
             max_policy_mib,
             cgroup_root,
+            node_name,
+            topology_manager_policy,
+            topology_manager_scope,
+            cluster,
             plugin,
         } => {
             let state_dir = state.dir()?;
@@ -1058,6 +1080,15 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
                 json_body: (max_body_kib as usize) << 10,
                 policy_body: (max_policy_mib as usize) << 20,
                 cgroup_root,
+                node: crate::service::NodeIdentity {
+                    name: node_name.unwrap_or_else(crate::service::hostname),
+                    topology_manager_policy,
+                    topology_manager_scope,
+                },
+                cluster: match &cluster {
+                    Some(path) => Some(crate::service::cluster::ClusterConfig::read(path)?),
+                    None => None,
+                },
             };
             crate::service::run(config)?;
             Ok(Outcome::Done)

@@ -41,6 +41,13 @@ const MIGRATIONS: &[&str] = &[
     // pid the kernel reused is not mistaken for it.
     "ALTER TABLE claims ADD COLUMN owner_pid INTEGER;
      ALTER TABLE claims ADD COLUMN owner_start_ticks INTEGER;",
+    // 3: the ledger's generation, moved by every claim recorded or released (by any writer, old
+    // code paths included, through the triggers): a scheduler that decided on one generation
+    // claims only if the host is still there (`Recorded::Moved`).
+    "CREATE TABLE generation (one INTEGER PRIMARY KEY CHECK (one = 1), value INTEGER NOT NULL) STRICT;
+     INSERT INTO generation (one, value) VALUES (1, 0);
+     CREATE TRIGGER claim_recorded AFTER INSERT ON claims BEGIN UPDATE generation SET value = value + 1; END;
+     CREATE TRIGGER claim_released AFTER DELETE ON claims BEGIN UPDATE generation SET value = value + 1; END;",
 ];
 
 /// The schema version this build writes.
@@ -86,6 +93,8 @@ pub struct NewClaim {
     pub placement: PlacementJson,
     pub policy: PolicyVersion,
     pub owner: Option<Owner>,
+    /// Record only if the ledger is still at this generation (the one the caller decided on).
+    pub generation: Option<i64>,
 }
 
 /// What recording a claim did.
@@ -100,6 +109,8 @@ pub enum Recorded {
     /// The placement no longer fits the freshly derived usage (another writer got there first):
     /// nothing changed; fit again.
     Stale(String),
+    /// The caller asked for a generation the ledger has moved past: nothing changed.
+    Moved { generation: i64 },
 }
 
 /// A claim the base topology no longer carries (a CPU went offline, memory shrank).
@@ -217,6 +228,16 @@ impl Ledger {
         read_claims(&self.conn, &self.path)
     }
 
+    /// The generation and every claim, read in one transaction so the two agree.
+    pub fn snapshot(&mut self) -> Result<(i64, Vec<Claim>), LedgerError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(|e| sql(&path, e))?;
+        let generation = read_generation(&tx, &path)?;
+        let claims = read_claims(&tx, &path)?;
+        tx.commit().map_err(|e| sql(&path, e))?;
+        Ok((generation, claims))
+    }
+
     /// Records a claim in one transaction: idempotent per instance (the same placement again is
     /// `Unchanged`, another is a `Conflict` naming the recorded one), and admitted only onto the
     /// usage derived inside the transaction (`Stale` when it no longer fits).
@@ -230,6 +251,13 @@ impl Ledger {
             } else {
                 Recorded::Conflict(existing.clone())
             });
+        }
+        // After the instance's own claim is found: a retried claim that landed moved the generation.
+        if let Some(expected) = claim.generation {
+            let generation = read_generation(&tx, &path)?;
+            if generation != expected {
+                return Ok(Recorded::Moved { generation });
+            }
         }
         let derived = derive(base, &claims, admit);
         let placement = core_placement(&claim.placement, &claim.instance, &path)?;
@@ -360,6 +388,11 @@ fn core_placement(p: &PlacementJson, instance: &str, path: &Path) -> Result<Plac
     let corrupt = |message: String| LedgerError::Corrupt { path: path.display().to_string(), instance: instance.to_string(), message };
     let wit = p.to_wit("the placement").map_err(|e| corrupt(e.message))?;
     convert::placement_from_wit(wit).map_err(corrupt)
+}
+
+fn read_generation(conn: &Connection, path: &Path) -> Result<i64, LedgerError> {
+    let mut stmt = conn.prepare_cached("SELECT value FROM generation").map_err(|e| sql(path, e))?;
+    stmt.query_row([], |r| r.get(0)).map_err(|e| sql(path, e))
 }
 
 fn read_claims(conn: &Connection, path: &Path) -> Result<Vec<Claim>, LedgerError> {

@@ -12,6 +12,7 @@ pub mod draw;
 pub mod failure;
 pub mod fleet;
 pub mod formats;
+pub mod kube;
 pub mod ledger;
 pub mod placing;
 pub mod runtime;

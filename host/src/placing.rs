@@ -23,6 +23,8 @@ pub struct ClaimRequest<'a> {
     pub policy: &'a PolicyVersion,
     /// The process the claim lives as long as (`numafit run`), if any.
     pub owner: Option<Owner>,
+    /// Claim only on this ledger generation (what a cluster scheduler filtered on).
+    pub generation: Option<i64>,
 }
 
 /// What a claim came to.
@@ -35,6 +37,8 @@ pub enum ClaimOutcome {
     Exists(Claim),
     /// Other writers changed the host under every attempt.
     Overtaken,
+    /// The host moved past the generation asked for: decide again on the new one.
+    Moved { generation: i64 },
 }
 
 /// The guest request a REQUEST document (`what`: where it came from) states; a flavor is the
@@ -71,13 +75,16 @@ pub fn claim(
     mut fit: impl FnMut(&wit::Host) -> Result<Result<wit::Placement, wit::Rejection>, Failure>,
 ) -> Result<ClaimOutcome, Failure> {
     for _ in 0..CLAIM_ATTEMPTS {
-        let claims = ledger.claims()?;
+        let (generation, claims) = ledger.snapshot()?;
         if let Some(existing) = claims.iter().find(|c| c.instance == ask.instance) {
             // The same request again is the claim it made: nothing to fit or record.
             if serde_json::from_value::<RequestJson>(existing.request.clone()).is_ok_and(|r| &r == ask.request) {
                 return Ok(ClaimOutcome::Claimed { claim: existing.clone(), new: false });
             }
             return Ok(ClaimOutcome::Exists(existing.clone()));
+        }
+        if ask.generation.is_some_and(|g| g != generation) {
+            return Ok(ClaimOutcome::Moved { generation });
         }
         let derived = ledger::derive(base, &claims, admit);
         let placement = match fit(&contract::host_view(&derived.host))? {
@@ -90,11 +97,13 @@ pub fn claim(
             placement: PlacementJson::from_wit(&placement),
             policy: ask.policy.clone(),
             owner: ask.owner,
+            generation: ask.generation,
         };
         match ledger.record(base, new, admit)? {
             Recorded::New(claim) => return Ok(ClaimOutcome::Claimed { claim, new: true }),
             Recorded::Unchanged(claim) => return Ok(ClaimOutcome::Claimed { claim, new: false }),
             Recorded::Conflict(c) => return Ok(ClaimOutcome::Exists(c)),
+            Recorded::Moved { generation } => return Ok(ClaimOutcome::Moved { generation }),
             Recorded::Stale(_) => continue,
         }
     }
@@ -107,6 +116,11 @@ pub fn exists_message(instance: &str, existing: &Claim) -> String {
         "instance {instance:?} is claimed already (by policy {} {} for another request or placement); release it first",
         existing.policy.name, existing.policy.version
     )
+}
+
+/// The sentence a `Moved` outcome is refused with.
+pub fn moved_message(asked: i64, generation: i64) -> String {
+    format!("the host is at generation {generation}, not {asked} as the claim asked (claims landed or left since); decide again on it")
 }
 
 /// The sentence an `Overtaken` outcome is refused with.

@@ -24,6 +24,7 @@ use numafit_plugin::HostTopology;
 use tokio::sync::watch;
 
 pub mod api;
+pub mod cluster;
 pub mod metrics;
 pub mod node;
 pub mod policy;
@@ -55,6 +56,26 @@ pub struct ServeConfig {
     pub policy_body: usize,
     /// The cgroup v2 hierarchy `POST /v1/claims` with `apply.cgroup` writes under (`--cgroup-root`).
     pub cgroup_root: PathBuf,
+    pub node: NodeIdentity,
+    /// The cluster whose scheduler this service also serves as an extender (`--cluster`).
+    pub cluster: Option<cluster::ClusterConfig>,
+}
+
+/// How this node names itself to Kubernetes (`GET /v1/noderesourcetopology`).
+#[derive(Clone, Debug)]
+pub struct NodeIdentity {
+    pub name: String,
+    pub topology_manager_policy: String,
+    pub topology_manager_scope: String,
+}
+
+/// The machine's hostname, the node name the kubelet registers by default.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// What every handler shares.
@@ -67,6 +88,9 @@ pub struct App {
     pub policy_file: Option<PathBuf>,
     /// Where claims' cgroups are written: a request names a group under it, never a path outside.
     pub cgroup_root: PathBuf,
+    pub identity: NodeIdentity,
+    /// The scheduler-extender side, with `--cluster`.
+    pub cluster: Option<cluster::Cluster>,
 }
 
 fn first_policy(source: &PolicySource) -> Result<(String, Vec<u8>), Failure> {
@@ -104,6 +128,8 @@ pub fn run(config: ServeConfig) -> Result<(), Failure> {
             PolicySource::Embedded(_) => None,
         },
         cgroup_root: config.cgroup_root.clone(),
+        identity: config.node.clone(),
+        cluster: config.cluster.clone().map(cluster::Cluster::new).transpose()?,
     });
     // The listeners, signals and the policy watch; requests are served by `workers`.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -114,12 +140,23 @@ pub fn run(config: ServeConfig) -> Result<(), Failure> {
 }
 
 fn routes(app: Arc<App>, config: &ServeConfig) -> Router {
-    Router::new()
+    let router = Router::new();
+    // The extender's verbs exist only where a cluster is configured (elsewhere: 404).
+    let router = if app.cluster.is_some() {
+        router
+            .route("/scheduler/filter", post(cluster::filter))
+            .route("/scheduler/prioritize", post(cluster::prioritize))
+            .route("/scheduler/bind", post(cluster::bind))
+    } else {
+        router
+    };
+    router
         .route("/healthz", get(api::healthz))
         .route("/v1/topology", get(api::topology))
         .route("/v1/status", get(api::status))
         .route("/v1/fit", post(api::fit))
         .route("/v1/filter", post(api::filter))
+        .route("/v1/noderesourcetopology", get(api::node_resource_topology))
         .route("/v1/claims", post(api::claim).get(api::claims))
         .route("/v1/claims/{id}", get(api::claim_of).delete(api::release))
         .route("/v1/claims/{id}/render", get(api::render))

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod apiserver;
 pub mod http;
 
 use numafit_host::formats::{self, HostJson, LimitsJson, RequestInput, RequestJson};

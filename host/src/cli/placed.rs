@@ -282,7 +282,7 @@ pub(super) fn adopt(
     let policy = PolicyVersion { name: adopt::ADOPTED.into(), version: env!("CARGO_PKG_VERSION").into(), sha256: String::new() };
     let mut ledger = state.open()?;
     let admit = |host: &HostTopology, p: &Placement| verify::admit(host, p, None);
-    let new = NewClaim { instance: id.to_string(), request, placement, policy, owner: None };
+    let new = NewClaim { instance: id.to_string(), request, placement, policy, owner: None, generation: None };
     match ledger.record(&base, new, &admit)? {
         Recorded::New(c) | Recorded::Unchanged(c) => {
             print_claim(&c, json, "adopted")?;
@@ -290,6 +290,11 @@ pub(super) fn adopt(
         }
         Recorded::Conflict(existing) => {
             print_conflict(true, json, "InstanceExists", None, &[], &placing::exists_message(id, &existing))?;
+            Ok(Outcome::Refused)
+        }
+        // Adoption asks no generation.
+        Recorded::Moved { generation } => {
+            print_conflict(true, json, "StaleGeneration", None, &adoption.cpus, &format!("the ledger moved to generation {generation}"))?;
             Ok(Outcome::Refused)
         }
         Recorded::Stale(why) => {

@@ -159,7 +159,30 @@ pub async fn status(State(app): State<Arc<App>>) -> Answer {
                 };
                 let mut body = json!(body);
                 body["policy"] = json!(policy.version);
+                body["generation"] = json!(view.generation);
                 Answer::new(StatusCode::OK, body, Some(&policy.version))
+            }
+            Err(e) => failed(&app.metrics, e.into(), Some(&policy.version)),
+        }
+    })
+    .await
+}
+
+/// The node's zones and their usage as a `NodeResourceTopology` (topology.node.k8s.io/v1alpha2).
+pub async fn node_resource_topology(State(app): State<Arc<App>>) -> Answer {
+    blocking(&app, |app| {
+        let policy = app.policies.current();
+        match app.node.view() {
+            Ok(view) => {
+                let id = &app.identity;
+                let facts = crate::kube::nrt::NodeFacts {
+                    node: &id.name,
+                    topology_manager_policy: &id.topology_manager_policy,
+                    topology_manager_scope: &id.topology_manager_scope,
+                    generation: view.generation,
+                    policy: &format!("{}/{}", policy.version.name, policy.version.version),
+                };
+                Answer::of(StatusCode::OK, &crate::kube::nrt::render(&view.derived.host, &facts), Some(&policy.version))
             }
             Err(e) => failed(&app.metrics, e.into(), Some(&policy.version)),
         }
@@ -256,6 +279,10 @@ struct ClaimBody {
     /// Enforce the claim too, in the same request.
     #[serde(default)]
     apply: Option<ApplyBody>,
+    /// Claim only if the ledger is still at this generation (`GET /v1/status`'s): a cluster
+    /// scheduler that decided on a snapshot is refused (409 `StaleGeneration`) once it moved.
+    #[serde(default)]
+    generation: Option<i64>,
 }
 
 /// `"apply": {"cgroup": "machine.slice/vm-1", "create": true}`: write the claim's cpuset into that
@@ -285,7 +312,14 @@ pub async fn claim(State(app): State<Arc<App>>, body: Bytes) -> Answer {
             }
             let mut worker = active.pool.take();
             let request = request_of(&parsed.request, "claim body", &mut worker)?;
-            let ask = ClaimRequest { instance, document: &document, request: &parsed.request, policy, owner: None };
+            let ask = ClaimRequest {
+                instance,
+                document: &document,
+                request: &parsed.request,
+                policy,
+                owner: None,
+                generation: parsed.generation,
+            };
             let mut ledger = app.node.ledger()?;
             let admit = |h: &numafit_plugin::HostTopology, p: &numafit_plugin::Placement| app.node.admit(h, p);
             let outcome = placing::claim(&mut ledger, &app.node.base, &ask, &admit, |shown| {
@@ -338,6 +372,13 @@ pub async fn claim(State(app): State<Arc<App>>, body: Bytes) -> Answer {
                 ClaimOutcome::Overtaken => {
                     Metrics::count(&app.metrics.claims, "conflict");
                     refused(StatusCode::CONFLICT, "ComputeResourcesUnavailable", placing::overtaken_message(), Some(policy))
+                }
+                ClaimOutcome::Moved { generation } => {
+                    Metrics::count(&app.metrics.claims, "stale");
+                    let asked = parsed.generation.unwrap_or_default();
+                    let message = placing::moved_message(asked, generation);
+                    let body = json!({ "error": "StaleGeneration", "message": message, "generation": generation, "policy": policy });
+                    Answer::new(StatusCode::CONFLICT, body, Some(policy))
                 }
             })
         };

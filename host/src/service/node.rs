@@ -13,6 +13,8 @@ use crate::verify;
 
 /// The usage at one moment of the ledger.
 pub struct View {
+    /// The ledger's generation these claims are at (moved by every claim and release).
+    pub generation: i64,
     pub claims: Vec<Claim>,
     pub derived: Derived,
     /// `derived.host` as a plugin is shown it.
@@ -103,11 +105,11 @@ impl Node {
                 return Ok(view.clone());
             }
         }
-        let claims = reader.ledger.claims()?;
+        let (generation, claims) = reader.ledger.snapshot()?;
         let derived = ledger::derive(&self.base, &claims, &|h: &HostTopology, p: &Placement| self.admit(h, p));
         let shown = contract::host_view(&derived.host);
         let index = verify::HostIndex::of(&shown);
-        let view = Arc::new(View { claims, derived, shown, index });
+        let view = Arc::new(View { generation, claims, derived, shown, index });
         reader.view = Some((version, view.clone()));
         Ok(view)
     }

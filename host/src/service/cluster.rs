@@ -1,0 +1,612 @@
+//! The Kubernetes scheduler extender (`--cluster CLUSTER.json`): `/scheduler/filter`,
+//! `/scheduler/prioritize` and `/scheduler/bind` for the node services the file names.
+//!
+//! Two phases, as the issue asks. The extender decides on a snapshot: each node service's
+//! derived host and its ledger generation (`GET /v1/status`), kept in an inventory that a
+//! background thread refreshes every `refresh_ms` (a node never fetched is fetched on first
+//! use), and judged for all candidates in one fit-many call of the serving policy. It then
+//! claims on the node: `POST /v1/claims` with the generation it decided on. A node that moved
+//! since (409 `StaleGeneration`) is fetched again and the pod judged again on its new truth; if it
+//! still fits the claim is made on the new generation (up to `BIND_ATTEMPTS` times), else the bind
+//! fails and the scheduler schedules the pod again. Only after the claim is the pod's `Binding`
+//! created at the API server; a Binding that fails releases the claim.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use numafit_plugin::HostTopology;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::App;
+use crate::contract;
+use crate::failure::{Failure, FlagError};
+use crate::fleet::{self, Weights};
+use crate::formats::{self, FilteredHostJson, HostJson, InputError, RequestJson};
+use crate::kube::extender::{self, ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult, HostPriority, NodeList};
+use crate::kube::pod::Pod;
+use crate::runtime::{wit, Plugin};
+
+/// How many times a bind claims on a node that keeps moving under it.
+const BIND_ATTEMPTS: usize = 3;
+/// Pods remembered from filter for their bind (which names the pod but does not carry it).
+const PODS_REMEMBERED: usize = 4096;
+
+/// CLUSTER.json.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    nodes: Vec<NodeServiceFile>,
+    /// The token for every node service that names none of its own.
+    #[serde(default)]
+    node_token_file: Option<PathBuf>,
+    #[serde(default)]
+    api_server: Option<ApiServerFile>,
+    #[serde(default = "default_refresh_ms")]
+    refresh_ms: u64,
+    /// As `numafit filter --weigher` (`["pack=2"]`); none: spread.
+    #[serde(default)]
+    weighers: Vec<String>,
+    /// Seconds a node service or the API server has to answer.
+    #[serde(default = "default_timeout_s")]
+    timeout_s: u64,
+}
+
+fn default_refresh_ms() -> u64 {
+    1000
+}
+
+fn default_timeout_s() -> u64 {
+    5
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeServiceFile {
+    name: String,
+    /// `http://ADDR:PORT` of that node's `numafit serve --listen`.
+    url: String,
+    #[serde(default)]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiServerFile {
+    url: String,
+    #[serde(default)]
+    token_file: Option<PathBuf>,
+    /// The CA that signed the API server's certificate (PEM), for `https://`.
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+}
+
+/// CLUSTER.json read and checked: tokens read, URLs and weighers checked.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    nodes: BTreeMap<String, Endpoint>,
+    api: Option<ApiServer>,
+    refresh: Duration,
+    timeout: Duration,
+    weights: Weights,
+}
+
+#[derive(Clone, Debug)]
+struct Endpoint {
+    url: String,
+    token: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+struct ApiServer {
+    endpoint: Endpoint,
+    ca_pem: Option<Vec<u8>>,
+}
+
+fn read_token(file: &str, field: &str, path: &Path) -> Result<String, InputError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| InputError { file: file.into(), message: format!("field {field}: {}: cannot read: {e}", path.display()) })?;
+    Ok(text.trim().to_string())
+}
+
+fn check_url(file: &str, field: &str, url: &str) -> Result<String, InputError> {
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.contains(char::is_whitespace) => Ok(url.trim_end_matches('/').to_string()),
+        _ => Err(InputError { file: file.into(), message: format!("field {field}: {url:?} is not an http:// or https:// URL") }),
+    }
+}
+
+impl ClusterConfig {
+    pub fn read(path: &Path) -> Result<ClusterConfig, Failure> {
+        let file = path.display().to_string();
+        let raw: ClusterFile = formats::read_json(path)?;
+        let bad = |message: String| Failure::from(InputError { file: file.clone(), message });
+        let shared = raw.node_token_file.as_deref().map(|p| read_token(&file, "node_token_file", p)).transpose()?;
+        let mut nodes = BTreeMap::new();
+        for (i, n) in raw.nodes.iter().enumerate() {
+            if n.name.is_empty() {
+                return Err(bad(format!("field nodes[{i}].name: empty")));
+            }
+            let url = check_url(&file, &format!("nodes[{i}].url"), &n.url)?;
+            let token = match &n.token_file {
+                Some(p) => Some(read_token(&file, &format!("nodes[{i}].token_file"), p)?),
+                None => shared.clone(),
+            };
+            if nodes.insert(n.name.clone(), Endpoint { url, token }).is_some() {
+                return Err(bad(format!("field nodes[{i}].name: {:?} is named twice", n.name)));
+            }
+        }
+        let api = match &raw.api_server {
+            None => None,
+            Some(a) => {
+                let url = check_url(&file, "api_server.url", &a.url)?;
+                let token = a.token_file.as_deref().map(|p| read_token(&file, "api_server.token_file", p)).transpose()?;
+                let ca_pem = match &a.ca_file {
+                    Some(p) => {
+                        Some(std::fs::read(p).map_err(|e| bad(format!("field api_server.ca_file: {}: cannot read: {e}", p.display())))?)
+                    }
+                    None => None,
+                };
+                Some(ApiServer { endpoint: Endpoint { url, token }, ca_pem })
+            }
+        };
+        if raw.refresh_ms == 0 || raw.timeout_s == 0 {
+            return Err(bad("fields refresh_ms and timeout_s: must be at least 1".into()));
+        }
+        let weights = Weights::parse(&raw.weighers, "field weighers:").map_err(bad)?;
+        Ok(ClusterConfig {
+            nodes,
+            api,
+            refresh: Duration::from_millis(raw.refresh_ms),
+            timeout: Duration::from_secs(raw.timeout_s),
+            weights,
+        })
+    }
+}
+
+/// What a node service said at one generation.
+pub struct Snapshot {
+    pub generation: i64,
+    /// The derived host (its usage is the node's ledger).
+    pub host: HostTopology,
+    pub shown: wit::Host,
+    /// The node's base topology, empty of claims: a pod it cannot fit even so is unresolvable.
+    pub base: Arc<HostTopology>,
+}
+
+/// A pod remembered from filter for its bind.
+struct Remembered {
+    request: RequestJson,
+    key: String,
+}
+
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClusterConfig,
+    agent: ureq::Agent,
+    snapshots: Mutex<HashMap<String, Arc<Snapshot>>>,
+    pods: Mutex<(HashMap<String, Remembered>, VecDeque<String>)>,
+}
+
+/// What a node service could not do, in words for the scheduler.
+#[derive(Debug)]
+struct Unreachable(String);
+
+fn agent(config: &ClusterConfig) -> Result<ureq::Agent, Failure> {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(pem) = config.api.as_ref().and_then(|a| a.ca_pem.as_deref()) {
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+                Ok(_) => {}
+                Err(e) => return Err(FlagError(format!("--cluster: api_server.ca_file: not PEM: {e}")).into()),
+            }
+        }
+        if certs.is_empty() {
+            return Err(FlagError("--cluster: api_server.ca_file: no certificate in it".into()).into());
+        }
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+    }
+    Ok(ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(config.timeout))
+        .max_idle_connections_per_host(8)
+        .tls_config(tls.build())
+        .build()
+        .into())
+}
+
+impl Cluster {
+    pub fn new(config: ClusterConfig) -> Result<Cluster, Failure> {
+        let inner = Arc::new(Inner {
+            agent: agent(&config)?,
+            config,
+            snapshots: Mutex::new(HashMap::new()),
+            pods: Mutex::new((HashMap::new(), VecDeque::new())),
+        });
+        // The inventory refresher: the filter reads snapshots, it does not wait for them.
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("numafit-inventory".into())
+            .spawn(move || loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let every = inner.config.refresh;
+                let names: Vec<String> = inner.config.nodes.keys().cloned().collect();
+                for name in names {
+                    if let Err(Unreachable(why)) = inner.refresh(&name) {
+                        eprintln!("numafit serve: inventory: node {name}: {why}");
+                    }
+                }
+                drop(inner);
+                std::thread::sleep(every);
+            })
+            .map_err(|e| FlagError(format!("cannot start the inventory thread: {e}")))?;
+        Ok(Cluster { inner })
+    }
+}
+
+impl Inner {
+    fn get(&self, endpoint: &Endpoint, path: &str) -> Result<Value, Unreachable> {
+        let mut r = self.agent.get(&format!("{}{path}", endpoint.url));
+        if let Some(t) = &endpoint.token {
+            r = r.header("Authorization", &format!("Bearer {t}"));
+        }
+        let mut answer = r.call().map_err(|e| Unreachable(format!("GET {path}: {e}")))?;
+        let status = answer.status().as_u16();
+        let text = answer.body_mut().read_to_string().map_err(|e| Unreachable(format!("GET {path}: {e}")))?;
+        if status != 200 {
+            return Err(Unreachable(format!("GET {path}: {status}: {}", text.trim())));
+        }
+        serde_json::from_str(&text).map_err(|e| Unreachable(format!("GET {path}: not JSON: {e}")))
+    }
+
+    /// Sends `body` and answers the status and the JSON (or text) that came back.
+    fn send(&self, method: &str, endpoint: &Endpoint, path: &str, body: Option<&Value>) -> Result<(u16, Value), Unreachable> {
+        let url = format!("{}{path}", endpoint.url);
+        let auth = endpoint.token.as_ref().map(|t| format!("Bearer {t}"));
+        let sent = match (method, body) {
+            ("DELETE", _) => {
+                let mut r = self.agent.delete(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            (_, body) => {
+                let mut r = self.agent.post(&url).content_type("application/json");
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.send(body.map(Value::to_string).unwrap_or_default())
+            }
+        };
+        let mut answer = sent.map_err(|e| Unreachable(format!("{method} {path}: {e}")))?;
+        let status = answer.status().as_u16();
+        let text = answer.body_mut().read_to_string().map_err(|e| Unreachable(format!("{method} {path}: {e}")))?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    fn endpoint(&self, node: &str) -> Option<&Endpoint> {
+        self.config.nodes.get(node)
+    }
+
+    /// Fetches a node's truth now and keeps it.
+    fn refresh(&self, node: &str) -> Result<Arc<Snapshot>, Unreachable> {
+        let endpoint = self.endpoint(node).ok_or_else(|| Unreachable("no node service is configured for it".into()))?;
+        let known_base = self.snapshots.lock().unwrap_or_else(|p| p.into_inner()).get(node).map(|s| s.base.clone());
+        let base = match known_base {
+            Some(b) => b,
+            None => Arc::new(host_of(&self.get(endpoint, "/v1/topology")?, node)?),
+        };
+        let status = self.get(endpoint, "/v1/status")?;
+        let generation = status["generation"].as_i64().ok_or_else(|| Unreachable("GET /v1/status: no generation".into()))?;
+        let host = host_of(&status["host"], node)?;
+        let shown = contract::host_view(&host);
+        let snapshot = Arc::new(Snapshot { generation, host, shown, base });
+        self.snapshots.lock().unwrap_or_else(|p| p.into_inner()).insert(node.to_string(), snapshot.clone());
+        Ok(snapshot)
+    }
+
+    /// The node's snapshot: the one kept, else fetched now.
+    fn snapshot(&self, node: &str) -> Result<Arc<Snapshot>, Unreachable> {
+        if let Some(s) = self.snapshots.lock().unwrap_or_else(|p| p.into_inner()).get(node) {
+            return Ok(s.clone());
+        }
+        self.refresh(node)
+    }
+
+    fn remember(&self, uid: &str, pod: &Pod, request: &RequestJson) {
+        if uid.is_empty() {
+            return;
+        }
+        let mut pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, order) = &mut *pods;
+        if map.insert(uid.to_string(), Remembered { request: request.clone(), key: pod.key() }).is_none() {
+            order.push_back(uid.to_string());
+        }
+        while order.len() > PODS_REMEMBERED {
+            if let Some(old) = order.pop_front() {
+                map.remove(&old);
+            }
+        }
+    }
+}
+
+fn host_of(v: &Value, node: &str) -> Result<HostTopology, Unreachable> {
+    let what = format!("node {node}'s host");
+    let json: HostJson = serde_json::from_value(v.clone()).map_err(|e| Unreachable(format!("{what}: {e}")))?;
+    json.to_record(&what).map_err(|e| Unreachable(e.to_string()))
+}
+
+/// One candidate's verdict.
+enum Verdict {
+    Fits(Box<FilteredHostJson>),
+    /// Does not fit now; `resolvable` when it fits the node empty (preemption could help).
+    Rejected {
+        why: String,
+        resolvable: bool,
+    },
+}
+
+/// The pod's request as the serving policy states it.
+fn pod_request(pod_json: &Value, worker: &mut Plugin) -> Result<(Pod, RequestJson, wit::Request), String> {
+    let pod: Pod = serde_json::from_value(pod_json.clone()).map_err(|e| format!("field Pod: {e}"))?;
+    let what = format!("pod {}", pod.key());
+    let json = pod.request().map_err(|e| format!("{what}: {e}"))?;
+    let request =
+        crate::placing::request_of(&json, &what, |f| worker.request_from_flavor(f).map_err(Failure::Plugin)).map_err(|e| e.to_string())?;
+    Ok((pod, json, request))
+}
+
+/// Judges the pod on every candidate, in the order given, in one fit-many call (and one more over
+/// the empty bases of those rejected, to tell which are unresolvable).
+fn judge(app: &App, names: &[String], pod_json: &Value) -> Result<(Pod, Vec<(String, Verdict)>), String> {
+    let cluster = app.cluster.as_ref().ok_or("this service has no --cluster")?;
+    let inner = &cluster.inner;
+    let active = app.policies.current();
+    let mut worker = active.pool.take();
+    let (pod, json, request) = pod_request(pod_json, &mut worker)?;
+    inner.remember(&pod.metadata.uid, &pod, &json);
+    let mut verdicts: Vec<Option<Verdict>> = Vec::with_capacity(names.len());
+    let mut known = Vec::new();
+    for name in names {
+        match inner.snapshot(name) {
+            Ok(s) => {
+                known.push((verdicts.len(), s));
+                verdicts.push(None);
+            }
+            Err(Unreachable(why)) => verdicts.push(Some(Verdict::Rejected { why: format!("numafit: {why}"), resolvable: false })),
+        }
+    }
+    let limits = &app.fit_limits;
+    let shown: Vec<wit::Host> = known.iter().map(|(_, s)| s.shown.clone()).collect();
+    let hosts: Vec<(String, HostTopology)> = known.iter().map(|(i, s)| (names[*i].clone(), s.host.clone())).collect();
+    let answers = if shown.is_empty() { Vec::new() } else { worker.fit_many(&shown, &request, limits).map_err(|e| e.to_string())? };
+    let judged =
+        fleet::judge(worker.name(), &active.version.name, &hosts, &shown, &request, limits, &cluster.inner.config.weights, answers)
+            .map_err(|e| e.to_string())?;
+    let rejected: Vec<usize> = judged.iter().enumerate().filter(|(_, h)| !h.fits).map(|(k, _)| k).collect();
+    let empty: Vec<wit::Host> = rejected.iter().map(|&k| contract::host_view(&known[k].1.base)).collect();
+    let on_empty = if empty.is_empty() { Vec::new() } else { worker.fit_many(&empty, &request, limits).map_err(|e| e.to_string())? };
+    let mut resolvable = vec![false; judged.len()];
+    for (&k, answer) in rejected.iter().zip(on_empty) {
+        resolvable[k] = answer.is_ok();
+    }
+    for (k, ((i, _), h)) in known.iter().zip(judged).enumerate() {
+        verdicts[*i] = Some(if h.fits {
+            Verdict::Fits(Box::new(h))
+        } else {
+            let why = h.rejection.as_ref().map_or_else(|| "does not fit".to_string(), |r| format!("numafit: {}", r.summary));
+            Verdict::Rejected { why, resolvable: resolvable[k] }
+        });
+    }
+    let verdicts = names
+        .iter()
+        .cloned()
+        .zip(verdicts.into_iter().map(|v| v.unwrap_or(Verdict::Rejected { why: "not judged".into(), resolvable: false })));
+    Ok((pod, verdicts.collect()))
+}
+
+fn json_answer(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    let text = serde_json::to_string(body).unwrap_or_else(|e| json!({ "Error": format!("the answer did not serialize: {e}") }).to_string());
+    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response()
+}
+
+async fn off_workers<T: Send + 'static>(app: Arc<App>, f: impl FnOnce(&App) -> T + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(move || f(&app)).await.map_err(|e| format!("the request's worker failed: {e}"))
+}
+
+fn parse_args(body: &[u8]) -> Result<(ExtenderArgs, Vec<String>), String> {
+    let args: ExtenderArgs = serde_json::from_slice(body).map_err(|e| format!("ExtenderArgs: {e}"))?;
+    let names = args.names().map_err(|e| format!("ExtenderArgs: {e}"))?;
+    Ok((args, names))
+}
+
+/// `POST /scheduler/filter`: `ExtenderArgs` -> `ExtenderFilterResult`.
+pub async fn filter(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let run = move |app: &App| -> (StatusCode, ExtenderFilterResult) {
+        let (args, names) = match parse_args(&body) {
+            Ok(a) => a,
+            Err(e) => return (StatusCode::BAD_REQUEST, ExtenderFilterResult { error: e, ..Default::default() }),
+        };
+        let (_, verdicts) = match judge(app, &names, &args.pod) {
+            Ok(v) => v,
+            Err(e) => return (StatusCode::OK, ExtenderFilterResult { error: e, ..Default::default() }),
+        };
+        let mut result = ExtenderFilterResult::default();
+        let mut fits = Vec::new();
+        for (name, v) in verdicts {
+            match v {
+                Verdict::Fits(_) => fits.push(name),
+                Verdict::Rejected { why, resolvable: true } => {
+                    result.failed_nodes.insert(name, why);
+                }
+                Verdict::Rejected { why, resolvable: false } => {
+                    result.failed_and_unresolvable_nodes.insert(name, why);
+                }
+            }
+        }
+        match &args.nodes {
+            // Answered in the form asked: the Node objects as sent, or their names.
+            Some(list) => {
+                let items = list
+                    .items
+                    .iter()
+                    .filter(|n| extender::node_name(n).is_some_and(|name| fits.iter().any(|f| f == name)))
+                    .cloned()
+                    .collect();
+                result.nodes = Some(NodeList { metadata: list.metadata.clone(), items });
+            }
+            None => result.node_names = Some(fits),
+        }
+        (StatusCode::OK, result)
+    };
+    match off_workers(app, run).await {
+        Ok((status, result)) => json_answer(status, &result),
+        Err(e) => json_answer(StatusCode::INTERNAL_SERVER_ERROR, &ExtenderFilterResult { error: e, ..Default::default() }),
+    }
+}
+
+/// `POST /scheduler/prioritize`: `ExtenderArgs` -> `HostPriorityList`, the weighers' score in
+/// [0, 1] as 0..=10; a node the pod does not fit scores 0.
+pub async fn prioritize(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let run = move |app: &App| -> Result<Vec<HostPriority>, (StatusCode, String)> {
+        let (args, names) = parse_args(&body).map_err(|e| (StatusCode::BAD_REQUEST, e))?;
+        let (_, verdicts) = judge(app, &names, &args.pod).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        Ok(verdicts
+            .into_iter()
+            .map(|(host, v)| {
+                let score = match v {
+                    Verdict::Fits(h) => (h.score.clamp(0.0, 1.0) * extender::MAX_PRIORITY as f64).round() as i64,
+                    Verdict::Rejected { .. } => 0,
+                };
+                HostPriority { host, score }
+            })
+            .collect())
+    };
+    match off_workers(app, run).await {
+        Ok(Ok(list)) => json_answer(StatusCode::OK, &list),
+        Ok(Err((status, e))) => json_answer(status, &json!({ "Error": e })),
+        Err(e) => json_answer(StatusCode::INTERNAL_SERVER_ERROR, &json!({ "Error": e })),
+    }
+}
+
+/// `POST /scheduler/bind`: claims on the node's service, then creates the Binding.
+pub async fn bind(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let run = move |app: &App| -> (StatusCode, String) {
+        let args: ExtenderBindingArgs = match serde_json::from_slice(&body) {
+            Ok(a) => a,
+            Err(e) => return (StatusCode::BAD_REQUEST, format!("ExtenderBindingArgs: {e}")),
+        };
+        match bind_pod(app, &args) {
+            Ok(()) => (StatusCode::OK, String::new()),
+            Err(e) => (StatusCode::OK, e),
+        }
+    };
+    match off_workers(app, run).await {
+        Ok((status, error)) => json_answer(status, &ExtenderBindingResult { error }),
+        Err(e) => json_answer(StatusCode::INTERNAL_SERVER_ERROR, &ExtenderBindingResult { error: e }),
+    }
+}
+
+fn bind_pod(app: &App, args: &ExtenderBindingArgs) -> Result<(), String> {
+    let cluster = app.cluster.as_ref().ok_or("this service has no --cluster")?;
+    let inner = &cluster.inner;
+    let pod_key = format!("{}/{}", args.pod_namespace, args.pod_name);
+    let endpoint = inner.endpoint(&args.node).ok_or_else(|| format!("numafit: no node service is configured for node {:?}", args.node))?;
+    let remembered = inner.pods.lock().unwrap_or_else(|p| p.into_inner()).0.get(&args.pod_uid).map(|r| (r.key.clone(), r.request.clone()));
+    let request = match remembered {
+        Some((key, _)) if key != pod_key => {
+            return Err(format!("numafit: pod UID {} was filtered as {key}, not {pod_key}", args.pod_uid));
+        }
+        Some((_, request)) => request,
+        None => {
+            // Not filtered by this service (another replica, or a restart): read it.
+            let api = inner
+                .config
+                .api
+                .as_ref()
+                .ok_or_else(|| format!("numafit: pod {pod_key} was not filtered here and no api_server is configured"))?;
+            let path = format!("/api/v1/namespaces/{}/pods/{}", args.pod_namespace, args.pod_name);
+            let pod: Pod =
+                serde_json::from_value(inner.get(&api.endpoint, &path).map_err(|Unreachable(e)| format!("numafit: API server: {e}"))?)
+                    .map_err(|e| format!("numafit: API server: pod {pod_key}: {e}"))?;
+            pod.request().map_err(|e| format!("numafit: pod {pod_key}: {e}"))?
+        }
+    };
+    let mut snapshot = inner.snapshot(&args.node).map_err(|Unreachable(e)| format!("numafit: node {}: {e}", args.node))?;
+    let mut claimed = false;
+    for attempt in 1..=BIND_ATTEMPTS {
+        let body = json!({ "instance": args.pod_uid, "request": request, "generation": snapshot.generation });
+        let (status, answer) = inner
+            .send("POST", endpoint, "/v1/claims", Some(&body))
+            .map_err(|Unreachable(e)| format!("numafit: node {}: {e}", args.node))?;
+        match status {
+            200 | 201 => {
+                claimed = true;
+                break;
+            }
+            409 if answer["error"] == "StaleGeneration" && attempt < BIND_ATTEMPTS => {
+                // Decide again on the node's new truth: claim only if the pod still fits it.
+                snapshot = inner.refresh(&args.node).map_err(|Unreachable(e)| format!("numafit: node {}: {e}", args.node))?;
+                if let Some(why) = judge_one(app, &snapshot, &request)? {
+                    return Err(format!("numafit: node {} changed and no longer fits pod {pod_key}: {why}", args.node));
+                }
+            }
+            _ => {
+                let message = answer["message"].as_str().map_or_else(|| answer.to_string(), str::to_string);
+                return Err(format!("numafit: node {} refused the claim of pod {pod_key} ({status}): {message}", args.node));
+            }
+        }
+    }
+    if !claimed {
+        return Err(format!("numafit: node {} kept changing under {BIND_ATTEMPTS} claims of pod {pod_key}; schedule it again", args.node));
+    }
+    let bound = create_binding(inner, args);
+    if let Err(e) = bound {
+        let released = inner.send("DELETE", endpoint, &format!("/v1/claims/{}", args.pod_uid), None);
+        let released = matches!(released, Ok((200, _)));
+        let _ = inner.refresh(&args.node);
+        return Err(format!(
+            "numafit: binding pod {pod_key} to node {} failed: {e}; its claim {}",
+            args.node,
+            if released { "was released" } else { "could not be released" }
+        ));
+    }
+    // The node moved: the next decision sees it.
+    let _ = inner.refresh(&args.node);
+    Ok(())
+}
+
+/// The pod on one snapshot: `None` when it fits, else why not.
+fn judge_one(app: &App, snapshot: &Snapshot, request: &RequestJson) -> Result<Option<String>, String> {
+    let active = app.policies.current();
+    let mut worker = active.pool.take();
+    let r = crate::placing::request_of(request, "the pod's request", |f| worker.request_from_flavor(f).map_err(Failure::Plugin))
+        .map_err(|e| e.to_string())?;
+    let answer = worker.fit(&snapshot.shown, &r, &app.fit_limits).map_err(|e| e.to_string())?;
+    Ok(answer.err().map(|r| r.summary))
+}
+
+fn create_binding(inner: &Inner, args: &ExtenderBindingArgs) -> Result<(), String> {
+    let api = inner.config.api.as_ref().ok_or("no api_server is configured")?;
+    let path = format!("/api/v1/namespaces/{}/pods/{}/binding", args.pod_namespace, args.pod_name);
+    let (status, answer) = inner.send("POST", &api.endpoint, &path, Some(&extender::binding(args))).map_err(|Unreachable(e)| e)?;
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        let message = answer["message"].as_str().map_or_else(|| answer.to_string(), str::to_string);
+        Err(format!("the API server answered {status}: {message}"))
+    }
+}
