@@ -29,7 +29,12 @@ fn write(dir: &Path, name: &str, v: &Value) -> PathBuf {
 
 /// Bench case 04's 8-cell host with its first `busy` cells half used (memory and pinned CPUs).
 fn half_used(busy: usize) -> Value {
-    let mut h = read(&fixture("bench/04-8cell-4cell-prefer/host.json"));
+    half_used_host(&fixture("bench/04-8cell-4cell-prefer/host.json"), busy)
+}
+
+/// A host with its first `busy` cells half used.
+fn half_used_host(path: &Path, busy: usize) -> Value {
+    let mut h = read(path);
     for c in h["cells"].as_array_mut().unwrap().iter_mut().take(busy) {
         c["memory_usage"] = json!(c["memory"].as_u64().unwrap() / 2);
         let pcpus: Vec<Value> = c["pcpuset"].as_array().unwrap().clone();
@@ -195,4 +200,41 @@ fn bad_inventories_and_weighers_are_refused_by_name() {
     let (code, _, out) = run(&ok, &[]);
     assert_eq!(code, Some(0));
     assert!(out.starts_with("1 of 1 hosts fit") && out.contains("  a "), "{out}");
+}
+
+/// The extender scores on the view it keeps (the changed cells only, checked against its index);
+/// `numafit filter` on a fresh one (the whole host claimed). Both say the same of every host.
+#[test]
+fn a_judgement_on_kept_views_scores_as_one_on_fresh_hosts() {
+    use numafit_host::fleet::{judge, Candidate, Weights};
+    use numafit_host::formats::{HostJson, RequestInput, RequestJson};
+    use numafit_host::{contract, runtime, verify};
+    let mut plugin = runtime::Plugin::embedded(runtime::PluginLimits::default()).expect("the embedded policy loads");
+    let weights =
+        Weights::parse(&["pack".into(), "spread=0.5".into(), "numa-distance=2".into(), "fewest-cells".into()], "weighers").unwrap();
+    for case in bench_cases() {
+        let host: HostJson = numafit_host::formats::read_json(&case.join("host.json")).unwrap();
+        let host = host.to_record("host.json").unwrap();
+        let half = half_used_host(&case.join("host.json"), 2);
+        let half: HostJson = serde_json::from_value(half).unwrap();
+        let hosts = vec![("empty".to_string(), host), ("half".to_string(), half.to_record("half").unwrap())];
+        let req: RequestJson = numafit_host::formats::read_json(&case.join("request.json")).unwrap();
+        let RequestInput::Explicit(request) = req.to_input("request.json").unwrap() else { continue };
+        let limits = numafit_host::formats::LimitsJson::default().to_wit("", runtime::wit::Strategy::Spread).unwrap();
+        let shown: Vec<_> = hosts.iter().map(|(_, h)| contract::host_view(h)).collect();
+        let index: Vec<_> = shown.iter().map(verify::HostIndex::of).collect();
+        let mut answers = || plugin.fit_many(&shown, &request, &limits).expect("no trap");
+        let fresh = judge("nova", "nova", &Candidate::of(&hosts, &shown), &request, &limits, Some(&weights), answers()).unwrap();
+        let kept: Vec<Candidate> = hosts
+            .iter()
+            .zip(&shown)
+            .zip(&index)
+            .map(|(((name, host), shown), index)| Candidate { name, host, shown, index: Some(index) })
+            .collect();
+        let kept = judge("nova", "nova", &kept, &request, &limits, Some(&weights), answers()).unwrap();
+        for (f, k) in fresh.iter().zip(&kept) {
+            assert_eq!((f.fits, f.score), (k.fits, k.score), "{}: {}", case.display(), f.name);
+        }
+        assert!(fresh.iter().any(|h| h.fits && h.score > 0.0) || fresh.iter().all(|h| !h.fits), "{}", case.display());
+    }
 }

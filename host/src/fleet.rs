@@ -7,7 +7,7 @@
 
 use numafit_plugin::named_enum;
 use numafit_plugin::topology::HostTopology;
-use numafit_plugin::{Named, Placement};
+use numafit_plugin::{HostCell, Named, Placement};
 
 use crate::contract::{latest::convert, wit};
 use crate::formats::{FilteredHostJson, PlacementJson, RejectionJson};
@@ -69,9 +69,9 @@ impl Weights {
         Ok(Weights(weights))
     }
 
-    /// The weighted score of `placement` on `before`, where `after` is the host once it is
-    /// claimed (as `verify::admit` gives it).
-    pub fn score(&self, before: &HostTopology, after: &HostTopology, placement: &Placement) -> f64 {
+    /// The weighted score of `placement` on `before`, where `after` holds the cells the claim
+    /// changes as it leaves them (or every cell of the host after it, as `verify::admit` gives it).
+    pub fn score(&self, before: &HostTopology, after: &[HostCell], placement: &Placement) -> f64 {
         self.0.iter().map(|&(w, weight)| weight * w.score(before, after, placement)).sum()
     }
 }
@@ -82,10 +82,10 @@ const REMOTE_DISTANCE: u32 = 20;
 
 impl Weigher {
     /// This weigher's score in [0, 1].
-    pub fn score(self, before: &HostTopology, after: &HostTopology, placement: &Placement) -> f64 {
+    pub fn score(self, before: &HostTopology, after: &[HostCell], placement: &Placement) -> f64 {
         match self {
-            Weigher::Pack => used_fraction(after),
-            Weigher::Spread => 1.0 - used_fraction(after),
+            Weigher::Pack => used_fraction(before, after),
+            Weigher::Spread => 1.0 - used_fraction(before, after),
             Weigher::NumaDistance => nearness(before, placement),
             Weigher::FewestCells => {
                 let mut cells: Vec<u32> = placement.cells.iter().map(|c| c.host_cell).collect();
@@ -97,11 +97,12 @@ impl Weigher {
     }
 }
 
-/// The share of the host's CPUs and memory in use: the mean of the two fractions, each over the
-/// whole host (floating vCPUs past the shared CPUs count as those CPUs full).
-fn used_fraction(host: &HostTopology) -> f64 {
+/// The share of the host's CPUs and memory in use after a placement (`host`'s cells, those in
+/// `after` as they are there): the mean of the two fractions, each over the whole host (floating
+/// vCPUs past the shared CPUs count as those CPUs full).
+fn used_fraction(host: &HostTopology, after: &[HostCell]) -> f64 {
     let (mut cpus, mut cpus_used, mut memory, mut memory_used) = (0.0, 0.0, 0.0, 0.0);
-    for c in &host.cells {
+    for c in host.cells.iter().map(|c| after.iter().find(|a| a.id == c.id).unwrap_or(c)) {
         let shared = c.cpuset.len() as f64;
         cpus += c.pcpuset.union(&c.cpuset).len() as f64;
         cpus_used += c.pinned_cpus.len() as f64 + (c.cpu_usage as f64).min(shared);
@@ -121,19 +122,35 @@ fn nearness(host: &HostTopology, placement: &Placement) -> f64 {
     (local as f64 / farthest.max(local) as f64).clamp(0.0, 1.0)
 }
 
-/// The policy's answers to one `fit-many` call over `hosts` (shown to it as `shown`), each checked
+/// One host of a fleet as a judgement reads it: its name, the host of record, and the host as
+/// the policy was shown it.
+#[derive(Clone, Copy)]
+pub struct Candidate<'a> {
+    pub name: &'a str,
+    pub host: &'a HostTopology,
+    pub shown: &'a wit::Host,
+    /// `shown`'s index, when the caller keeps one with it (else built per answer).
+    pub index: Option<&'a verify::HostIndex>,
+}
+
+impl<'a> Candidate<'a> {
+    /// The candidates of an inventory and the views shown for it, in order.
+    pub fn of(hosts: &'a [(String, HostTopology)], shown: &'a [wit::Host]) -> Vec<Candidate<'a>> {
+        hosts.iter().zip(shown).map(|((name, host), shown)| Candidate { name, host, shown, index: None }).collect()
+    }
+}
+
+/// The policy's answers to one `fit-many` call over `hosts` (each as it was shown), each checked
 /// as a single fit's answer is and scored: the hosts in order. An answer that fails the checks
 /// fails the whole filter, naming the host: a policy that answers one host wrongly is not trusted
-/// with the others.
-#[allow(clippy::too_many_arguments)]
+/// with the others. Without `weights` nothing is scored (a filter that only asks which fit).
 pub fn judge(
     plugin: &str,
     policy: &str,
-    hosts: &[(String, HostTopology)],
-    shown: &[wit::Host],
+    hosts: &[Candidate],
     request: &wit::Request,
     limits: &wit::Limits,
-    weights: &Weights,
+    weights: Option<&Weights>,
     answers: Vec<Result<wit::Placement, wit::Rejection>>,
 ) -> Result<Vec<FilteredHostJson>, VerifyError> {
     let refuse = |what: &'static str, problem: String| VerifyError { plugin: plugin.to_string(), what, problem };
@@ -141,21 +158,41 @@ pub fn judge(
         return Err(refuse("fit-many", format!("answered {} hosts, asked {}", answers.len(), hosts.len())));
     }
     let mut out = Vec::with_capacity(hosts.len());
-    for (((name, host), view), answer) in hosts.iter().zip(shown).zip(answers) {
+    for (Candidate { name, host, shown: view, index }, answer) in hosts.iter().zip(answers) {
         let named = |mut e: VerifyError| {
             e.problem = format!("host {name:?}: {}", e.problem);
             e
         };
         out.push(match answer {
             Ok(p) => {
-                verify::placement(plugin, view, request, &p).map_err(named)?;
-                let placed = convert::placement_from_wit(p.clone()).map_err(|e| named(refuse("placement", e)))?;
-                let after = verify::admit(host, &placed, Some(limits)).map_err(|e| named(refuse("placement", e)))?;
-                let score = weights.score(host, &after, &placed);
-                FilteredHostJson { name: name.clone(), fits: true, score, placement: Some(PlacementJson::from_wit(&p)), rejection: None }
+                match index {
+                    Some(index) => verify::placement_on(plugin, view, index, request, &p),
+                    None => verify::placement(plugin, view, request, &p),
+                }
+                .map_err(named)?;
+                // Scored on the host as the claim would leave it (the core's own accounting).
+                let score = match weights {
+                    Some(weights) => {
+                        let placed = convert::placement_from_wit(p.clone()).map_err(|e| named(refuse("placement", e)))?;
+                        let after = match index {
+                            Some(index) => verify::admit_cells_on(host, view, index, &p, &placed, Some(limits)),
+                            None => verify::admit(host, &placed, Some(limits)).map(|h| h.cells),
+                        }
+                        .map_err(|e| named(refuse("placement", e)))?;
+                        weights.score(host, &after, &placed)
+                    }
+                    None => 0.0,
+                };
+                FilteredHostJson {
+                    name: name.to_string(),
+                    fits: true,
+                    score,
+                    placement: Some(PlacementJson::from_wit(&p)),
+                    rejection: None,
+                }
             }
             Err(r) => FilteredHostJson {
-                name: name.clone(),
+                name: name.to_string(),
                 fits: false,
                 score: 0.0,
                 placement: None,

@@ -143,9 +143,11 @@ fn routes(app: Arc<App>, config: &ServeConfig) -> Router {
     let router = Router::new();
     // The extender's verbs exist only where a cluster is configured (elsewhere: 404).
     let router = if app.cluster.is_some() {
+        // Without nodeCacheCapable the scheduler sends every candidate Node object with each pod.
+        let nodes = DefaultBodyLimit::max(config.json_body.max(cluster::EXTENDER_BODY));
         router
-            .route("/scheduler/filter", post(cluster::filter))
-            .route("/scheduler/prioritize", post(cluster::prioritize))
+            .route("/scheduler/filter", post(cluster::filter).layer(nodes))
+            .route("/scheduler/prioritize", post(cluster::prioritize).layer(nodes))
             .route("/scheduler/bind", post(cluster::bind))
     } else {
         router

@@ -275,7 +275,12 @@ fn pages_covering(size_kb: u32, memory_mb: u64) -> u128 {
 /// to the RAM allocation ratio when limits are given (per instance within the cell without
 /// them) — and floating vCPUs within the shared CPUs and the CPU allocation ratio.
 pub fn claimable(host: &wit::Host, p: &wit::Placement, limits: Option<&wit::Limits>) -> Result<(), Conflict> {
-    let views = HostIndex::of(host).cells;
+    claimable_on(host, &HostIndex::of(host), p, limits)
+}
+
+/// `claimable` against an index already built for `host`.
+pub fn claimable_on(host: &wit::Host, index: &HostIndex, p: &wit::Placement, limits: Option<&wit::Limits>) -> Result<(), Conflict> {
+    let views = &index.cells;
     let pins = matches!(p.cpu_policy, Some(wit::CpuPolicy::Dedicated | wit::CpuPolicy::Mixed));
     let floats = p.cpu_policy != Some(wit::CpuPolicy::Dedicated);
     let isolate = p.thread_policy == Some(wit::ThreadPolicy::Isolate);
@@ -406,4 +411,20 @@ pub fn admit(host: &HostTopology, p: &Placement, limits: Option<&wit::Limits>) -
     let wp = convert::placement_to_wit(p.clone());
     claimable(&crate::contract::host_view(host), &wp, limits).map_err(|c| format!("{}: {}", c.code, c.message))?;
     numafit_plugin::claim(host, p).map_err(|e| e.to_string())
+}
+
+/// What `admit` checks, with the host as a plugin is shown it (`shown`, indexed by `index`) and
+/// the placement in both forms already at hand: the cells the claim uses as it leaves them, the
+/// rest of the host neither validated again nor copied (a fleet judgement scores thousands of
+/// hosts it validated when it read them).
+pub fn admit_cells_on(
+    host: &HostTopology,
+    shown: &wit::Host,
+    index: &HostIndex,
+    wp: &wit::Placement,
+    p: &Placement,
+    limits: Option<&wit::Limits>,
+) -> Result<Vec<numafit_plugin::HostCell>, String> {
+    claimable_on(shown, index, wp, limits).map_err(|c| format!("{}: {}", c.code, c.message))?;
+    numafit_plugin::claimed_cells(host, p).map_err(|e| e.to_string())
 }

@@ -33,7 +33,7 @@ mod component;
 #[global_allocator]
 static ALLOCATOR: arena::Arena = arena::Arena::new();
 
-pub use accounting::{claim, release, AccountingCode, AccountingError};
+pub use accounting::{claim, claimed_cells, release, AccountingCode, AccountingError};
 pub use cores::PreparedHost;
 pub use cpuset::CpuSet;
 pub use fit::{Limits, NetworkNeed, Strategy};

@@ -26,7 +26,7 @@ pub(super) fn filter(
     let shown: Vec<_> = hosts.iter().map(|(_, h)| contract::host_view(h)).collect();
     let answers = if shown.is_empty() { Vec::new() } else { plugin.fit_many(&shown, &wrequest, &wlimits).map_err(Failure::Plugin)? };
     let policy = plugin.info().map(|i| i.name).unwrap_or_else(|_| plugin.name().to_string());
-    let out = fleet::judge(plugin.name(), &policy, &hosts, &shown, &wrequest, &wlimits, &weights, answers)?;
+    let out = fleet::judge(plugin.name(), &policy, &fleet::Candidate::of(&hosts, &shown), &wrequest, &wlimits, Some(&weights), answers)?;
     let fitting = out.iter().filter(|h| h.fits).count();
     if args.json {
         print_json(&FilterJson { hosts: out })?;

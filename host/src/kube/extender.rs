@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// The largest score an extender may give (`MaxExtenderPriority`).
@@ -22,18 +23,30 @@ pub struct ExtenderArgs {
     pub node_names: Option<Vec<String>>,
 }
 
-/// A `v1.NodeList` (its own JSON is camelCase, with json tags).
+/// A `v1.NodeList` (its own JSON is camelCase, with json tags). The Node objects are kept as the
+/// text they came in: only their names are read, and those that fit are answered verbatim (a
+/// thousand Node objects are a megabyte a pod).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct NodeList {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
     #[serde(default)]
-    pub items: Vec<Value>,
+    pub items: Vec<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct Named {
+    metadata: NamedMeta,
+}
+
+#[derive(Deserialize)]
+struct NamedMeta {
+    name: String,
 }
 
 /// The name of a Node object.
-pub fn node_name(node: &Value) -> Option<&str> {
-    node.get("metadata")?.get("name")?.as_str()
+pub fn node_name(node: &RawValue) -> Option<String> {
+    serde_json::from_str::<Named>(node.get()).ok().map(|n| n.metadata.name)
 }
 
 impl ExtenderArgs {
@@ -45,7 +58,7 @@ impl ExtenderArgs {
                 .items
                 .iter()
                 .enumerate()
-                .map(|(i, n)| node_name(n).map(str::to_string).ok_or_else(|| format!("field Nodes.items[{i}].metadata.name: missing")))
+                .map(|(i, n)| node_name(n).ok_or_else(|| format!("field Nodes.items[{i}].metadata.name: missing")))
                 .collect(),
             (None, Some(names)) => Ok(names.clone()),
             (None, None) => Err("neither Nodes nor NodeNames is given".into()),

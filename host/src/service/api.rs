@@ -259,7 +259,15 @@ pub async fn filter(State(app): State<Arc<App>>, body: Bytes) -> Answer {
             let shown: Vec<wit::Host> = hosts.iter().map(|(_, h)| contract::host_view(h)).collect();
             let answers =
                 if shown.is_empty() { Vec::new() } else { worker.fit_many(&shown, &request, &app.fit_limits).map_err(Failure::Plugin)? };
-            let hosts = fleet::judge(worker.name(), &policy.name, &hosts, &shown, &request, &app.fit_limits, &weights, answers)?;
+            let hosts = fleet::judge(
+                worker.name(),
+                &policy.name,
+                &fleet::Candidate::of(&hosts, &shown),
+                &request,
+                &app.fit_limits,
+                Some(&weights),
+                answers,
+            )?;
             for h in &hosts {
                 Metrics::count(&app.metrics.fits, if h.fits { "fit" } else { "rejected" });
             }

@@ -31,8 +31,11 @@ use crate::fleet::{self, Weights};
 use crate::formats::{self, FilteredHostJson, HostJson, InputError, RequestJson};
 use crate::kube::extender::{self, ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult, HostPriority, NodeList};
 use crate::kube::pod::Pod;
-use crate::runtime::{wit, Plugin};
+use crate::runtime::{wit, LoadedHost, Plugin};
+use crate::verify;
 
+/// The largest `ExtenderArgs` taken: full Node objects for thousands of nodes.
+pub const EXTENDER_BODY: usize = 64 << 20;
 /// How many times a bind claims on a node that keeps moving under it.
 const BIND_ATTEMPTS: usize = 3;
 /// Pods remembered from filter for their bind (which names the pod but does not carry it).
@@ -177,8 +180,37 @@ pub struct Snapshot {
     /// The derived host (its usage is the node's ledger).
     pub host: HostTopology,
     pub shown: wit::Host,
+    index: verify::HostIndex,
     /// The node's base topology, empty of claims: a pod it cannot fit even so is unresolvable.
-    pub base: Arc<HostTopology>,
+    pub base: Arc<Base>,
+    /// `shown` loaded into the serving policy (`host-state`), so a filter sends only the pod.
+    loaded: Mutex<Option<Arc<LoadedHost>>>,
+}
+
+pub struct Base {
+    pub host: HostTopology,
+    shown: wit::Host,
+    loaded: Mutex<Option<Arc<LoadedHost>>>,
+}
+
+/// `shown` as loaded into `worker`'s policy: the one kept in `slot` if that policy made it, else
+/// loaded now and kept. A host the policy refuses to load is answered with its reason.
+fn loaded_into(
+    slot: &Mutex<Option<Arc<LoadedHost>>>,
+    shown: &wit::Host,
+    worker: &mut Plugin,
+) -> Result<Result<Arc<LoadedHost>, String>, String> {
+    if let Some(l) = slot.lock().unwrap_or_else(|p| p.into_inner()).as_ref().filter(|l| worker.made(l)) {
+        return Ok(Ok(l.clone()));
+    }
+    match worker.load(shown.clone()).map_err(|e| e.to_string())? {
+        Ok(l) => {
+            let l = Arc::new(l);
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(l.clone());
+            Ok(Ok(l))
+        }
+        Err(why) => Ok(Err(why)),
+    }
 }
 
 /// A pod remembered from filter for its bind.
@@ -304,16 +336,24 @@ impl Inner {
     /// Fetches a node's truth now and keeps it.
     fn refresh(&self, node: &str) -> Result<Arc<Snapshot>, Unreachable> {
         let endpoint = self.endpoint(node).ok_or_else(|| Unreachable("no node service is configured for it".into()))?;
-        let known_base = self.snapshots.lock().unwrap_or_else(|p| p.into_inner()).get(node).map(|s| s.base.clone());
-        let base = match known_base {
-            Some(b) => b,
-            None => Arc::new(host_of(&self.get(endpoint, "/v1/topology")?, node)?),
+        let known = self.snapshots.lock().unwrap_or_else(|p| p.into_inner()).get(node).cloned();
+        let base = match &known {
+            Some(s) => s.base.clone(),
+            None => {
+                let host = host_of(&self.get(endpoint, "/v1/topology")?, node)?;
+                Arc::new(Base { shown: contract::host_view(&host), host, loaded: Mutex::new(None) })
+            }
         };
         let status = self.get(endpoint, "/v1/status")?;
         let generation = status["generation"].as_i64().ok_or_else(|| Unreachable("GET /v1/status: no generation".into()))?;
         let host = host_of(&status["host"], node)?;
+        // Unchanged since: keep the snapshot, and the host the policy has loaded with it.
+        if let Some(s) = known.filter(|s| s.generation == generation && s.host == host) {
+            return Ok(s);
+        }
         let shown = contract::host_view(&host);
-        let snapshot = Arc::new(Snapshot { generation, host, shown, base });
+        let index = verify::HostIndex::of(&shown);
+        let snapshot = Arc::new(Snapshot { generation, host, shown, index, base, loaded: Mutex::new(None) });
         self.snapshots.lock().unwrap_or_else(|p| p.into_inner()).insert(node.to_string(), snapshot.clone());
         Ok(snapshot)
     }
@@ -371,7 +411,7 @@ fn pod_request(pod_json: &Value, worker: &mut Plugin) -> Result<(Pod, RequestJso
 
 /// Judges the pod on every candidate, in the order given, in one fit-many call (and one more over
 /// the empty bases of those rejected, to tell which are unresolvable).
-fn judge(app: &App, names: &[String], pod_json: &Value) -> Result<(Pod, Vec<(String, Verdict)>), String> {
+fn judge(app: &App, names: &[String], pod_json: &Value, scored: bool) -> Result<(Pod, Vec<(String, Verdict)>), String> {
     let cluster = app.cluster.as_ref().ok_or("this service has no --cluster")?;
     let inner = &cluster.inner;
     let active = app.policies.current();
@@ -390,20 +430,46 @@ fn judge(app: &App, names: &[String], pod_json: &Value) -> Result<(Pod, Vec<(Str
         }
     }
     let limits = &app.fit_limits;
-    let shown: Vec<wit::Host> = known.iter().map(|(_, s)| s.shown.clone()).collect();
-    let hosts: Vec<(String, HostTopology)> = known.iter().map(|(i, s)| (names[*i].clone(), s.host.clone())).collect();
-    let answers = if shown.is_empty() { Vec::new() } else { worker.fit_many(&shown, &request, limits).map_err(|e| e.to_string())? };
-    let judged =
-        fleet::judge(worker.name(), &active.version.name, &hosts, &shown, &request, limits, &cluster.inner.config.weights, answers)
-            .map_err(|e| e.to_string())?;
-    let rejected: Vec<usize> = judged.iter().enumerate().filter(|(_, h)| !h.fits).map(|(k, _)| k).collect();
-    let empty: Vec<wit::Host> = rejected.iter().map(|&k| contract::host_view(&known[k].1.base)).collect();
-    let on_empty = if empty.is_empty() { Vec::new() } else { worker.fit_many(&empty, &request, limits).map_err(|e| e.to_string())? };
-    let mut resolvable = vec![false; judged.len()];
-    for (&k, answer) in rejected.iter().zip(on_empty) {
-        resolvable[k] = answer.is_ok();
+    // Only prioritize scores: a filter asks which fit.
+    let weights = scored.then_some(&inner.config.weights);
+    // Each snapshot as the serving policy has it loaded; one it refuses to load is unresolvable.
+    let mut loaded = Vec::with_capacity(known.len());
+    let mut judged_known = Vec::with_capacity(known.len());
+    for (i, s) in &known {
+        match loaded_into(&s.loaded, &s.shown, &mut worker)? {
+            Ok(l) => {
+                loaded.push(l);
+                judged_known.push((*i, s));
+            }
+            Err(why) => {
+                verdicts[*i] = Some(Verdict::Rejected { why: format!("numafit: the policy refuses the host: {why}"), resolvable: false })
+            }
+        }
     }
-    for (k, ((i, _), h)) in known.iter().zip(judged).enumerate() {
+    let answers =
+        if loaded.is_empty() { Vec::new() } else { worker.fit_loaded_many(&loaded, &request, limits).map_err(|e| e.to_string())? };
+    let candidates: Vec<fleet::Candidate> = judged_known
+        .iter()
+        .map(|(i, s)| fleet::Candidate { name: &names[*i], host: &s.host, shown: &s.shown, index: Some(&s.index) })
+        .collect();
+    let judged =
+        fleet::judge(worker.name(), &active.version.name, &candidates, &request, limits, weights, answers).map_err(|e| e.to_string())?;
+    // Those rejected, on their node empty: a pod that fits none of them so is unresolvable there.
+    let rejected: Vec<usize> = judged.iter().enumerate().filter(|(_, h)| !h.fits).map(|(k, _)| k).collect();
+    let mut empty = Vec::with_capacity(rejected.len());
+    for &k in &rejected {
+        let base = &judged_known[k].1.base;
+        empty.push(loaded_into(&base.loaded, &base.shown, &mut worker)?);
+    }
+    let on_empty: Vec<Arc<LoadedHost>> = empty.iter().filter_map(|l| l.as_ref().ok().cloned()).collect();
+    let mut fits_empty =
+        if on_empty.is_empty() { Vec::new() } else { worker.fit_loaded_many(&on_empty, &request, limits).map_err(|e| e.to_string())? }
+            .into_iter();
+    let mut resolvable = vec![false; judged.len()];
+    for (&k, l) in rejected.iter().zip(&empty) {
+        resolvable[k] = l.is_ok() && fits_empty.next().is_some_and(|a| a.is_ok());
+    }
+    for (k, ((i, _), h)) in judged_known.iter().zip(judged).enumerate() {
         verdicts[*i] = Some(if h.fits {
             Verdict::Fits(Box::new(h))
         } else {
@@ -440,7 +506,7 @@ pub async fn filter(State(app): State<Arc<App>>, body: Bytes) -> Response {
             Ok(a) => a,
             Err(e) => return (StatusCode::BAD_REQUEST, ExtenderFilterResult { error: e, ..Default::default() }),
         };
-        let (_, verdicts) = match judge(app, &names, &args.pod) {
+        let (_, verdicts) = match judge(app, &names, &args.pod, false) {
             Ok(v) => v,
             Err(e) => return (StatusCode::OK, ExtenderFilterResult { error: e, ..Default::default() }),
         };
@@ -460,12 +526,10 @@ pub async fn filter(State(app): State<Arc<App>>, body: Bytes) -> Response {
         match &args.nodes {
             // Answered in the form asked: the Node objects as sent, or their names.
             Some(list) => {
-                let items = list
-                    .items
-                    .iter()
-                    .filter(|n| extender::node_name(n).is_some_and(|name| fits.iter().any(|f| f == name)))
-                    .cloned()
-                    .collect();
+                // In the order sent: `names` is that order, the i-th name the i-th item's.
+                let fitting: std::collections::HashSet<&str> = fits.iter().map(String::as_str).collect();
+                let items =
+                    list.items.iter().zip(&names).filter(|(_, n)| fitting.contains(n.as_str())).map(|(item, _)| item.clone()).collect();
                 result.nodes = Some(NodeList { metadata: list.metadata.clone(), items });
             }
             None => result.node_names = Some(fits),
@@ -483,7 +547,7 @@ pub async fn filter(State(app): State<Arc<App>>, body: Bytes) -> Response {
 pub async fn prioritize(State(app): State<Arc<App>>, body: Bytes) -> Response {
     let run = move |app: &App| -> Result<Vec<HostPriority>, (StatusCode, String)> {
         let (args, names) = parse_args(&body).map_err(|e| (StatusCode::BAD_REQUEST, e))?;
-        let (_, verdicts) = judge(app, &names, &args.pod).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        let (_, verdicts) = judge(app, &names, &args.pod, true).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e))?;
         Ok(verdicts
             .into_iter()
             .map(|(host, v)| {
