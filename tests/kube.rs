@@ -298,6 +298,23 @@ fn a_claim_decided_on_an_old_generation_is_refused_and_the_bind_decides_again() 
     assert!(e.contains("node-a") && (e.contains("no longer fits") || e.contains("refused")), "{e}");
     assert_eq!(a.daemon.client().get("/v1/claims/uid-late-0").status, 404);
     assert!(c.api.bound().iter().all(|b| b.pod != "late-0"), "no Binding for a pod that was not claimed");
+
+    // A node service that stops answering leaves the inventory: unresolvable, not a stale fit.
+    let r = pod("after-0", "uid-after-0", "1", "256Mi");
+    assert_eq!(x.post("/scheduler/filter", &names_args(&r, &["node-b"])).json()["NodeNames"], json!(["node-b"]));
+    let mut c = c;
+    let b = c.nodes.iter().position(|n| n.name == "node-b").unwrap();
+    drop(c.nodes.remove(b));
+    let started = std::time::Instant::now();
+    let j = loop {
+        let j = x.post("/scheduler/filter", &names_args(&r, &["node-b"])).json();
+        if j["NodeNames"] == json!([]) || started.elapsed().as_secs() > 20 {
+            break j;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let why = j["FailedAndUnresolvableNodes"]["node-b"].as_str().unwrap_or_default();
+    assert!(why.starts_with("numafit: ") && why.contains("/v1/"), "{j}");
 }
 
 #[test]

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -227,6 +227,8 @@ struct Inner {
     config: ClusterConfig,
     agent: ureq::Agent,
     snapshots: Mutex<HashMap<String, Arc<Snapshot>>>,
+    /// Nodes whose last fetch failed: when, and why.
+    down: Mutex<HashMap<String, (Instant, String)>>,
     pods: Mutex<(HashMap<String, Remembered>, VecDeque<String>)>,
 }
 
@@ -265,6 +267,7 @@ impl Cluster {
             agent: agent(&config)?,
             config,
             snapshots: Mutex::new(HashMap::new()),
+            down: Mutex::new(HashMap::new()),
             pods: Mutex::new((HashMap::new(), VecDeque::new())),
         });
         // The inventory refresher: the filter reads snapshots, it does not wait for them.
@@ -333,8 +336,25 @@ impl Inner {
         self.config.nodes.get(node)
     }
 
-    /// Fetches a node's truth now and keeps it.
+    /// Fetches a node's truth now and keeps it. A node that does not answer is dropped from the
+    /// inventory (its pods go unresolvable, not onto a stale view) and not asked again by a filter
+    /// until `refresh_ms` has passed: one dead node does not stall every pod by the timeout.
     fn refresh(&self, node: &str) -> Result<Arc<Snapshot>, Unreachable> {
+        let fetched = self.fetch(node);
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        match &fetched {
+            Ok(_) => {
+                down.remove(node);
+            }
+            Err(Unreachable(why)) => {
+                self.snapshots.lock().unwrap_or_else(|p| p.into_inner()).remove(node);
+                down.insert(node.to_string(), (Instant::now(), why.clone()));
+            }
+        }
+        fetched
+    }
+
+    fn fetch(&self, node: &str) -> Result<Arc<Snapshot>, Unreachable> {
         let endpoint = self.endpoint(node).ok_or_else(|| Unreachable("no node service is configured for it".into()))?;
         let known = self.snapshots.lock().unwrap_or_else(|p| p.into_inner()).get(node).cloned();
         let base = match &known {
@@ -358,10 +378,15 @@ impl Inner {
         Ok(snapshot)
     }
 
-    /// The node's snapshot: the one kept, else fetched now.
+    /// The node's snapshot: the one kept, else fetched now (unless it failed within `refresh_ms`).
     fn snapshot(&self, node: &str) -> Result<Arc<Snapshot>, Unreachable> {
         if let Some(s) = self.snapshots.lock().unwrap_or_else(|p| p.into_inner()).get(node) {
             return Ok(s.clone());
+        }
+        if let Some((at, why)) = self.down.lock().unwrap_or_else(|p| p.into_inner()).get(node) {
+            if at.elapsed() < self.config.refresh {
+                return Err(Unreachable(why.clone()));
+            }
         }
         self.refresh(node)
     }
