@@ -182,6 +182,13 @@ fn the_extender_verbs_answer_the_schedulers_recorded_payloads() {
     }
     assert_eq!(list[3]["Score"], 0);
     assert!(list[..3].iter().any(|h| h["Score"].as_i64() > Some(0)), "{list:?}");
+    // Prioritize after a filter reuses the filter's placements: the same scores as a pod asked cold.
+    let (twin_a, twin_b) = (pod("twin-a", "uid-twin-a", "2", "1Gi"), pod("twin-b", "uid-twin-b", "2", "1Gi"));
+    let all = ["node-a", "node-b", "node-c"];
+    x.post("/scheduler/filter", &names_args(&twin_a, &all));
+    let warm = x.post("/scheduler/prioritize", &names_args(&twin_a, &all)).json();
+    let cold = x.post("/scheduler/prioritize", &names_args(&twin_b, &all)).json();
+    assert_eq!(warm, cold);
 
     // Bind: claimed on node-a's service, then the Binding created.
     let r = x.post("/scheduler/bind", &recorded("bind-args.json").to_string());

@@ -217,6 +217,15 @@ fn loaded_into(
 struct Remembered {
     request: RequestJson,
     key: String,
+    /// What the last filter placed, for the prioritize that follows it.
+    fitted: Option<Arc<Fitted>>,
+}
+
+/// The placements a filter found for a pod, by node: each valid while its node stays at the
+/// generation it was found on and the same policy serves.
+struct Fitted {
+    policy_sha256: String,
+    placements: HashMap<String, (i64, wit::Placement)>,
 }
 
 pub struct Cluster {
@@ -391,13 +400,29 @@ impl Inner {
         self.refresh(node)
     }
 
+    /// What the last filter placed for this pod under this policy.
+    fn fitted(&self, uid: &str, policy_sha256: &str) -> Option<Arc<Fitted>> {
+        let pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
+        pods.0.get(uid)?.fitted.clone().filter(|f| f.policy_sha256 == policy_sha256)
+    }
+
+    fn keep_fitted(&self, uid: &str, fitted: Fitted) {
+        if let Some(r) = self.pods.lock().unwrap_or_else(|p| p.into_inner()).0.get_mut(uid) {
+            r.fitted = Some(Arc::new(fitted));
+        }
+    }
+
     fn remember(&self, uid: &str, pod: &Pod, request: &RequestJson) {
         if uid.is_empty() {
             return;
         }
         let mut pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
         let (map, order) = &mut *pods;
-        if map.insert(uid.to_string(), Remembered { request: request.clone(), key: pod.key() }).is_none() {
+        let key = pod.key();
+        if map.get(uid).is_some_and(|r| r.key == key && &r.request == request) {
+            return;
+        }
+        if map.insert(uid.to_string(), Remembered { request: request.clone(), key, fitted: None }).is_none() {
             order.push_back(uid.to_string());
         }
         while order.len() > PODS_REMEMBERED {
@@ -471,8 +496,37 @@ fn judge(app: &App, names: &[String], pod_json: &Value, scored: bool) -> Result<
             }
         }
     }
-    let answers =
-        if loaded.is_empty() { Vec::new() } else { worker.fit_loaded_many(&loaded, &request, limits).map_err(|e| e.to_string())? };
+    // Prioritize follows the filter of the same pod: the placements it found on nodes that have
+    // not moved since are judged again (checked and scored), not fitted again.
+    let uid = &pod.metadata.uid;
+    let fitted = if scored { inner.fitted(uid, &active.version.sha256) } else { None };
+    let mut answers: Vec<Option<Result<wit::Placement, wit::Rejection>>> = judged_known
+        .iter()
+        .map(|(i, s)| {
+            let (generation, p) = fitted.as_ref()?.placements.get(&names[*i])?;
+            (*generation == s.generation).then(|| Ok(p.clone()))
+        })
+        .collect();
+    let ask: Vec<Arc<LoadedHost>> = loaded.into_iter().zip(&answers).filter(|(_, a)| a.is_none()).map(|(l, _)| l).collect();
+    if !ask.is_empty() {
+        let asked = worker.fit_loaded_many(&ask, &request, limits).map_err(|e| e.to_string())?;
+        if asked.len() != ask.len() {
+            return Err(format!("plugin {}: fit-many answered {} hosts, asked {}", worker.name(), asked.len(), ask.len()));
+        }
+        for (a, answer) in answers.iter_mut().filter(|a| a.is_none()).zip(asked) {
+            *a = Some(answer);
+        }
+    }
+    // Every position is answered now: reused, or asked.
+    let answers: Vec<Result<wit::Placement, wit::Rejection>> = answers.into_iter().flatten().collect();
+    if !scored {
+        let placements = judged_known
+            .iter()
+            .zip(&answers)
+            .filter_map(|((i, s), a)| Some((names[*i].clone(), (s.generation, a.as_ref().ok()?.clone()))))
+            .collect();
+        inner.keep_fitted(uid, Fitted { policy_sha256: active.version.sha256.clone(), placements });
+    }
     let candidates: Vec<fleet::Candidate> = judged_known
         .iter()
         .map(|(i, s)| fleet::Candidate { name: &names[*i], host: &s.host, shown: &s.shown, index: Some(&s.index) })
