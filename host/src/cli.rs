@@ -29,6 +29,7 @@ pub(crate) use outln;
 
 mod fleet;
 mod placed;
+mod simulate;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -230,6 +231,33 @@ enum Command {
         weigher: Vec<String>,
         #[command(flatten)]
         plugin: PluginArgs,
+    },
+    /// Replay a trace of arrivals and departures over a fleet through the component, per policy:
+    /// placed and rejected counts, the first rejection, stranded capacity, NUMA spans.
+    Simulate {
+        /// The fleet: an inventory, `[{"name": "host-1", "host": HOST}, ...]`.
+        #[arg(long, value_name = "FLEET.json")]
+        fleet: PathBuf,
+        /// `[{"t": SECONDS, "instance": ID, "request": REQUEST} | {"t": ..., "instance": ID, "depart": true}, ...]`.
+        #[arg(long, value_name = "TRACE.json")]
+        trace: PathBuf,
+        /// A policy to replay with, and its weighers: nova, balanced, or e.g. balanced=pack,fewest-cells=0.5
+        /// (none: spread). Repeatable: each is replayed on the same fleet and trace. Default: nova.
+        #[arg(long = "policy", value_name = "POLICY[=WEIGHERS]")]
+        policies: Vec<String>,
+        /// Draw utilisation over time per policy to this SVG.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
+        /// Per-call fuel for the policy.
+        #[arg(long, default_value_t = 5_000_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+        fuel: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate a fleet or a trace for `numafit simulate` (deterministic per seed).
+    Generate {
+        #[command(subcommand)]
+        what: GenerateWhat,
     },
     /// Take a placement's resources from a host; prints the host after the claim. With
     /// --instance: fit REQUEST.json on this machine's live state and record it in the ledger.
@@ -477,6 +505,33 @@ enum Command {
         /// Which embedded policy.
         #[arg(long, value_enum, default_value = "nova")]
         policy: PolicyArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GenerateWhat {
+    /// A fleet of mixed 2-, 4-, 8- and 16-cell hosts (an inventory).
+    Fleet {
+        #[arg(long, default_value_t = 200)]
+        hosts: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// A trace of arrivals and departures drawn from flavor mixes.
+    Trace {
+        #[arg(long, default_value_t = 2000)]
+        instances: usize,
+        /// general, nfv, hpc (repeatable; arrivals take them in turn). Default: all three.
+        #[arg(long)]
+        mix: Vec<String>,
+        /// Mean seconds between arrivals.
+        #[arg(long, default_value_t = 10.0)]
+        gap: f64,
+        /// Mean seconds an instance stays.
+        #[arg(long, default_value_t = 20000.0)]
+        life: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
 }
 
@@ -990,6 +1045,14 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
     match cli.command {
         Command::Fit { host, discover, request, limits, strategy, plugin } => {
             fit(host.as_deref(), &discover, &request, limits.as_deref(), strategy, &plugin)
+        }
+        Command::Simulate { fleet, trace, policies, plot, fuel, json } => {
+            let limits = PluginLimits { fuel, ..PluginLimits::default() };
+            simulate::simulate(&fleet, &trace, &policies, plot.as_deref(), json, limits)
+        }
+        Command::Generate { what: GenerateWhat::Fleet { hosts, seed } } => simulate::generate_fleet(hosts, seed),
+        Command::Generate { what: GenerateWhat::Trace { instances, mix, gap, life, seed } } => {
+            simulate::generate_trace(instances, &mix, gap, life, seed)
         }
         Command::Filter { hosts, request, limits, strategy, weigher, plugin } => {
             fleet::filter(&hosts, &request, limits.as_deref(), strategy, &weigher, &plugin)

@@ -102,3 +102,60 @@ pub fn svg(host: &HostJson, title: &str) -> String {
         escape(title)
     )
 }
+
+/// Utilisation over time, one line per run (CPU solid, memory dashed): `series` is each run's
+/// label and samples (time, CPU share, memory share).
+pub fn utilisation_svg(series: &[(String, &[crate::simulate::Sample])], title: &str) -> String {
+    const W: f64 = 720.0;
+    const H: f64 = 360.0;
+    const LEFT: f64 = 56.0;
+    const TOP: f64 = 40.0;
+    const RIGHT: f64 = 200.0;
+    const BOTTOM: f64 = 40.0;
+    const COLOURS: &[&str] = &["#d9534f", "#337ab7", "#5cb85c", "#f0ad4e", "#5bc0de", "#777777"];
+    let end = series.iter().flat_map(|(_, s)| s.iter().map(|p| p.t)).fold(0.0f64, f64::max).max(1.0);
+    let x = |t: f64| LEFT + t / end * W;
+    let y = |share: f64| TOP + (1.0 - share.clamp(0.0, 1.0)) * H;
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="12">"#,
+        LEFT + W + RIGHT,
+        TOP + H + BOTTOM
+    );
+    let _ = write!(svg, r#"<text x="{LEFT}" y="20" font-size="14">Utilisation over time: {}</text>"#, escape(title));
+    for tick in 0..=4 {
+        let share = tick as f64 / 4.0;
+        let _ = write!(
+            svg,
+            r##"<line x1="{LEFT}" y1="{0}" x2="{1}" y2="{0}" stroke="#dddddd"/><text x="{2}" y="{3}" text-anchor="end">{4:.0}%</text>"##,
+            y(share),
+            LEFT + W,
+            LEFT - 6.0,
+            y(share) + 4.0,
+            share * 100.0
+        );
+    }
+    let _ = write!(svg, r#"<text x="{}" y="{}" text-anchor="middle">time (s, to {end:.0})</text>"#, LEFT + W / 2.0, TOP + H + 28.0);
+    for (k, (label, samples)) in series.iter().enumerate() {
+        let colour = COLOURS[k % COLOURS.len()];
+        for (what, dash, share) in [("CPU", "", 0usize), ("memory", r#" stroke-dasharray="6 4""#, 1)] {
+            let points: Vec<String> =
+                samples.iter().map(|p| format!("{:.1},{:.1}", x(p.t), y(if share == 0 { p.cpu } else { p.memory }))).collect();
+            let _ = write!(svg, r#"<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="{}"/>"#, points.join(" "));
+            let row = TOP + 16.0 + (k * 2 + share) as f64 * 18.0;
+            let _ = write!(
+                svg,
+                r#"<line x1="{0}" y1="{1}" x2="{2}" y2="{1}" stroke="{colour}" stroke-width="2"{dash}/><text x="{3}" y="{4}">{5} {what}</text>"#,
+                LEFT + W + 12.0,
+                row,
+                LEFT + W + 36.0,
+                LEFT + W + 42.0,
+                row + 4.0,
+                escape(label)
+            );
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}

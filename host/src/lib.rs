@@ -18,4 +18,5 @@ pub mod placing;
 pub mod runtime;
 pub mod selftest;
 pub mod service;
+pub mod simulate;
 pub mod verify;
