@@ -77,6 +77,8 @@ struct Cluster {
     nodes: Vec<NodeService>,
     api: ApiServer,
     extender: Daemon,
+    /// The extender verbs alone, without a token, as kube-scheduler calls them.
+    verbs: SocketAddr,
 }
 
 /// The nodes of the recorded payloads: node-a and node-b on the two recorded `numactl -H`
@@ -107,8 +109,13 @@ fn cluster(dir: &Path, extra: &[(&str, PathBuf)]) -> Cluster {
     let file = dir.join("cluster.json");
     std::fs::write(&file, config.to_string()).unwrap();
     let state = dir.join("extender");
-    let extender = Daemon::start(&dir.join("extender.sock"), &["--numactl-output", s(&a), "--state-dir", s(&state), "--cluster", s(&file)]);
-    Cluster { nodes, api, extender }
+    let verbs = free_port();
+    let listen = verbs.to_string();
+    let extender = Daemon::start(
+        &dir.join("extender.sock"),
+        &["--numactl-output", s(&a), "--state-dir", s(&state), "--cluster", s(&file), "--extender-listen", &listen],
+    );
+    Cluster { nodes, api, extender, verbs }
 }
 
 impl Cluster {
@@ -238,6 +245,32 @@ fn the_extender_verbs_answer_the_schedulers_recorded_payloads() {
     let error = r.json()["Error"].as_str().unwrap_or_default().to_string();
     assert!(error.contains("binding") && error.contains("released") && error.contains("409"), "{error}");
     assert_eq!(c.node("node-a").daemon.client().get("/v1/claims/uid-unbindable-0").status, 404, "the claim went with the Binding");
+
+    // kube-scheduler sends no credentials: the verbs alone on the loopback listener, no token.
+    let mut k = Client::connect(&Addr::Tcp(c.verbs)).expect("connects");
+    let args = recorded("filter-args-nodenames.json").to_string();
+    let r = k.post("/scheduler/filter", &args);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), x.post("/scheduler/filter", &args).json(), "the same answer as on the node API's socket");
+    for path in ["/v1/status", "/v1/claims"] {
+        assert_eq!(k.get(path).status, 404, "{path}: only the verbs are served there");
+    }
+    let open = scratch("kube-verbs-open");
+    let machine = fixture("numactl/2node-8cpu.txt");
+    let cluster_file = dir.join("cluster.json");
+    let o = numafit(&[
+        "serve",
+        "--numactl-output",
+        s(&machine),
+        "--state-dir",
+        s(&open),
+        "--cluster",
+        s(&cluster_file),
+        "--extender-listen",
+        "0.0.0.0:1",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--extender-listen 0.0.0.0:1: not a loopback address"), "{}", stderr(&o));
 
     // Bad payloads: named, nothing claimed.
     let r = x.post("/scheduler/filter", r#"{"Pod": 5, "NodeNames": ["node-a"]}"#);

@@ -391,6 +391,10 @@ enum Command {
         /// /bind) for the cluster's node services this file names (CLUSTER.json).
         #[arg(long, value_name = "CLUSTER.json")]
         cluster: Option<PathBuf>,
+        /// Also serve the extender verbs alone on this loopback address, without a token:
+        /// kube-scheduler's HTTP extender sends no credentials.
+        #[arg(long, value_name = "127.0.0.1:PORT", requires = "cluster")]
+        extender_listen: Option<std::net::SocketAddr>,
         #[command(flatten)]
         plugin: PluginArgs,
     },
@@ -1102,8 +1106,15 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
             topology_manager_policy,
             topology_manager_scope,
             cluster,
+            extender_listen,
             plugin,
         } => {
+            if let Some(addr) = extender_listen.filter(|a| !a.ip().is_loopback()) {
+                return Err(FlagError(format!(
+                    "--extender-listen {addr}: not a loopback address; the extender verbs are served without a token, so only next to the scheduler (127.0.0.1 or ::1)"
+                ))
+                .into());
+            }
             let state_dir = state.dir()?;
             let token = match &token_file {
                 Some(path) => {
@@ -1152,6 +1163,7 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
                     Some(path) => Some(crate::service::cluster::ClusterConfig::read(path)?),
                     None => None,
                 },
+                extender_listen,
             };
             crate::service::run(config)?;
             Ok(Outcome::Done)

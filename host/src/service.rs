@@ -59,6 +59,8 @@ pub struct ServeConfig {
     pub node: NodeIdentity,
     /// The cluster whose scheduler this service also serves as an extender (`--cluster`).
     pub cluster: Option<cluster::ClusterConfig>,
+    /// A loopback address serving the extender's verbs alone, without a token (`--extender-listen`).
+    pub extender_listen: Option<SocketAddr>,
 }
 
 /// How this node names itself to Kubernetes (`GET /v1/noderesourcetopology`).
@@ -139,19 +141,19 @@ pub fn run(config: ServeConfig) -> Result<(), Failure> {
     runtime.block_on(serve(app, &config))
 }
 
+/// The scheduler-extender verbs. Without nodeCacheCapable the scheduler sends every candidate
+/// Node object with each pod, so their bodies may be larger than the node API's.
+fn scheduler_routes(config: &ServeConfig) -> Router<Arc<App>> {
+    let nodes = DefaultBodyLimit::max(config.json_body.max(cluster::EXTENDER_BODY));
+    Router::new()
+        .route("/scheduler/filter", post(cluster::filter).layer(nodes))
+        .route("/scheduler/prioritize", post(cluster::prioritize).layer(nodes))
+        .route("/scheduler/bind", post(cluster::bind).layer(DefaultBodyLimit::max(config.json_body)))
+}
+
 fn routes(app: Arc<App>, config: &ServeConfig) -> Router {
-    let router = Router::new();
     // The extender's verbs exist only where a cluster is configured (elsewhere: 404).
-    let router = if app.cluster.is_some() {
-        // Without nodeCacheCapable the scheduler sends every candidate Node object with each pod.
-        let nodes = DefaultBodyLimit::max(config.json_body.max(cluster::EXTENDER_BODY));
-        router
-            .route("/scheduler/filter", post(cluster::filter).layer(nodes))
-            .route("/scheduler/prioritize", post(cluster::prioritize).layer(nodes))
-            .route("/scheduler/bind", post(cluster::bind))
-    } else {
-        router
-    };
+    let router = if app.cluster.is_some() { scheduler_routes(config) } else { Router::new() };
     router
         .route("/healthz", get(api::healthz))
         .route("/v1/topology", get(api::topology))
@@ -258,6 +260,14 @@ async fn serve(app: Arc<App>, config: &ServeConfig) -> Result<(), Failure> {
         let tcp_router = router.layer(middleware::from_fn_with_state(Arc::new(token), require_token));
         listeners.spawn(accept(tcp, tcp_router, workers.clone(), stop_rx.clone()));
         eprintln!("numafit serve: listening on tcp {addr} (token required for changes)");
+    }
+    if let Some(addr) = config.extender_listen {
+        // kube-scheduler's HTTP extender sends no credentials: the verbs alone, on loopback only,
+        // next to the scheduler (checked when the flags were read).
+        let tcp =
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| FlagError(format!("--extender-listen {addr}: cannot listen: {e}")))?;
+        listeners.spawn(accept(tcp, scheduler_routes(config).with_state(app.clone()), workers.clone(), stop_rx.clone()));
+        eprintln!("numafit serve: scheduler extender on tcp {addr} (/scheduler/filter, /prioritize, /bind)");
     }
     eprintln!("numafit serve: listening on {} ({count} workers)", config.socket.display());
     tokio::spawn(signals(app.clone(), stop_tx));
