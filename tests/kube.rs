@@ -279,6 +279,10 @@ fn the_extender_verbs_answer_the_schedulers_recorded_payloads() {
     let r = x.post("/scheduler/filter", r#"{"Pod": {}}"#);
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.json()["Error"].as_str().unwrap().contains("NodeNames"), "{}", r.text());
+    let r = x.post("/scheduler/bind", r#"{"PodName": "x/../../../api/v1/secrets", "PodNamespace": "n", "PodUID": "u", "Node": "node-a"}"#);
+    let e = r.json()["Error"].as_str().unwrap_or_default().to_string();
+    assert!(e.contains("field PodName") && e.contains("not a Kubernetes name"), "{e}");
+    assert_eq!(c.node("node-a").daemon.client().get("/v1/claims/u").status, 404, "nothing claimed for it");
     let r = x.post("/scheduler/bind", r#"{"PodName": "p", "PodNamespace": "n", "PodUID": "u"}"#);
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.json()["Error"].as_str().unwrap().contains("Node"), "{}", r.text());

@@ -663,7 +663,24 @@ pub async fn bind(State(app): State<Arc<App>>, body: Bytes) -> Response {
     }
 }
 
+/// A namespace or pod name as the API server accepts them (a DNS-1123 subdomain): what a bind
+/// puts in an API path, so nothing else (`..`, `/`, `?`) reaches the API server's URL.
+fn check_name(field: &str, v: &str) -> Result<(), String> {
+    let ok = !v.is_empty()
+        && v.len() <= 253
+        && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && v.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("numafit: field {field}: {v:?} is not a Kubernetes name (lowercase letters, digits, '-' and '.', at most 253)"))
+    }
+}
+
 fn bind_pod(app: &App, args: &ExtenderBindingArgs) -> Result<(), String> {
+    check_name("PodNamespace", &args.pod_namespace)?;
+    check_name("PodName", &args.pod_name)?;
     let cluster = app.cluster.as_ref().ok_or("this service has no --cluster")?;
     let inner = &cluster.inner;
     let pod_key = format!("{}/{}", args.pod_namespace, args.pod_name);
