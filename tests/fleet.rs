@@ -130,6 +130,45 @@ fn weighers_order_hosts_as_named_and_weights_combine() {
 }
 
 #[test]
+fn cell_pack_scores_the_fullest_resource_of_the_cells_used() {
+    let dir = scratch("fleet-cell-pack");
+    let empty = read(&fixture("bench/04-8cell-4cell-prefer/host.json"));
+    // Every cell's 2 MiB pages (32 GiB of its 64) taken, its CPUs all free.
+    let mut pages_gone = empty.clone();
+    for c in pages_gone["cells"].as_array_mut().unwrap() {
+        c["memory_usage"] = json!(32768);
+        c["mempages"][1]["used"] = json!(16384);
+    }
+    let inventory = write(
+        &dir,
+        "inventory.json",
+        &json!([{"name": "empty", "host": empty}, {"name": "pages-gone", "host": pages_gone}, {"name": "half", "host": half_used(8)}]),
+    );
+    let score = |request: &Value| -> Vec<f64> {
+        let request = write(&dir, "request.json", request);
+        let o = numafit(&["filter", "--hosts", s(&inventory), "--request", s(&request), "--weigher", "cell-pack", "--json"]);
+        assert!(o.status.code() == Some(0), "{}", stderr(&o));
+        json_of(&o)["hosts"].as_array().unwrap().iter().map(|h| h["score"].as_f64().unwrap()).collect()
+    };
+    // 2 pinned CPUs of a cell's 16 and 1 GiB of its 64, on small pages: the empty host's cell is
+    // 2/16 full after it; a cell without large pages left counts as full (a small-page guest
+    // belongs there, not in a cell a large-page guest could still use); the half-used cell is
+    // (8 + 2)/16 full.
+    let small = json!({"cells": [{"pcpuset": [0, 1], "memory": 1024}], "cpu_policy": "dedicated"});
+    assert_eq!(score(&small), vec![0.125, 1.0, 0.625]);
+    // On 2 MiB pages: the pool is the fullest resource now (512 of 16384 pages on the empty host).
+    let large = json!({"cells": [{"pcpuset": [0, 1], "memory": 1024, "pagesize": 2048}], "cpu_policy": "dedicated"});
+    assert_eq!(score(&large), vec![0.125, 0.0, 0.625], "the pages-gone host does not fit");
+    let mut tight = empty.clone();
+    tight["cells"].as_array_mut().unwrap().iter_mut().for_each(|c| c["mempages"][1]["used"] = json!(8192 + 4096));
+    let inventory2 = write(&dir, "inventory2.json", &json!([{"name": "tight", "host": tight}]));
+    let request = write(&dir, "large.json", &large);
+    let o = numafit(&["filter", "--hosts", s(&inventory2), "--request", s(&request), "--weigher", "cell-pack", "--json"]);
+    let got = json_of(&o)["hosts"][0]["score"].as_f64().unwrap();
+    assert_eq!(got, (8192.0 + 4096.0 + 512.0) / 16384.0, "three quarters of the pages used, then 512 more");
+}
+
+#[test]
 fn the_distance_weigher_reads_the_slit() {
     let dir = scratch("fleet-slit");
     // The 16-cell bench host states distances; a 2-cell request lands on some pair of its cells.

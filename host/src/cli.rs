@@ -226,7 +226,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "spread")]
         strategy: StrategyArg,
         /// A weigher and its weight, NAME[=WEIGHT] (default 1), repeatable: pack, spread,
-        /// numa-distance, fewest-cells. None given: spread.
+        /// numa-distance, fewest-cells, cell-pack. None given: spread.
         #[arg(long, value_name = "NAME[=WEIGHT]")]
         weigher: Vec<String>,
         #[command(flatten)]

@@ -26,6 +26,11 @@ named_enum! {
         NumaDistance = "numa-distance",
         /// The fewest cells: 1 / the cells the placement uses.
         FewestCells = "fewest-cells",
+        /// Best fit per NUMA cell: the fullest of the CPUs, the memory and the large-page pools of
+        /// each cell the placement uses, after it (the mean over those cells). NUMA requests are
+        /// refused cell by cell, so whole cells left free, not free hosts, are what the large
+        /// guests need.
+        CellPack = "cell-pack",
     }
 }
 
@@ -93,6 +98,7 @@ impl Weigher {
                 cells.dedup();
                 1.0 / cells.len().max(1) as f64
             }
+            Weigher::CellPack => cell_fill(before, after, placement),
         }
     }
 }
@@ -111,6 +117,40 @@ fn used_fraction(host: &HostTopology, after: &[HostCell]) -> f64 {
     }
     let fraction = |used: f64, total: f64| if total > 0.0 { (used / total).clamp(0.0, 1.0) } else { 1.0 };
     (fraction(cpus_used, cpus) + fraction(memory_used, memory)) / 2.0
+}
+
+/// The mean, over the host cells `placement` uses, of the fullest of the cell's CPUs, memory and
+/// large-page pools, after the placement (`after`'s version of the cell where it has one).
+fn cell_fill(host: &HostTopology, after: &[HostCell], placement: &Placement) -> f64 {
+    let fraction = |used: f64, total: f64| if total > 0.0 { (used / total).clamp(0.0, 1.0) } else { 1.0 };
+    let mut used: Vec<u32> = placement.cells.iter().map(|c| c.host_cell).collect();
+    used.sort_unstable();
+    used.dedup();
+    let fills: Vec<f64> = used
+        .iter()
+        .filter_map(|&id| {
+            let cell = after.iter().find(|a| a.id == id).or_else(|| host.cells.iter().find(|c| c.id == id))?;
+            let cpus = fraction(
+                cell.pinned_cpus.len() as f64 + (cell.cpu_usage as f64).min(cell.cpuset.len() as f64),
+                cell.pcpuset.union(&cell.cpuset).len() as f64,
+            );
+            let memory = fraction(cell.memory_usage as f64, cell.memory as f64);
+            // Every pool of large pages (past the cell's smallest page), whichever the
+            // placement takes: a guest of small pages also belongs where the large ones are gone.
+            let smallest = cell.mempages.iter().map(|p| p.size_kb).min();
+            let pages = cell
+                .mempages
+                .iter()
+                .filter(|p| Some(p.size_kb) != smallest && p.total > 0)
+                .map(|p| fraction((p.used + p.reserved) as f64, p.total as f64))
+                .fold(0.0, f64::max);
+            Some(cpus.max(memory).max(pages))
+        })
+        .collect();
+    if fills.is_empty() {
+        return 0.0;
+    }
+    fills.iter().sum::<f64>() / fills.len() as f64
 }
 
 /// Local distance over the largest distance between any two cells the placement uses.

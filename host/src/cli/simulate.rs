@@ -17,8 +17,13 @@ use crate::verify;
 
 /// `nova`, `balanced`, or either with its weighers: `balanced=pack,fewest-cells=0.5`. Without
 /// weighers each policy chooses hosts its own way: `nova` spreads (Nova's default weighers),
-/// `balanced` packs (fills hosts before starting new ones, keeping whole cells free for the large
-/// guests that need them).
+/// `balanced` packs cells, then hosts (`BALANCED`).
+/// `balanced`'s weighers: best fit per NUMA cell first (whole cells stay free for the guests that
+/// need a whole cell), the fuller host second (whole hosts stay free for the guests that need
+/// many cells). On generated 100-host fleets and 1,000-instance traces (seeds 1-5) this placed
+/// 37-76% more instances before the first rejection than spread; host packing alone -10% to +43%.
+const BALANCED: &[&str] = &["cell-pack", "pack=0.5"];
+
 struct Run {
     policy: String,
     weighers: Vec<String>,
@@ -31,7 +36,8 @@ fn run_of(spec: &str) -> Result<Run, FlagError> {
     }
     let mut weighers: Vec<String> = weighers.split(',').map(str::trim).filter(|w| !w.is_empty()).map(str::to_string).collect();
     if weighers.is_empty() {
-        weighers.push(if policy == "balanced" { "pack" } else { "spread" }.to_string());
+        let default: &[&str] = if policy == "balanced" { BALANCED } else { &["spread"] };
+        weighers.extend(default.iter().map(|w| w.to_string()));
     }
     Weights::parse(&weighers, &format!("--policy {spec}:")).map_err(FlagError)?;
     Ok(Run { policy: policy.to_string(), weighers })
