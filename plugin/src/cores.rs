@@ -7,6 +7,9 @@
 
 use std::borrow::Cow;
 
+use std::sync::OnceLock;
+
+use crate::scoring::{CellOrder, OrderKey};
 use crate::topology::{HostCell, HostTopology};
 
 /// Free pinnable threads of one host cell, grouped by physical core (sibling group), cores in
@@ -142,6 +145,8 @@ impl FreeCores {
 pub struct PreparedHost<'a> {
     host: Cow<'a, HostTopology>,
     cores: Vec<FreeCores>,
+    /// The trial orders asked for so far, by `OrderKey::slot` (the host never changes under them).
+    orders: [OnceLock<CellOrder>; OrderKey::SLOTS],
 }
 
 impl PreparedHost<'static> {
@@ -149,14 +154,14 @@ impl PreparedHost<'static> {
     /// `validate`; entry points that take a host from outside check it once there).
     pub fn owned(host: HostTopology) -> Self {
         let cores = host.cells.iter().map(FreeCores::of).collect();
-        PreparedHost { host: Cow::Owned(host), cores }
+        PreparedHost { host: Cow::Owned(host), cores, orders: Default::default() }
     }
 }
 
 impl<'a> PreparedHost<'a> {
     /// Prepares a host for the duration of a borrow (normalized and valid, as for `owned`).
     pub fn borrowed(host: &'a HostTopology) -> Self {
-        PreparedHost { host: Cow::Borrowed(host), cores: host.cells.iter().map(FreeCores::of).collect() }
+        PreparedHost { host: Cow::Borrowed(host), cores: host.cells.iter().map(FreeCores::of).collect(), orders: Default::default() }
     }
 
     pub fn host(&self) -> &HostTopology {
@@ -166,6 +171,11 @@ impl<'a> PreparedHost<'a> {
     /// Free cores of each cell, by position in `host().cells`.
     pub fn cores(&self) -> &[FreeCores] {
         &self.cores
+    }
+
+    /// The trial order for `key`, made by `make` the first time it is asked for.
+    pub fn cell_order(&self, key: OrderKey, make: impl FnOnce() -> CellOrder) -> &CellOrder {
+        self.orders[key.slot()].get_or_init(make)
     }
 }
 
