@@ -84,6 +84,11 @@ struct Cluster {
 /// The nodes of the recorded payloads: node-a and node-b on the two recorded `numactl -H`
 /// captures, node-c on the asymmetric 4-cell host; node-gone is configured but not running.
 fn cluster(dir: &Path, extra: &[(&str, PathBuf)]) -> Cluster {
+    cluster_with(dir, extra, json!({}))
+}
+
+/// `cluster`, with CLUSTER.json's fields in `config` added or replaced.
+fn cluster_with(dir: &Path, extra: &[(&str, PathBuf)], config: Value) -> Cluster {
     let numactl = |f: &str| fixture(&format!("numactl/{f}"));
     let (a, b, c) = (numactl("2node-8cpu.txt"), numactl("2node-8cpu-shrunk.txt"), fixture("asymmetric-host.json"));
     let mut nodes = vec![
@@ -99,15 +104,18 @@ fn cluster(dir: &Path, extra: &[(&str, PathBuf)]) -> Cluster {
     std::fs::write(&api_token, API_TOKEN).unwrap();
     let mut entries: Vec<Value> = nodes.iter().map(|n| json!({"name": n.name, "url": format!("http://{}", n.addr)})).collect();
     entries.push(json!({"name": "node-gone", "url": format!("http://{}", free_port())}));
-    let config = json!({
+    let mut file_config = json!({
         "nodes": entries,
         "node_token_file": dir.join("node.token"),
         "api_server": {"url": api.url(), "token_file": api_token},
         "refresh_ms": 200,
         "timeout_s": 2,
     });
+    for (k, v) in config.as_object().expect("fields") {
+        file_config[k] = v.clone();
+    }
     let file = dir.join("cluster.json");
-    std::fs::write(&file, config.to_string()).unwrap();
+    std::fs::write(&file, file_config.to_string()).unwrap();
     let state = dir.join("extender");
     let verbs = free_port();
     let listen = verbs.to_string();
@@ -205,7 +213,7 @@ fn the_extender_verbs_answer_the_schedulers_recorded_payloads() {
     assert_eq!((bound[0].namespace.as_str(), bound[0].pod.as_str(), bound[0].node.as_str()), ("nfv", "dpdk-0", "node-a"));
     assert_eq!(bound[0].body["target"], json!({"apiVersion": "v1", "kind": "Node", "name": "node-a"}));
     let uid = "6f1c2d3e-0000-4a6b-9c1d-000000000001";
-    let claim = c.node("node-a").daemon.client().get(&format!("/v1/claims/{uid}"));
+    let claim = c.node("node-a").daemon.client().get(&format!("/v1/claims/pod:{uid}"));
     assert_eq!(claim.status, 200, "the claim is on node-a: {}", claim.text());
     let pinned: usize =
         claim.json()["placement"]["cells"].as_array().unwrap().iter().map(|c| c["cpu_pinning"].as_object().unwrap().len()).sum();
@@ -244,7 +252,7 @@ fn the_extender_verbs_answer_the_schedulers_recorded_payloads() {
     let r = x.post("/scheduler/bind", &bind_args(&unbindable, "node-a"));
     let error = r.json()["Error"].as_str().unwrap_or_default().to_string();
     assert!(error.contains("binding") && error.contains("released") && error.contains("409"), "{error}");
-    assert_eq!(c.node("node-a").daemon.client().get("/v1/claims/uid-unbindable-0").status, 404, "the claim went with the Binding");
+    assert_eq!(c.node("node-a").daemon.client().get("/v1/claims/pod:uid-unbindable-0").status, 404, "the claim went with the Binding");
 
     // kube-scheduler sends no credentials: the verbs alone on the loopback listener, no token.
     let mut k = Client::connect(&Addr::Tcp(c.verbs)).expect("connects");
@@ -282,7 +290,10 @@ fn the_extender_verbs_answer_the_schedulers_recorded_payloads() {
     let r = x.post("/scheduler/bind", r#"{"PodName": "x/../../../api/v1/secrets", "PodNamespace": "n", "PodUID": "u", "Node": "node-a"}"#);
     let e = r.json()["Error"].as_str().unwrap_or_default().to_string();
     assert!(e.contains("field PodName") && e.contains("not a Kubernetes name"), "{e}");
-    assert_eq!(c.node("node-a").daemon.client().get("/v1/claims/u").status, 404, "nothing claimed for it");
+    assert_eq!(c.node("node-a").daemon.client().get("/v1/claims/pod:u").status, 404, "nothing claimed for it");
+    let r = x.post("/scheduler/bind", r#"{"PodName": "p", "PodNamespace": "n", "PodUID": "u/../x", "Node": "node-a"}"#);
+    let e = r.json()["Error"].as_str().unwrap_or_default().to_string();
+    assert!(e.contains("field PodUID") && e.contains("not a pod UID"), "{e}");
     let r = x.post("/scheduler/bind", r#"{"PodName": "p", "PodNamespace": "n", "PodUID": "u"}"#);
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.json()["Error"].as_str().unwrap().contains("Node"), "{}", r.text());
@@ -299,7 +310,7 @@ fn the_extender_verbs_answer_the_schedulers_recorded_payloads() {
     c.api.add_pod(&unseen);
     let r = x.post("/scheduler/bind", &bind_args(&unseen, "node-c"));
     assert_eq!(r.json(), json!({"Error": ""}), "{}", r.text());
-    assert_eq!(c.node("node-c").daemon.client().get("/v1/claims/uid-unseen-0").status, 200);
+    assert_eq!(c.node("node-c").daemon.client().get("/v1/claims/pod:uid-unseen-0").status, 200);
 }
 
 #[test]
@@ -328,7 +339,7 @@ fn a_claim_decided_on_an_old_generation_is_refused_and_the_bind_decides_again() 
     assert_eq!(a.claim("meanwhile", dedicated(1, 256)).status, 201);
     let r = x.post("/scheduler/bind", &bind_args(&p, "node-a"));
     assert_eq!(r.json(), json!({"Error": ""}), "{}", r.text());
-    assert_eq!(a.daemon.client().get("/v1/claims/uid-moved-0").status, 200);
+    assert_eq!(a.daemon.client().get("/v1/claims/pod:uid-moved-0").status, 200);
 
     // Filtered, then node-a fills up: the bind fails with the reason and claims nothing.
     let q = pod("late-0", "uid-late-0", "2", "256Mi");
@@ -340,7 +351,7 @@ fn a_claim_decided_on_an_old_generation_is_refused_and_the_bind_decides_again() 
     let r = x.post("/scheduler/bind", &bind_args(&q, "node-a"));
     let e = r.json()["Error"].as_str().unwrap_or_default().to_string();
     assert!(e.contains("node-a") && (e.contains("no longer fits") || e.contains("refused")), "{e}");
-    assert_eq!(a.daemon.client().get("/v1/claims/uid-late-0").status, 404);
+    assert_eq!(a.daemon.client().get("/v1/claims/pod:uid-late-0").status, 404);
     assert!(c.api.bound().iter().all(|b| b.pod != "late-0"), "no Binding for a pod that was not claimed");
 
     // A node service that stops answering leaves the inventory: unresolvable, not a stale fit.
@@ -434,7 +445,8 @@ fn a_scheduler_loop_over_several_node_services_claims_concurrently_without_doubl
                     assert!(cpus.insert(cpu.as_u64().unwrap()), "CPU {cpu} of {} is claimed twice", n.name);
                 }
             }
-            claimed.insert(claim["instance"].as_str().unwrap().to_string(), n.name.clone());
+            let uid = claim["instance"].as_str().unwrap().strip_prefix("pod:").expect("a pod's claim is named pod:UID");
+            claimed.insert(uid.to_string(), n.name.clone());
         }
     }
     for (uid, node) in &scheduled {
@@ -442,6 +454,56 @@ fn a_scheduler_loop_over_several_node_services_claims_concurrently_without_doubl
         assert_eq!(bound.get(uid), Some(node), "{uid}");
     }
     assert_eq!(claimed.len(), scheduled.len(), "no claim without a Binding: {claimed:?}");
+}
+
+/// Polls `cond` for up to 20 s (the extender's release pass runs every 100 ms here).
+fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed().as_secs() < 20 {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn the_claims_of_deleted_or_ended_pods_are_released_and_no_other_claim_is() {
+    let dir = scratch("kube-release");
+    let c = cluster_with(&dir, &[], json!({"release_ms": 100, "release_grace_s": 0}));
+    let a = c.node("node-a");
+    let mut x = c.extender.client();
+    let pods: Vec<Value> =
+        ["kept", "deleted", "ended", "moved"].iter().map(|n| pod(&format!("{n}-0"), &format!("uid-{n}"), "1", "256Mi")).collect();
+    for p in &pods {
+        c.api.add_pod(p);
+        assert_eq!(x.post("/scheduler/filter", &names_args(p, &["node-a"])).json()["NodeNames"], json!(["node-a"]));
+        assert_eq!(x.post("/scheduler/bind", &bind_args(p, "node-a")).json(), json!({"Error": ""}));
+    }
+    // A claim that is not a pod's (a VM, `numafit run`) is never the extender's to release.
+    assert_eq!(a.claim("vm-1", dedicated(1, 256)).status, 201);
+    let has = |id: &str| a.daemon.client().get(&format!("/v1/claims/{id}")).status == 200;
+    assert!(has("pod:uid-kept") && has("pod:uid-deleted") && has("vm-1"));
+
+    // While the API server cannot list pods, every claim stays.
+    c.api.fail_lists(true);
+    c.api.remove_pod("nfv/deleted-0");
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert!(has("pod:uid-deleted"), "a claim is released only on the API server's word");
+    c.api.fail_lists(false);
+    assert!(eventually(|| !has("pod:uid-deleted")), "the deleted pod's claim is released");
+
+    // A pod whose containers ended frees its CPUs; one listed on another node is not this node's.
+    c.api.set_pod_field("nfv/ended-0", "status", json!({"phase": "Succeeded"}));
+    c.api.set_pod_field("nfv/moved-0", "spec", json!({"nodeName": "node-b"}));
+    assert!(eventually(|| !has("pod:uid-ended") && !has("pod:uid-moved")), "{:?}", a.claims());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(has("pod:uid-kept") && has("vm-1"), "a pod still running and a VM keep theirs: {:?}", a.claims());
+    // The node's accounting moved with it: the released CPUs are free for the next pod.
+    let status = a.daemon.client().get("/v1/status").json();
+    let pinned: usize = status["host"]["cells"].as_array().unwrap().iter().map(|c| c["pinned_cpus"].as_array().unwrap().len()).sum();
+    assert_eq!(pinned, 2, "the kept pod's CPU and the VM's: {status}");
 }
 
 #[test]

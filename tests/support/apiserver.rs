@@ -1,12 +1,15 @@
 //! A stand-in Kubernetes API server on loopback for the extender's tests: it answers
 //! `POST /api/v1/namespaces/{ns}/pods/{name}/binding` (recording each Binding; a pod whose name
 //! starts with `unbindable` is refused with 409, as a pod bound already would be) and
-//! `GET /api/v1/namespaces/{ns}/pods/{name}` for the pods it is given. It checks the bearer token.
+//! `GET /api/v1/namespaces/{ns}/pods/{name}` for the pods it is given, and
+//! `GET /api/v1/pods?fieldSelector=spec.nodeName%3DNODE` (a Binding sets the pod's node). It
+//! checks the bearer token.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
@@ -23,6 +26,8 @@ pub struct ApiServer {
     pub addr: SocketAddr,
     pub bindings: Arc<Mutex<Vec<Bound>>>,
     pub pods: Arc<Mutex<BTreeMap<String, Value>>>,
+    /// Pod lists answer 500 while set.
+    failing: Arc<AtomicBool>,
 }
 
 impl ApiServer {
@@ -31,14 +36,15 @@ impl ApiServer {
         let addr = listener.local_addr().expect("addr");
         let bindings = Arc::new(Mutex::new(Vec::new()));
         let pods = Arc::new(Mutex::new(BTreeMap::new()));
-        let (b, p, token) = (bindings.clone(), pods.clone(), token.to_string());
+        let failing = Arc::new(AtomicBool::new(false));
+        let (b, p, f, token) = (bindings.clone(), pods.clone(), failing.clone(), token.to_string());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (b, p, token) = (b.clone(), p.clone(), token.clone());
-                std::thread::spawn(move || serve(stream, &b, &p, &token));
+                let (b, p, f, token) = (b.clone(), p.clone(), f.clone(), token.clone());
+                std::thread::spawn(move || serve(stream, &b, &p, &f, &token));
             }
         });
-        ApiServer { addr, bindings, pods }
+        ApiServer { addr, bindings, pods, failing }
     }
 
     pub fn url(&self) -> String {
@@ -50,6 +56,23 @@ impl ApiServer {
         self.pods.lock().unwrap().insert(key, pod.clone());
     }
 
+    pub fn remove_pod(&self, key: &str) {
+        self.pods.lock().unwrap().remove(key);
+    }
+
+    /// Sets one field of a pod's (`status`, `spec`), merged into what is there.
+    pub fn set_pod_field(&self, key: &str, field: &str, value: Value) {
+        let mut pods = self.pods.lock().unwrap();
+        let pod = pods.get_mut(key).expect("a pod added");
+        for (k, v) in value.as_object().expect("an object") {
+            pod[field][k] = v.clone();
+        }
+    }
+
+    pub fn fail_lists(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
     pub fn bound(&self) -> Vec<Bound> {
         self.bindings.lock().unwrap().clone()
     }
@@ -59,7 +82,7 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code})
 }
 
-fn serve(stream: TcpStream, bindings: &Mutex<Vec<Bound>>, pods: &Mutex<BTreeMap<String, Value>>, token: &str) {
+fn serve(stream: TcpStream, bindings: &Mutex<Vec<Bound>>, pods: &Mutex<BTreeMap<String, Value>>, failing: &AtomicBool, token: &str) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
     let mut out = stream;
     loop {
@@ -91,6 +114,7 @@ fn serve(stream: TcpStream, bindings: &Mutex<Vec<Bound>>, pods: &Mutex<BTreeMap<
         let method = req.method.unwrap_or("").to_string();
         let path = req.path.unwrap_or("").to_string();
         let authorized = header("authorization").as_deref() == Some(&format!("Bearer {token}"));
+        let (path, query) = path.split_once('?').unwrap_or((&path, ""));
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let (code, answer) = if !authorized {
             (401, status(401, "Unauthorized", "Unauthorized"))
@@ -104,6 +128,9 @@ fn serve(stream: TcpStream, bindings: &Mutex<Vec<Bound>>, pods: &Mutex<BTreeMap<
                     } else if name.starts_with("unbindable") {
                         (409, status(409, "Conflict", &format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"elsewhere\"")))
                     } else {
+                        if let Some(p) = pods.lock().unwrap().get_mut(&format!("{ns}/{name}")) {
+                            p["spec"]["nodeName"] = json!(node);
+                        }
                         bindings.lock().unwrap().push(Bound { namespace: ns.to_string(), pod: name.to_string(), node, body: sent.clone() });
                         (201, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))
                     }
@@ -111,6 +138,16 @@ fn serve(stream: TcpStream, bindings: &Mutex<Vec<Bound>>, pods: &Mutex<BTreeMap<
                 ("GET", ["api", "v1", "namespaces", ns, "pods", name]) => match pods.lock().unwrap().get(&format!("{ns}/{name}")) {
                     Some(p) => (200, p.clone()),
                     None => (404, status(404, "NotFound", &format!("pods \"{name}\" not found"))),
+                },
+                ("GET", ["api", "v1", "pods"]) if failing.load(Ordering::SeqCst) => {
+                    (500, status(500, "InternalError", "etcdserver: request timed out"))
+                }
+                ("GET", ["api", "v1", "pods"]) => match query.strip_prefix("fieldSelector=spec.nodeName%3D") {
+                    Some(node) => {
+                        let items: Vec<Value> = pods.lock().unwrap().values().filter(|p| p["spec"]["nodeName"] == node).cloned().collect();
+                        (200, json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}))
+                    }
+                    None => (400, status(400, "BadRequest", &format!("unexpected query {query:?}"))),
                 },
                 _ => (404, status(404, "NotFound", "the server could not find the requested resource")),
             }

@@ -43,6 +43,60 @@ pub struct ObjectMeta {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// The ledger instance a bound pod's claim is recorded under: `pod:UID`. The prefix tells the
+/// extender's claims from the node's other ones (Nova's instances, `numafit run`'s), so releasing
+/// the claims of deleted pods never touches those.
+const CLAIM_PREFIX: &str = "pod:";
+
+pub fn claim_instance(uid: &str) -> String {
+    format!("{CLAIM_PREFIX}{uid}")
+}
+
+/// The pod UID a ledger instance is the claim of, if it is a pod's.
+pub fn uid_of_claim(instance: &str) -> Option<&str> {
+    instance.strip_prefix(CLAIM_PREFIX).filter(|uid| check_uid("", uid).is_ok())
+}
+
+/// A pod UID as the API server makes them (a UUID): 1 to 64 ASCII letters, digits and '-', so it
+/// is a safe ledger key and URL path segment.
+pub fn check_uid(field: &str, uid: &str) -> Result<(), String> {
+    if !uid.is_empty() && uid.len() <= 64 && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        Ok(())
+    } else {
+        Err(format!("numafit: field {field}: {uid:?} is not a pod UID (1 to 64 letters, digits and '-')"))
+    }
+}
+
+/// A `PodList` as the API server answers `GET /api/v1/pods`: only what releasing claims reads.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct PodList {
+    #[serde(default)]
+    pub items: Vec<ListedPod>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ListedPod {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub status: PodStatus,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct PodStatus {
+    #[serde(default)]
+    pub phase: String,
+}
+
+impl PodList {
+    /// The UIDs of the listed pods that still hold their resources: every phase but `Succeeded`
+    /// and `Failed` (the kubelet frees a pod's CPUs and memory when its containers have ended,
+    /// while a pod being deleted still runs until then).
+    pub fn holding(&self) -> std::collections::HashSet<&str> {
+        self.items.iter().filter(|p| !matches!(p.status.phase.as_str(), "Succeeded" | "Failed")).map(|p| p.metadata.uid.as_str()).collect()
+    }
+}
+
 /// The fields of a Pod numafit reads (API JSON; every other field is ignored).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -311,5 +365,26 @@ mod tests {
             let e = pod(spec, annotations).request().unwrap_err();
             assert!(e.contains(field), "{field}: {e}");
         }
+    }
+
+    #[test]
+    fn pod_claims_are_named_apart_and_listed_pods_hold_until_they_end() {
+        let uid = "3f1c7c2e-8d5b-4a6e-9f0a-1b2c3d4e5f60";
+        assert_eq!(uid_of_claim(&claim_instance(uid)), Some(uid));
+        for other in ["3f1c7c2e-8d5b-4a6e-9f0a-1b2c3d4e5f60", "vm-1", "pod:", "pod:a/b", "pod:x?y"] {
+            assert_eq!(uid_of_claim(other), None, "{other}");
+        }
+        assert!(check_uid("PodUID", "../x").unwrap_err().contains("field PodUID"));
+        let list: PodList = serde_json::from_value(json!({"kind": "PodList", "items": [
+            {"metadata": {"uid": "a"}, "status": {"phase": "Running"}},
+            {"metadata": {"uid": "b"}, "status": {"phase": "Succeeded"}},
+            {"metadata": {"uid": "c"}, "status": {"phase": "Failed"}},
+            {"metadata": {"uid": "d"}, "status": {"phase": "Pending"}},
+            {"metadata": {"uid": "e"}},
+        ]}))
+        .unwrap();
+        let mut holding: Vec<&str> = list.holding().into_iter().collect();
+        holding.sort_unstable();
+        assert_eq!(holding, ["a", "d", "e"]);
     }
 }

@@ -30,7 +30,7 @@ use crate::failure::{Failure, FlagError};
 use crate::fleet::{self, Weights};
 use crate::formats::{self, FilteredHostJson, HostJson, InputError, RequestJson};
 use crate::kube::extender::{self, ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult, HostPriority, NodeList};
-use crate::kube::pod::Pod;
+use crate::kube::{self, pod::Pod};
 use crate::runtime::{wit, LoadedHost, Plugin};
 use crate::verify;
 
@@ -59,6 +59,20 @@ pub struct ClusterFile {
     /// Seconds a node service or the API server has to answer.
     #[serde(default = "default_timeout_s")]
     timeout_s: u64,
+    /// How often the claims of pods that are gone are released (0: never).
+    #[serde(default = "default_release_ms")]
+    release_ms: u64,
+    /// A pod's claim younger than this is left alone: its Binding may still be on its way.
+    #[serde(default = "default_release_grace_s")]
+    release_grace_s: u64,
+}
+
+fn default_release_ms() -> u64 {
+    30_000
+}
+
+fn default_release_grace_s() -> u64 {
+    60
 }
 
 fn default_refresh_ms() -> u64 {
@@ -98,6 +112,9 @@ pub struct ClusterConfig {
     refresh: Duration,
     timeout: Duration,
     weights: Weights,
+    /// `None`: claims of gone pods are not released.
+    release_every: Option<Duration>,
+    release_grace: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -170,6 +187,8 @@ impl ClusterConfig {
             refresh: Duration::from_millis(raw.refresh_ms),
             timeout: Duration::from_secs(raw.timeout_s),
             weights,
+            release_every: (raw.release_ms > 0).then(|| Duration::from_millis(raw.release_ms)),
+            release_grace: Duration::from_secs(raw.release_grace_s),
         })
     }
 }
@@ -283,17 +302,26 @@ impl Cluster {
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("numafit-inventory".into())
-            .spawn(move || loop {
-                let Some(inner) = weak.upgrade() else { return };
-                let every = inner.config.refresh;
-                let names: Vec<String> = inner.config.nodes.keys().cloned().collect();
-                for name in names {
-                    if let Err(Unreachable(why)) = inner.refresh(&name) {
-                        eprintln!("numafit serve: inventory: node {name}: {why}");
+            .spawn(move || {
+                let mut released_at: Option<Instant> = None;
+                loop {
+                    let Some(inner) = weak.upgrade() else { return };
+                    let every = inner.config.refresh;
+                    let names: Vec<String> = inner.config.nodes.keys().cloned().collect();
+                    for name in names {
+                        if let Err(Unreachable(why)) = inner.refresh(&name) {
+                            eprintln!("numafit serve: inventory: node {name}: {why}");
+                        }
                     }
+                    if let Some(period) = inner.config.release_every {
+                        if released_at.is_none_or(|at| at.elapsed() >= period) {
+                            inner.release_gone_pods();
+                            released_at = Some(Instant::now());
+                        }
+                    }
+                    drop(inner);
+                    std::thread::sleep(every);
                 }
-                drop(inner);
-                std::thread::sleep(every);
             })
             .map_err(|e| FlagError(format!("cannot start the inventory thread: {e}")))?;
         Ok(Cluster { inner })
@@ -339,6 +367,63 @@ impl Inner {
         let status = answer.status().as_u16();
         let text = answer.body_mut().read_to_string().map_err(|e| Unreachable(format!("{method} {path}: {e}")))?;
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    /// Releases, on every node, the claims of pods the API server no longer lists on that node
+    /// holding resources (deleted, ended, or bound elsewhere): the accounting follows the pods
+    /// without a watch. Only the extender's own claims (`pod:UID`) older than the grace are
+    /// looked at, and a node whose pods cannot be listed keeps every claim.
+    fn release_gone_pods(&self) {
+        let Some(api) = &self.config.api else { return };
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let before_ms = now_ms - self.config.release_grace.as_millis() as i64;
+        for (node, endpoint) in &self.config.nodes {
+            let claims = match self.get(endpoint, "/v1/claims") {
+                Ok(c) => c,
+                Err(Unreachable(why)) => {
+                    eprintln!("numafit serve: releasing claims of gone pods: node {node}: {why}");
+                    continue;
+                }
+            };
+            let held: Vec<(&str, &str)> = claims
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter(|c| c["created_unix_ms"].as_i64().is_some_and(|t| t <= before_ms))
+                .filter_map(|c| c["instance"].as_str())
+                .filter_map(|i| Some((i, kube::pod::uid_of_claim(i)?)))
+                .collect();
+            if held.is_empty() {
+                continue;
+            }
+            let path = format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{}", percent_encoded(node));
+            let pods: kube::pod::PodList = match self
+                .get(&api.endpoint, &path)
+                .and_then(|v| serde_json::from_value(v).map_err(|e| Unreachable(format!("GET {path}: not a PodList: {e}"))))
+            {
+                Ok(p) => p,
+                Err(Unreachable(why)) => {
+                    eprintln!("numafit serve: releasing claims of gone pods: API server: {why}; node {node} keeps its claims");
+                    continue;
+                }
+            };
+            let holding = pods.holding();
+            let mut released = false;
+            for (instance, uid) in held.into_iter().filter(|(_, uid)| !holding.contains(uid)) {
+                match self.send("DELETE", endpoint, &format!("/v1/claims/{instance}"), None) {
+                    Ok((200, _)) => {
+                        eprintln!("numafit serve: node {node}: released claim {instance}: pod {uid} no longer holds it");
+                        released = true;
+                    }
+                    Ok((status, answer)) => eprintln!("numafit serve: node {node}: releasing claim {instance}: {status}: {answer}"),
+                    Err(Unreachable(why)) => eprintln!("numafit serve: node {node}: releasing claim {instance}: {why}"),
+                }
+            }
+            if released {
+                let _ = self.refresh(node);
+            }
+        }
     }
 
     fn endpoint(&self, node: &str) -> Option<&Endpoint> {
@@ -431,6 +516,20 @@ impl Inner {
             }
         }
     }
+}
+
+/// `s` for a URL query value: RFC 3986's unreserved characters as they are, every other byte
+/// percent-encoded.
+fn percent_encoded(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn host_of(v: &Value, node: &str) -> Result<HostTopology, Unreachable> {
@@ -681,6 +780,8 @@ fn check_name(field: &str, v: &str) -> Result<(), String> {
 fn bind_pod(app: &App, args: &ExtenderBindingArgs) -> Result<(), String> {
     check_name("PodNamespace", &args.pod_namespace)?;
     check_name("PodName", &args.pod_name)?;
+    kube::pod::check_uid("PodUID", &args.pod_uid)?;
+    let instance = kube::pod::claim_instance(&args.pod_uid);
     let cluster = app.cluster.as_ref().ok_or("this service has no --cluster")?;
     let inner = &cluster.inner;
     let pod_key = format!("{}/{}", args.pod_namespace, args.pod_name);
@@ -708,7 +809,7 @@ fn bind_pod(app: &App, args: &ExtenderBindingArgs) -> Result<(), String> {
     let mut snapshot = inner.snapshot(&args.node).map_err(|Unreachable(e)| format!("numafit: node {}: {e}", args.node))?;
     let mut claimed = false;
     for attempt in 1..=BIND_ATTEMPTS {
-        let body = json!({ "instance": args.pod_uid, "request": request, "generation": snapshot.generation });
+        let body = json!({ "instance": instance, "request": request, "generation": snapshot.generation });
         let (status, answer) = inner
             .send("POST", endpoint, "/v1/claims", Some(&body))
             .map_err(|Unreachable(e)| format!("numafit: node {}: {e}", args.node))?;
@@ -735,7 +836,7 @@ fn bind_pod(app: &App, args: &ExtenderBindingArgs) -> Result<(), String> {
     }
     let bound = create_binding(inner, args);
     if let Err(e) = bound {
-        let released = inner.send("DELETE", endpoint, &format!("/v1/claims/{}", args.pod_uid), None);
+        let released = inner.send("DELETE", endpoint, &format!("/v1/claims/{instance}"), None);
         let released = matches!(released, Ok((200, _)));
         let _ = inner.refresh(&args.node);
         return Err(format!(
