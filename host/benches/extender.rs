@@ -1,7 +1,7 @@
 //! Load generator for the scheduler extender (`numafit serve --cluster`, the release binary):
 //! kube-scheduler's calls for one pod at a time against 1,000 nodes, as `NodeNames` (the
 //! extender is `nodeCacheCapable`) and as full `Nodes` objects (it is not: the whole node list as
-//! JSON per pod, as Kubernetes' HTTP extender ships it). `cargo bench --bench extender [-- SECONDS]`.
+//! JSON per pod, as Kubernetes' HTTP extender ships it). `cargo bench --bench extender [-- SECONDS] [Nodes|NodeNames]`.
 //!
 //! The 1,000 nodes are names of one node service (bench case 04's 8-cell host), so each has the
 //! same truth; the extender fetches, keeps and loads each as its own. Its inventory refresh is
@@ -88,7 +88,12 @@ fn main() {
     );
     println!("| calls per pod | ExtenderArgs | clients | pods/s | p50 (ms) | p99 (ms) | service CPU/pod (ms) | target |");
     println!("|---|---|---|---|---|---|---|---|");
+    // `-- Nodes` or `-- NodeNames`: that form alone.
+    let only = std::env::args().skip(1).find(|a| a == "Nodes" || a == "NodeNames");
     for (form, body) in [("NodeNames", &by_name), ("Nodes", &full)] {
+        if only.as_ref().is_some_and(|o| o != form) {
+            continue;
+        }
         for (calls, verbs) in
             [("filter", &["/scheduler/filter"][..]), ("filter + prioritize", &["/scheduler/filter", "/scheduler/prioritize"][..])]
         {

@@ -14,24 +14,24 @@ pub const MAX_PRIORITY: i64 = 10;
 /// `ExtenderArgs`: the pod, and the candidate nodes as full objects (`Nodes`, when the extender
 /// is not `nodeCacheCapable`) or by name (`NodeNames`).
 #[derive(Debug, Deserialize)]
-pub struct ExtenderArgs {
+pub struct ExtenderArgs<'a> {
     #[serde(rename = "Pod")]
     pub pod: Value,
-    #[serde(rename = "Nodes", default)]
-    pub nodes: Option<NodeList>,
+    #[serde(rename = "Nodes", default, borrow)]
+    pub nodes: Option<NodeList<'a>>,
     #[serde(rename = "NodeNames", default)]
     pub node_names: Option<Vec<String>>,
 }
 
 /// A `v1.NodeList` (its own JSON is camelCase, with json tags). The Node objects are kept as the
-/// text they came in: only their names are read, and those that fit are answered verbatim (a
-/// thousand Node objects are a megabyte a pod).
+/// text they came in, borrowed from the request's body, never copied: only their names are
+/// read, and those that fit are answered verbatim (a thousand Node objects are a megabyte a pod).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
-pub struct NodeList {
+pub struct NodeList<'a> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
-    #[serde(default)]
-    pub items: Vec<Box<RawValue>>,
+    #[serde(default, borrow)]
+    pub items: Vec<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -49,7 +49,7 @@ pub fn node_name(node: &RawValue) -> Option<String> {
     serde_json::from_str::<Named>(node.get()).ok().map(|n| n.metadata.name)
 }
 
-impl ExtenderArgs {
+impl ExtenderArgs<'_> {
     /// The candidates' names, whichever way they came; `Nodes` wins when both are given, as the
     /// scheduler sends one or the other.
     pub fn names(&self) -> Result<Vec<String>, String> {
@@ -68,9 +68,9 @@ impl ExtenderArgs {
 
 /// `ExtenderFilterResult`.
 #[derive(Debug, Default, Deserialize, Serialize)]
-pub struct ExtenderFilterResult {
-    #[serde(rename = "Nodes")]
-    pub nodes: Option<NodeList>,
+pub struct ExtenderFilterResult<'a> {
+    #[serde(rename = "Nodes", borrow)]
+    pub nodes: Option<NodeList<'a>>,
     #[serde(rename = "NodeNames")]
     pub node_names: Option<Vec<String>>,
     /// Nodes that do not fit now (preempting pods could make room).

@@ -663,15 +663,18 @@ fn judge(app: &App, names: &[String], pod_json: &Value, scored: bool) -> Result<
 }
 
 fn json_answer(status: StatusCode, body: &impl serde::Serialize) -> Response {
-    let text = serde_json::to_string(body).unwrap_or_else(|e| json!({ "Error": format!("the answer did not serialize: {e}") }).to_string());
-    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response()
+    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], answer_text(body)).into_response()
+}
+
+fn answer_text(body: &impl serde::Serialize) -> String {
+    serde_json::to_string(body).unwrap_or_else(|e| json!({ "Error": format!("the answer did not serialize: {e}") }).to_string())
 }
 
 async fn off_workers<T: Send + 'static>(app: Arc<App>, f: impl FnOnce(&App) -> T + Send + 'static) -> Result<T, String> {
     tokio::task::spawn_blocking(move || f(&app)).await.map_err(|e| format!("the request's worker failed: {e}"))
 }
 
-fn parse_args(body: &[u8]) -> Result<(ExtenderArgs, Vec<String>), String> {
+fn parse_args(body: &[u8]) -> Result<(ExtenderArgs<'_>, Vec<String>), String> {
     let args: ExtenderArgs = serde_json::from_slice(body).map_err(|e| format!("ExtenderArgs: {e}"))?;
     let names = args.names().map_err(|e| format!("ExtenderArgs: {e}"))?;
     Ok((args, names))
@@ -679,14 +682,16 @@ fn parse_args(body: &[u8]) -> Result<(ExtenderArgs, Vec<String>), String> {
 
 /// `POST /scheduler/filter`: `ExtenderArgs` -> `ExtenderFilterResult`.
 pub async fn filter(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let run = move |app: &App| -> (StatusCode, ExtenderFilterResult) {
+    // The answer is serialized here: its Node objects are borrowed from the body.
+    let run = move |app: &App| -> (StatusCode, String) {
+        let answer = |status: StatusCode, result: &ExtenderFilterResult| (status, answer_text(result));
         let (args, names) = match parse_args(&body) {
             Ok(a) => a,
-            Err(e) => return (StatusCode::BAD_REQUEST, ExtenderFilterResult { error: e, ..Default::default() }),
+            Err(e) => return answer(StatusCode::BAD_REQUEST, &ExtenderFilterResult { error: e, ..Default::default() }),
         };
         let (_, verdicts) = match judge(app, &names, &args.pod, false) {
             Ok(v) => v,
-            Err(e) => return (StatusCode::OK, ExtenderFilterResult { error: e, ..Default::default() }),
+            Err(e) => return answer(StatusCode::OK, &ExtenderFilterResult { error: e, ..Default::default() }),
         };
         let mut result = ExtenderFilterResult::default();
         let mut fits = Vec::new();
@@ -706,16 +711,15 @@ pub async fn filter(State(app): State<Arc<App>>, body: Bytes) -> Response {
             Some(list) => {
                 // In the order sent: `names` is that order, the i-th name the i-th item's.
                 let fitting: std::collections::HashSet<&str> = fits.iter().map(String::as_str).collect();
-                let items =
-                    list.items.iter().zip(&names).filter(|(_, n)| fitting.contains(n.as_str())).map(|(item, _)| item.clone()).collect();
+                let items = list.items.iter().zip(&names).filter(|(_, n)| fitting.contains(n.as_str())).map(|(item, _)| *item).collect();
                 result.nodes = Some(NodeList { metadata: list.metadata.clone(), items });
             }
             None => result.node_names = Some(fits),
         }
-        (StatusCode::OK, result)
+        answer(StatusCode::OK, &result)
     };
     match off_workers(app, run).await {
-        Ok((status, result)) => json_answer(status, &result),
+        Ok((status, text)) => (status, [(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response(),
         Err(e) => json_answer(StatusCode::INTERNAL_SERVER_ERROR, &ExtenderFilterResult { error: e, ..Default::default() }),
     }
 }
