@@ -19,26 +19,26 @@
 //! anchors that yield the same set are evaluated once. Polynomial, like the `nova` search.
 
 use crate::cores::{FreeCores, PreparedHost};
-use crate::fit::{CellFit, Limits};
-use crate::pinning::Packing;
+use crate::fit::Limits;
+use crate::pinning::{CellPinning, Packing};
 use crate::placement::{Placement, Rejection};
 use crate::request::{GuestTopology, ValidRequest};
-use crate::search::{placement_from, rejection_from, start, FitTable, Start};
+use crate::search::{answer_without_search, placement_from, rejection_from, FitTable};
 use crate::topology::HostCell;
 
 /// Wholly free cores a fit breaks (takes some but not all threads of).
-fn broken_cores(cell: &HostCell, cores: &FreeCores, fit: &CellFit) -> u64 {
-    let used: crate::CpuSet = fit.pinning.pairs.iter().map(|&(_, p)| p).chain(fit.pinning.emulator.iter().copied()).collect();
+fn broken_cores(cell: &HostCell, cores: &FreeCores, pinning: &CellPinning) -> u64 {
+    let used: crate::CpuSet = pinning.pairs.iter().map(|&(_, p)| p).chain(pinning.emulator.iter().copied()).collect();
     let whole = cores.whole().iter().map(|&k| &cell.siblings[k as usize]);
     whole.filter(|core| core.intersects(&used) && !core.is_subset(&used)).count() as u64
 }
 
 /// How far apart (per mille) the free CPU share and the free memory share of the cell end up.
-fn stranding(cell: &HostCell, guest: &GuestTopology, g: usize, fit: &CellFit, limits: &Limits) -> u64 {
+fn stranding(cell: &HostCell, guest: &GuestTopology, g: usize, pinning: &CellPinning, limits: &Limits) -> u64 {
     let want = &guest.cells[g];
     let cpu_share = if guest.pins() {
         let total = cell.pcpuset.len().max(1) as f64;
-        let free = cell.pcpuset.difference_len(&cell.pinned_cpus) as f64 - (fit.pinning.pairs.len() + fit.pinning.emulator.len()) as f64;
+        let free = cell.pcpuset.difference_len(&cell.pinned_cpus) as f64 - (pinning.pairs.len() + pinning.emulator.len()) as f64;
         free / total
     } else {
         let capacity = cell.cpuset.len() as f64 * limits.cpu_allocation_ratio.unwrap_or(1.0);
@@ -103,10 +103,10 @@ fn score(table: &FitTable, costs: &Costs, assign: &[usize]) -> Score {
 pub fn fit(prepared: &PreparedHost, guest: &ValidRequest, limits: &Limits, policy: &str) -> Result<Placement, Rejection> {
     let guest = guest.get();
     let host = prepared.host();
-    let mut table = match start(prepared, guest, limits, Packing::KeepCoresWhole, policy)? {
-        Start::Answered(p) => return Ok(p),
-        Start::Search(table) => table,
-    };
+    if let Some(answer) = answer_without_search(prepared, guest, policy) {
+        return answer;
+    }
+    let mut table = FitTable::new(prepared, guest, limits, Packing::KeepCoresWhole);
     table.fill();
     let n = table.columns();
     if !table.matchable(0, &vec![false; n]) {
@@ -118,7 +118,8 @@ pub fn fit(prepared: &PreparedHost, guest: &ValidRequest, limits: &Limits, polic
         for col in 0..n {
             if let Some(Ok(fit)) = table.result(g, col) {
                 let (cell, cores) = (&host.cells[table.order[col]], &prepared.cores()[table.order[col]]);
-                pair[g * n + col] = Some((broken_cores(cell, cores, fit), stranding(cell, guest, g, fit, limits)));
+                let pinning = table.pinning(g, col, fit);
+                pair[g * n + col] = Some((broken_cores(cell, cores, &pinning), stranding(cell, guest, g, &pinning, limits)));
             }
         }
     }
@@ -163,7 +164,7 @@ pub fn fit(prepared: &PreparedHost, guest: &ValidRequest, limits: &Limits, polic
         }
     }
     match best {
-        Some((_, _, _, assign)) => Ok(placement_from(&mut table, &assign, policy)),
+        Some((_, _, _, assign)) => Ok(placement_from(&table, &assign, policy)),
         None => Err(rejection_from(&table)),
     }
 }

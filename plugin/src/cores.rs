@@ -9,8 +9,39 @@ use std::borrow::Cow;
 
 use std::sync::OnceLock;
 
+use smallvec::SmallVec;
+
 use crate::scoring::{CellOrder, OrderKey};
-use crate::topology::{HostCell, HostTopology};
+use crate::topology::{HostCell, HostTopology, PagePool};
+
+/// The numbers of a host cell the per-cell checks read, copied next to its free cores. A fleet
+/// call is bound by memory latency, not arithmetic: with these beside the counts, deciding a
+/// (guest cell, host cell) pair reads one small record instead of a dozen scattered lines.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CellUsage {
+    pub id: u32,
+    /// MiB (`HostCell::memory`).
+    pub memory: u64,
+    pub memory_usage: u64,
+    /// `HostCell::avail_memory`.
+    pub avail_memory: u64,
+    pub cpu_usage: u32,
+    /// `HostCell::smallest_pages`.
+    pub smallest_pages: Option<PagePool>,
+}
+
+impl CellUsage {
+    pub fn of(cell: &HostCell) -> CellUsage {
+        CellUsage {
+            id: cell.id,
+            memory: cell.memory,
+            memory_usage: cell.memory_usage,
+            avail_memory: cell.avail_memory(),
+            cpu_usage: cell.cpu_usage,
+            smallest_pages: cell.smallest_pages().cloned(),
+        }
+    }
+}
 
 /// Free pinnable threads of one host cell, grouped by physical core (sibling group), cores in
 /// packing order, threads ascending inside a core. Cores with no free thread are kept, empty, so
@@ -23,8 +54,10 @@ pub struct FreeCores {
     ends: Vec<u32>,
     /// Cores whose every thread is pinnable and free (the only cores `isolate` may use), in core order.
     whole: Vec<u32>,
-    /// Cores with at least t free threads, at index t (index 0: every core).
-    with_at_least: Vec<u32>,
+    /// Cores with at least t free threads, at index t (index 0: every core); inline up to SMT8.
+    with_at_least: SmallVec<[u32; 9]>,
+    /// Wholly free cores as wide as the cell's widest (`threads_per_core`): `isolate`'s cores.
+    wide_whole: usize,
     /// Most free threads on one core.
     widest: usize,
     /// Most threads of one core usable by guests (shared or pinnable); 1 without SMT.
@@ -32,6 +65,8 @@ pub struct FreeCores {
     /// Sizes of the cell's pinnable and shared sets (`pcpuset`, `cpuset`).
     pinnable: usize,
     shared: usize,
+    /// The cell's own numbers the checks read.
+    usage: CellUsage,
 }
 
 impl FreeCores {
@@ -42,11 +77,13 @@ impl FreeCores {
             threads: Vec::with_capacity(free.iter().map(|w| w.count_ones() as usize).sum()),
             ends: Vec::with_capacity(cell.siblings.len()),
             whole: Vec::new(),
-            with_at_least: Vec::new(),
+            with_at_least: SmallVec::new(),
+            wide_whole: 0,
             widest: 0,
             threads_per_core: cell.threads_per_core(),
             pinnable: cell.pcpuset.len(),
             shared: cell.cpuset.len(),
+            usage: CellUsage::of(cell),
         };
         for (k, core) in cell.siblings.iter().enumerate() {
             let start = out.threads.len();
@@ -61,6 +98,7 @@ impl FreeCores {
             let n = out.threads.len() - start;
             if n > 0 && n == core.len() {
                 out.whole.push(k as u32);
+                out.wide_whole += usize::from(n >= out.threads_per_core);
             }
             out.widest = out.widest.max(n);
             out.ends.push(out.threads.len() as u32);
@@ -116,6 +154,16 @@ impl FreeCores {
     /// Indices of the wholly free cores, in core order.
     pub fn whole(&self) -> &[u32] {
         &self.whole
+    }
+
+    /// Number of wholly free cores as wide as the cell's widest.
+    pub fn wide_whole(&self) -> usize {
+        self.wide_whole
+    }
+
+    /// The cell's own numbers (memory, usage, smallest pages).
+    pub fn usage(&self) -> &CellUsage {
+        &self.usage
     }
 
     pub fn is_whole(&self, k: usize) -> bool {

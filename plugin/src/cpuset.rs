@@ -213,13 +213,15 @@ impl std::fmt::Display for CpuSet {
         f.write_str("{")?;
         let mut run: Option<(u32, u32)> = None;
         let mut first = true;
+        // Numbers through `itoa`, not `write!`: rejections print the pinned CPUs of many cells.
         let mut flush = |f: &mut std::fmt::Formatter<'_>, (lo, hi): (u32, u32)| {
-            let sep = if std::mem::take(&mut first) { "" } else { "," };
+            f.write_str(if std::mem::take(&mut first) { "" } else { "," })?;
+            f.write_str(itoa::Buffer::new().format(lo))?;
             if hi > lo {
-                write!(f, "{sep}{lo}-{hi}")
-            } else {
-                write!(f, "{sep}{lo}")
+                f.write_str("-")?;
+                f.write_str(itoa::Buffer::new().format(hi))?;
             }
+            Ok(())
         };
         for cpu in self.iter() {
             run = match run {

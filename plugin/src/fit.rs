@@ -2,9 +2,9 @@
 //! memory or page size; pinnable CPU count; shared CPU count; free pinnable CPUs and packing;
 //! allocation ratios for floating vCPUs. A refusal carries the numbers that decided it.
 
-use crate::cores::FreeCores;
+use crate::cores::{CellUsage, FreeCores};
 use crate::hugepages;
-use crate::pinning::{self, CellPinning, Packing};
+use crate::pinning::{self, CellPinning, Packing, PinPlan};
 use crate::refusal::{Refusal, Shortfall};
 use crate::request::{GuestCell, GuestTopology, ThreadPolicy};
 use crate::topology::HostCell;
@@ -31,41 +31,54 @@ pub enum Strategy {
     Pack,
 }
 
-/// A guest cell fitted onto a host cell.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A guest cell fitted onto a host cell: decided, with its CPUs not chosen yet (`pinning`), as a
+/// search decides many pairs and keeps a few.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CellFit {
     pub host_cell: u32,
     /// The page size chosen when the guest asked for one.
     pub pagesize_kb: Option<u32>,
-    pub pinning: CellPinning,
+    /// How its dedicated vCPUs are pinned; none for a guest that pins nothing.
+    pub plan: Option<PinPlan>,
+}
+
+impl CellFit {
+    /// The CPUs of this fit: `host`, `cores`, `guest` and `emulator` as `fit_cell_packed` had them.
+    pub fn pinning(&self, host: &HostCell, cores: &FreeCores, guest: &GuestCell, emulator: usize) -> CellPinning {
+        match self.plan {
+            Some(plan) => pinning::pin(plan, host, cores, &guest.pcpuset, emulator),
+            None => CellPinning::default(),
+        }
+    }
 }
 
 /// Memory (Nova's `_numa_fit_instance_cell`): the asked page size; else, on a cell that lists
 /// page pools, the smallest listed pool (whatever its size) — free pages for pinned guests, the
 /// pool's total for floating ones (overcommit is the allocation ratio's business) — and in either
 /// case a whole number of pages; else plain memory, free for pinned guests, total for floating.
-fn check_memory(host: &HostCell, guest: &GuestCell, pins: bool) -> Result<Option<u32>, Refusal> {
+fn check_memory(host: &HostCell, usage: &CellUsage, guest: &GuestCell, pins: bool) -> Result<Option<u32>, Refusal> {
     if let Some(wish) = guest.pagesize {
         return hugepages::choose_page_size(host, wish, guest.memory).map(Some);
     }
-    match host.smallest_pages() {
+    match &usage.smallest_pages {
         Some(pool) if hugepages::fits_in_pages(pool, guest.memory, pins) => Ok(None),
         // Floating: the cell's memory as its smallest pages count it is too small.
         Some(pool) if !pins && hugepages::pages_needed(pool.size_kb, guest.memory).is_some() => {
             Err(Refusal::new(Shortfall::Memory, guest.memory, pool.total.saturating_mul(u64::from(pool.size_kb)) / 1024))
         }
         Some(pool) => Err(hugepages::pages_refusal(pool, guest.memory, pins)),
-        None if pins && host.avail_memory() < guest.memory => Err(Refusal::new(Shortfall::Memory, guest.memory, host.avail_memory())),
-        None if host.memory < guest.memory => Err(Refusal::new(Shortfall::Memory, guest.memory, host.memory)),
+        None if pins && usage.avail_memory < guest.memory => Err(Refusal::new(Shortfall::Memory, guest.memory, usage.avail_memory)),
+        None if usage.memory < guest.memory => Err(Refusal::new(Shortfall::Memory, guest.memory, usage.memory)),
         None => Ok(None),
     }
 }
 
 /// Floating vCPUs and their memory against the allocation ratios, when limits give them.
-fn check_ratios(host: &HostCell, guest: &GuestCell, limits: &Limits) -> Result<(), Refusal> {
+fn check_ratios(cores: &FreeCores, guest: &GuestCell, limits: &Limits) -> Result<(), Refusal> {
+    let host = cores.usage();
     if let Some(ratio) = limits.cpu_allocation_ratio {
         let usage = u64::from(host.cpu_usage) + guest.cpuset.len() as u64;
-        let limit = host.cpuset.len() as f64 * ratio;
+        let limit = cores.shared() as f64 * ratio;
         if usage as f64 > limit {
             return Err(Refusal::new(Shortfall::CpuRatio, usage, limit.max(0.0) as u64));
         }
@@ -80,9 +93,17 @@ fn check_ratios(host: &HostCell, guest: &GuestCell, limits: &Limits) -> Result<(
     Ok(())
 }
 
-/// Fits `guest` (with `emulator` extra pinned CPUs) on `host`, or says why not.
-pub fn fit_cell(host: &HostCell, guest: &GuestCell, topo: &GuestTopology, limits: &Limits, emulator: usize) -> Result<CellFit, Refusal> {
-    fit_cell_packed(host, &FreeCores::of(host), guest, topo, limits, emulator, Packing::Nova)
+/// Fits `guest` (with `emulator` extra pinned CPUs) on `host` and pins it, or says why not.
+pub fn fit_cell(
+    host: &HostCell,
+    guest: &GuestCell,
+    topo: &GuestTopology,
+    limits: &Limits,
+    emulator: usize,
+) -> Result<(CellFit, CellPinning), Refusal> {
+    let cores = FreeCores::of(host);
+    let fit = fit_cell_packed(host, &cores, guest, topo, limits, emulator, Packing::Nova)?;
+    Ok((fit, fit.pinning(host, &cores, guest, emulator)))
 }
 
 /// `fit_cell` on the host cell's free cores (`FreeCores::of(host)`, made once per host state),
@@ -101,7 +122,7 @@ pub fn fit_cell_packed(
     if shared == 0 && pinnable == 0 && guest.vcpus() > 0 {
         return Err(Refusal::new(Shortfall::NoCpus, guest.vcpus() as u64, 0));
     }
-    let pagesize_kb = check_memory(host, guest, pins)?;
+    let pagesize_kb = check_memory(host, cores.usage(), guest, pins)?;
     let dedicated = guest.pcpuset.len() + emulator;
     if pins && dedicated > pinnable {
         return Err(Refusal::new(Shortfall::PinnableCpus, dedicated as u64, pinnable as u64));
@@ -109,21 +130,22 @@ pub fn fit_cell_packed(
     if topo.floats() && guest.cpuset.len() > shared {
         return Err(Refusal::new(Shortfall::SharedCpus, guest.cpuset.len() as u64, shared as u64));
     }
-    let mut pinning = CellPinning::default();
     // A mixed cell without dedicated vCPUs: Nova finds no pinning to isolate, nor one to put
     // isolated emulator threads beside, and refuses the cell.
     if pins && guest.pcpuset.is_empty() && (topo.effective_thread_policy() == ThreadPolicy::Isolate || emulator > 0) {
         return Err(Refusal::new(Shortfall::PinnableCpus, 1, 0));
     }
-    if pins {
+    let plan = if pins {
         let free = cores.free();
         if dedicated > free {
             return Err(Refusal::new(Shortfall::FreeCpus, dedicated as u64, free as u64));
         }
-        pinning = pinning::pin_cell_packed(host, cores, &guest.pcpuset, emulator, topo.effective_thread_policy(), packing)?;
-    }
+        Some(pinning::plan(cores, guest.pcpuset.len(), emulator, topo.effective_thread_policy(), packing)?)
+    } else {
+        None
+    };
     if topo.floats() {
-        check_ratios(host, guest, limits)?;
+        check_ratios(cores, guest, limits)?;
     }
-    Ok(CellFit { host_cell: host.id, pagesize_kb, pinning })
+    Ok(CellFit { host_cell: cores.usage().id, pagesize_kb, plan })
 }

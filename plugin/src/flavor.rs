@@ -330,7 +330,10 @@ fn per_node<'a>(get: impl Fn(&str) -> Option<&'a str>, prefix: &str) -> Vec<(Str
         .collect()
 }
 
-fn node_lists(f: &Flavor) -> Result<(Option<Vec<CpuSet>>, Option<Vec<u64>>), RequestError> {
+/// `hw:numa_cpus.N` and `hw:numa_mem.N`, each when given.
+type NodeLists = (Option<Vec<CpuSet>>, Option<Vec<u64>>);
+
+fn node_lists(f: &Flavor) -> Result<NodeLists, RequestError> {
     let mut cpus = None;
     let mut mems = None;
     for (name, cpu) in [("numa_cpus", true), ("numa_mem", false)] {
@@ -576,8 +579,8 @@ fn dedicated_vcpus(f: &Flavor, p: &Policies, realtime: Option<CpuSet>, mut dedic
 fn guest_cells(f: &Flavor, nodes: Option<u32>, dedicated: &CpuSet, pagesize: Option<PageSizeWish>) -> Result<Vec<GuestCell>, RequestError> {
     let nodes = nodes.unwrap_or(1);
     let mut cells = match node_lists(f)? {
-        (None, None) => cells_auto(f, nodes, &dedicated)?,
-        (Some(c), Some(m)) if c.len() == nodes as usize && m.len() == nodes as usize => cells_manual(f, &c, &m, &dedicated)?,
+        (None, None) => cells_auto(f, nodes, dedicated)?,
+        (Some(c), Some(m)) if c.len() == nodes as usize && m.len() == nodes as usize => cells_manual(f, &c, &m, dedicated)?,
         (c, m) => {
             return Err(RequestError::new(
                 "ImageNUMATopologyIncomplete",

@@ -36,13 +36,25 @@ pub struct CellPinning {
     pub emulator: Vec<u32>,
 }
 
+/// How one guest cell's vCPUs are pinned on one host cell, decided from the cell's counts alone
+/// (`plan`); `pin` then picks the CPUs. A search decides many (guest cell, host cell) pairs and
+/// keeps a few, so only the kept ones read the CPU lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinPlan {
+    /// `prefer` / `require`: the first `t` free threads of every core that has at least `t`.
+    ThreadsPerCore(usize),
+    /// `prefer`'s fallback: every free thread as if it were a core of its own, in core order.
+    SingleThreads,
+    /// `isolate`: one thread of each wholly free core of the cell's full width.
+    Isolate,
+    /// The balanced policy's `prefer`: whole cores first, odd vCPUs on cores already in use.
+    KeepCoresWhole,
+}
+
 /// Step: the first `t` free threads of every core that has at least `t`, zipped with the vCPUs.
-fn take_threads_per_core(cores: &FreeCores, t: usize, vcpus: &CpuSet, n: usize) -> Option<Vec<(u32, u32)>> {
-    if t * cores.with_at_least(t) < n {
-        return None;
-    }
-    // Plain loops: this runs for every (guest cell, host cell) pair a search tries.
-    let mut pairs = Vec::with_capacity(n);
+fn take_threads_per_core(cores: &FreeCores, t: usize, vcpus: &CpuSet) -> Vec<(u32, u32)> {
+    // Plain loops: this runs for every guest cell of every placement a search keeps.
+    let mut pairs = Vec::with_capacity(vcpus.len());
     let mut vcpus = vcpus.iter();
     'cores: for core in cores.iter().filter(|c| c.len() >= t) {
         for &pcpu in &core[..t] {
@@ -50,12 +62,7 @@ fn take_threads_per_core(cores: &FreeCores, t: usize, vcpus: &CpuSet, n: usize) 
             pairs.push((vcpu, pcpu));
         }
     }
-    Some(pairs)
-}
-
-/// Step: every free thread as if it were a core of its own, in core order.
-fn take_single_threads(cores: &FreeCores, vcpus: &CpuSet) -> Option<Vec<(u32, u32)>> {
-    (cores.free() >= vcpus.len()).then(|| pair_up(vcpus, cores.threads().iter().copied()))
+    pairs
 }
 
 /// vCPUs (ascending) zipped with host CPUs, into a vector sized once.
@@ -66,64 +73,64 @@ fn pair_up(vcpus: &CpuSet, pcpus: impl Iterator<Item = u32>) -> Vec<(u32, u32)> 
 }
 
 /// Step: the first `n` free threads left after the vCPUs took theirs, in core order.
-fn take_emulator_threads(cores: &FreeCores, pairs: &[(u32, u32)], n: usize) -> Option<Vec<u32>> {
+fn take_emulator_threads(cores: &FreeCores, pairs: &[(u32, u32)], n: usize) -> Vec<u32> {
     if n == 0 {
-        return Some(Vec::new());
+        return Vec::new();
     }
     let taken: CpuSet = pairs.iter().map(|&(_, p)| p).collect();
-    let rest: Vec<u32> = cores.threads().iter().copied().filter(|p| !taken.contains(*p)).take(n).collect();
-    (rest.len() == n).then_some(rest)
+    cores.threads().iter().copied().filter(|p| !taken.contains(*p)).take(n).collect()
 }
 
 /// Nova's `isolate`: the vCPUs take one thread each of the wholly free cores as wide as the
 /// cell's widest (`sibling_sets[threads_per_core]`), in core order; the emulator threads then take
 /// the first wholly free cores (of any width) that hold no vCPU, in core order (Nova takes the
 /// next free thread there, which its own claim refuses on a half-used core).
-fn pin_isolate(cores: &FreeCores, vcpus: &CpuSet, emulator: usize) -> Result<CellPinning, Refusal> {
-    let whole = cores.whole();
-    let width = cores.threads_per_core();
-    let needed = (vcpus.len() + emulator) as u64;
-    let wide: Vec<u32> = whole.iter().copied().filter(|&k| cores.core(k as usize).len() >= width).collect();
-    if wide.len() < vcpus.len() {
-        return Err(Refusal::new(Shortfall::FreeCores, needed, wide.len() as u64));
+fn plan_isolate(cores: &FreeCores, vcpus: usize, emulator: usize) -> Result<PinPlan, Refusal> {
+    let needed = (vcpus + emulator) as u64;
+    if cores.wide_whole() < vcpus {
+        return Err(Refusal::new(Shortfall::FreeCores, needed, cores.wide_whole() as u64));
     }
-    let lowest = |k: u32| cores.core(k as usize).first().copied();
-    let used = &wide[..vcpus.len()];
-    let pairs = pair_up(vcpus, used.iter().filter_map(|&k| lowest(k)));
-    let emulator: Vec<u32> = whole.iter().filter(|k| !used.contains(k)).filter_map(|&k| lowest(k)).take(emulator).collect();
-    if emulator.len() < needed as usize - pairs.len() {
-        return Err(Refusal::new(Shortfall::FreeCores, needed, whole.len() as u64));
+    // The vCPUs' cores are wholly free ones, so the emulator threads have the rest of those.
+    if cores.whole().len() - vcpus < emulator {
+        return Err(Refusal::new(Shortfall::FreeCores, needed, cores.whole().len() as u64));
     }
-    Ok(CellPinning { pairs, emulator })
+    Ok(PinPlan::Isolate)
 }
 
-fn pin_packed(cores: &FreeCores, vcpus: &CpuSet, emulator: usize, policy: ThreadPolicy) -> Result<CellPinning, Refusal> {
+fn pin_isolate(cores: &FreeCores, vcpus: &CpuSet, emulator: usize) -> CellPinning {
+    let width = cores.threads_per_core();
+    let whole = cores.whole();
+    let wide: Vec<u32> = whole.iter().copied().filter(|&k| cores.core(k as usize).len() >= width).take(vcpus.len()).collect();
+    let lowest = |k: u32| cores.core(k as usize).first().copied();
+    let pairs = pair_up(vcpus, wide.iter().filter_map(|&k| lowest(k)));
+    let emulator: Vec<u32> = whole.iter().filter(|k| !wide.contains(k)).filter_map(|&k| lowest(k)).take(emulator).collect();
+    CellPinning { pairs, emulator }
+}
+
+/// `prefer` / `require`: the most threads per core that hold all the vCPUs (`require` stops at
+/// 2), then (`prefer`) single threads. The emulator threads take free threads the vCPUs left,
+/// so whether they fit does not depend on how the vCPUs were taken.
+fn plan_packed(cores: &FreeCores, vcpus: usize, emulator: usize, policy: ThreadPolicy) -> Result<PinPlan, Refusal> {
     let require = policy == ThreadPolicy::Require;
     if require && cores.threads_per_core() < 2 {
         return Err(Refusal::new(Shortfall::SiblingThreads, 2, 1));
     }
     let lowest = if require { 2 } else { 1 };
-    let n = vcpus.len();
-    for t in (lowest..=cores.widest()).rev() {
-        let Some(pairs) = take_threads_per_core(cores, t, vcpus, n) else {
-            continue;
-        };
-        if let Some(emulator) = take_emulator_threads(cores, &pairs, emulator) {
-            return Ok(CellPinning { pairs, emulator });
+    let (free, needed) = (cores.free(), vcpus + emulator);
+    if free >= needed {
+        if let Some(t) = (lowest..=cores.widest()).rev().find(|&t| t * cores.with_at_least(t) >= vcpus) {
+            return Ok(PinPlan::ThreadsPerCore(t));
+        }
+        if !require {
+            return Ok(PinPlan::SingleThreads);
         }
     }
     if !require {
-        if let Some(pairs) = take_single_threads(cores, vcpus) {
-            if let Some(emulator) = take_emulator_threads(cores, &pairs, emulator) {
-                return Ok(CellPinning { pairs, emulator });
-            }
-        }
-        let free = cores.free();
-        let short = if free >= vcpus.len() { Shortfall::EmulatorCpu } else { Shortfall::FreeCpus };
-        return Err(Refusal::new(short, (vcpus.len() + emulator) as u64, free as u64));
+        let short = if free >= vcpus { Shortfall::EmulatorCpu } else { Shortfall::FreeCpus };
+        return Err(Refusal::new(short, needed as u64, free as u64));
     }
     let paired: usize = cores.iter().filter(|c| c.len() >= 2).map(|c| c.len()).sum();
-    Err(Refusal::new(Shortfall::SiblingThreads, (vcpus.len() + emulator) as u64, paired as u64))
+    Err(Refusal::new(Shortfall::SiblingThreads, needed as u64, paired as u64))
 }
 
 /// Step (balanced): whole free cores, ordered so that the cell stays inside one L3 cache when one
@@ -156,22 +163,53 @@ fn whole_cores_by_cache(cell: &HostCell, cores: &FreeCores, wanted: usize) -> Ve
 
 /// `prefer` for the balanced policy: whole cores for as many vCPUs as fill them; the odd
 /// remainder (and the emulator thread) on free threads of cores already in use, so no whole core
-/// is broken for a thread or two; whole cores again only when those run out.
-fn pin_keep_cores_whole(cell: &HostCell, cores: &FreeCores, vcpus: &CpuSet, emulator: usize) -> Result<CellPinning, Refusal> {
+/// is broken for a thread or two; whole cores again only when those run out. Every free thread
+/// is a candidate, so it fits when the cell has enough free threads.
+fn pin_keep_cores_whole(cell: &HostCell, cores: &FreeCores, vcpus: &CpuSet, emulator: usize) -> CellPinning {
     let partial: Vec<usize> = (0..cores.len()).filter(|&k| !cores.core(k).is_empty() && !cores.is_whole(k)).collect();
     let width = cores.whole().iter().map(|&k| cores.core(k as usize).len()).max().unwrap_or(1);
     let full_cores = vcpus.len() / width;
     let ordered = whole_cores_by_cache(cell, cores, full_cores.max(1));
-    let mut threads: Vec<u32> = Vec::new();
+    let mut threads: Vec<u32> = Vec::with_capacity(cores.free());
     threads.extend(ordered.iter().take(full_cores).flat_map(|&k| cores.core(k).iter().copied()));
     threads.extend(partial.iter().flat_map(|&k| cores.core(k).iter().copied()));
     threads.extend(ordered.iter().skip(full_cores).flat_map(|&k| cores.core(k).iter().copied()));
-    let needed = vcpus.len() + emulator;
-    if threads.len() < needed {
-        return Err(Refusal::new(Shortfall::FreeCpus, needed as u64, threads.len() as u64));
-    }
     let pairs = pair_up(vcpus, threads.iter().copied());
-    Ok(CellPinning { pairs, emulator: threads[vcpus.len()..needed].to_vec() })
+    // `plan` saw enough free threads for both.
+    let emulator = threads.get(vcpus.len()..vcpus.len() + emulator).map(<[u32]>::to_vec).unwrap_or_default();
+    CellPinning { pairs, emulator }
+}
+
+/// Whether `vcpus` dedicated vCPUs plus `emulator` extra CPUs can be pinned on the cell whose
+/// free cores these are, and how; the refusal says why not.
+pub fn plan(cores: &FreeCores, vcpus: usize, emulator: usize, policy: ThreadPolicy, packing: Packing) -> Result<PinPlan, Refusal> {
+    match (policy, packing) {
+        (ThreadPolicy::Isolate, _) => plan_isolate(cores, vcpus, emulator),
+        (ThreadPolicy::Prefer, Packing::KeepCoresWhole) => {
+            let (needed, free) = (vcpus + emulator, cores.free());
+            if needed > free {
+                return Err(Refusal::new(Shortfall::FreeCpus, needed as u64, free as u64));
+            }
+            Ok(PinPlan::KeepCoresWhole)
+        }
+        (ThreadPolicy::Prefer | ThreadPolicy::Require, _) => plan_packed(cores, vcpus, emulator, policy),
+    }
+}
+
+/// The CPUs of a plan `plan` accepted for these `vcpus` and `emulator` on this cell.
+pub fn pin(plan: PinPlan, cell: &HostCell, cores: &FreeCores, vcpus: &CpuSet, emulator: usize) -> CellPinning {
+    match plan {
+        PinPlan::ThreadsPerCore(t) => {
+            let pairs = take_threads_per_core(cores, t, vcpus);
+            CellPinning { emulator: take_emulator_threads(cores, &pairs, emulator), pairs }
+        }
+        PinPlan::SingleThreads => {
+            let pairs = pair_up(vcpus, cores.threads().iter().copied());
+            CellPinning { emulator: take_emulator_threads(cores, &pairs, emulator), pairs }
+        }
+        PinPlan::Isolate => pin_isolate(cores, vcpus, emulator),
+        PinPlan::KeepCoresWhole => pin_keep_cores_whole(cell, cores, vcpus, emulator),
+    }
 }
 
 /// Pins the dedicated `vcpus` of one guest cell, plus `emulator` extra CPUs, on `cell`.
@@ -189,9 +227,5 @@ pub fn pin_cell_packed(
     policy: ThreadPolicy,
     packing: Packing,
 ) -> Result<CellPinning, Refusal> {
-    match (policy, packing) {
-        (ThreadPolicy::Isolate, _) => pin_isolate(cores, vcpus, emulator),
-        (ThreadPolicy::Prefer, Packing::KeepCoresWhole) => pin_keep_cores_whole(cell, cores, vcpus, emulator),
-        (ThreadPolicy::Prefer | ThreadPolicy::Require, _) => pin_packed(cores, vcpus, emulator, policy),
-    }
+    plan(cores, vcpus.len(), emulator, policy, packing).map(|p| pin(p, cell, cores, vcpus, emulator))
 }

@@ -43,6 +43,17 @@ pub struct Placement {
 }
 
 impl Placement {
+    /// The placement of `guest`'s cells by `policy`, with the guest's CPU policies.
+    pub fn of(guest: &GuestTopology, policy: &str, cells: Vec<PlacedCell>) -> Placement {
+        Placement {
+            policy: policy.to_string(),
+            cpu_policy: guest.cpu_policy,
+            thread_policy: guest.thread_policy,
+            emulator_threads: guest.emulator_threads,
+            cells,
+        }
+    }
+
     pub fn pins(&self) -> bool {
         matches!(self.cpu_policy, Some(CpuPolicy::Dedicated | CpuPolicy::Mixed))
     }

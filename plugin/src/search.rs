@@ -15,7 +15,7 @@ use crate::cores::FreeCores;
 use crate::cores::PreparedHost;
 use crate::fit::{fit_cell_packed, CellFit, Limits};
 use crate::pci;
-use crate::pinning::Packing;
+use crate::pinning::{CellPinning, Packing};
 use crate::placement::{describe_guest_cell, describe_refusal_of, CellRefusal, PlacedCell, Placement, Rejection};
 use crate::refusal::Refusal;
 use crate::request::{GuestTopology, ValidRequest};
@@ -32,13 +32,14 @@ pub(crate) struct FitTable<'a> {
     packing: Packing,
     /// Host cell positions in Nova's trial order: column k is host cell `order[k]`.
     pub(crate) order: CellOrder,
-    fits: Vec<Option<Result<CellFit, Refusal>>>,
+    /// Inline for up to 4 guest cells on 8 host cells (or 2 on 16): no allocation per host.
+    fits: SmallVec<[Option<Result<CellFit, Refusal>>; 32]>,
 }
 
 impl<'a> FitTable<'a> {
     pub(crate) fn new(host: &'a PreparedHost, guest: &'a GuestTopology, limits: &'a Limits, packing: Packing) -> Self {
         let order = cell_order(host, guest, limits.strategy);
-        let fits = vec![None; guest.cells.len() * order.len()];
+        let fits = SmallVec::from_elem(None, guest.cells.len() * order.len());
         FitTable { host: host.host(), cores: host.cores(), guest, limits, packing, order, fits }
     }
 
@@ -50,13 +51,24 @@ impl<'a> FitTable<'a> {
     pub(crate) fn fits(&mut self, g: usize, k: usize) -> bool {
         let slot = g * self.order.len() + k;
         if self.fits[slot].is_none() {
-            // The emulator threads' extra CPU is charged to the host cell of guest cell 0.
-            let emulator = usize::from(g == 0 && self.guest.emulator_isolated());
+            let emulator = self.emulator(g);
             let (host_cell, cores) = (&self.host.cells[self.order[k]], &self.cores[self.order[k]]);
             self.fits[slot] =
                 Some(fit_cell_packed(host_cell, cores, &self.guest.cells[g], self.guest, self.limits, emulator, self.packing));
         }
         matches!(self.fits[slot], Some(Ok(_)))
+    }
+
+    /// Extra pinned CPUs guest cell `g` takes: the emulator threads' are charged to the host
+    /// cell of guest cell 0.
+    fn emulator(&self, g: usize) -> usize {
+        usize::from(g == 0 && self.guest.emulator_isolated())
+    }
+
+    /// The CPUs of guest cell `g` on the host cell at trial position `k`, which it fits.
+    pub(crate) fn pinning(&self, g: usize, k: usize, fit: &CellFit) -> CellPinning {
+        let (host_cell, cores) = (&self.host.cells[self.order[k]], &self.cores[self.order[k]]);
+        fit.pinning(host_cell, cores, &self.guest.cells[g], self.emulator(g))
     }
 
     pub(crate) fn fill(&mut self) {
@@ -178,16 +190,15 @@ fn walk_pruned(table: &FitTable, g: usize, used: &mut [bool], assign: &mut Assig
     None
 }
 
-/// The placement of a complete assignment. Consumes the assignment's fits (moved, not copied):
-/// the search is over once it is called.
-pub(crate) fn placement_from(table: &mut FitTable, assign: &[usize], policy: &str) -> Placement {
-    let columns = table.columns();
+/// The placement of a complete assignment: the only pairs whose CPUs are chosen.
+pub(crate) fn placement_from(table: &FitTable, assign: &[usize], policy: &str) -> Placement {
     let mut cells = Vec::with_capacity(assign.len());
     for (g, &k) in assign.iter().enumerate() {
         // Every assigned pair was fitted before it was assigned.
-        let Some(Ok(fit)) = table.fits[g * columns + k].take() else {
+        let Some(Ok(fit)) = table.result(g, k) else {
             continue;
         };
+        let pinning = table.pinning(g, k, fit);
         let guest = &table.guest.cells[g];
         cells.push(PlacedCell {
             guest_cell: g as u32,
@@ -195,17 +206,11 @@ pub(crate) fn placement_from(table: &mut FitTable, assign: &[usize], policy: &st
             cpuset: guest.cpuset.clone(),
             memory: guest.memory,
             pagesize_kb: fit.pagesize_kb,
-            pinning: fit.pinning.pairs,
-            emulator: fit.pinning.emulator,
+            pinning: pinning.pairs,
+            emulator: pinning.emulator,
         });
     }
-    Placement {
-        policy: policy.to_string(),
-        cpu_policy: table.guest.cpu_policy,
-        thread_policy: table.guest.thread_policy,
-        emulator_threads: table.guest.emulator_threads,
-        cells,
-    }
+    Placement::of(table.guest, policy, cells)
 }
 
 pub(crate) fn rejection_from(table: &FitTable) -> Rejection {
@@ -257,45 +262,31 @@ pub(crate) fn rejection_from(table: &FitTable) -> Rejection {
     Rejection { summary, refusals, reasons }
 }
 
-/// How a policy's search begins: the answers that need no search, or the table to search.
-pub(crate) enum Start<'a> {
-    Answered(Placement),
-    Search(FitTable<'a>),
-}
-
-/// The checks every policy makes before searching (on a request already validated): a NUMA
-/// constraint at all, and enough host cells.
-pub(crate) fn start<'a>(
-    host: &'a PreparedHost,
-    guest: &'a GuestTopology,
-    limits: &'a Limits,
-    packing: Packing,
-    policy: &str,
-) -> Result<Start<'a>, Rejection> {
-    let table = FitTable::new(host, guest, limits, packing);
+/// The answers every policy gives before searching (on a request already validated): no NUMA
+/// constraint at all, or too few host cells; `None` when there is something to search.
+pub(crate) fn answer_without_search(host: &PreparedHost, guest: &GuestTopology, policy: &str) -> Option<Result<Placement, Rejection>> {
     if guest.cells.is_empty() {
-        let mut table = table;
-        return Ok(Start::Answered(placement_from(&mut table, &[], policy)));
+        return Some(Ok(Placement::of(guest, policy, Vec::new())));
     }
     let cells = host.host().cells.len();
     if cells < guest.cells.len() {
-        return Err(Rejection::whole(format!("the host has {cells} NUMA cells, the guest needs {}", guest.cells.len())));
+        return Some(Err(Rejection::whole(format!("the host has {cells} NUMA cells, the guest needs {}", guest.cells.len()))));
     }
-    Ok(Start::Search(table))
+    None
 }
 
 /// Places `guest` on `host` the way Nova does, or explains why it cannot.
 pub fn fit(host: &PreparedHost, guest: &ValidRequest, limits: &Limits, policy: &str) -> Result<Placement, Rejection> {
     let guest = guest.get();
-    let mut table = match start(host, guest, limits, Packing::Nova, policy)? {
-        Start::Answered(p) => return Ok(p),
-        Start::Search(table) => table,
-    };
+    if let Some(answer) = answer_without_search(host, guest, policy) {
+        return answer;
+    }
+    let mut table = FitTable::new(host, guest, limits, Packing::Nova);
     let mut used: SmallVec<[bool; 64]> = SmallVec::from_elem(false, table.columns());
     let mut assign = Assignment::new();
     let mut budget = guest.cells.len() * table.columns();
     match walk_lazily(&mut table, 0, &mut used, &mut assign, &mut budget) {
-        Walk::Found(assign) => return Ok(placement_from(&mut table, &assign, policy)),
+        Walk::Found(assign) => return Ok(placement_from(&table, &assign, policy)),
         Walk::NoneLeft | Walk::Exhausted => {}
     }
     table.fill();
@@ -303,7 +294,7 @@ pub fn fit(host: &PreparedHost, guest: &ValidRequest, limits: &Limits, policy: &
     let mut assign = Assignment::new();
     if table.matchable(0, &used) {
         if let Some(found) = walk_pruned(&table, 0, &mut used, &mut assign) {
-            return Ok(placement_from(&mut table, &found, policy));
+            return Ok(placement_from(&table, &found, policy));
         }
     }
     Err(rejection_from(&table))

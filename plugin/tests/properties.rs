@@ -1,8 +1,11 @@
 //! Property tests on random hosts and requests (1,000 cases each): the search gives exactly the
 //! answer of Nova's permutation walk; a placement never pins a CPU twice or outside its cell's free
-//! pinnable set, never exceeds a cell's memory, and always claims cleanly; release undoes claim.
+//! pinnable set, never exceeds a cell's memory, and always claims cleanly; release undoes claim;
+//! a pinning plan decided from a cell's counts always has the CPUs it promised.
 
+use numafit_plugin::cores::FreeCores;
 use numafit_plugin::fit::fit_cell;
+use numafit_plugin::pinning::{self, Packing};
 use numafit_plugin::scoring::cell_order;
 use numafit_plugin::{
     claim, fit, release, CpuPolicy, CpuSet, EmulatorThreads, GuestCell, GuestTopology, HostCell, HostTopology, Limits, PagePool,
@@ -160,8 +163,11 @@ fn limits_for(ratios: bool, pack: bool) -> Limits {
     }
 }
 
+/// Per placed cell: host cell, (vCPU, pCPU) pairs, emulator CPUs, page size.
+type Summary = Vec<(u32, Vec<(u32, u32)>, Vec<u32>, Option<u32>)>;
+
 /// Nova's walk, literally: every permutation of the ordered host cells, first one where all fit.
-fn brute_force(host: &HostTopology, guest: &GuestTopology, limits: &Limits) -> Option<Vec<(u32, Vec<(u32, u32)>, Vec<u32>, Option<u32>)>> {
+fn brute_force(host: &HostTopology, guest: &GuestTopology, limits: &Limits) -> Option<Summary> {
     let order = cell_order(&numafit_plugin::PreparedHost::borrowed(host), guest, limits.strategy);
     let k = guest.cells.len();
     fn perms(items: &[usize], k: usize, prefix: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
@@ -184,7 +190,7 @@ fn brute_force(host: &HostTopology, guest: &GuestTopology, limits: &Limits) -> O
         for (g, &h) in perm.iter().enumerate() {
             let emulator = usize::from(g == 0 && guest.emulator_isolated());
             match fit_cell(&host.cells[h], &guest.cells[g], guest, limits, emulator) {
-                Ok(f) => cells.push((f.host_cell, f.pinning.pairs, f.pinning.emulator, f.pagesize_kb)),
+                Ok((f, pinning)) => cells.push((f.host_cell, pinning.pairs, pinning.emulator, f.pagesize_kb)),
                 Err(_) => continue 'perm,
             }
         }
@@ -193,7 +199,7 @@ fn brute_force(host: &HostTopology, guest: &GuestTopology, limits: &Limits) -> O
     None
 }
 
-fn summary(p: &Placement) -> Vec<(u32, Vec<(u32, u32)>, Vec<u32>, Option<u32>)> {
+fn summary(p: &Placement) -> Summary {
     p.cells.iter().map(|c| (c.host_cell, c.pinning.clone(), c.emulator.clone(), c.pagesize_kb)).collect()
 }
 
@@ -254,6 +260,39 @@ proptest! {
             let claimed = claim(&host, &p);
             prop_assert!(claimed.is_ok(), "balanced placement must claim: {:?}", claimed.err());
             prop_assert_eq!(release(&claimed.unwrap(), &p).unwrap(), host.clone());
+        }
+    }
+
+    #[test]
+    fn a_plan_from_counts_has_the_cpus_it_promised(
+        spec in cell_spec(),
+        vcpus in 0usize..=12,
+        emulator in 0usize..=1,
+        policy in 0usize..3,
+        keep_whole in any::<bool>(),
+    ) {
+        let host = build_host(&[spec]);
+        let cell = &host.cells[0];
+        let cores = FreeCores::of(cell);
+        let policy = [ThreadPolicy::Prefer, ThreadPolicy::Isolate, ThreadPolicy::Require][policy];
+        let packing = if keep_whole { Packing::KeepCoresWhole } else { Packing::Nova };
+        let guest: CpuSet = (0..vcpus as u32).collect();
+        if let Ok(plan) = pinning::plan(&cores, vcpus, emulator, policy, packing) {
+            let pinned = pinning::pin(plan, cell, &cores, &guest, emulator);
+            prop_assert_eq!(pinned.pairs.iter().map(|&(v, _)| v).collect::<Vec<_>>(), guest.iter().collect::<Vec<_>>());
+            prop_assert_eq!(pinned.emulator.len(), emulator);
+            let free = cell.free_pcpus();
+            let used: Vec<u32> = pinned.pairs.iter().map(|&(_, p)| p).chain(pinned.emulator.iter().copied()).collect();
+            let distinct: CpuSet = used.iter().copied().collect();
+            prop_assert_eq!(distinct.len(), used.len(), "a CPU taken twice: {:?}", used);
+            prop_assert!(distinct.is_subset(&free), "{:?} outside the free pinnable {}", used, free);
+            if policy == ThreadPolicy::Isolate {
+                // Every vCPU on a wholly free core of its own.
+                for &(_, p) in &pinned.pairs {
+                    let core = cell.siblings.iter().find(|c| c.contains(p)).expect("every CPU has a core");
+                    prop_assert!(core.is_subset(&free));
+                }
+            }
         }
     }
 }
