@@ -222,8 +222,11 @@ fn status_list(tree: &Tree, key: &str) -> Result<Option<Vec<u32>>, DiscoverError
     }
 }
 
+/// A cpuset cgroup's CPUs and memory nodes, each when it says.
+type CpusAndNodes = (Option<Vec<u32>>, Option<Vec<u32>>);
+
 /// The CPUs and memory nodes of this process' cpuset cgroup (v1 or v2), when the tree has one.
-fn cgroup_cpuset(tree: &Tree) -> Result<(Option<Vec<u32>>, Option<Vec<u32>>), DiscoverError> {
+fn cgroup_cpuset(tree: &Tree) -> Result<CpusAndNodes, DiscoverError> {
     let Some(path) = tree.text("proc/self/cpuset")? else {
         return Ok((None, None));
     };

@@ -181,18 +181,18 @@ impl<'a> Candidate<'a> {
 }
 
 /// The policy's answers to one `fit-many` call over `hosts` (each as it was shown), each checked
-/// as a single fit's answer is and scored: the hosts in order. An answer that fails the checks
-/// fails the whole filter, naming the host: a policy that answers one host wrongly is not trusted
-/// with the others. Without `weights` nothing is scored (a filter that only asks which fit).
-pub fn judge(
+/// as a single fit's answer is and scored: per host in order, its score when the policy placed
+/// it. An answer that fails the checks fails the whole filter, naming the host: a policy that
+/// answers one host wrongly is not trusted with the others. Without `weights` nothing is scored
+/// (a filter that only asks which fit): every placed host scores 0.
+pub fn check(
     plugin: &str,
-    policy: &str,
     hosts: &[Candidate],
     request: &wit::Request,
     limits: &wit::Limits,
     weights: Option<&Weights>,
-    answers: Vec<Result<wit::Placement, wit::Rejection>>,
-) -> Result<Vec<FilteredHostJson>, VerifyError> {
+    answers: &[Result<wit::Placement, wit::Rejection>],
+) -> Result<Vec<Option<f64>>, VerifyError> {
     let refuse = |what: &'static str, problem: String| VerifyError { plugin: plugin.to_string(), what, problem };
     if answers.len() != hosts.len() {
         return Err(refuse("fit-many", format!("answered {} hosts, asked {}", answers.len(), hosts.len())));
@@ -203,44 +203,56 @@ pub fn judge(
             e.problem = format!("host {name:?}: {}", e.problem);
             e
         };
-        out.push(match answer {
-            Ok(p) => {
-                match index {
-                    Some(index) => verify::placement_on(plugin, view, index, request, &p),
-                    None => verify::placement(plugin, view, request, &p),
+        let Ok(p) = answer else {
+            out.push(None);
+            continue;
+        };
+        match index {
+            Some(index) => verify::placement_on(plugin, view, index, request, p),
+            None => verify::placement(plugin, view, request, p),
+        }
+        .map_err(named)?;
+        // Scored on the host as the claim would leave it (the core's own accounting).
+        let score = match weights {
+            Some(weights) => {
+                let placed = convert::placement_from_wit(p.clone()).map_err(|e| named(refuse("placement", e)))?;
+                let after = match index {
+                    Some(index) => verify::admit_cells_on(host, view, index, p, &placed, Some(limits)),
+                    None => verify::admit(host, &placed, Some(limits)).map(|h| h.cells),
                 }
-                .map_err(named)?;
-                // Scored on the host as the claim would leave it (the core's own accounting).
-                let score = match weights {
-                    Some(weights) => {
-                        let placed = convert::placement_from_wit(p.clone()).map_err(|e| named(refuse("placement", e)))?;
-                        let after = match index {
-                            Some(index) => verify::admit_cells_on(host, view, index, &p, &placed, Some(limits)),
-                            None => verify::admit(host, &placed, Some(limits)).map(|h| h.cells),
-                        }
-                        .map_err(|e| named(refuse("placement", e)))?;
-                        weights.score(host, &after, &placed)
-                    }
-                    None => 0.0,
-                };
-                FilteredHostJson {
-                    name: name.to_string(),
-                    fits: true,
-                    score,
-                    placement: Some(PlacementJson::from_wit(&p)),
-                    rejection: None,
-                }
+                .map_err(|e| named(refuse("placement", e)))?;
+                weights.score(host, &after, &placed)
             }
-            Err(r) => FilteredHostJson {
-                name: name.to_string(),
-                fits: false,
-                score: 0.0,
-                placement: None,
-                rejection: Some(RejectionJson::from_wit(policy, &r)),
-            },
-        });
+            None => 0.0,
+        };
+        out.push(Some(score));
     }
     Ok(out)
+}
+
+/// `check`, with each host's answer as `numafit filter --json` shows it.
+pub fn judge(
+    plugin: &str,
+    policy: &str,
+    hosts: &[Candidate],
+    request: &wit::Request,
+    limits: &wit::Limits,
+    weights: Option<&Weights>,
+    answers: Vec<Result<wit::Placement, wit::Rejection>>,
+) -> Result<Vec<FilteredHostJson>, VerifyError> {
+    let scores = check(plugin, hosts, request, limits, weights, &answers)?;
+    Ok(hosts
+        .iter()
+        .zip(answers)
+        .zip(scores)
+        .map(|((host, answer), score)| FilteredHostJson {
+            name: host.name.to_string(),
+            fits: answer.is_ok(),
+            score: score.unwrap_or(0.0),
+            placement: answer.as_ref().ok().map(PlacementJson::from_wit),
+            rejection: answer.as_ref().err().map(|r| RejectionJson::from_wit(policy, r)),
+        })
+        .collect())
 }
 
 #[cfg(test)]

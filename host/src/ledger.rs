@@ -370,12 +370,8 @@ pub fn derive(base: &HostTopology, claims: &[Claim], admit: Admit) -> Derived {
     let mut host = base.clone();
     let mut lost = Vec::new();
     for c in claims {
-        let placed = c
-            .placement
-            .to_wit("the ledger")
-            .map_err(|e| e.message)
-            .and_then(|p| convert::placement_from_wit(p))
-            .and_then(|p| admit(&host, &p));
+        let placed =
+            c.placement.to_wit("the ledger").map_err(|e| e.message).and_then(convert::placement_from_wit).and_then(|p| admit(&host, &p));
         match placed {
             Ok(next) => host = next,
             Err(reason) => lost.push(Lost { instance: c.instance.clone(), reason }),

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use numafit_plugin::{HostTopology, Placement};
+use numafit_plugin::{CpuSet, HostTopology, Placement};
 
 use crate::contract::latest::convert;
 use crate::contract::{cell_ids, cpu_rows, placement_rows, wit, PlacedCellRows};
@@ -24,8 +24,10 @@ pub struct VerifyError {
 struct CellView {
     /// The cell's position in `host.cells`.
     cell: usize,
-    pinnable: BTreeSet<u32>,
-    pinned: BTreeSet<u32>,
+    /// Bitmaps, not trees: every fit of a scheduler's batch is checked against them. Only the
+    /// host's own CPU numbers go in; a plugin's numbers are only looked up.
+    pinnable: CpuSet,
+    pinned: CpuSet,
     /// How many shared CPUs the cell has.
     shared: usize,
     cores: BTreeMap<u32, BTreeSet<u32>>,
@@ -49,8 +51,8 @@ impl HostIndex {
                     c.id,
                     CellView {
                         cell: i,
-                        pinnable: BTreeSet::new(),
-                        pinned: BTreeSet::new(),
+                        pinnable: CpuSet::new(),
+                        pinned: CpuSet::new(),
                         shared: 0,
                         cores: BTreeMap::new(),
                         core_of: BTreeMap::new(),
@@ -112,7 +114,7 @@ pub fn placement_on(
     let pins = matches!(request.cpu_policy, Some(wit::CpuPolicy::Dedicated | wit::CpuPolicy::Mixed));
     let isolate = request.thread_policy == Some(wit::ThreadPolicy::Isolate);
     let mut used_cells = BTreeSet::new();
-    let mut used_cpus = BTreeSet::new();
+    let mut used_cpus = CpuSet::new();
     for (g, placed) in placement_rows(p).iter().enumerate() {
         if placed.guest_cell as usize != g {
             return Err(fail(format!("cell {g} is labelled guest cell {}", placed.guest_cell)));
@@ -127,13 +129,12 @@ pub fn placement_on(
         if placed.memory_mb != want.memory_mb {
             return Err(fail(format!("guest cell {g} got {} MiB, asked for {}", placed.memory_mb, want.memory_mb)));
         }
-        let asked = |m: &wit::CellMembers| -> BTreeSet<u32> { cell_ids(m, g as u32).into_iter().collect() };
+        let asked = |m: &wit::CellMembers| -> CpuSet { cell_ids(m, g as u32).into_iter().collect() };
         let (shared, dedicated) = (asked(&request.shared_vcpus), asked(&request.dedicated_vcpus));
-        if placed.shared_vcpus.iter().copied().collect::<BTreeSet<_>>() != shared || placed.shared_vcpus.len() != shared.len() {
+        if !same_members(placed.shared_vcpus.iter().copied(), &shared) {
             return Err(fail(format!("guest cell {g}'s shared vCPUs differ from the request's")));
         }
-        let pinned_vcpus: BTreeSet<u32> = placed.pinning.iter().map(|x| x.0).collect();
-        if pinned_vcpus != dedicated || placed.pinning.len() != dedicated.len() {
+        if !same_members(placed.pinning.iter().map(|x| x.0), &dedicated) {
             return Err(fail(format!("guest cell {g} does not pin each dedicated vCPU exactly once")));
         }
         if !pins && (!placed.pinning.is_empty() || !placed.emulator_pcpus.is_empty()) {
@@ -141,10 +142,10 @@ pub fn placement_on(
         }
         let pcpus: Vec<u32> = placed.pinning.iter().map(|x| x.1).chain(placed.emulator_pcpus.iter().copied()).collect();
         for &cpu in &pcpus {
-            if !view.pinnable.contains(&cpu) {
+            if !view.pinnable.contains(cpu) {
                 return Err(fail(format!("guest cell {g} pins CPU {cpu}, which host cell {} cannot pin", placed.host_cell)));
             }
-            if view.pinned.contains(&cpu) {
+            if view.pinned.contains(cpu) {
                 return Err(fail(format!("guest cell {g} pins CPU {cpu}, which is already pinned")));
             }
             if !used_cpus.insert(cpu) {
@@ -153,7 +154,7 @@ pub fn placement_on(
             if isolate {
                 let core = view.core_of.get(&cpu).and_then(|k| view.cores.get(k));
                 if let Some(core) = core {
-                    if core.iter().any(|t| !view.pinnable.contains(t) || view.pinned.contains(t) || (*t != cpu && pcpus.contains(t))) {
+                    if core.iter().any(|&t| !view.pinnable.contains(t) || view.pinned.contains(t) || (t != cpu && pcpus.contains(&t))) {
                         return Err(fail(format!("guest cell {g} (isolate) uses CPU {cpu} on a core that is not wholly its own")));
                     }
                 }
@@ -194,7 +195,21 @@ pub fn placement_on(
     Ok(())
 }
 
-fn layout(host: &wit::Host) -> (Vec<(u32, u64, Option<u32>)>, Vec<(u32, u32, u32, bool, bool)>, Vec<(u32, u32, u64, u64)>) {
+/// Whether `ids` (a plugin's) name each member of `want` exactly once and nothing else: checked
+/// member by member before any of them goes into a set, so a hostile number allocates nothing.
+fn same_members(ids: impl ExactSizeIterator<Item = u32>, want: &CpuSet) -> bool {
+    if ids.len() != want.len() {
+        return false;
+    }
+    let mut seen = CpuSet::new();
+    ids.into_iter().all(|id| want.contains(id) && seen.insert(id))
+}
+
+/// A host's shape as `accounting` compares it: cells (id, memory, socket), CPUs (id, cell, core,
+/// shared, pinnable) and page pools (cell, size, total, reserved).
+type Layout = (Vec<(u32, u64, Option<u32>)>, Vec<(u32, u32, u32, bool, bool)>, Vec<(u32, u32, u64, u64)>);
+
+fn layout(host: &wit::Host) -> Layout {
     let cells = host.cells.iter().map(|c| (c.id, c.memory_mb, c.socket)).collect();
     let cpus = cpu_rows(&host.cpus).map(|c| (c.id, c.cell, c.core, c.shared, c.pinnable)).collect();
     let pages = host.pages.iter().map(|p| (p.cell, p.size_kb, p.total, p.reserved)).collect();
@@ -300,7 +315,7 @@ pub fn claimable_on(host: &wit::Host, index: &HostIndex, p: &wit::Placement, lim
             let cores: BTreeSet<u32> = cpus.iter().filter_map(|c| view.core_of.get(c)).copied().collect();
             cpus.extend(cores.iter().filter_map(|k| view.cores.get(k)).flatten());
         }
-        let unknown: Vec<u32> = cpus.iter().copied().filter(|c| !view.pinnable.contains(c)).collect();
+        let unknown: Vec<u32> = cpus.iter().copied().filter(|&c| !view.pinnable.contains(c)).collect();
         if !unknown.is_empty() {
             return Err(Conflict::at(
                 "CPUPinningUnknown",
@@ -309,7 +324,7 @@ pub fn claimable_on(host: &wit::Host, index: &HostIndex, p: &wit::Placement, lim
                 format!("CPUs {} are not pinnable here", crate::cpulist::text(&unknown)),
             ));
         }
-        let taken: Vec<u32> = cpus.iter().copied().filter(|c| view.pinned.contains(c)).collect();
+        let taken: Vec<u32> = cpus.iter().copied().filter(|&c| view.pinned.contains(c)).collect();
         if !taken.is_empty() {
             return Err(Conflict::at(
                 "CPUPinningInvalid",

@@ -28,7 +28,7 @@ use super::App;
 use crate::contract;
 use crate::failure::{Failure, FlagError};
 use crate::fleet::{self, Weights};
-use crate::formats::{self, FilteredHostJson, HostJson, InputError, RequestJson};
+use crate::formats::{self, HostJson, InputError, RequestJson};
 use crate::kube::extender::{self, ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult, HostPriority, NodeList};
 use crate::kube::{self, pod::Pod};
 use crate::runtime::{wit, LoadedHost, Plugin};
@@ -540,12 +540,10 @@ fn host_of(v: &Value, node: &str) -> Result<HostTopology, Unreachable> {
 
 /// One candidate's verdict.
 enum Verdict {
-    Fits(Box<FilteredHostJson>),
+    /// Fits, with its score (0 unless scored).
+    Fits(f64),
     /// Does not fit now; `resolvable` when it fits the node empty (preemption could help).
-    Rejected {
-        why: String,
-        resolvable: bool,
-    },
+    Rejected { why: String, resolvable: bool },
 }
 
 /// The pod's request as the serving policy states it.
@@ -618,22 +616,28 @@ fn judge(app: &App, names: &[String], pod_json: &Value, scored: bool) -> Result<
     }
     // Every position is answered now: reused, or asked.
     let answers: Vec<Result<wit::Placement, wit::Rejection>> = answers.into_iter().flatten().collect();
-    if !scored {
-        let placements = judged_known
-            .iter()
-            .zip(&answers)
-            .filter_map(|((i, s), a)| Some((names[*i].clone(), (s.generation, a.as_ref().ok()?.clone()))))
-            .collect();
-        inner.keep_fitted(uid, Fitted { policy_sha256: active.version.sha256.clone(), placements });
-    }
     let candidates: Vec<fleet::Candidate> = judged_known
         .iter()
         .map(|(i, s)| fleet::Candidate { name: &names[*i], host: &s.host, shown: &s.shown, index: Some(&s.index) })
         .collect();
-    let judged =
-        fleet::judge(worker.name(), &active.version.name, &candidates, &request, limits, weights, answers).map_err(|e| e.to_string())?;
+    let scores = fleet::check(worker.name(), &candidates, &request, limits, weights, &answers).map_err(|e| e.to_string())?;
+    let judged: Vec<Result<f64, String>> = scores
+        .iter()
+        .zip(&answers)
+        .map(|(score, answer)| match (score, answer) {
+            (Some(score), _) => Ok(*score),
+            (None, Err(r)) => Err(format!("numafit: {}", r.summary)),
+            (None, Ok(_)) => Err("does not fit".to_string()),
+        })
+        .collect();
+    if !scored {
+        // Checked placements, kept (moved, not copied) for the prioritize of the same pod.
+        let placements =
+            judged_known.iter().zip(answers).filter_map(|((i, s), a)| Some((names[*i].clone(), (s.generation, a.ok()?)))).collect();
+        inner.keep_fitted(uid, Fitted { policy_sha256: active.version.sha256.clone(), placements });
+    }
     // Those rejected, on their node empty: a pod that fits none of them so is unresolvable there.
-    let rejected: Vec<usize> = judged.iter().enumerate().filter(|(_, h)| !h.fits).map(|(k, _)| k).collect();
+    let rejected: Vec<usize> = judged.iter().enumerate().filter(|(_, h)| h.is_err()).map(|(k, _)| k).collect();
     let mut empty = Vec::with_capacity(rejected.len());
     for &k in &rejected {
         let base = &judged_known[k].1.base;
@@ -648,11 +652,9 @@ fn judge(app: &App, names: &[String], pod_json: &Value, scored: bool) -> Result<
         resolvable[k] = l.is_ok() && fits_empty.next().is_some_and(|a| a.is_ok());
     }
     for (k, ((i, _), h)) in judged_known.iter().zip(judged).enumerate() {
-        verdicts[*i] = Some(if h.fits {
-            Verdict::Fits(Box::new(h))
-        } else {
-            let why = h.rejection.as_ref().map_or_else(|| "does not fit".to_string(), |r| format!("numafit: {}", r.summary));
-            Verdict::Rejected { why, resolvable: resolvable[k] }
+        verdicts[*i] = Some(match h {
+            Ok(score) => Verdict::Fits(score),
+            Err(why) => Verdict::Rejected { why, resolvable: resolvable[k] },
         });
     }
     let verdicts = names
@@ -734,7 +736,7 @@ pub async fn prioritize(State(app): State<Arc<App>>, body: Bytes) -> Response {
             .into_iter()
             .map(|(host, v)| {
                 let score = match v {
-                    Verdict::Fits(h) => (h.score.clamp(0.0, 1.0) * extender::MAX_PRIORITY as f64).round() as i64,
+                    Verdict::Fits(score) => (score.clamp(0.0, 1.0) * extender::MAX_PRIORITY as f64).round() as i64,
                     Verdict::Rejected { .. } => 0,
                 };
                 HostPriority { host, score }
