@@ -218,7 +218,7 @@ fn concurrent_claimers_killed_at_random_never_pin_twice_nor_lose_an_acknowledged
                     for i in 0..5 {
                         let id = format!("r{round}-w{worker}-{i}");
                         let kill = |rng: &mut Rng| {
-                            let k = (rng.next() % 3 == 0).then(|| Duration::from_millis(rng.next() % 60));
+                            let k = rng.next().is_multiple_of(3).then(|| Duration::from_millis(rng.next() % 60));
                             killed.fetch_add(usize::from(k.is_some()), std::sync::atomic::Ordering::Relaxed);
                             k
                         };
@@ -227,7 +227,7 @@ fn concurrent_claimers_killed_at_random_never_pin_twice_nor_lose_an_acknowledged
                         if run_maybe_killed(&args, kill(&mut rng)) == Some(0) {
                             acked.lock().unwrap().claimed.insert(id.clone());
                         }
-                        if rng.next() % 4 != 0 {
+                        if !rng.next().is_multiple_of(4) {
                             acked.lock().unwrap().release_tried.insert(id.clone());
                             let args = ["release", "--instance", &id, "--state-dir", s(state)];
                             if run_maybe_killed(&args, kill(&mut rng)) == Some(0) {

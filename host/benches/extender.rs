@@ -68,7 +68,9 @@ fn main() {
     let cluster = dir.join("cluster.json");
     std::fs::write(&cluster, json!({"nodes": entries, "node_token_file": token, "refresh_ms": 3_600_000}).to_string()).unwrap();
     let state = dir.join("extender");
-    let x = Daemon::start(&dir.join("extender.sock"), &["--host", s(&host), "--state-dir", s(&state), "--cluster", s(&cluster)]);
+    // `NUMAFIT_BENCH_BIN=OTHER-NUMAFIT`: the extender from another build, to compare two in turn.
+    let bin = std::env::var_os("NUMAFIT_BENCH_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_numafit")));
+    let x = Daemon::start_with(&bin, &dir.join("extender.sock"), &["--host", s(&host), "--state-dir", s(&state), "--cluster", s(&cluster)]);
     let pod = json!({
         "metadata": {"name": "dpdk-0", "namespace": "nfv", "uid": "6f1c2d3e-0000-4a6b-9c1d-000000000001"},
         "spec": {"containers": [{"name": "fwd", "resources": {"limits": {"cpu": "4", "memory": "8Gi"}, "requests": {"cpu": "4", "memory": "8Gi"}}}]},

@@ -9,7 +9,10 @@
 //!   host on every call (what a one-shot `numafit fit` does);
 //! - `load/<case>/component`: loading the host (`host-state.load`), paid once per host state;
 //! - `fit-batch/<case>/component`: a scheduler's call, one request against 64 loaded hosts at once
-//!   (`fit-loaded`), reported per host (criterion's throughput in elements).
+//!   (`fit-loaded`), reported per host (criterion's throughput in elements);
+//! - `call/info`: a call that takes nothing and returns three short strings, the floor under all;
+//! - `fit/<case>/component-against`: with `NUMAFIT_BENCH_AGAINST=OTHER.wasm`, the `component` call
+//!   on another build of the policy, in the same run (for changes to the guest).
 //!
 //! Inputs are parsed once, outside the timing, like the Nova reference figures ("pre-built
 //! objects"). `scripts/bench-report.py` turns the results into the ratio table.
@@ -31,6 +34,8 @@ fn cases() -> Vec<PathBuf> {
 
 fn bench(c: &mut Criterion) {
     let mut plugin = Plugin::embedded(PluginLimits::default()).expect("embedded plugin");
+    let mut against = std::env::var_os("NUMAFIT_BENCH_AGAINST")
+        .map(|other| Plugin::from_file(Path::new(&other), PluginLimits::default()).expect("the other policy loads"));
     for dir in cases() {
         let name = dir.file_name().and_then(|n| n.to_str()).expect("case name").to_string();
         // Component inputs: the contract's types, as the CLI builds them.
@@ -55,24 +60,36 @@ fn bench(c: &mut Criterion) {
         let nguest = ValidRequest::owned(nguest).expect("valid request");
 
         let mut group = c.benchmark_group(format!("fit/{name}"));
-        let mut loaded = plugin.load(whost.clone()).expect("no trap").expect("valid host");
+        let loaded = plugin.load(whost.clone()).expect("no trap").expect("valid host");
         let request = plugin.load_request(wrequest.clone()).expect("no trap").expect("valid request");
         group.bench_function("component", |b| b.iter(|| plugin.fit_loaded_request(&loaded, &request, &wlimits).expect("no trap").is_ok()));
+        // The guest's share in instructions (one fuel unit is about one wasm instruction).
+        plugin.fit_loaded_request(&loaded, &request, &wlimits).expect("no trap").ok();
+        eprintln!("{name}: a loaded fit burns {} fuel units", plugin.fuel_used().unwrap_or(0));
         group.bench_function("native", |b| b.iter(|| Policy::Nova.fit_valid(&nhost, &nguest, &nlimits).is_ok()));
         group.bench_function("component-request-sent", |b| {
-            b.iter(|| plugin.fit_loaded(&mut loaded, &wrequest, &wlimits).expect("no trap").is_ok())
+            b.iter(|| plugin.fit_loaded(&loaded, &wrequest, &wlimits).expect("no trap").is_ok())
         });
         group.bench_function("component-stateless", |b| b.iter(|| plugin.fit(&whost, &wrequest, &wlimits).expect("no trap").is_ok()));
+        if let Some(other) = against.as_mut() {
+            let loaded = other.load(whost.clone()).expect("no trap").expect("valid host");
+            let request = other.load_request(wrequest.clone()).expect("no trap").expect("valid request");
+            group.bench_function("component-against", |b| {
+                b.iter(|| other.fit_loaded_request(&loaded, &request, &wlimits).expect("no trap").is_ok())
+            });
+            other.unload_request(request).expect("unload");
+            other.unload(loaded).expect("unload");
+        }
         group.finish();
         plugin.unload_request(request).expect("unload");
         plugin.unload(loaded).expect("unload");
 
         // 64 loaded copies of the host, asked in one call.
         const BATCH: usize = 64;
-        let mut hosts: Vec<_> = (0..BATCH).map(|_| plugin.load(whost.clone()).expect("no trap").expect("valid host")).collect();
+        let hosts: Vec<_> = (0..BATCH).map(|_| plugin.load(whost.clone()).expect("no trap").expect("valid host")).collect();
         let mut group = c.benchmark_group(format!("fit-batch/{name}"));
         group.throughput(criterion::Throughput::Elements(BATCH as u64));
-        group.bench_function("component", |b| b.iter(|| plugin.fit_loaded_many(&mut hosts, &wrequest, &wlimits).expect("no trap").len()));
+        group.bench_function("component", |b| b.iter(|| plugin.fit_loaded_many(&hosts, &wrequest, &wlimits).expect("no trap").len()));
         group.finish();
         for h in hosts {
             plugin.unload(h).expect("unload");
@@ -88,6 +105,8 @@ fn bench(c: &mut Criterion) {
         group.finish();
     }
     pool(c);
+    // The floor under every call: `info()` takes nothing and returns three short strings.
+    c.bench_function("call/info", |b| b.iter(|| plugin.info().expect("no trap").name.len()));
 }
 
 /// What a service pays to lend a worker to a request: taking a warm worker from the pool and

@@ -108,17 +108,15 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     group.bench_function("native", |b| b.iter(|| nhosts.iter().filter(|h| Policy::Nova.fit_valid(h, &nguest, &nlimits).is_ok()).count()));
     group.bench_function("component-sent", |b| b.iter(|| plugin.fit_many(&whosts, &wrequest, &wlimits).expect("no trap").len()));
-    let mut loaded: Vec<_> = whosts.iter().map(|h| plugin.load(h.clone()).expect("no trap").expect("valid host")).collect();
-    group.bench_function("component-loaded", |b| {
-        b.iter(|| plugin.fit_loaded_many(&mut loaded, &wrequest, &wlimits).expect("no trap").len())
-    });
+    let loaded: Vec<_> = whosts.iter().map(|h| plugin.load(h.clone()).expect("no trap").expect("valid host")).collect();
+    group.bench_function("component-loaded", |b| b.iter(|| plugin.fit_loaded_many(&loaded, &wrequest, &wlimits).expect("no trap").len()));
     // Side by side with another build of the policy (`NUMAFIT_BENCH_AGAINST=OTHER.wasm`): the same
     // loaded call, for changes to how the guest is compiled.
     if let Some(other) = std::env::var_os("NUMAFIT_BENCH_AGAINST") {
         let mut other = Plugin::from_file(std::path::Path::new(&other), limits).expect("the other policy loads");
-        let mut loaded: Vec<_> = whosts.iter().map(|h| other.load(h.clone()).expect("no trap").expect("valid host")).collect();
+        let loaded: Vec<_> = whosts.iter().map(|h| other.load(h.clone()).expect("no trap").expect("valid host")).collect();
         group.bench_function("component-loaded-against", |b| {
-            b.iter(|| other.fit_loaded_many(&mut loaded, &wrequest, &wlimits).expect("no trap").len())
+            b.iter(|| other.fit_loaded_many(&loaded, &wrequest, &wlimits).expect("no trap").len())
         });
     }
     group.finish();

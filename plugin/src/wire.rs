@@ -352,7 +352,11 @@ macro_rules! contract_conversions {
                 let vcpus: usize = p.cells.iter().map(|c| c.pinning.len()).sum();
                 let mut pinned =
                     w::PinnedVcpus { cells: Vec::with_capacity(vcpus), vcpus: Vec::with_capacity(vcpus), pcpus: Vec::with_capacity(vcpus) };
-                let (mut shared, mut emulator) = (members(), members());
+                // Every column sized once, as `pinned` is: no growing in the guest's allocator.
+                let floating: usize = p.cells.iter().map(|c| c.cpuset.len()).sum();
+                let extra: usize = p.cells.iter().map(|c| c.emulator.len()).sum();
+                let mut shared = w::CellMembers { cells: Vec::with_capacity(floating), ids: Vec::with_capacity(floating) };
+                let mut emulator = w::CellMembers { cells: Vec::with_capacity(extra), ids: Vec::with_capacity(extra) };
                 let mut cells = Vec::with_capacity(p.cells.len());
                 // By reference: moving each cell out of the vector costs a copy of it in wasm.
                 for c in &p.cells {

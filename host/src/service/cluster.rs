@@ -708,13 +708,14 @@ pub async fn filter(State(app): State<Arc<App>>, body: Bytes) -> Response {
                 }
             }
         }
-        match &args.nodes {
+        match args.nodes {
             // Answered in the form asked: the Node objects as sent, or their names.
             Some(list) => {
                 // In the order sent: `names` is that order, the i-th name the i-th item's.
                 let fitting: std::collections::HashSet<&str> = fits.iter().map(String::as_str).collect();
-                let items = list.items.iter().zip(&names).filter(|(_, n)| fitting.contains(n.as_str())).map(|(item, _)| *item).collect();
-                result.nodes = Some(NodeList { metadata: list.metadata.clone(), items });
+                let items =
+                    list.items.into_iter().zip(&names).filter(|(_, n)| fitting.contains(n.as_str())).map(|(item, _)| item).collect();
+                result.nodes = Some(NodeList { metadata: list.metadata, items });
             }
             None => result.node_names = Some(fits),
         }
