@@ -621,13 +621,13 @@ fn judge(app: &App, names: &[String], pod_json: &Value, scored: bool) -> Result<
         .map(|(i, s)| fleet::Candidate { name: &names[*i], host: &s.host, shown: &s.shown, index: Some(&s.index) })
         .collect();
     let scores = fleet::check(worker.name(), &candidates, &request, limits, weights, &answers).map_err(|e| e.to_string())?;
+    // `check` scores every placement it accepts (and refuses the call otherwise).
     let judged: Vec<Result<f64, String>> = scores
         .iter()
         .zip(&answers)
-        .map(|(score, answer)| match (score, answer) {
-            (Some(score), _) => Ok(*score),
-            (None, Err(r)) => Err(format!("numafit: {}", r.summary)),
-            (None, Ok(_)) => Err("does not fit".to_string()),
+        .map(|(score, answer)| match answer {
+            Ok(_) => Ok(score.unwrap_or(0.0)),
+            Err(r) => Err(format!("numafit: {}", r.summary)),
         })
         .collect();
     if !scored {
