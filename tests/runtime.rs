@@ -7,7 +7,7 @@
 mod support;
 use support::*;
 
-use numafit_host::runtime::{placement_rows, wit, Plugin, PluginError, PluginLimits};
+use numafit_host::runtime::{placement_rows, wit, FitBatch, Plugin, PluginError, PluginLimits};
 use numafit_host::verify;
 
 /// The case read into the core's model, for the native side of comparisons.
@@ -271,6 +271,38 @@ fn a_plugin_built_against_contract_0_2_keeps_loading() {
     assert_eq!(refused.summary, format!("invalid request: {reason}"));
 }
 
+/// Contract 0.4's `fit-batch`: every bench case's request on every bench case's host (2 to 64
+/// cells, placements with pinned, shared, emulator and page-sized cells, rejections with
+/// refusals and reasons) in one call, the answers crossing as columns; read back, each host's
+/// answer is exactly what `fit-loaded` gives it. A plugin without `fit-batch` (0.2) answers the
+/// same batch one record per host, with the same answers.
+#[test]
+fn a_batch_crosses_as_columns_and_reads_back_as_each_hosts_answer() {
+    let mut new = Plugin::embedded(PluginLimits::default()).unwrap();
+    let mut old = Plugin::from_bytes("nova-0.2.wasm", nova_built_against_contract_0_2(), PluginLimits::default()).expect("loads");
+    let cases: Vec<_> = bench_cases().iter().map(|d| load_case(d)).collect();
+    let new_hosts: Vec<_> = cases.iter().map(|(h, _, _)| new.load(h.clone()).expect("no trap").expect("valid host")).collect();
+    let old_hosts: Vec<_> = cases.iter().map(|(h, _, _)| old.load(h.clone()).expect("no trap").expect("valid host")).collect();
+    let (mut placed, mut rejected) = (0, 0);
+    for (_, request, limits) in &cases {
+        let loaded = new.load_request(request.clone()).expect("no trap").expect("valid request");
+        let batch = new.fit_batch(&new_hosts, &loaded, limits).expect("no trap");
+        assert!(matches!(batch, FitBatch::Columns(_)), "the embedded policy answers in columns");
+        assert_eq!(batch.len(), cases.len());
+        let rows = batch.into_rows().expect("columns that hold together");
+        let each = new.fit_loaded_many(&new_hosts, request, limits).expect("no trap");
+        assert_eq!(format!("{rows:?}"), format!("{each:?}"));
+        placed += rows.iter().filter(|a| a.is_ok()).count();
+        rejected += rows.iter().filter(|a| a.is_err()).count();
+
+        let kept = old.load_request(request.clone()).expect("no trap").expect("kept on the host side");
+        let batch = old.fit_batch(&old_hosts, &kept, limits).expect("no trap");
+        assert!(matches!(batch, FitBatch::Rows(_)), "a 0.2 plugin answers one record per host");
+        assert_eq!(format!("{:?}", batch.into_rows().unwrap()), format!("{each:?}"));
+    }
+    assert!(placed > 20 && rejected > 20, "both kinds of answer crossed: {placed} placed, {rejected} rejected");
+}
+
 #[test]
 fn a_loaded_host_survives_a_trap_of_its_plugin() {
     let (host, hard, hard_limits) = load_case(&fixture("bench/12-64cell-16cell-last-fits-nowhere"));
@@ -355,7 +387,7 @@ fn a_plugin_built_against_contract_0_1_keeps_loading() {
     let mut plugin = Plugin::from_bytes("hostile.wasm", hostile_plugin(), small_limits()).expect("loads");
     assert_eq!(plugin.contract(), "0.1.0");
     assert_eq!(plugin.info().unwrap().contract, "0.1.0");
-    assert_eq!(Plugin::embedded(PluginLimits::default()).unwrap().contract(), "0.3.0");
+    assert_eq!(Plugin::embedded(PluginLimits::default()).unwrap().contract(), "0.4.0");
     // No host-state in 0.1: the host keeps the loaded tables and sends them with each fit.
     let (host, _, limits) = load_case(&fixture("bench/01-2cell-host-2cell-dedicated"));
     let mut loaded = plugin.load(host).expect("no trap").expect("kept on the host side");

@@ -5,7 +5,11 @@
 //!   into the plugin (what `numafit filter` does with an inventory);
 //! - `fleet/10000x8x64/component-loaded`: one `fit-loaded` call over the 10,000 hosts loaded once
 //!   (`host-state`, a scheduler's steady state: hosts reloaded only when they change);
-//! - `fleet/10000x8x64/native`: the same core linked natively over the same prepared hosts.
+//! - `fleet/10000x8x64/native`: the same core linked natively over the same prepared hosts;
+//! - `fleet/10000x8x64/component-batch`: contract 0.4's `fit-batch`, a loaded request on the
+//!   loaded hosts, the answers crossing as one batch's columns; `native-batch` the same core
+//!   writing the same columns natively; `component-batch-rows` the call and then every host's
+//!   answer read out of the columns as a record (what `fit-loaded` hands over).
 //!
 //! `cargo bench --bench fleet`; the targets: the whole filter in one call ≤ 50 ms on
 //! one core, component / native ≤ 1.5.
@@ -110,6 +114,22 @@ fn bench(c: &mut Criterion) {
     group.bench_function("component-sent", |b| b.iter(|| plugin.fit_many(&whosts, &wrequest, &wlimits).expect("no trap").len()));
     let loaded: Vec<_> = whosts.iter().map(|h| plugin.load(h.clone()).expect("no trap").expect("valid host")).collect();
     group.bench_function("component-loaded", |b| b.iter(|| plugin.fit_loaded_many(&loaded, &wrequest, &wlimits).expect("no trap").len()));
+    // Contract 0.4: the loaded request's answers on the loaded hosts as one batch's columns, and
+    // the same core natively writing the same columns.
+    let lrequest = plugin.load_request(wrequest.clone()).expect("no trap").expect("valid request");
+    let batch = plugin.fit_batch(&loaded, &lrequest, &wlimits).expect("no trap");
+    assert!(matches!(batch, numafit_host::runtime::FitBatch::Columns(_)), "the embedded policy answers fit-batch in columns");
+    // (The bindings' types have no `PartialEq`: their debug forms are compared.)
+    assert_eq!(
+        format!("{:?}", batch.into_rows().expect("columns that hold together")),
+        format!("{:?}", plugin.fit_loaded_many(&loaded, &wrequest, &wlimits).expect("no trap")),
+        "a batch's columns read back as the per-host answers"
+    );
+    group.bench_function("native-batch", |b| b.iter(|| Policy::Nova.fit_batch(&nhosts, &nguest, &nlimits).len()));
+    group.bench_function("component-batch", |b| b.iter(|| plugin.fit_batch(&loaded, &lrequest, &wlimits).expect("no trap").len()));
+    group.bench_function("component-batch-rows", |b| {
+        b.iter(|| plugin.fit_batch(&loaded, &lrequest, &wlimits).expect("no trap").into_rows().expect("columns").len())
+    });
     // Side by side with another build of the policy (`NUMAFIT_BENCH_AGAINST=OTHER.wasm`): the same
     // loaded call, for changes to how the guest is compiled.
     if let Some(other) = std::env::var_os("NUMAFIT_BENCH_AGAINST") {

@@ -5,9 +5,10 @@
 //! Compiled components are cached on disk, keyed by their bytes and the engine, so start-up does
 //! not recompile.
 //!
-//! The host speaks contract 0.3 (`wit/0.3.0`) through its `bindgen!` bindings, interface by
-//! interface: 0.2's `policy`, and 0.3's `requests` (loaded requests) when the plugin has it. A 0.2
-//! plugin keeps loading, its loaded requests kept on this side. A plugin built against 0.1
+//! The host speaks contract 0.4 (`wit/0.4.0`) through its `bindgen!` bindings, interface by
+//! interface: 0.2's `policy`, 0.3's `requests` (loaded requests) and 0.4's `batch` (a batch's
+//! answers as columns) when the plugin has them. A 0.3 plugin keeps loading, its batches answered
+//! one record per host; a 0.2 plugin too, its loaded requests kept on this side. A plugin built against 0.1
 //! (`wit/0.1.0`: functions at the component's top level, a record per vCPU in requests and
 //! placements, no `host-state`) keeps loading too: its functions are looked up by name, requests and
 //! placements are converted, and loaded hosts and requests are kept on this side.
@@ -32,11 +33,11 @@ pub use handles::{LoadedHost, LoadedRequest};
 pub use limits::{PluginError, PluginLimits, EPOCH_TICK};
 pub use pool::{PluginPool, PooledPlugin};
 
-use exports::{call_typed, Exports, LegacyIndices, Pre, REQUESTS_INTERFACE};
+use exports::{call_typed, Exports, LegacyIndices, Pre, BATCH_INTERFACE, REQUESTS_INTERFACE};
 use handles::{next_id, HandleBook, Handles};
 use limits::{engine, State};
 
-use crate::contract::latest::requests;
+use crate::contract::latest::{batch, convert_batch, requests};
 use crate::contract::v0_1::{self, placement_from_0_1, placement_to_0_1, request_from_0_1, request_to_0_1};
 /// The contract's types as the host sees them (the latest contract's).
 pub use crate::contract::wit;
@@ -185,7 +186,17 @@ impl Plugin {
                             .with_context(|| format!("plugin {name} exports {REQUESTS_INTERFACE}, but not as contract 0.3 defines it"))?,
                     ),
                 };
-                Pre::Current { pre, policy, requests }
+                // `batch` takes a loaded request: only a plugin with `requests` can have it.
+                let batch = match component.get_export_index(None, BATCH_INTERFACE) {
+                    Some(_) if requests.is_some() => Some(
+                        batch::GuestIndices::new(&pre)
+                            .map_err(anyhow::Error::from)
+                            .with_context(|| format!("plugin {name} exports {BATCH_INTERFACE}, but not as contract 0.4 defines it"))?,
+                    ),
+                    Some(_) => return Err(anyhow!("plugin {name} exports {BATCH_INTERFACE} without {REQUESTS_INTERFACE}, which it needs")),
+                    None => None,
+                };
+                Pre::Current { pre, policy, requests, batch }
             }
             Err(current_err) => match LegacyIndices::find(&component) {
                 Some(funcs) => Pre::V0_1 { pre, funcs },
@@ -226,9 +237,10 @@ impl Plugin {
         &self.shared.cache_use
     }
 
-    /// The contract version the plugin's exports follow: "0.3.0", "0.2.0" or "0.1.0".
+    /// The contract version the plugin's exports follow: "0.4.0", "0.3.0", "0.2.0" or "0.1.0".
     pub fn contract(&self) -> &'static str {
         match self.shared.pre {
+            Pre::Current { batch: Some(_), .. } => "0.4.0",
             Pre::Current { requests: Some(_), .. } => "0.3.0",
             Pre::Current { requests: None, .. } => "0.2.0",
             Pre::V0_1 { .. } => "0.1.0",
@@ -243,10 +255,11 @@ impl Plugin {
         store.set_epoch_deadline(shared.limits.deadline_ticks());
         let started = Instant::now();
         let exports = match &shared.pre {
-            Pre::Current { pre, policy, requests } => pre.instantiate(&mut store).and_then(|instance| {
+            Pre::Current { pre, policy, requests, batch } => pre.instantiate(&mut store).and_then(|instance| {
                 let policy = policy.load(&mut store, &instance)?;
                 let requests = requests.as_ref().map(|r| r.load(&mut store, &instance)).transpose()?;
-                Ok(Exports::Current(policy, requests))
+                let batch = batch.as_ref().map(|b| b.load(&mut store, &instance)).transpose()?;
+                Ok(Exports::Current(policy, requests, batch))
             }),
             Pre::V0_1 { pre, funcs } => {
                 pre.instantiate(&mut store).and_then(|instance| funcs.funcs(&mut store, &instance)).map(Exports::V0_1)
@@ -336,14 +349,14 @@ impl Plugin {
 
     pub fn info(&mut self) -> Result<wit::PluginInfo> {
         self.call(|e, s| match e {
-            Exports::Current(p, _) => p.call_info(s),
+            Exports::Current(p, ..) => p.call_info(s),
             Exports::V0_1(f) => call_typed(f.info, s, ()).map(|(r,)| r),
         })
     }
 
     pub fn request_from_flavor(&mut self, flavor: &wit::Flavor) -> Result<Result<wit::Request, wit::RequestError>> {
         self.call(|e, s| match e {
-            Exports::Current(p, _) => p.call_request_from_flavor(s, flavor),
+            Exports::Current(p, ..) => p.call_request_from_flavor(s, flavor),
             Exports::V0_1(f) => call_typed::<_, (Result<v0_1::Request, wit::RequestError>,)>(f.request_from_flavor, s, (flavor,))
                 .map(|(r,)| r.map(request_from_0_1)),
         })
@@ -356,7 +369,7 @@ impl Plugin {
         limits: &wit::Limits,
     ) -> Result<Result<wit::Placement, wit::Rejection>> {
         self.call(|e, s| match e {
-            Exports::Current(p, _) => p.call_fit(s, host, request, limits),
+            Exports::Current(p, ..) => p.call_fit(s, host, request, limits),
             Exports::V0_1(f) => {
                 call_typed::<_, (Result<v0_1::Placement, wit::Rejection>,)>(f.fit, s, (host, &request_to_0_1(request), limits))
                     .map(|(r,)| r.map(placement_from_0_1))
@@ -371,7 +384,7 @@ impl Plugin {
         limits: &wit::Limits,
     ) -> Result<Vec<Result<wit::Placement, wit::Rejection>>> {
         self.call(|e, s| match e {
-            Exports::Current(p, _) => p.call_fit_many(s, hosts, request, limits),
+            Exports::Current(p, ..) => p.call_fit_many(s, hosts, request, limits),
             Exports::V0_1(f) => {
                 call_typed::<_, (Vec<Result<v0_1::Placement, wit::Rejection>>,)>(f.fit_many, s, (hosts, &request_to_0_1(request), limits))
                     .map(|(r,)| r.into_iter().map(|a| a.map(placement_from_0_1)).collect())
@@ -381,14 +394,14 @@ impl Plugin {
 
     pub fn claim(&mut self, host: &wit::Host, placement: &wit::Placement) -> Result<Result<wit::Host, wit::AccountingError>> {
         self.call(|e, s| match e {
-            Exports::Current(p, _) => p.call_claim(s, host, placement),
+            Exports::Current(p, ..) => p.call_claim(s, host, placement),
             Exports::V0_1(f) => call_typed(f.claim, s, (host, &placement_to_0_1(placement))).map(|(r,)| r),
         })
     }
 
     pub fn release(&mut self, host: &wit::Host, placement: &wit::Placement) -> Result<Result<wit::Host, wit::AccountingError>> {
         self.call(|e, s| match e {
-            Exports::Current(p, _) => p.call_release(s, host, placement),
+            Exports::Current(p, ..) => p.call_release(s, host, placement),
             Exports::V0_1(f) => call_typed(f.release, s, (host, &placement_to_0_1(placement))).map(|(r,)| r),
         })
     }
@@ -412,7 +425,7 @@ impl Plugin {
         }
         let host = &loaded.host;
         let answer = self.call(|e, s| match e {
-            Exports::Current(p, _) => p.host_state().call_load(s, host),
+            Exports::Current(p, ..) => p.host_state().call_load(s, host),
             Exports::V0_1(_) => Err(wasmtime::format_err!("a 0.1 plugin has no host-state")),
         })?;
         // A refused host keeps no handle in this instance.
@@ -432,7 +445,7 @@ impl Plugin {
         match self.ensure_loaded(loaded)? {
             Err(e) => Ok(Err(invalid_host(e))),
             Ok(Some(handle)) => self.call(|e, s| match e {
-                Exports::Current(p, _) => p.host_state().call_fit(s, handle, request, limits),
+                Exports::Current(p, ..) => p.host_state().call_fit(s, handle, request, limits),
                 Exports::V0_1(_) => Err(wasmtime::format_err!("a 0.1 plugin has no host-state")),
             }),
             Ok(None) => self.fit(&loaded.host, request, limits),
@@ -465,11 +478,39 @@ impl Plugin {
             hosts.iter().zip(&answers).filter(|(_, a)| a.is_none()).filter_map(|(h, _)| h.handles.get(live)).collect();
         let mut fitted = self
             .call(|e, s| match e {
-                Exports::Current(p, _) => p.call_fit_loaded(s, &handles, request, limits),
+                Exports::Current(p, ..) => p.call_fit_loaded(s, &handles, request, limits),
                 Exports::V0_1(_) => Err(wasmtime::format_err!("a 0.1 plugin has no host-state")),
             })?
             .into_iter();
         Ok(answers.into_iter().map(|a| a.or_else(|| fitted.next()).unwrap_or_else(|| Err(invalid_host("no answer".into())))).collect())
+    }
+
+    /// A loaded request on each of many loaded hosts in one call: contract 0.4's `fit-batch`, the
+    /// answers crossing as one batch's columns, in host order. A plugin without it (0.3 and
+    /// older), or a batch with a host the plugin refuses to load, is answered through
+    /// `fit_loaded_many`, one record per host.
+    pub fn fit_batch<H: Borrow<LoadedHost>>(&mut self, hosts: &[H], request: &LoadedRequest, limits: &wit::Limits) -> Result<FitBatch> {
+        if matches!(self.shared.pre, Pre::Current { batch: Some(_), .. }) {
+            if let Ok(Some(r)) = self.ensure_request_loaded(request)? {
+                let live = self.live_id()?;
+                let mut handles = Vec::with_capacity(hosts.len());
+                for h in hosts {
+                    match self.ensure_loaded(h.borrow())? {
+                        Ok(Some(handle)) => handles.push(handle),
+                        _ => break,
+                    }
+                }
+                // Every host loaded, all in the instance the request was loaded into.
+                if handles.len() == hosts.len() && self.live_id()? == live {
+                    let answers = self.call(|e, s| match e {
+                        Exports::Current(_, _, Some(b)) => b.call_fit_batch(s, &handles, r, limits),
+                        _ => Err(wasmtime::format_err!("the plugin has no fit-batch")),
+                    })?;
+                    return Ok(FitBatch::Columns(convert_batch::batch_from_wit(answers)));
+                }
+            }
+        }
+        self.fit_loaded_many(hosts, &request.request, limits).map(FitBatch::Rows)
     }
 
     /// Loads a request into the plugin (contract 0.3 `request-state`). Fails (inner error) when the
@@ -494,7 +535,7 @@ impl Plugin {
         }
         let request = &loaded.request;
         let answer = self.call(|e, s| match e {
-            Exports::Current(_, Some(r)) => r.request_state().call_load(s, request),
+            Exports::Current(_, Some(r), _) => r.request_state().call_load(s, request),
             _ => Err(wasmtime::format_err!("the plugin has no loaded requests")),
         })?;
         if let Ok(r) = answer {
@@ -531,7 +572,7 @@ impl Plugin {
         };
         match (h, r) {
             (Some(h), Some(r)) => self.call(|e, s| match e {
-                Exports::Current(_, Some(f)) => f.request_state().call_fit(s, r, h, limits),
+                Exports::Current(_, Some(f), _) => f.request_state().call_fit(s, r, h, limits),
                 _ => Err(wasmtime::format_err!("the plugin has no loaded requests")),
             }),
             _ => self.fit_loaded(host, &request.request, limits),
@@ -558,6 +599,37 @@ impl Plugin {
             self.call(|_, _| Ok(()))?;
         }
         Ok(())
+    }
+}
+
+/// A batch's answers as they crossed: columns (contract 0.4's `fit-batch`) or one record per host.
+#[derive(Clone, Debug)]
+pub enum FitBatch {
+    Columns(numafit_plugin::Batch),
+    Rows(Vec<Result<wit::Placement, wit::Rejection>>),
+}
+
+impl FitBatch {
+    /// Number of hosts answered.
+    pub fn len(&self) -> usize {
+        match self {
+            FitBatch::Columns(b) => b.len(),
+            FitBatch::Rows(r) => r.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// One record per host, in order; the error names the first column of the batch that does not
+    /// hold together.
+    pub fn into_rows(self) -> Result<Vec<Result<wit::Placement, wit::Rejection>>, String> {
+        use crate::contract::latest::convert::{placement_to_wit, rejection_to_wit};
+        match self {
+            FitBatch::Columns(b) => Ok(b.answers()?.into_iter().map(|a| a.map(placement_to_wit).map_err(rejection_to_wit)).collect()),
+            FitBatch::Rows(r) => Ok(r),
+        }
     }
 }
 

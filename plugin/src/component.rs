@@ -13,7 +13,7 @@ use crate::topology::HostTopology;
 mod bindings {
     wit_bindgen::generate!({
         world: "placement-policy",
-        path: "../wit/0.3.0",
+        path: "../wit/0.4.0",
         pub_export_macro: true,
     });
 }
@@ -35,6 +35,8 @@ use bindings::exports::numafit::policy::policy as w;
 use bindings::exports::numafit::policy0_2_0::policy as w;
 #[cfg(not(feature = "contract-0-2"))]
 use bindings::exports::numafit::policy0_3_0::requests as wr;
+#[cfg(not(feature = "contract-0-2"))]
+use bindings::exports::numafit::policy0_4_0::batch as wb;
 use w::Guest;
 
 struct Policy;
@@ -43,6 +45,8 @@ bindings::export!(Policy with_types_in bindings);
 
 crate::contract_conversions!(super::w);
 use convert::*;
+#[cfg(not(feature = "contract-0-2"))]
+crate::batch_conversions!(super::wb);
 
 fn invalid(message: String) -> w::AccountingError {
     w::AccountingError { code: w::AccountingCode::InvalidInput, host_cell: None, cpus: Vec::new(), message }
@@ -103,6 +107,14 @@ impl wr::GuestRequestState for LoadedRequest {
 #[cfg(not(feature = "contract-0-2"))]
 impl wr::Guest for Policy {
     type RequestState = LoadedRequest;
+}
+
+#[cfg(not(feature = "contract-0-2"))]
+impl wb::Guest for Policy {
+    fn fit_batch(hosts: Vec<w::HostStateBorrow<'_>>, request: wr::RequestStateBorrow<'_>, limits: w::Limits) -> wb::BatchAnswers {
+        let hosts = hosts.iter().map(|h| &h.get::<LoadedHost>().0);
+        convert_batch::batch_to_wit(crate::POLICY.fit_batch(hosts, &request.get::<LoadedRequest>().0, &limits_from_wit(limits)))
+    }
 }
 
 impl Guest for Policy {

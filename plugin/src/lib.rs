@@ -7,6 +7,7 @@
 
 pub mod accounting;
 pub mod balanced;
+pub mod batch;
 pub mod cores;
 pub mod cpuset;
 pub mod extra_specs;
@@ -34,6 +35,7 @@ mod component;
 static ALLOCATOR: arena::Arena = arena::Arena::new();
 
 pub use accounting::{claim, claimed_cells, release, AccountingCode, AccountingError};
+pub use batch::Batch;
 pub use cores::PreparedHost;
 pub use cpuset::CpuSet;
 pub use fit::{Limits, NetworkNeed, Strategy};
@@ -73,6 +75,20 @@ impl Policy {
             Policy::Balanced => balanced::fit(host, guest, limits, self.name_const()),
         }
     }
+
+    /// `fit_valid` on each of many hosts, the answers as one batch's columns, in order.
+    pub fn fit_batch<'h, 'p: 'h>(
+        self,
+        hosts: impl IntoIterator<Item = &'h PreparedHost<'p>>,
+        guest: &ValidRequest,
+        limits: &Limits,
+    ) -> Batch {
+        let mut batch = Batch::new(guest.get(), self.name_const());
+        for host in hosts {
+            batch.push(&self.fit_valid(host, guest, limits));
+        }
+        batch
+    }
 }
 
 /// The policy a component build of this crate exports (`--features policy-balanced` for `balanced`).
@@ -81,8 +97,8 @@ pub const POLICY: Policy = if cfg!(feature = "policy-balanced") { Policy::Balanc
 pub const POLICY_NAME: &str = POLICY.name_const();
 /// Version of the policy's behaviour.
 pub const POLICY_VERSION: &str = env!("CARGO_PKG_VERSION");
-/// Version of the WIT contract (`wit/0.3.0`, which includes 0.2.0).
-pub const CONTRACT_VERSION: &str = if cfg!(feature = "contract-0-2") { "0.2.0" } else { "0.3.0" };
+/// Version of the WIT contract (`wit/0.4.0`, which includes 0.3.0 and 0.2.0).
+pub const CONTRACT_VERSION: &str = if cfg!(feature = "contract-0-2") { "0.2.0" } else { "0.4.0" };
 
 /// Places an instance on a host with the `nova` policy.
 pub fn fit(host: &HostTopology, guest: &GuestTopology, limits: &Limits) -> Result<Placement, Rejection> {

@@ -457,3 +457,102 @@ macro_rules! contract_conversions {
         }
     };
 }
+
+/// Expands to `pub mod convert_batch`, the conversions between contract 0.4's batch columns (the
+/// `batch` interface's types at `$b`, whose enums are 0.2's) and the core's `Batch`, next to
+/// `convert` (whose enum conversions it uses). Columns are moved across, not copied.
+#[macro_export]
+macro_rules! batch_conversions {
+    ($b:path) => {
+        /// Conversions between contract 0.4's batch columns and the core's `Batch`.
+        #[allow(dead_code)]
+        pub mod convert_batch {
+            use super::convert::{
+                cpu_policy_from_wit, cpu_policy_to_wit, emulator_from_wit, emulator_to_wit, shortfall_from_wit, shortfall_to_wit,
+                thread_policy_from_wit, thread_policy_to_wit,
+            };
+            use $crate::batch::{Batch, PlacedColumns, RejectedColumns};
+            use $b as b;
+
+            pub fn batch_to_wit(x: Batch) -> b::BatchAnswers {
+                let (p, r) = (x.placed, x.rejected);
+                b::BatchAnswers {
+                    fits: x.fits,
+                    placed: b::PlacedColumns {
+                        policy: p.policy,
+                        cpu_policy: p.cpu_policy.map(cpu_policy_to_wit),
+                        thread_policy: p.thread_policy.map(thread_policy_to_wit),
+                        emulator_threads: p.emulator_threads.map(emulator_to_wit),
+                        cells_ends: p.cells_ends,
+                        guest_cell: p.guest_cell,
+                        host_cell: p.host_cell,
+                        memory_mb: p.memory_mb,
+                        page_size_kb: p.page_size_kb,
+                        shared_ends: p.shared_ends,
+                        shared_vcpus: p.shared_vcpus,
+                        pinned_ends: p.pinned_ends,
+                        pinned_vcpus: p.pinned_vcpus,
+                        pinned_pcpus: p.pinned_pcpus,
+                        emulator_ends: p.emulator_ends,
+                        emulator_pcpus: p.emulator_pcpus,
+                    },
+                    rejected: b::RejectedColumns {
+                        summary_ends: r.summary_ends,
+                        summaries: r.summaries,
+                        refusals_ends: r.refusals_ends,
+                        guest_cell: r.guest_cell,
+                        host_cell: r.host_cell,
+                        shortfall: r.shortfall.into_iter().map(shortfall_to_wit).collect(),
+                        needed: r.needed,
+                        available: r.available,
+                        detail_ends: r.detail_ends,
+                        details: r.details,
+                        reasons_ends: r.reasons_ends,
+                        reason_ends: r.reason_ends,
+                        reasons: r.reasons,
+                    },
+                }
+            }
+
+            pub fn batch_from_wit(x: b::BatchAnswers) -> Batch {
+                let (p, r) = (x.placed, x.rejected);
+                Batch {
+                    fits: x.fits,
+                    placed: PlacedColumns {
+                        policy: p.policy,
+                        cpu_policy: p.cpu_policy.map(cpu_policy_from_wit),
+                        thread_policy: p.thread_policy.map(thread_policy_from_wit),
+                        emulator_threads: p.emulator_threads.map(emulator_from_wit),
+                        cells_ends: p.cells_ends,
+                        guest_cell: p.guest_cell,
+                        host_cell: p.host_cell,
+                        memory_mb: p.memory_mb,
+                        page_size_kb: p.page_size_kb,
+                        shared_ends: p.shared_ends,
+                        shared_vcpus: p.shared_vcpus,
+                        pinned_ends: p.pinned_ends,
+                        pinned_vcpus: p.pinned_vcpus,
+                        pinned_pcpus: p.pinned_pcpus,
+                        emulator_ends: p.emulator_ends,
+                        emulator_pcpus: p.emulator_pcpus,
+                    },
+                    rejected: RejectedColumns {
+                        summary_ends: r.summary_ends,
+                        summaries: r.summaries,
+                        refusals_ends: r.refusals_ends,
+                        guest_cell: r.guest_cell,
+                        host_cell: r.host_cell,
+                        shortfall: r.shortfall.into_iter().map(shortfall_from_wit).collect(),
+                        needed: r.needed,
+                        available: r.available,
+                        detail_ends: r.detail_ends,
+                        details: r.details,
+                        reasons_ends: r.reasons_ends,
+                        reason_ends: r.reason_ends,
+                        reasons: r.reasons,
+                    },
+                }
+            }
+        }
+    };
+}

@@ -6,8 +6,9 @@
 pub mod v0_1;
 pub mod v0_2;
 pub mod v0_3;
+pub mod v0_4;
 
-pub use v0_3 as latest;
+pub use v0_4 as latest;
 
 /// The latest contract's types.
 pub use latest::wit;

@@ -1,0 +1,381 @@
+//! One request's answers on many hosts, as columns (contract 0.4's `fit-batch`): a fleet call
+//! answers thousands of hosts, and a record per answer (a placement is eight lists and a string)
+//! costs more to hand over than the fits cost to decide. Here every answer of the batch is a few
+//! rows in shared columns; nested tables are found by `*_ends` columns (row r of the outer table
+//! owns inner rows `ends[r-1]..ends[r]`, from 0 for r = 0), texts by the byte where each ends.
+//!
+//! `push` writes an answer in; `answers` reads each back as the fit alone gave it, checking the
+//! columns on the way (a batch from a plugin is untrusted: a bad end is an error naming the column,
+//! never a panic).
+
+use std::ops::Range;
+
+use crate::placement::{CellRefusal, PlacedCell, Placement, Rejection};
+use crate::refusal::{Refusal, Shortfall};
+use crate::request::{CpuPolicy, EmulatorThreads, GuestTopology, ThreadPolicy};
+
+/// The placements of a batch, one per host that fits, in host order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PlacedColumns {
+    /// The request's policies and the policy's name: the same for every placement of one request.
+    pub policy: String,
+    pub cpu_policy: Option<CpuPolicy>,
+    pub thread_policy: Option<ThreadPolicy>,
+    pub emulator_threads: Option<EmulatorThreads>,
+    /// Per placement: where its cells end.
+    pub cells_ends: Vec<u32>,
+    /// Per placed cell.
+    pub guest_cell: Vec<u32>,
+    pub host_cell: Vec<u32>,
+    pub memory_mb: Vec<u64>,
+    pub page_size_kb: Vec<Option<u32>>,
+    /// Per placed cell: where its floating vCPUs, its (vCPU, pCPU) pairs and its emulator CPUs end.
+    pub shared_ends: Vec<u32>,
+    pub shared_vcpus: Vec<u32>,
+    pub pinned_ends: Vec<u32>,
+    pub pinned_vcpus: Vec<u32>,
+    pub pinned_pcpus: Vec<u32>,
+    pub emulator_ends: Vec<u32>,
+    pub emulator_pcpus: Vec<u32>,
+}
+
+/// The rejections of a batch, one per host that does not fit, in host order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RejectedColumns {
+    /// Per rejection: where its summary ends in `summaries`.
+    pub summary_ends: Vec<u32>,
+    pub summaries: String,
+    /// Per rejection: where its refusals end.
+    pub refusals_ends: Vec<u32>,
+    /// Per refusal.
+    pub guest_cell: Vec<u32>,
+    pub host_cell: Vec<u32>,
+    pub shortfall: Vec<Shortfall>,
+    pub needed: Vec<u64>,
+    pub available: Vec<u64>,
+    pub detail_ends: Vec<u32>,
+    pub details: String,
+    /// Per rejection: where its reasons end in `reason_ends`; per reason: where it ends in `reasons`.
+    pub reasons_ends: Vec<u32>,
+    pub reason_ends: Vec<u32>,
+    pub reasons: String,
+}
+
+/// One request's answers on many hosts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    /// Per host, in the order asked: whether it fits (its answer is the next placement) or not.
+    pub fits: Vec<bool>,
+    pub placed: PlacedColumns,
+    pub rejected: RejectedColumns,
+}
+
+/// Where the next row of a column ends: its length, which a batch keeps under 2^32 rows.
+fn end(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+impl Batch {
+    /// An empty batch for `guest`'s answers by `policy`.
+    pub fn new(guest: &GuestTopology, policy: &str) -> Batch {
+        Batch {
+            fits: Vec::new(),
+            placed: PlacedColumns {
+                policy: policy.to_string(),
+                cpu_policy: guest.cpu_policy,
+                thread_policy: guest.thread_policy,
+                emulator_threads: guest.emulator_threads,
+                ..PlacedColumns::default()
+            },
+            rejected: RejectedColumns::default(),
+        }
+    }
+
+    /// Number of hosts answered.
+    pub fn len(&self) -> usize {
+        self.fits.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fits.is_empty()
+    }
+
+    /// Appends the next host's answer. A placement's policies are the batch's (one request, one
+    /// policy), so only its cells are written.
+    pub fn push(&mut self, answer: &Result<Placement, Rejection>) {
+        self.fits.push(answer.is_ok());
+        match answer {
+            Ok(p) => self.placed.push(p),
+            Err(r) => self.rejected.push(r),
+        }
+    }
+
+    /// Each host's answer as the fit alone gave it, in order; an error names the first column
+    /// that does not hold together.
+    pub fn answers(&self) -> Result<Vec<Result<Placement, Rejection>>, String> {
+        let placements = self.placed.read()?;
+        let rejections = self.rejected.read()?;
+        let (fitting, refused) = (self.fits.iter().filter(|f| **f).count(), self.fits.iter().filter(|f| !**f).count());
+        if fitting != placements.len() || refused != rejections.len() {
+            return Err(format!(
+                "fits: {fitting} hosts fit and {refused} do not, but the batch holds {} placements and {} rejections",
+                placements.len(),
+                rejections.len()
+            ));
+        }
+        let (mut placements, mut rejections) = (placements.into_iter(), rejections.into_iter());
+        Ok(self
+            .fits
+            .iter()
+            .filter_map(|&fits| if fits { placements.next().map(Ok) } else { rejections.next().map(Err) })
+            .collect())
+    }
+}
+
+impl PlacedColumns {
+    fn push(&mut self, p: &Placement) {
+        for c in &p.cells {
+            self.guest_cell.push(c.guest_cell);
+            self.host_cell.push(c.host_cell);
+            self.memory_mb.push(c.memory);
+            self.page_size_kb.push(c.pagesize_kb);
+            self.shared_vcpus.extend(c.cpuset.iter());
+            self.shared_ends.push(end(self.shared_vcpus.len()));
+            for &(vcpu, pcpu) in &c.pinning {
+                self.pinned_vcpus.push(vcpu);
+                self.pinned_pcpus.push(pcpu);
+            }
+            self.pinned_ends.push(end(self.pinned_vcpus.len()));
+            self.emulator_pcpus.extend_from_slice(&c.emulator);
+            self.emulator_ends.push(end(self.emulator_pcpus.len()));
+        }
+        self.cells_ends.push(end(self.guest_cell.len()));
+    }
+
+    fn read(&self) -> Result<Vec<Placement>, String> {
+        let cells = self.guest_cell.len();
+        for (name, len) in [
+            ("host-cell", self.host_cell.len()),
+            ("memory-mb", self.memory_mb.len()),
+            ("page-size-kb", self.page_size_kb.len()),
+            ("shared-ends", self.shared_ends.len()),
+            ("pinned-ends", self.pinned_ends.len()),
+            ("emulator-ends", self.emulator_ends.len()),
+        ] {
+            if len != cells {
+                return Err(format!("placed.{name}: {len} rows, but placed.guest-cell has {cells}"));
+            }
+        }
+        if self.pinned_pcpus.len() != self.pinned_vcpus.len() {
+            return Err(format!(
+                "placed.pinned-pcpus: {} rows, but placed.pinned-vcpus has {}",
+                self.pinned_pcpus.len(),
+                self.pinned_vcpus.len()
+            ));
+        }
+        let shared = spans(&self.shared_ends, self.shared_vcpus.len(), "placed.shared-ends")?;
+        let pinned = spans(&self.pinned_ends, self.pinned_vcpus.len(), "placed.pinned-ends")?;
+        let emulator = spans(&self.emulator_ends, self.emulator_pcpus.len(), "placed.emulator-ends")?;
+        let placements = spans(&self.cells_ends, cells, "placed.cells-ends")?;
+        Ok(placements
+            .into_iter()
+            .map(|rows| Placement {
+                policy: self.policy.clone(),
+                cpu_policy: self.cpu_policy,
+                thread_policy: self.thread_policy,
+                emulator_threads: self.emulator_threads,
+                cells: rows
+                    .map(|k| PlacedCell {
+                        guest_cell: self.guest_cell[k],
+                        host_cell: self.host_cell[k],
+                        cpuset: self.shared_vcpus[shared[k].clone()].iter().copied().collect(),
+                        memory: self.memory_mb[k],
+                        pagesize_kb: self.page_size_kb[k],
+                        pinning: pinned[k].clone().map(|i| (self.pinned_vcpus[i], self.pinned_pcpus[i])).collect(),
+                        emulator: self.emulator_pcpus[emulator[k].clone()].to_vec(),
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+}
+
+impl RejectedColumns {
+    fn push(&mut self, r: &Rejection) {
+        self.summaries.push_str(&r.summary);
+        self.summary_ends.push(end(self.summaries.len()));
+        for c in &r.refusals {
+            self.guest_cell.push(c.guest_cell);
+            self.host_cell.push(c.host_cell);
+            self.shortfall.push(c.refusal.shortfall);
+            self.needed.push(c.refusal.needed);
+            self.available.push(c.refusal.available);
+            self.details.push_str(&c.detail);
+            self.detail_ends.push(end(self.details.len()));
+        }
+        self.refusals_ends.push(end(self.guest_cell.len()));
+        for reason in &r.reasons {
+            self.reasons.push_str(reason);
+            self.reason_ends.push(end(self.reasons.len()));
+        }
+        self.reasons_ends.push(end(self.reason_ends.len()));
+    }
+
+    fn read(&self) -> Result<Vec<Rejection>, String> {
+        let refusals = self.guest_cell.len();
+        for (name, len) in [
+            ("host-cell", self.host_cell.len()),
+            ("shortfall", self.shortfall.len()),
+            ("needed", self.needed.len()),
+            ("available", self.available.len()),
+            ("detail-ends", self.detail_ends.len()),
+        ] {
+            if len != refusals {
+                return Err(format!("rejected.{name}: {len} rows, but rejected.guest-cell has {refusals}"));
+            }
+        }
+        let rejections = self.summary_ends.len();
+        for (name, len) in [("refusals-ends", self.refusals_ends.len()), ("reasons-ends", self.reasons_ends.len())] {
+            if len != rejections {
+                return Err(format!("rejected.{name}: {len} rows, but rejected.summary-ends has {rejections}"));
+            }
+        }
+        let summaries = texts(&self.summary_ends, &self.summaries, "rejected.summary-ends")?;
+        let details = texts(&self.detail_ends, &self.details, "rejected.detail-ends")?;
+        let reasons = texts(&self.reason_ends, &self.reasons, "rejected.reason-ends")?;
+        let refused = spans(&self.refusals_ends, refusals, "rejected.refusals-ends")?;
+        let reasoned = spans(&self.reasons_ends, reasons.len(), "rejected.reasons-ends")?;
+        Ok(summaries
+            .into_iter()
+            .zip(refused.into_iter().zip(reasoned))
+            .map(|(summary, (rows, why))| Rejection {
+                summary: summary.to_string(),
+                refusals: rows
+                    .map(|k| CellRefusal {
+                        guest_cell: self.guest_cell[k],
+                        host_cell: self.host_cell[k],
+                        refusal: Refusal::new(self.shortfall[k], self.needed[k], self.available[k]),
+                        detail: details[k].to_string(),
+                    })
+                    .collect(),
+                reasons: reasons[why].iter().map(|r| r.to_string()).collect(),
+            })
+            .collect())
+    }
+}
+
+/// The row ranges an `*_ends` column gives an inner table of `len` rows: ends never go back and
+/// the last one is the table's end (an empty ends column owns nothing, so `len` must be 0).
+fn spans(ends: &[u32], len: usize, what: &str) -> Result<Vec<Range<usize>>, String> {
+    let mut start = 0usize;
+    let mut out = Vec::with_capacity(ends.len());
+    for (r, &e) in ends.iter().enumerate() {
+        let e = e as usize;
+        if e < start || e > len {
+            return Err(format!("{what}[{r}]: {e} is outside {start}..={len}"));
+        }
+        out.push(start..e);
+        start = e;
+    }
+    if start != len {
+        return Err(format!("{what}: the last end is {start}, but the table it ends has {len} rows"));
+    }
+    Ok(out)
+}
+
+/// The texts an `*_ends` column cuts `text` into, each ending on a character boundary.
+fn texts<'t>(ends: &[u32], text: &'t str, what: &str) -> Result<Vec<&'t str>, String> {
+    spans(ends, text.len(), what)?
+        .into_iter()
+        .enumerate()
+        .map(|(r, span)| text.get(span.clone()).ok_or_else(|| format!("{what}[{r}]: {} cuts a character in two", span.end)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejection(summary: &str, refusals: &[(u32, u32, &str)], reasons: &[&str]) -> Rejection {
+        Rejection {
+            summary: summary.into(),
+            refusals: refusals
+                .iter()
+                .map(|&(g, h, d)| CellRefusal {
+                    guest_cell: g,
+                    host_cell: h,
+                    refusal: Refusal::new(Shortfall::FreeCpus, 4, u64::from(h)),
+                    detail: d.into(),
+                })
+                .collect(),
+            reasons: reasons.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    fn placement(cells: &[(u32, u32, &[u32], &[(u32, u32)], &[u32])]) -> Placement {
+        Placement {
+            policy: "nova".into(),
+            cpu_policy: Some(CpuPolicy::Mixed),
+            thread_policy: None,
+            emulator_threads: Some(EmulatorThreads::Isolate),
+            cells: cells
+                .iter()
+                .map(|&(g, h, shared, pinned, emulator)| PlacedCell {
+                    guest_cell: g,
+                    host_cell: h,
+                    cpuset: shared.iter().copied().collect(),
+                    memory: 1024,
+                    pagesize_kb: (h == 1).then_some(2048),
+                    pinning: pinned.to_vec(),
+                    emulator: emulator.to_vec(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn every_answer_reads_back_as_it_was_pushed() {
+        let guest = GuestTopology {
+            cells: Vec::new(),
+            cpu_policy: Some(CpuPolicy::Mixed),
+            thread_policy: None,
+            emulator_threads: Some(EmulatorThreads::Isolate),
+            pci_requests: Vec::new(),
+        };
+        let answers = vec![
+            Err(rejection("guest cell 1 fits on no host cell", &[(0, 0, "é: first"), (1, 0, "second")], &[])),
+            Ok(placement(&[(0, 1, &[0, 1], &[(2, 8), (3, 9)], &[10]), (1, 0, &[], &[(4, 3)], &[])])),
+            Err(rejection("", &[], &["PCI", "network ünit"])),
+            Ok(placement(&[])),
+            Ok(placement(&[(0, 2, &[5], &[], &[])])),
+        ];
+        let mut batch = Batch::new(&guest, "nova");
+        for a in &answers {
+            batch.push(a);
+        }
+        assert_eq!(batch.len(), 5);
+        assert_eq!(batch.answers().unwrap(), answers);
+        assert_eq!(Batch::new(&guest, "nova").answers().unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn columns_that_do_not_hold_together_are_named() {
+        let guest = GuestTopology::default();
+        let mut batch = Batch::new(&guest, "nova");
+        batch.push(&Ok(placement(&[(0, 1, &[0], &[(2, 8)], &[])])));
+        batch.push(&Err(rejection("no", &[(0, 0, "ü"), (1, 0, "x")], &["why"])));
+        let broken = |f: &dyn Fn(&mut Batch)| {
+            let mut b = batch.clone();
+            f(&mut b);
+            b.answers().unwrap_err()
+        };
+        assert!(broken(&|b| b.fits.push(true)).starts_with("fits: 2 hosts fit"));
+        assert!(broken(&|b| b.placed.pinned_pcpus.push(3)).starts_with("placed.pinned-pcpus: 2 rows"));
+        assert!(broken(&|b| b.placed.cells_ends[0] = 7).starts_with("placed.cells-ends[0]: 7 is outside 0..=1"));
+        assert!(broken(&|b| b.placed.shared_ends[0] = 0).contains("placed.shared-ends: the last end is 0"));
+        assert!(broken(&|b| b.rejected.detail_ends[0] = 1).contains("rejected.detail-ends[0]: 1 cuts a character"));
+        assert!(broken(&|b| b.rejected.shortfall.clear()).starts_with("rejected.shortfall: 0 rows"));
+        assert!(broken(&|b| b.rejected.reasons_ends.clear()).starts_with("rejected.reasons-ends: 0 rows"));
+        assert!(broken(&|b| b.rejected.reasons_ends[0] = u32::MAX).contains("outside 0..=1"));
+    }
+}
