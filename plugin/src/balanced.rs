@@ -23,7 +23,7 @@ use crate::fit::Limits;
 use crate::pinning::{CellPinning, Packing};
 use crate::placement::{Placement, Rejection};
 use crate::request::{GuestTopology, ValidRequest};
-use crate::search::{answer_without_search, placement_from, rejection_from, FitTable};
+use crate::search::{answer_without_search, Assignment, Decision, FitTable};
 use crate::topology::HostCell;
 
 /// Wholly free cores a fit breaks (takes some but not all threads of).
@@ -101,16 +101,21 @@ fn score(table: &FitTable, costs: &Costs, assign: &[usize]) -> Score {
 
 /// Places `guest` on `host` with the balanced policy, or explains why it cannot.
 pub fn fit(prepared: &PreparedHost, guest: &ValidRequest, limits: &Limits, policy: &str) -> Result<Placement, Rejection> {
+    decide(prepared, guest, limits, policy).answer(policy)
+}
+
+/// The balanced policy's assignment of `guest` on `host`, or the table that shows there is none.
+pub(crate) fn decide<'a>(prepared: &'a PreparedHost, guest: &'a ValidRequest, limits: &'a Limits, policy: &str) -> Decision<'a> {
     let guest = guest.get();
     let host = prepared.host();
     if let Some(answer) = answer_without_search(prepared, guest, policy) {
-        return answer;
+        return Decision::Answered(answer);
     }
     let mut table = FitTable::new(prepared, guest, limits, Packing::KeepCoresWhole);
     table.fill();
     let n = table.columns();
     if !table.matchable(0, &vec![false; n]) {
-        return Err(rejection_from(&table));
+        return Decision::Refused(table);
     }
     let k = guest.cells.len();
     let mut pair = vec![None; k * n];
@@ -164,7 +169,7 @@ pub fn fit(prepared: &PreparedHost, guest: &ValidRequest, limits: &Limits, polic
         }
     }
     match best {
-        Some((_, _, _, assign)) => Ok(placement_from(&table, &assign, policy)),
-        None => Err(rejection_from(&table)),
+        Some((_, _, _, assign)) => Decision::Placed(table, Assignment::from_vec(assign)),
+        None => Decision::Refused(table),
     }
 }

@@ -10,7 +10,9 @@
 
 use std::ops::Range;
 
-use crate::placement::{CellRefusal, PlacedCell, Placement, Rejection};
+use crate::cpuset::CpuSet;
+use crate::pinning::PinSink;
+use crate::placement::{CellRefusal, PlacedCell, Placement, Rejection, RejectionSink};
 use crate::refusal::{Refusal, Shortfall};
 use crate::request::{CpuPolicy, EmulatorThreads, GuestTopology, ThreadPolicy};
 
@@ -91,6 +93,25 @@ impl Batch {
         }
     }
 
+    /// Room for `hosts` more answers, as if each placed `guest`: the columns are sized once
+    /// instead of growing (and being copied) as a fleet's answers come in.
+    pub fn reserve(&mut self, hosts: usize, guest: &GuestTopology) {
+        let cells = hosts.saturating_mul(guest.cells.len());
+        let (pinned, shared): (usize, usize) =
+            guest.cells.iter().map(|c| (c.pcpuset.len(), c.cpuset.len())).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let p = &mut self.placed;
+        self.fits.reserve(hosts);
+        p.cells_ends.reserve(hosts);
+        for column in [&mut p.guest_cell, &mut p.host_cell, &mut p.shared_ends, &mut p.pinned_ends, &mut p.emulator_ends] {
+            column.reserve(cells);
+        }
+        p.memory_mb.reserve(cells);
+        p.page_size_kb.reserve(cells);
+        p.pinned_vcpus.reserve(hosts.saturating_mul(pinned));
+        p.pinned_pcpus.reserve(hosts.saturating_mul(pinned));
+        p.shared_vcpus.reserve(hosts.saturating_mul(shared));
+    }
+
     /// Number of hosts answered.
     pub fn len(&self) -> usize {
         self.fits.len()
@@ -103,11 +124,48 @@ impl Batch {
     /// Appends the next host's answer. A placement's policies are the batch's (one request, one
     /// policy), so only its cells are written.
     pub fn push(&mut self, answer: &Result<Placement, Rejection>) {
-        self.fits.push(answer.is_ok());
         match answer {
-            Ok(p) => self.placed.push(p),
-            Err(r) => self.rejected.push(r),
+            Ok(p) => self.push_placed(|out| {
+                for c in &p.cells {
+                    out.cell(c.guest_cell, c.host_cell, c.memory, c.pagesize_kb, &c.cpuset, |out| {
+                        for &(vcpu, pcpu) in &c.pinning {
+                            out.pair(vcpu, pcpu);
+                        }
+                        for &pcpu in &c.emulator {
+                            out.emulator(pcpu);
+                        }
+                    });
+                }
+            }),
+            Err(r) => self.push_rejected(|out| {
+                for c in &r.refusals {
+                    out.refusal(c.guest_cell, c.host_cell, &c.refusal, |s| s.push_str(&c.detail));
+                }
+                out.summary(&r.summary);
+                for reason in &r.reasons {
+                    out.reason(reason);
+                }
+            }),
         }
+    }
+
+    /// Appends the next host's rejection, written by `write` (a search's explanation, its
+    /// sentences written straight into the batch's text).
+    pub fn push_rejected(&mut self, write: impl FnOnce(&mut RejectedColumns)) {
+        self.fits.push(false);
+        let r = &mut self.rejected;
+        write(r);
+        r.summary_ends.push(end(r.summaries.len()));
+        r.refusals_ends.push(end(r.guest_cell.len()));
+        r.reasons_ends.push(end(r.reason_ends.len()));
+    }
+
+    /// Appends the next host's placement, its cells written by `write` (`PlacedColumns::cell`):
+    /// a search writes the assignment it chose without building a `Placement` first.
+    pub fn push_placed(&mut self, write: impl FnOnce(&mut PlacedColumns)) {
+        self.fits.push(true);
+        write(&mut self.placed);
+        self.placed.cells_ends.push(end(self.placed.guest_cell.len()));
     }
 
     /// Each host's answer as the fit alone gave it, in order; an error names the first column
@@ -124,32 +182,42 @@ impl Batch {
             ));
         }
         let (mut placements, mut rejections) = (placements.into_iter(), rejections.into_iter());
-        Ok(self
-            .fits
-            .iter()
-            .filter_map(|&fits| if fits { placements.next().map(Ok) } else { rejections.next().map(Err) })
-            .collect())
+        Ok(self.fits.iter().filter_map(|&fits| if fits { placements.next().map(Ok) } else { rejections.next().map(Err) }).collect())
+    }
+}
+
+impl PinSink for PlacedColumns {
+    fn pair(&mut self, vcpu: u32, pcpu: u32) {
+        self.pinned_vcpus.push(vcpu);
+        self.pinned_pcpus.push(pcpu);
+    }
+
+    fn emulator(&mut self, pcpu: u32) {
+        self.emulator_pcpus.push(pcpu);
     }
 }
 
 impl PlacedColumns {
-    fn push(&mut self, p: &Placement) {
-        for c in &p.cells {
-            self.guest_cell.push(c.guest_cell);
-            self.host_cell.push(c.host_cell);
-            self.memory_mb.push(c.memory);
-            self.page_size_kb.push(c.pagesize_kb);
-            self.shared_vcpus.extend(c.cpuset.iter());
-            self.shared_ends.push(end(self.shared_vcpus.len()));
-            for &(vcpu, pcpu) in &c.pinning {
-                self.pinned_vcpus.push(vcpu);
-                self.pinned_pcpus.push(pcpu);
-            }
-            self.pinned_ends.push(end(self.pinned_vcpus.len()));
-            self.emulator_pcpus.extend_from_slice(&c.emulator);
-            self.emulator_ends.push(end(self.emulator_pcpus.len()));
-        }
-        self.cells_ends.push(end(self.guest_cell.len()));
+    /// Appends one placed cell of the placement being written: its numbers and floating vCPUs,
+    /// then whatever `pins` writes (its pinned pairs and emulator CPUs, as a `PinSink`).
+    pub fn cell(
+        &mut self,
+        guest_cell: u32,
+        host_cell: u32,
+        memory_mb: u64,
+        page_size_kb: Option<u32>,
+        shared: &CpuSet,
+        pins: impl FnOnce(&mut Self),
+    ) {
+        self.guest_cell.push(guest_cell);
+        self.host_cell.push(host_cell);
+        self.memory_mb.push(memory_mb);
+        self.page_size_kb.push(page_size_kb);
+        self.shared_vcpus.extend(shared.iter());
+        self.shared_ends.push(end(self.shared_vcpus.len()));
+        pins(self);
+        self.pinned_ends.push(end(self.pinned_vcpus.len()));
+        self.emulator_ends.push(end(self.emulator_pcpus.len()));
     }
 
     fn read(&self) -> Result<Vec<Placement>, String> {
@@ -200,27 +268,28 @@ impl PlacedColumns {
     }
 }
 
-impl RejectedColumns {
-    fn push(&mut self, r: &Rejection) {
-        self.summaries.push_str(&r.summary);
-        self.summary_ends.push(end(self.summaries.len()));
-        for c in &r.refusals {
-            self.guest_cell.push(c.guest_cell);
-            self.host_cell.push(c.host_cell);
-            self.shortfall.push(c.refusal.shortfall);
-            self.needed.push(c.refusal.needed);
-            self.available.push(c.refusal.available);
-            self.details.push_str(&c.detail);
-            self.detail_ends.push(end(self.details.len()));
-        }
-        self.refusals_ends.push(end(self.guest_cell.len()));
-        for reason in &r.reasons {
-            self.reasons.push_str(reason);
-            self.reason_ends.push(end(self.reasons.len()));
-        }
-        self.reasons_ends.push(end(self.reason_ends.len()));
+impl RejectionSink for RejectedColumns {
+    fn refusal(&mut self, guest_cell: u32, host_cell: u32, refusal: &Refusal, detail: impl FnOnce(&mut String)) {
+        self.guest_cell.push(guest_cell);
+        self.host_cell.push(host_cell);
+        self.shortfall.push(refusal.shortfall);
+        self.needed.push(refusal.needed);
+        self.available.push(refusal.available);
+        detail(&mut self.details);
+        self.detail_ends.push(end(self.details.len()));
     }
 
+    fn summary(&mut self, summary: &str) {
+        self.summaries.push_str(summary);
+    }
+
+    fn reason(&mut self, reason: &str) {
+        self.reasons.push_str(reason);
+        self.reason_ends.push(end(self.reasons.len()));
+    }
+}
+
+impl RejectedColumns {
     fn read(&self) -> Result<Vec<Rejection>, String> {
         let refusals = self.guest_cell.len();
         for (name, len) in [

@@ -4,7 +4,7 @@
 
 use crate::cores::{CellUsage, FreeCores};
 use crate::hugepages;
-use crate::pinning::{self, CellPinning, Packing, PinPlan};
+use crate::pinning::{self, CellPinning, Packing, PinPlan, PinSink};
 use crate::refusal::{Refusal, Shortfall};
 use crate::request::{GuestCell, GuestTopology, ThreadPolicy};
 use crate::topology::HostCell;
@@ -48,6 +48,13 @@ impl CellFit {
         match self.plan {
             Some(plan) => pinning::pin(plan, host, cores, &guest.pcpuset, emulator),
             None => CellPinning::default(),
+        }
+    }
+
+    /// `pinning`, written into `out`.
+    pub fn pin_into(&self, host: &HostCell, cores: &FreeCores, guest: &GuestCell, emulator: usize, out: &mut impl PinSink) {
+        if let Some(plan) = self.plan {
+            pinning::pin_into(plan, host, cores, &guest.pcpuset, emulator, out);
         }
     }
 }

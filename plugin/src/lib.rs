@@ -70,9 +70,13 @@ impl Policy {
 
     /// `fit` of a request validated once for many fits, on a host prepared once.
     pub fn fit_valid(self, host: &PreparedHost, guest: &ValidRequest, limits: &Limits) -> Result<Placement, Rejection> {
+        self.decide(host, guest, limits).answer(self.name_const())
+    }
+
+    fn decide<'a>(self, host: &'a PreparedHost, guest: &'a ValidRequest, limits: &'a Limits) -> search::Decision<'a> {
         match self {
-            Policy::Nova => search::fit(host, guest, limits, self.name_const()),
-            Policy::Balanced => balanced::fit(host, guest, limits, self.name_const()),
+            Policy::Nova => search::decide(host, guest, limits, self.name_const()),
+            Policy::Balanced => balanced::decide(host, guest, limits, self.name_const()),
         }
     }
 
@@ -84,8 +88,10 @@ impl Policy {
         limits: &Limits,
     ) -> Batch {
         let mut batch = Batch::new(guest.get(), self.name_const());
+        let hosts = hosts.into_iter();
+        batch.reserve(hosts.size_hint().0, guest.get());
         for host in hosts {
-            batch.push(&self.fit_valid(host, guest, limits));
+            self.decide(host, guest, limits).write(&mut batch);
         }
         batch
     }

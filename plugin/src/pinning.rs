@@ -51,18 +51,47 @@ pub enum PinPlan {
     KeepCoresWhole,
 }
 
-/// Step: the first `t` free threads of every core that has at least `t`, zipped with the vCPUs.
-fn take_threads_per_core(cores: &FreeCores, t: usize, vcpus: &CpuSet) -> Vec<(u32, u32)> {
-    // Plain loops: this runs for every guest cell of every placement a search keeps.
-    let mut pairs = Vec::with_capacity(vcpus.len());
-    let mut vcpus = vcpus.iter();
-    'cores: for core in cores.iter().filter(|c| c.len() >= t) {
-        for &pcpu in &core[..t] {
-            let Some(vcpu) = vcpus.next() else { break 'cores };
-            pairs.push((vcpu, pcpu));
-        }
+/// Where a pinning's CPUs are written: a cell's own lists (`CellPinning`), or a batch's columns.
+pub trait PinSink {
+    /// Dedicated vCPU `vcpu` runs on host CPU `pcpu` (vCPUs come ascending).
+    fn pair(&mut self, vcpu: u32, pcpu: u32);
+    /// A host CPU for the emulator threads.
+    fn emulator(&mut self, pcpu: u32);
+}
+
+impl PinSink for CellPinning {
+    fn pair(&mut self, vcpu: u32, pcpu: u32) {
+        self.pairs.push((vcpu, pcpu));
     }
-    pairs
+
+    fn emulator(&mut self, pcpu: u32) {
+        self.emulator.push(pcpu);
+    }
+}
+
+/// Step: the first `t` free threads of every core that has at least `t`, in core order.
+fn threads_per_core(cores: &FreeCores, t: usize) -> impl Iterator<Item = u32> + '_ {
+    cores.iter().filter(move |c| c.len() >= t).flat_map(move |c| c[..t].iter().copied())
+}
+
+/// Steps: the vCPUs (ascending) zipped with `pcpus`, then `emulator` more CPUs: the first free
+/// threads left after the vCPUs took theirs, in core order.
+fn pair_then_emulator(cores: &FreeCores, vcpus: &CpuSet, pcpus: impl Iterator<Item = u32>, emulator: usize, out: &mut impl PinSink) {
+    if emulator == 0 {
+        // Plain loop: this runs for every guest cell of every placement a search keeps.
+        for (vcpu, pcpu) in vcpus.iter().zip(pcpus) {
+            out.pair(vcpu, pcpu);
+        }
+        return;
+    }
+    let mut taken = CpuSet::new();
+    for (vcpu, pcpu) in vcpus.iter().zip(pcpus) {
+        out.pair(vcpu, pcpu);
+        taken.insert(pcpu);
+    }
+    for &pcpu in cores.threads().iter().filter(|p| !taken.contains(**p)).take(emulator) {
+        out.emulator(pcpu);
+    }
 }
 
 /// vCPUs (ascending) zipped with host CPUs, into a vector sized once.
@@ -70,15 +99,6 @@ fn pair_up(vcpus: &CpuSet, pcpus: impl Iterator<Item = u32>) -> Vec<(u32, u32)> 
     let mut pairs = Vec::with_capacity(vcpus.len());
     pairs.extend(vcpus.iter().zip(pcpus));
     pairs
-}
-
-/// Step: the first `n` free threads left after the vCPUs took theirs, in core order.
-fn take_emulator_threads(cores: &FreeCores, pairs: &[(u32, u32)], n: usize) -> Vec<u32> {
-    if n == 0 {
-        return Vec::new();
-    }
-    let taken: CpuSet = pairs.iter().map(|&(_, p)| p).collect();
-    cores.threads().iter().copied().filter(|p| !taken.contains(*p)).take(n).collect()
 }
 
 /// Nova's `isolate`: the vCPUs take one thread each of the wholly free cores as wide as the
@@ -199,16 +219,29 @@ pub fn plan(cores: &FreeCores, vcpus: usize, emulator: usize, policy: ThreadPoli
 /// The CPUs of a plan `plan` accepted for these `vcpus` and `emulator` on this cell.
 pub fn pin(plan: PinPlan, cell: &HostCell, cores: &FreeCores, vcpus: &CpuSet, emulator: usize) -> CellPinning {
     match plan {
-        PinPlan::ThreadsPerCore(t) => {
-            let pairs = take_threads_per_core(cores, t, vcpus);
-            CellPinning { emulator: take_emulator_threads(cores, &pairs, emulator), pairs }
-        }
-        PinPlan::SingleThreads => {
-            let pairs = pair_up(vcpus, cores.threads().iter().copied());
-            CellPinning { emulator: take_emulator_threads(cores, &pairs, emulator), pairs }
-        }
         PinPlan::Isolate => pin_isolate(cores, vcpus, emulator),
         PinPlan::KeepCoresWhole => pin_keep_cores_whole(cell, cores, vcpus, emulator),
+        PinPlan::ThreadsPerCore(_) | PinPlan::SingleThreads => {
+            let mut pinning = CellPinning { pairs: Vec::with_capacity(vcpus.len()), emulator: Vec::new() };
+            pin_into(plan, cell, cores, vcpus, emulator, &mut pinning);
+            pinning
+        }
+    }
+}
+
+/// `pin`, written into `out`.
+pub fn pin_into(plan: PinPlan, cell: &HostCell, cores: &FreeCores, vcpus: &CpuSet, emulator: usize, out: &mut impl PinSink) {
+    let written = match plan {
+        PinPlan::ThreadsPerCore(t) => return pair_then_emulator(cores, vcpus, threads_per_core(cores, t), emulator, out),
+        PinPlan::SingleThreads => return pair_then_emulator(cores, vcpus, cores.threads().iter().copied(), emulator, out),
+        PinPlan::Isolate => pin_isolate(cores, vcpus, emulator),
+        PinPlan::KeepCoresWhole => pin_keep_cores_whole(cell, cores, vcpus, emulator),
+    };
+    for (vcpu, pcpu) in written.pairs {
+        out.pair(vcpu, pcpu);
+    }
+    for pcpu in written.emulator {
+        out.emulator(pcpu);
     }
 }
 

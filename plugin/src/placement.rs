@@ -80,6 +80,33 @@ impl Rejection {
     }
 }
 
+/// Where a rejection is written as it is explained: a `Rejection`, or a batch's columns (which
+/// keep every sentence in one text instead of a string each).
+pub trait RejectionSink {
+    /// Why host cell `host_cell` refused guest cell `guest_cell`; `detail` writes the sentence.
+    fn refusal(&mut self, guest_cell: u32, host_cell: u32, refusal: &Refusal, detail: impl FnOnce(&mut String));
+    /// One line: why no placement exists.
+    fn summary(&mut self, summary: &str);
+    /// A reason that concerns the whole placement.
+    fn reason(&mut self, reason: &str);
+}
+
+impl RejectionSink for Rejection {
+    fn refusal(&mut self, guest_cell: u32, host_cell: u32, refusal: &Refusal, detail: impl FnOnce(&mut String)) {
+        let mut sentence = String::with_capacity(160);
+        detail(&mut sentence);
+        self.refusals.push(CellRefusal { guest_cell, host_cell, refusal: refusal.clone(), detail: sentence });
+    }
+
+    fn summary(&mut self, summary: &str) {
+        self.summary.push_str(summary);
+    }
+
+    fn reason(&mut self, reason: &str) {
+        self.reasons.push(reason.to_string());
+    }
+}
+
 /// A sentence built piece by piece: text, numbers (`itoa`, not `core::fmt`: a rejection writes a
 /// sentence for every host cell that refused every guest cell) and counted nouns.
 struct Sentence<'a>(&'a mut String);
@@ -141,9 +168,14 @@ pub fn describe_refusal(g: usize, guest: &GuestCell, topo: &GuestTopology, host:
 /// every host cell).
 pub fn describe_refusal_of(g: usize, asks: &str, guest: &GuestCell, topo: &GuestTopology, host: &HostCell, r: &Refusal) -> String {
     let mut s = String::with_capacity(96 + asks.len());
-    Sentence(&mut s).t("guest cell ").n(g as u64).t(" (").t(asks).t(") on host cell ").n(u64::from(host.id)).t(": ");
-    write_why(&mut s, g, guest, topo, host, r);
+    write_refusal(&mut s, g, asks, guest, topo, host, r);
     s
+}
+
+/// `describe_refusal_of`, written onto `s`.
+pub fn write_refusal(s: &mut String, g: usize, asks: &str, guest: &GuestCell, topo: &GuestTopology, host: &HostCell, r: &Refusal) {
+    Sentence(s).t("guest cell ").n(g as u64).t(" (").t(asks).t(") on host cell ").n(u64::from(host.id)).t(": ");
+    write_why(s, g, guest, topo, host, r);
 }
 
 fn write_why(s: &mut String, g: usize, guest: &GuestCell, topo: &GuestTopology, host: &HostCell, r: &Refusal) {

@@ -11,12 +11,13 @@
 
 use smallvec::SmallVec;
 
+use crate::batch::Batch;
 use crate::cores::FreeCores;
 use crate::cores::PreparedHost;
 use crate::fit::{fit_cell_packed, CellFit, Limits};
 use crate::pci;
-use crate::pinning::{CellPinning, Packing};
-use crate::placement::{describe_guest_cell, describe_refusal_of, CellRefusal, PlacedCell, Placement, Rejection};
+use crate::pinning::{CellPinning, Packing, PinSink};
+use crate::placement::{describe_guest_cell, write_refusal, PlacedCell, Placement, Rejection, RejectionSink};
 use crate::refusal::Refusal;
 use crate::request::{GuestTopology, ValidRequest};
 use crate::scoring::{cell_order, CellOrder};
@@ -69,6 +70,12 @@ impl<'a> FitTable<'a> {
     pub(crate) fn pinning(&self, g: usize, k: usize, fit: &CellFit) -> CellPinning {
         let (host_cell, cores) = (&self.host.cells[self.order[k]], &self.cores[self.order[k]]);
         fit.pinning(host_cell, cores, &self.guest.cells[g], self.emulator(g))
+    }
+
+    /// `pinning`, written into `out`.
+    fn pin_into(&self, g: usize, k: usize, fit: &CellFit, out: &mut impl PinSink) {
+        let (host_cell, cores) = (&self.host.cells[self.order[k]], &self.cores[self.order[k]]);
+        fit.pin_into(host_cell, cores, &self.guest.cells[g], self.emulator(g), out)
     }
 
     pub(crate) fn fill(&mut self) {
@@ -213,8 +220,59 @@ pub(crate) fn placement_from(table: &FitTable, assign: &[usize], policy: &str) -
     Placement::of(table.guest, policy, cells)
 }
 
+/// `placement_from`, written into a batch's columns without building the placement.
+fn placement_into(table: &FitTable, assign: &[usize], batch: &mut Batch) {
+    batch.push_placed(|out| {
+        for (g, &k) in assign.iter().enumerate() {
+            // Every assigned pair was fitted before it was assigned.
+            let Some(Ok(fit)) = table.result(g, k) else {
+                continue;
+            };
+            let guest = &table.guest.cells[g];
+            out.cell(g as u32, fit.host_cell, guest.memory, fit.pagesize_kb, &guest.cpuset, |out| table.pin_into(g, k, fit, out));
+        }
+    })
+}
+
+/// What a search decided, before its answer is written: a single fit builds it, a batch writes it
+/// into its columns.
+pub(crate) enum Decision<'a> {
+    /// Guest cell g goes to the host cell at trial position `assign[g]`.
+    Placed(FitTable<'a>, Assignment),
+    /// No assignment: the table says why.
+    Refused(FitTable<'a>),
+    /// Answered without a search (no NUMA constraint, too few host cells).
+    Answered(Result<Placement, Rejection>),
+}
+
+impl Decision<'_> {
+    pub(crate) fn answer(self, policy: &str) -> Result<Placement, Rejection> {
+        match self {
+            Decision::Placed(table, assign) => Ok(placement_from(&table, &assign, policy)),
+            Decision::Refused(table) => Err(rejection_from(&table)),
+            Decision::Answered(answer) => answer,
+        }
+    }
+
+    /// The answer appended to `batch` (whose policy it is).
+    pub(crate) fn write(self, batch: &mut Batch) {
+        match self {
+            Decision::Placed(table, assign) => placement_into(&table, &assign, batch),
+            Decision::Refused(table) => batch.push_rejected(|out| explain(&table, out)),
+            Decision::Answered(answer) => batch.push(&answer),
+        }
+    }
+}
+
 pub(crate) fn rejection_from(table: &FitTable) -> Rejection {
-    let mut refusals = Vec::new();
+    let mut rejection = Rejection::whole(String::new());
+    explain(table, &mut rejection);
+    rejection
+}
+
+/// Why `table` holds no placement, written into `out`: for each guest cell, why each host cell it
+/// was tried on refused it; then the summary and the reasons that concern the whole placement.
+fn explain(table: &FitTable, out: &mut impl RejectionSink) {
     let mut homeless = Vec::new();
     for (g, guest) in table.guest.cells.iter().enumerate() {
         let asks = describe_guest_cell(guest, table.guest);
@@ -222,12 +280,7 @@ pub(crate) fn rejection_from(table: &FitTable) -> Rejection {
         for k in 0..table.columns() {
             let host_cell = &table.host.cells[table.order[k]];
             match table.result(g, k) {
-                Some(Err(r)) => refusals.push(CellRefusal {
-                    guest_cell: g as u32,
-                    host_cell: host_cell.id,
-                    refusal: r.clone(),
-                    detail: describe_refusal_of(g, &asks, guest, table.guest, host_cell, r),
-                }),
+                Some(Err(r)) => out.refusal(g as u32, host_cell.id, r, |s| write_refusal(s, g, &asks, guest, table.guest, host_cell, r)),
                 Some(Ok(_)) => fits_somewhere = true,
                 None => {}
             }
@@ -237,29 +290,27 @@ pub(crate) fn rejection_from(table: &FitTable) -> Rejection {
         }
     }
     let n = table.guest.cells.len();
-    let mut reasons = Vec::new();
-    let summary = if !homeless.is_empty() {
-        format!(
+    if !homeless.is_empty() {
+        out.summary(&format!(
             "guest cell{} {} fit{} on no host cell",
             if homeless.len() > 1 { "s" } else { "" },
             homeless.join(", "),
             if homeless.len() > 1 { "" } else { "s" }
-        )
+        ));
     } else if !table.matchable(0, &vec![false; table.columns()]) {
-        format!("every guest cell fits some host cell, but no {n} distinct host cells hold all {n} guest cells")
+        out.summary(&format!("every guest cell fits some host cell, but no {n} distinct host cells hold all {n} guest cells"));
     } else {
         if !table.guest.pci_requests.is_empty() {
-            reasons.push(format!(
+            out.reason(&format!(
                 "PCI requests ({} device(s)) cannot be met with NUMA affinity on any set of host cells that fits",
                 table.guest.pci_requests.iter().map(|r| r.count).sum::<u32>()
             ));
         }
         if table.limits.network.is_some() {
-            reasons.push("network NUMA affinity (physnets / tunneled) cannot be met on any set of host cells that fits".to_string());
+            out.reason("network NUMA affinity (physnets / tunneled) cannot be met on any set of host cells that fits");
         }
-        "every assignment of guest cells to host cells fails the PCI or network checks".to_string()
-    };
-    Rejection { summary, refusals, reasons }
+        out.summary("every assignment of guest cells to host cells fails the PCI or network checks");
+    }
 }
 
 /// The answers every policy gives before searching (on a request already validated): no NUMA
@@ -277,16 +328,21 @@ pub(crate) fn answer_without_search(host: &PreparedHost, guest: &GuestTopology, 
 
 /// Places `guest` on `host` the way Nova does, or explains why it cannot.
 pub fn fit(host: &PreparedHost, guest: &ValidRequest, limits: &Limits, policy: &str) -> Result<Placement, Rejection> {
+    decide(host, guest, limits, policy).answer(policy)
+}
+
+/// Nova's assignment of `guest` on `host`, or the table that shows there is none.
+pub(crate) fn decide<'a>(host: &'a PreparedHost, guest: &'a ValidRequest, limits: &'a Limits, policy: &str) -> Decision<'a> {
     let guest = guest.get();
     if let Some(answer) = answer_without_search(host, guest, policy) {
-        return answer;
+        return Decision::Answered(answer);
     }
     let mut table = FitTable::new(host, guest, limits, Packing::Nova);
     let mut used: SmallVec<[bool; 64]> = SmallVec::from_elem(false, table.columns());
     let mut assign = Assignment::new();
     let mut budget = guest.cells.len() * table.columns();
     match walk_lazily(&mut table, 0, &mut used, &mut assign, &mut budget) {
-        Walk::Found(assign) => return Ok(placement_from(&table, &assign, policy)),
+        Walk::Found(assign) => return Decision::Placed(table, assign),
         Walk::NoneLeft | Walk::Exhausted => {}
     }
     table.fill();
@@ -294,8 +350,8 @@ pub fn fit(host: &PreparedHost, guest: &ValidRequest, limits: &Limits, policy: &
     let mut assign = Assignment::new();
     if table.matchable(0, &used) {
         if let Some(found) = walk_pruned(&table, 0, &mut used, &mut assign) {
-            return Ok(placement_from(&table, &found, policy));
+            return Decision::Placed(table, found);
         }
     }
-    Err(rejection_from(&table))
+    Decision::Refused(table)
 }

@@ -471,8 +471,8 @@ macro_rules! batch_conversions {
                 cpu_policy_from_wit, cpu_policy_to_wit, emulator_from_wit, emulator_to_wit, shortfall_from_wit, shortfall_to_wit,
                 thread_policy_from_wit, thread_policy_to_wit,
             };
-            use $crate::batch::{Batch, PlacedColumns, RejectedColumns};
             use $b as b;
+            use $crate::batch::{Batch, PlacedColumns, RejectedColumns};
 
             pub fn batch_to_wit(x: Batch) -> b::BatchAnswers {
                 let (p, r) = (x.placed, x.rejected);

@@ -17,7 +17,10 @@ pub(super) enum Pre {
         requests: Option<requests::GuestIndices>,
         batch: Option<batch::GuestIndices>,
     },
-    V0_1 { pre: wasmtime::component::InstancePre<State>, funcs: LegacyIndices },
+    V0_1 {
+        pre: wasmtime::component::InstancePre<State>,
+        funcs: LegacyIndices,
+    },
 }
 
 /// The name contract 0.3 exports its `requests` interface under.
