@@ -138,6 +138,8 @@ fn bench(c: &mut Criterion) {
         group.bench_function("component-loaded-against", |b| {
             b.iter(|| other.fit_loaded_many(&loaded, &wrequest, &wlimits).expect("no trap").len())
         });
+        let lrequest = other.load_request(wrequest.clone()).expect("no trap").expect("valid request");
+        group.bench_function("component-batch-against", |b| b.iter(|| other.fit_batch(&loaded, &lrequest, &wlimits).expect("no trap").len()));
     }
     group.finish();
 }
