@@ -139,7 +139,9 @@ fn bench(c: &mut Criterion) {
             b.iter(|| other.fit_loaded_many(&loaded, &wrequest, &wlimits).expect("no trap").len())
         });
         let lrequest = other.load_request(wrequest.clone()).expect("no trap").expect("valid request");
-        group.bench_function("component-batch-against", |b| b.iter(|| other.fit_batch(&loaded, &lrequest, &wlimits).expect("no trap").len()));
+        group.bench_function("component-batch-against", |b| {
+            b.iter(|| other.fit_batch(&loaded, &lrequest, &wlimits).expect("no trap").len())
+        });
     }
     group.finish();
 }

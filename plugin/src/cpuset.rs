@@ -208,35 +208,52 @@ impl std::fmt::Debug for CpuSet {
 }
 
 /// `{0-3,8}`-style text for people (the kernel's list syntax).
-impl std::fmt::Display for CpuSet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("{")?;
-        let mut run: Option<(u32, u32)> = None;
+impl CpuSet {
+    /// The set as ranges, `{0-3,8,10-11}`, handed to `put` piece by piece (numbers through `itoa`,
+    /// not `write!`: rejections print the pinned CPUs of many cells).
+    fn write_ranges(&self, mut put: impl FnMut(&str)) {
+        put("{");
         let mut first = true;
-        // Numbers through `itoa`, not `write!`: rejections print the pinned CPUs of many cells.
-        let mut flush = |f: &mut std::fmt::Formatter<'_>, (lo, hi): (u32, u32)| {
-            f.write_str(if std::mem::take(&mut first) { "" } else { "," })?;
-            f.write_str(itoa::Buffer::new().format(lo))?;
+        let mut flush = |put: &mut dyn FnMut(&str), (lo, hi): (u32, u32)| {
+            put(if std::mem::take(&mut first) { "" } else { "," });
+            put(itoa::Buffer::new().format(lo));
             if hi > lo {
-                f.write_str("-")?;
-                f.write_str(itoa::Buffer::new().format(hi))?;
+                put("-");
+                put(itoa::Buffer::new().format(hi));
             }
-            Ok(())
         };
+        let mut run: Option<(u32, u32)> = None;
         for cpu in self.iter() {
             run = match run {
                 Some((lo, hi)) if cpu == hi + 1 => Some((lo, cpu)),
                 Some(done) => {
-                    flush(f, done)?;
+                    flush(&mut put, done);
                     Some((cpu, cpu))
                 }
                 None => Some((cpu, cpu)),
             };
         }
         if let Some(done) = run {
-            flush(f, done)?;
+            flush(&mut put, done);
         }
-        f.write_str("}")
+        put("}");
+    }
+
+    /// The set as `Display` prints it, appended to `out` (without the formatting machinery).
+    pub fn push_to(&self, out: &mut String) {
+        self.write_ranges(|piece| out.push_str(piece));
+    }
+}
+
+impl std::fmt::Display for CpuSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut written = Ok(());
+        self.write_ranges(|piece| {
+            if written.is_ok() {
+                written = f.write_str(piece);
+            }
+        });
+        written
     }
 }
 

@@ -1,8 +1,6 @@
 //! What a fit answers: a placement (per guest cell: host cell, pinning, page size, emulator CPUs)
 //! or a rejection that says, for each guest cell, why each host cell refused it.
 
-use std::fmt::Write;
-
 use crate::cpuset::CpuSet;
 use crate::refusal::{Refusal, Shortfall};
 use crate::request::{CpuPolicy, EmulatorThreads, GuestCell, GuestTopology, ThreadPolicy};
@@ -154,7 +152,8 @@ fn write_busy_cores(out: &mut String, cell: &HostCell) {
     }
     out.push_str(" (cores ");
     for (i, core) in busy.enumerate() {
-        let _ = write!(out, "{}{core}", if i > 0 { "," } else { "" });
+        out.push_str(if i > 0 { "," } else { "" });
+        core.push_to(out);
     }
     out.push_str(" hold pinned or unpinnable CPUs)");
 }
@@ -223,7 +222,8 @@ fn write_why(s: &mut String, g: usize, guest: &GuestCell, topo: &GuestTopology, 
         }
         Shortfall::FreeCpus => {
             w.count(a, "CPU", "CPUs").t(" free pinnable, needs ").n(n).t(emulator).t(" (pinned: ");
-            let _ = write!(w.0, "{})", host.pinned_cpus);
+            host.pinned_cpus.push_to(w.0);
+            w.t(")");
         }
         Shortfall::FreeCores => {
             w.count(a, "fully free core", "fully free cores").t(", needs ").n(n).t(emulator);
