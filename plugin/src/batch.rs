@@ -222,25 +222,18 @@ impl PlacedColumns {
 
     fn read(&self) -> Result<Vec<Placement>, String> {
         let cells = self.guest_cell.len();
-        for (name, len) in [
-            ("host-cell", self.host_cell.len()),
-            ("memory-mb", self.memory_mb.len()),
-            ("page-size-kb", self.page_size_kb.len()),
-            ("shared-ends", self.shared_ends.len()),
-            ("pinned-ends", self.pinned_ends.len()),
-            ("emulator-ends", self.emulator_ends.len()),
-        ] {
-            if len != cells {
-                return Err(format!("placed.{name}: {len} rows, but placed.guest-cell has {cells}"));
-            }
-        }
-        if self.pinned_pcpus.len() != self.pinned_vcpus.len() {
-            return Err(format!(
-                "placed.pinned-pcpus: {} rows, but placed.pinned-vcpus has {}",
-                self.pinned_pcpus.len(),
-                self.pinned_vcpus.len()
-            ));
-        }
+        same_rows(
+            ("placed.guest-cell", cells),
+            &[
+                ("placed.host-cell", self.host_cell.len()),
+                ("placed.memory-mb", self.memory_mb.len()),
+                ("placed.page-size-kb", self.page_size_kb.len()),
+                ("placed.shared-ends", self.shared_ends.len()),
+                ("placed.pinned-ends", self.pinned_ends.len()),
+                ("placed.emulator-ends", self.emulator_ends.len()),
+            ],
+        )?;
+        same_rows(("placed.pinned-vcpus", self.pinned_vcpus.len()), &[("placed.pinned-pcpus", self.pinned_pcpus.len())])?;
         let shared = spans(&self.shared_ends, self.shared_vcpus.len(), "placed.shared-ends")?;
         let pinned = spans(&self.pinned_ends, self.pinned_vcpus.len(), "placed.pinned-ends")?;
         let emulator = spans(&self.emulator_ends, self.emulator_pcpus.len(), "placed.emulator-ends")?;
@@ -292,23 +285,20 @@ impl RejectionSink for RejectedColumns {
 impl RejectedColumns {
     fn read(&self) -> Result<Vec<Rejection>, String> {
         let refusals = self.guest_cell.len();
-        for (name, len) in [
-            ("host-cell", self.host_cell.len()),
-            ("shortfall", self.shortfall.len()),
-            ("needed", self.needed.len()),
-            ("available", self.available.len()),
-            ("detail-ends", self.detail_ends.len()),
-        ] {
-            if len != refusals {
-                return Err(format!("rejected.{name}: {len} rows, but rejected.guest-cell has {refusals}"));
-            }
-        }
-        let rejections = self.summary_ends.len();
-        for (name, len) in [("refusals-ends", self.refusals_ends.len()), ("reasons-ends", self.reasons_ends.len())] {
-            if len != rejections {
-                return Err(format!("rejected.{name}: {len} rows, but rejected.summary-ends has {rejections}"));
-            }
-        }
+        same_rows(
+            ("rejected.guest-cell", refusals),
+            &[
+                ("rejected.host-cell", self.host_cell.len()),
+                ("rejected.shortfall", self.shortfall.len()),
+                ("rejected.needed", self.needed.len()),
+                ("rejected.available", self.available.len()),
+                ("rejected.detail-ends", self.detail_ends.len()),
+            ],
+        )?;
+        same_rows(
+            ("rejected.summary-ends", self.summary_ends.len()),
+            &[("rejected.refusals-ends", self.refusals_ends.len()), ("rejected.reasons-ends", self.reasons_ends.len())],
+        )?;
         let summaries = texts(&self.summary_ends, &self.summaries, "rejected.summary-ends")?;
         let details = texts(&self.detail_ends, &self.details, "rejected.detail-ends")?;
         let reasons = texts(&self.reason_ends, &self.reasons, "rejected.reason-ends")?;
@@ -330,6 +320,14 @@ impl RejectedColumns {
                 reasons: reasons[why].iter().map(|r| r.to_string()).collect(),
             })
             .collect())
+    }
+}
+
+/// Columns of one table have as many rows as its first column; the error names the first that does not.
+fn same_rows((first, rows): (&str, usize), others: &[(&str, usize)]) -> Result<(), String> {
+    match others.iter().find(|(_, len)| *len != rows) {
+        Some((name, len)) => Err(format!("{name}: {len} rows, but {first} has {rows}")),
+        None => Ok(()),
     }
 }
 
