@@ -94,22 +94,26 @@ impl Batch {
     }
 
     /// Room for `hosts` more answers, as if each placed `guest`: the columns are sized once
-    /// instead of growing (and being copied) as a fleet's answers come in.
+    /// instead of growing (and being copied) as a fleet's answers come in. Each column reserves
+    /// at most `RESERVE_ROWS` rows: past that (a huge guest on a huge fleet, most of which may
+    /// not fit) it grows as answers come.
     pub fn reserve(&mut self, hosts: usize, guest: &GuestTopology) {
-        let cells = hosts.saturating_mul(guest.cells.len());
+        const RESERVE_ROWS: usize = 1 << 22;
+        let rows = |per_host: usize| hosts.saturating_mul(per_host).min(RESERVE_ROWS);
+        let cells = rows(guest.cells.len());
         let (pinned, shared): (usize, usize) =
             guest.cells.iter().map(|c| (c.pcpuset.len(), c.cpuset.len())).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
         let p = &mut self.placed;
-        self.fits.reserve(hosts);
-        p.cells_ends.reserve(hosts);
+        self.fits.reserve(rows(1));
+        p.cells_ends.reserve(rows(1));
         for column in [&mut p.guest_cell, &mut p.host_cell, &mut p.shared_ends, &mut p.pinned_ends, &mut p.emulator_ends] {
             column.reserve(cells);
         }
         p.memory_mb.reserve(cells);
         p.page_size_kb.reserve(cells);
-        p.pinned_vcpus.reserve(hosts.saturating_mul(pinned));
-        p.pinned_pcpus.reserve(hosts.saturating_mul(pinned));
-        p.shared_vcpus.reserve(hosts.saturating_mul(shared));
+        p.pinned_vcpus.reserve(rows(pinned));
+        p.pinned_pcpus.reserve(rows(pinned));
+        p.shared_vcpus.reserve(rows(shared));
     }
 
     /// Number of hosts answered.
