@@ -197,14 +197,19 @@ fn walk_pruned(table: &FitTable, g: usize, used: &mut [bool], assign: &mut Assig
     None
 }
 
+/// The (guest cell, trial position, fit) of a complete assignment, guest cells in order.
+fn assigned<'t>(table: &'t FitTable, assign: &'t [usize]) -> impl Iterator<Item = (usize, usize, &'t CellFit)> + 't {
+    // Every assigned pair was fitted before it was assigned.
+    assign.iter().enumerate().filter_map(|(g, &k)| match table.result(g, k) {
+        Some(Ok(fit)) => Some((g, k, fit)),
+        _ => None,
+    })
+}
+
 /// The placement of a complete assignment: the only pairs whose CPUs are chosen.
 pub(crate) fn placement_from(table: &FitTable, assign: &[usize], policy: &str) -> Placement {
     let mut cells = Vec::with_capacity(assign.len());
-    for (g, &k) in assign.iter().enumerate() {
-        // Every assigned pair was fitted before it was assigned.
-        let Some(Ok(fit)) = table.result(g, k) else {
-            continue;
-        };
+    for (g, k, fit) in assigned(table, assign) {
         let pinning = table.pinning(g, k, fit);
         let guest = &table.guest.cells[g];
         cells.push(PlacedCell {
@@ -223,11 +228,7 @@ pub(crate) fn placement_from(table: &FitTable, assign: &[usize], policy: &str) -
 /// `placement_from`, written into a batch's columns without building the placement.
 fn placement_into(table: &FitTable, assign: &[usize], batch: &mut Batch) {
     batch.push_placed(|out| {
-        for (g, &k) in assign.iter().enumerate() {
-            // Every assigned pair was fitted before it was assigned.
-            let Some(Ok(fit)) = table.result(g, k) else {
-                continue;
-            };
+        for (g, k, fit) in assigned(table, assign) {
             let guest = &table.guest.cells[g];
             out.cell(g as u32, fit.host_cell, guest.memory, fit.pagesize_kb, &guest.cpuset, |out| table.pin_into(g, k, fit, out));
         }
