@@ -506,7 +506,7 @@ impl Plugin {
                         Exports::Current(_, _, Some(b)) => b.call_fit_batch(s, &handles, r, limits),
                         _ => Err(wasmtime::format_err!("the plugin has no fit-batch")),
                     })?;
-                    return Ok(FitBatch::Columns(convert_batch::batch_from_wit(answers)));
+                    return Ok(FitBatch::Columns(Box::new(convert_batch::batch_from_wit(answers))));
                 }
             }
         }
@@ -605,7 +605,7 @@ impl Plugin {
 /// A batch's answers as they crossed: columns (contract 0.4's `fit-batch`) or one record per host.
 #[derive(Clone, Debug)]
 pub enum FitBatch {
-    Columns(numafit_plugin::Batch),
+    Columns(Box<numafit_plugin::Batch>),
     Rows(Vec<Result<wit::Placement, wit::Rejection>>),
 }
 

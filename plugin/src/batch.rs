@@ -383,7 +383,10 @@ mod tests {
         }
     }
 
-    fn placement(cells: &[(u32, u32, &[u32], &[(u32, u32)], &[u32])]) -> Placement {
+    /// A placed cell: guest cell, host cell, floating vCPUs, (vCPU, pCPU) pairs, emulator CPUs.
+    type Cell<'a> = (u32, u32, &'a [u32], &'a [(u32, u32)], &'a [u32]);
+
+    fn placement(cells: &[Cell]) -> Placement {
         Placement {
             policy: "nova".into(),
             cpu_policy: Some(CpuPolicy::Mixed),
