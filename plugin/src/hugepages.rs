@@ -31,7 +31,13 @@ pub fn pages_needed(pool_size_kb: u32, memory_mb: u64) -> Option<u64> {
 /// Pages of `pool_size_kb` that `memory_mb` occupies, the last one whole: what a refusal reports
 /// as `needed` (always a page count), and what accounting charges.
 pub fn pages_covering(pool_size_kb: u32, memory_mb: u64) -> u64 {
-    (u128::from(memory_mb) * 1024).div_ceil(u128::from(pool_size_kb.max(1))).min(u128::from(u64::MAX)) as u64
+    let size = u64::from(pool_size_kb.max(1));
+    // In u64 whenever the KiB fit (a u128 division is a library call in wasm, and every refusal
+    // of a cell's memory counts its pages).
+    match memory_mb.checked_mul(1024) {
+        Some(kb) => kb.div_ceil(size),
+        None => (u128::from(memory_mb) * 1024).div_ceil(u128::from(size)).min(u128::from(u64::MAX)) as u64,
+    }
 }
 
 /// Hugepages are locked memory, so only free pages count: no overcommit.
@@ -116,5 +122,15 @@ mod tests {
         assert_eq!((r.needed, r.available), (1, 0));
         let r = choose_page_size(&c, PageSizeWish::Kib(2048), 1024).unwrap_err();
         assert_eq!((r.needed, r.available), (512, 12));
+    }
+
+    #[test]
+    fn pages_covering_rounds_up_and_saturates() {
+        assert_eq!(pages_covering(2048, 3), 2);
+        assert_eq!(pages_covering(1048576, 1024), 1);
+        assert_eq!(pages_covering(4, 1), 256);
+        // Past u64's KiB: the page count of the u128 product, saturated.
+        assert_eq!(pages_covering(4, u64::MAX), u64::MAX);
+        assert_eq!(pages_covering(1048576, u64::MAX), u64::MAX.div_ceil(1024));
     }
 }
