@@ -199,6 +199,13 @@ impl PinSink for PlacedColumns {
     fn emulator(&mut self, pcpu: u32) {
         self.emulator_pcpus.push(pcpu);
     }
+
+    fn pairs(&mut self, vcpus: &CpuSet, pcpus: impl Iterator<Item = u32>) {
+        // Each column extended in one run (its length kept in a register, not stored per pair).
+        let start = self.pinned_pcpus.len();
+        self.pinned_pcpus.extend(pcpus.take(vcpus.len()));
+        self.pinned_vcpus.extend(vcpus.iter().take(self.pinned_pcpus.len() - start));
+    }
 }
 
 impl PlacedColumns {

@@ -57,6 +57,14 @@ pub trait PinSink {
     fn pair(&mut self, vcpu: u32, pcpu: u32);
     /// A host CPU for the emulator threads.
     fn emulator(&mut self, pcpu: u32);
+
+    /// `pair` for each vCPU (ascending) and the host CPU beside it, as many as both give: a sink
+    /// of columns takes the two runs whole.
+    fn pairs(&mut self, vcpus: &CpuSet, pcpus: impl Iterator<Item = u32>) {
+        for (vcpu, pcpu) in vcpus.iter().zip(pcpus) {
+            self.pair(vcpu, pcpu);
+        }
+    }
 }
 
 impl PinSink for CellPinning {
@@ -78,10 +86,8 @@ fn threads_per_core(cores: &FreeCores, t: usize) -> impl Iterator<Item = u32> + 
 /// threads left after the vCPUs took theirs, in core order.
 fn pair_then_emulator(cores: &FreeCores, vcpus: &CpuSet, pcpus: impl Iterator<Item = u32>, emulator: usize, out: &mut impl PinSink) {
     if emulator == 0 {
-        // Plain loop: this runs for every guest cell of every placement a search keeps.
-        for (vcpu, pcpu) in vcpus.iter().zip(pcpus) {
-            out.pair(vcpu, pcpu);
-        }
+        // This runs for every guest cell of every placement a search keeps.
+        out.pairs(vcpus, pcpus);
         return;
     }
     let mut taken = CpuSet::new();
