@@ -281,7 +281,7 @@ fn swaps_to_broken_policies_are_refused_by_the_self_test_and_the_current_one_kee
     drop(d);
 
     // Under a deadline shorter than its calls (30 ms: twice a correct policy's slowest call on a
-    // loaded machine, half the slow one's fastest), the slow one is refused for the deadline.
+    // loaded machine, a third of the slow one's fastest), the slow one is refused for the deadline.
     let dir = scratch("serve-swap-slow");
     let d = start(&dir, &["--deadline-ms", "30"]);
     let mut c = d.client();

@@ -91,12 +91,16 @@ fn fit_core(host: &HostTopology, request: &numafit_plugin::GuestTopology, limits
         }
         Some(Fault::Panic) => panic!("misbehaving policy panics on purpose"),
         Some(Fault::Slow) => {
-            // Forty million cheap iterations (some 640 million fuel units): 60 to 200 ms of wall-clock time here, well
-            // inside the default fuel budget.
-            let mut n = 0u64;
-            while std::hint::black_box(n) < 40_000_000 {
-                n += 1;
+            // Ten million square roots, each waiting for the one before (some 130 million fuel
+            // units): a square root's latency, not the CPU's speed at cheap instructions, sets the
+            // time, 90 to 130 ms of wall-clock time here (a loop of adds was 29 ms on an idle
+            // machine, too close to the 30 ms deadline the service test must hit), well inside the
+            // fuel budgets the tests give.
+            let mut x = std::hint::black_box(2.0f64);
+            for _ in 0..10_000_000u32 {
+                x = (x * 1.000_000_1 + 1.0).sqrt();
             }
+            std::hint::black_box(x);
         }
         _ => {}
     }
