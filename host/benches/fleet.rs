@@ -118,6 +118,9 @@ fn bench(c: &mut Criterion) {
     // the same core natively writing the same columns.
     let lrequest = plugin.load_request(wrequest.clone()).expect("no trap").expect("valid request");
     let batch = plugin.fit_batch(&loaded, &lrequest, &wlimits).expect("no trap");
+    // The guest's share in instructions (one fuel unit is about one wasm instruction): unlike
+    // time on this VM, the same from run to run.
+    eprintln!("fleet: the batch call burns {} fuel units", plugin.fuel_used().unwrap_or(0));
     assert!(matches!(batch, numafit_host::runtime::FitBatch::Columns(_)), "the embedded policy answers fit-batch in columns");
     // (The bindings' types have no `PartialEq`: their debug forms are compared.)
     assert_eq!(
@@ -139,6 +142,8 @@ fn bench(c: &mut Criterion) {
             b.iter(|| other.fit_loaded_many(&loaded, &wrequest, &wlimits).expect("no trap").len())
         });
         let lrequest = other.load_request(wrequest.clone()).expect("no trap").expect("valid request");
+        other.fit_batch(&loaded, &lrequest, &wlimits).expect("no trap");
+        eprintln!("fleet: the other build's batch call burns {} fuel units", other.fuel_used().unwrap_or(0));
         group.bench_function("component-batch-against", |b| {
             b.iter(|| other.fit_batch(&loaded, &lrequest, &wlimits).expect("no trap").len())
         });

@@ -106,12 +106,13 @@ pub fn fit(prepared: &PreparedHost, guest: &ValidRequest, limits: &Limits, polic
 
 /// The balanced policy's assignment of `guest` on `host`, or the table that shows there is none.
 pub(crate) fn decide<'a>(prepared: &'a PreparedHost, guest: &'a ValidRequest, limits: &'a Limits, policy: &str) -> Decision<'a> {
+    let request = guest;
     let guest = guest.get();
     let host = prepared.host();
     if let Some(answer) = answer_without_search(prepared, guest, policy) {
         return Decision::Answered(answer);
     }
-    let mut table = FitTable::new(prepared, guest, limits, Packing::KeepCoresWhole);
+    let mut table = FitTable::new(prepared, request, limits, Packing::KeepCoresWhole);
     table.fill();
     let n = table.columns();
     if !table.matchable(0, &vec![false; n]) {

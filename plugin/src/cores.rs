@@ -141,6 +141,13 @@ impl FreeCores {
         self.threads.len()
     }
 
+    /// Every free thread, in core order, when that is what taking the first `t` of every core with
+    /// at least `t` gives: every core with a free thread has exactly `t`, as on a cell pinned by
+    /// whole cores. Pinning then copies one run instead of walking the cores.
+    pub fn threads_when_every_core_has(&self, t: usize) -> Option<&[u32]> {
+        (t > 0 && self.with_at_least(1) == self.with_at_least(t) && self.with_at_least(t + 1) == 0).then_some(&self.threads[..])
+    }
+
     /// Number of cores with at least `t` free threads.
     pub fn with_at_least(&self, t: usize) -> usize {
         self.with_at_least.get(t).map_or(0, |&n| n as usize)

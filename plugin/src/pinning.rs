@@ -238,7 +238,12 @@ pub fn pin(plan: PinPlan, cell: &HostCell, cores: &FreeCores, vcpus: &CpuSet, em
 /// `pin`, written into `out`.
 pub fn pin_into(plan: PinPlan, cell: &HostCell, cores: &FreeCores, vcpus: &CpuSet, emulator: usize, out: &mut impl PinSink) {
     let written = match plan {
-        PinPlan::ThreadsPerCore(t) => return pair_then_emulator(cores, vcpus, threads_per_core(cores, t), emulator, out),
+        PinPlan::ThreadsPerCore(t) => {
+            return match cores.threads_when_every_core_has(t) {
+                Some(threads) => pair_then_emulator(cores, vcpus, threads.iter().copied(), emulator, out),
+                None => pair_then_emulator(cores, vcpus, threads_per_core(cores, t), emulator, out),
+            }
+        }
         PinPlan::SingleThreads => return pair_then_emulator(cores, vcpus, cores.threads().iter().copied(), emulator, out),
         PinPlan::Isolate => pin_isolate(cores, vcpus, emulator),
         PinPlan::KeepCoresWhole => pin_keep_cores_whole(cell, cores, vcpus, emulator),
@@ -267,4 +272,47 @@ pub fn pin_cell_packed(
     packing: Packing,
 ) -> Result<CellPinning, Refusal> {
     plan(cores, vcpus.len(), emulator, policy, packing).map(|p| pin(p, cell, cores, vcpus, emulator))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cell of four cores: two of two threads, one of one, one of three (CPUs 0-7), with the
+    /// CPUs of `pinned` (a bitmask) taken.
+    fn cell(pinned: u32) -> HostCell {
+        let siblings: Vec<CpuSet> = [&[0, 4][..], &[1, 5], &[2], &[3, 6, 7]].iter().map(|c| c.iter().copied().collect()).collect();
+        HostCell {
+            id: 0,
+            cpuset: CpuSet::new(),
+            pcpuset: (0..8).collect(),
+            memory: 1024,
+            cpu_usage: 0,
+            memory_usage: 0,
+            pinned_cpus: (0..8).filter(|c| pinned & (1 << c) != 0).collect(),
+            host_cpus: CpuSet::new(),
+            siblings,
+            cache_groups: Vec::new(),
+            mempages: Vec::new(),
+            socket: None,
+            network_metadata: None,
+        }
+    }
+
+    #[test]
+    fn every_free_thread_at_once_is_the_walk_over_cores_whenever_it_is_offered() {
+        let mut offered = 0;
+        for pinned in 0..256 {
+            let cores = FreeCores::of(&cell(pinned));
+            for t in 0..=4 {
+                let walked: Vec<u32> = if t == 0 { Vec::new() } else { threads_per_core(&cores, t).collect() };
+                if let Some(threads) = cores.threads_when_every_core_has(t) {
+                    offered += 1;
+                    assert_eq!(threads, &walked[..], "pinned {pinned:#b}, {t} threads a core");
+                }
+            }
+        }
+        // Offered where it applies (cores pinned so that each left has the same width), not never.
+        assert!(offered > 10, "offered {offered} times");
+    }
 }

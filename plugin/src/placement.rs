@@ -173,11 +173,18 @@ pub fn describe_refusal_of(g: usize, asks: &str, guest: &GuestCell, topo: &Guest
 
 /// `describe_refusal_of`, written onto `s`.
 pub fn write_refusal(s: &mut String, g: usize, asks: &str, guest: &GuestCell, topo: &GuestTopology, host: &HostCell, r: &Refusal) {
-    Sentence(s).t("guest cell ").n(g as u64).t(" (").t(asks).t(") on host cell ").n(u64::from(host.id)).t(": ");
-    write_why(s, g, guest, topo, host, r);
+    write_refusal_opening(s, g, asks, host);
+    write_refusal_why(s, g, guest, topo, host, r);
 }
 
-fn write_why(s: &mut String, g: usize, guest: &GuestCell, topo: &GuestTopology, host: &HostCell, r: &Refusal) {
+/// The sentence's opening: which guest cell, asking what (`asks`), on which host cell.
+pub fn write_refusal_opening(s: &mut String, g: usize, asks: &str, host: &HostCell) {
+    Sentence(s).t("guest cell ").n(g as u64).t(" (").t(asks).t(") on host cell ").n(u64::from(host.id)).t(": ");
+}
+
+/// The rest: why, with the numbers. It reads of guest cell `g` only what `GuestCell::asks_as`
+/// compares and whether `g` carries the emulator threads.
+pub fn write_refusal_why(s: &mut String, g: usize, guest: &GuestCell, topo: &GuestTopology, host: &HostCell, r: &Refusal) {
     let (n, a) = (r.needed, r.available);
     let emulator = if topo.emulator_isolated() && g == 0 { " incl. 1 for emulator threads" } else { "" };
     let mut w = Sentence(s);

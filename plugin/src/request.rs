@@ -4,6 +4,8 @@
 
 use std::borrow::Cow;
 
+use smallvec::SmallVec;
+
 use crate::cpuset::CpuSet;
 
 crate::named_enum! {
@@ -79,6 +81,16 @@ pub struct GuestCell {
 impl GuestCell {
     pub fn vcpus(&self) -> usize {
         self.cpuset.len() + self.pcpuset.len()
+    }
+
+    /// Whether `other` asks for what this cell asks: as many floating and dedicated vCPUs, as
+    /// much memory, the same page size. The per-cell checks and their refusals read nothing else
+    /// of a cell, so two such cells fit, or are refused, alike on every host cell.
+    pub fn asks_as(&self, other: &GuestCell) -> bool {
+        self.memory == other.memory
+            && self.pagesize == other.pagesize
+            && self.pcpuset.len() == other.pcpuset.len()
+            && self.cpuset.len() == other.cpuset.len()
     }
 }
 
@@ -196,24 +208,54 @@ impl RequestError {
 /// A guest topology that passed `GuestTopology::validate`: what the searches assume, checked once
 /// per request (a loaded `request-state` keeps one) instead of once per fit.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ValidRequest<'a>(Cow<'a, GuestTopology>);
+pub struct ValidRequest<'a> {
+    guest: Cow<'a, GuestTopology>,
+    /// For each guest cell, the first cell that asks what it asks (`GuestCell::asks_as`), itself
+    /// when none before it does. Flavors split a guest evenly, so a search decides such cells'
+    /// fits once per host cell, and a rejection words their refusals once.
+    twins: SmallVec<[usize; 16]>,
+}
 
 impl ValidRequest<'static> {
     pub fn owned(guest: GuestTopology) -> Result<Self, RequestError> {
         guest.validate()?;
-        Ok(ValidRequest(Cow::Owned(guest)))
+        Ok(ValidRequest { twins: twins(&guest), guest: Cow::Owned(guest) })
     }
 }
 
 impl<'a> ValidRequest<'a> {
     pub fn borrowed(guest: &'a GuestTopology) -> Result<Self, RequestError> {
         guest.validate()?;
-        Ok(ValidRequest(Cow::Borrowed(guest)))
+        Ok(ValidRequest { twins: twins(guest), guest: Cow::Borrowed(guest) })
     }
 
     pub fn get(&self) -> &GuestTopology {
-        &self.0
+        &self.guest
     }
+
+    /// For each guest cell, the first cell that asks what it asks (itself when none before it
+    /// does).
+    pub fn twins(&self) -> &[usize] {
+        &self.twins
+    }
+}
+
+fn twins(guest: &GuestTopology) -> SmallVec<[usize; 16]> {
+    // Looked up among the first 64 distinct asks only, so a request of very many unlike cells
+    // costs linear time (its later cells are their own twins).
+    let mut heads: SmallVec<[usize; 16]> = SmallVec::new();
+    let cells = &guest.cells;
+    (0..cells.len())
+        .map(|g| match heads.iter().find(|&&h| cells[h].asks_as(&cells[g])) {
+            Some(&h) => h,
+            None => {
+                if heads.len() < 64 {
+                    heads.push(g);
+                }
+                g
+            }
+        })
+        .collect()
 }
 
 impl std::fmt::Display for RequestError {

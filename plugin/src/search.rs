@@ -17,7 +17,7 @@ use crate::cores::PreparedHost;
 use crate::fit::{fit_cell_packed, CellFit, Limits};
 use crate::pci;
 use crate::pinning::{CellPinning, Packing, PinSink};
-use crate::placement::{describe_guest_cell, write_refusal, PlacedCell, Placement, Rejection, RejectionSink};
+use crate::placement::{describe_guest_cell, write_refusal_opening, write_refusal_why, PlacedCell, Placement, Rejection, RejectionSink};
 use crate::refusal::Refusal;
 use crate::request::{GuestTopology, ValidRequest};
 use crate::scoring::{cell_order, CellOrder};
@@ -29,6 +29,8 @@ pub(crate) struct FitTable<'a> {
     /// Free cores of each host cell, by position in `host.cells`.
     pub(crate) cores: &'a [FreeCores],
     pub(crate) guest: &'a GuestTopology,
+    /// `ValidRequest::twins`: guest cells that ask alike share their fits.
+    twins: &'a [usize],
     limits: &'a Limits,
     packing: Packing,
     /// Host cell positions in Nova's trial order: column k is host cell `order[k]`.
@@ -38,10 +40,11 @@ pub(crate) struct FitTable<'a> {
 }
 
 impl<'a> FitTable<'a> {
-    pub(crate) fn new(host: &'a PreparedHost, guest: &'a GuestTopology, limits: &'a Limits, packing: Packing) -> Self {
+    pub(crate) fn new(host: &'a PreparedHost, request: &'a ValidRequest, limits: &'a Limits, packing: Packing) -> Self {
+        let guest = request.get();
         let order = cell_order(host, guest, limits.strategy);
         let fits = SmallVec::from_elem(None, guest.cells.len() * order.len());
-        FitTable { host: host.host(), cores: host.cores(), guest, limits, packing, order, fits }
+        FitTable { host: host.host(), cores: host.cores(), guest, twins: request.twins(), limits, packing, order, fits }
     }
 
     pub(crate) fn columns(&self) -> usize {
@@ -52,10 +55,15 @@ impl<'a> FitTable<'a> {
     pub(crate) fn fits(&mut self, g: usize, k: usize) -> bool {
         let slot = g * self.order.len() + k;
         if self.fits[slot].is_none() {
-            let emulator = self.emulator(g);
-            let (host_cell, cores) = (&self.host.cells[self.order[k]], &self.cores[self.order[k]]);
-            self.fits[slot] =
-                Some(fit_cell_packed(host_cell, cores, &self.guest.cells[g], self.guest, self.limits, emulator, self.packing));
+            let twin = self.twin(g);
+            self.fits[slot] = match &self.fits[twin * self.order.len() + k] {
+                Some(decided) if twin != g => Some(decided.clone()),
+                _ => {
+                    let emulator = self.emulator(g);
+                    let (host_cell, cores) = (&self.host.cells[self.order[k]], &self.cores[self.order[k]]);
+                    Some(fit_cell_packed(host_cell, cores, &self.guest.cells[g], self.guest, self.limits, emulator, self.packing))
+                }
+            };
         }
         matches!(self.fits[slot], Some(Ok(_)))
     }
@@ -64,6 +72,15 @@ impl<'a> FitTable<'a> {
     /// cell of guest cell 0.
     fn emulator(&self, g: usize) -> usize {
         usize::from(g == 0 && self.guest.emulator_isolated())
+    }
+
+    /// The first guest cell whose fits and refusals are cell `g`'s on every host cell: one that
+    /// asks the same and takes the same emulator CPUs (`g` itself when none before it does).
+    pub(crate) fn twin(&self, g: usize) -> usize {
+        match self.twins.get(g) {
+            Some(&t) if self.emulator(t) == self.emulator(g) => t,
+            _ => g,
+        }
     }
 
     /// The CPUs of guest cell `g` on the host cell at trial position `k`, which it fits.
@@ -275,17 +292,44 @@ pub(crate) fn rejection_from(table: &FitTable) -> Rejection {
 /// was tried on refused it; then the summary and the reasons that concern the whole placement.
 fn explain(table: &FitTable, out: &mut impl RejectionSink) {
     let mut homeless = Vec::new();
+    let columns = table.columns();
+    // Each guest cell's description and, for a cell with twins, why each host cell refused it:
+    // its twins' sentences differ from its own only in the guest cell's number.
+    let mut asked: SmallVec<[String; 4]> = SmallVec::new();
+    let mut whys: Vec<Option<String>> = Vec::new();
     for (g, guest) in table.guest.cells.iter().enumerate() {
-        let asks = describe_guest_cell(guest, table.guest);
+        let twin = table.twin(g);
+        let asks = if twin == g { describe_guest_cell(guest, table.guest) } else { asked[twin].clone() };
+        let words_for_twins = twin == g && (g + 1..table.guest.cells.len()).any(|later| table.twin(later) == g);
+        if words_for_twins && whys.is_empty() {
+            whys.resize(table.guest.cells.len() * columns, None);
+        }
         let mut fits_somewhere = false;
-        for k in 0..table.columns() {
+        for k in 0..columns {
             let host_cell = &table.host.cells[table.order[k]];
             match table.result(g, k) {
-                Some(Err(r)) => out.refusal(g as u32, host_cell.id, r, |s| write_refusal(s, g, &asks, guest, table.guest, host_cell, r)),
+                Some(Err(r)) => out.refusal(g as u32, host_cell.id, r, |s| {
+                    let worded = whys.get(twin * columns + k).and_then(Option::as_deref);
+                    match worded {
+                        Some(why) if twin != g && matches!(table.result(twin, k), Some(Err(said)) if said == r) => {
+                            write_refusal_opening(s, g, &asks, host_cell);
+                            s.push_str(why);
+                        }
+                        _ => {
+                            write_refusal_opening(s, g, &asks, host_cell);
+                            let start = s.len();
+                            write_refusal_why(s, g, guest, table.guest, host_cell, r);
+                            if words_for_twins {
+                                whys[g * columns + k] = Some(s[start..].to_string());
+                            }
+                        }
+                    }
+                }),
                 Some(Ok(_)) => fits_somewhere = true,
                 None => {}
             }
         }
+        asked.push(asks);
         if !fits_somewhere {
             homeless.push(g.to_string());
         }
@@ -334,11 +378,12 @@ pub fn fit(host: &PreparedHost, guest: &ValidRequest, limits: &Limits, policy: &
 
 /// Nova's assignment of `guest` on `host`, or the table that shows there is none.
 pub(crate) fn decide<'a>(host: &'a PreparedHost, guest: &'a ValidRequest, limits: &'a Limits, policy: &str) -> Decision<'a> {
+    let request = guest;
     let guest = guest.get();
     if let Some(answer) = answer_without_search(host, guest, policy) {
         return Decision::Answered(answer);
     }
-    let mut table = FitTable::new(host, guest, limits, Packing::Nova);
+    let mut table = FitTable::new(host, request, limits, Packing::Nova);
     let mut used: SmallVec<[bool; 64]> = SmallVec::from_elem(false, table.columns());
     let mut assign = Assignment::new();
     let mut budget = guest.cells.len() * table.columns();

@@ -2,11 +2,13 @@
 //! answer of Nova's permutation walk; a placement never pins a CPU twice or outside its cell's free
 //! pinnable set, never exceeds a cell's memory, and always claims cleanly; release undoes claim;
 //! a pinning plan decided from a cell's counts always has the CPUs it promised; a batch's columns
-//! read back as each host's own fit, for both policies.
+//! read back as each host's own fit, for both policies; every refusal of a rejection is its own
+//! cell check's, in its own words. Half the guests ask the same of every cell, as flavors do.
 
 use numafit_plugin::cores::FreeCores;
 use numafit_plugin::fit::fit_cell;
 use numafit_plugin::pinning::{self, Packing};
+use numafit_plugin::placement::describe_refusal;
 use numafit_plugin::scoring::cell_order;
 use numafit_plugin::{
     claim, fit, release, CpuPolicy, CpuSet, EmulatorThreads, GuestCell, GuestTopology, HostCell, HostTopology, Limits, PagePool,
@@ -106,16 +108,19 @@ struct GuestSpec {
     thread: u8,
     emulator: bool,
     pagesize: u8,
+    /// Every cell asks what the first asks, as a flavor split evenly over its cells does.
+    even: bool,
 }
 
 fn guest_spec() -> impl Strategy<Value = GuestSpec> {
-    (prop::collection::vec((1u32..=4, 0u32..=2, 1u64..=8), 1..=3), 0u8..3, 0u8..4, any::<bool>(), 0u8..5).prop_map(
-        |(cells, policy, thread, emulator, pagesize)| GuestSpec {
-            cells: cells.into_iter().map(|(d, s, m)| (d, s, m * 512)).collect(),
+    (prop::collection::vec((1u32..=4, 0u32..=2, 1u64..=8), 1..=3), 0u8..3, 0u8..4, any::<bool>(), 0u8..5, any::<bool>()).prop_map(
+        |(cells, policy, thread, emulator, pagesize, even)| GuestSpec {
+            cells: cells.iter().map(|&(d, s, m)| if even { cells[0] } else { (d, s, m) }).map(|(d, s, m)| (d, s, m * 512)).collect(),
             policy,
             thread,
             emulator,
             pagesize,
+            even,
         },
     )
 }
@@ -287,6 +292,25 @@ proptest! {
                 })
                 .collect();
             prop_assert_eq!(policy.fit_batch(&hosts, &guest, &limits).answers(), Ok(each));
+        }
+    }
+
+    #[test]
+    fn each_refusal_is_the_cell_checks_own_in_its_own_words((host, guest, limits) in scenario()) {
+        // Guest cells that ask alike share their checks and sentences inside a search: each
+        // refusal must still be what checking that pair alone gives, worded for that guest cell.
+        for policy in [Policy::Nova, Policy::Balanced] {
+            let Err(rejection) = policy.fit(&host, &guest, &limits) else { continue };
+            for r in &rejection.refusals {
+                let (g, cell) = (r.guest_cell as usize, host.cell(r.host_cell).expect("a refusal names a host cell"));
+                let emulator = usize::from(g == 0 && guest.emulator_isolated());
+                let packing = if policy == Policy::Nova { Packing::Nova } else { Packing::KeepCoresWhole };
+                let alone = numafit_plugin::fit::fit_cell_packed(
+                    cell, &FreeCores::of(cell), &guest.cells[g], &guest, &limits, emulator, packing,
+                );
+                prop_assert_eq!(alone.as_ref().err(), Some(&r.refusal), "guest cell {} on host cell {}", g, r.host_cell);
+                prop_assert_eq!(&r.detail, &describe_refusal(g, &guest.cells[g], &guest, cell, &r.refusal));
+            }
         }
     }
 
