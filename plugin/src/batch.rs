@@ -200,11 +200,11 @@ impl PinSink for PlacedColumns {
         self.emulator_pcpus.push(pcpu);
     }
 
-    fn pairs(&mut self, vcpus: &CpuSet, pcpus: impl Iterator<Item = u32>) {
+    fn pairs(&mut self, vcpus: &[u32], pcpus: impl Iterator<Item = u32>) {
         // Each column extended in one run (its length kept in a register, not stored per pair).
         let start = self.pinned_pcpus.len();
         self.pinned_pcpus.extend(pcpus.take(vcpus.len()));
-        self.pinned_vcpus.extend(vcpus.iter().take(self.pinned_pcpus.len() - start));
+        self.pinned_vcpus.extend_from_slice(&vcpus[..self.pinned_pcpus.len() - start]);
     }
 }
 

@@ -43,18 +43,19 @@ pub struct CellFit {
 }
 
 impl CellFit {
-    /// The CPUs of this fit: `host`, `cores`, `guest` and `emulator` as `fit_cell_packed` had them.
-    pub fn pinning(&self, host: &HostCell, cores: &FreeCores, guest: &GuestCell, emulator: usize) -> CellPinning {
+    /// The CPUs of this fit: `host`, `cores` and `emulator` as `fit_cell_packed` had them, for
+    /// the guest cell's dedicated vCPUs `vcpus` (ascending).
+    pub fn pinning(&self, host: &HostCell, cores: &FreeCores, vcpus: &[u32], emulator: usize) -> CellPinning {
         match self.plan {
-            Some(plan) => pinning::pin(plan, host, cores, &guest.pcpuset, emulator),
+            Some(plan) => pinning::pin(plan, host, cores, vcpus, emulator),
             None => CellPinning::default(),
         }
     }
 
     /// `pinning`, written into `out`.
-    pub fn pin_into(&self, host: &HostCell, cores: &FreeCores, guest: &GuestCell, emulator: usize, out: &mut impl PinSink) {
+    pub fn pin_into(&self, host: &HostCell, cores: &FreeCores, vcpus: &[u32], emulator: usize, out: &mut impl PinSink) {
         if let Some(plan) = self.plan {
-            pinning::pin_into(plan, host, cores, &guest.pcpuset, emulator, out);
+            pinning::pin_into(plan, host, cores, vcpus, emulator, out);
         }
     }
 }
@@ -110,7 +111,7 @@ pub fn fit_cell(
 ) -> Result<(CellFit, CellPinning), Refusal> {
     let cores = FreeCores::of(host);
     let fit = fit_cell_packed(host, &cores, guest, topo, limits, emulator, Packing::Nova)?;
-    Ok((fit, fit.pinning(host, &cores, guest, emulator)))
+    Ok((fit, fit.pinning(host, &cores, &guest.pcpuset.to_vec(), emulator)))
 }
 
 /// `fit_cell` on the host cell's free cores (`FreeCores::of(host)`, made once per host state),

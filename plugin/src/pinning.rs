@@ -60,8 +60,8 @@ pub trait PinSink {
 
     /// `pair` for each vCPU (ascending) and the host CPU beside it, as many as both give: a sink
     /// of columns takes the two runs whole.
-    fn pairs(&mut self, vcpus: &CpuSet, pcpus: impl Iterator<Item = u32>) {
-        for (vcpu, pcpu) in vcpus.iter().zip(pcpus) {
+    fn pairs(&mut self, vcpus: &[u32], pcpus: impl Iterator<Item = u32>) {
+        for (&vcpu, pcpu) in vcpus.iter().zip(pcpus) {
             self.pair(vcpu, pcpu);
         }
     }
@@ -84,14 +84,14 @@ fn threads_per_core(cores: &FreeCores, t: usize) -> impl Iterator<Item = u32> + 
 
 /// Steps: the vCPUs (ascending) zipped with `pcpus`, then `emulator` more CPUs: the first free
 /// threads left after the vCPUs took theirs, in core order.
-fn pair_then_emulator(cores: &FreeCores, vcpus: &CpuSet, pcpus: impl Iterator<Item = u32>, emulator: usize, out: &mut impl PinSink) {
+fn pair_then_emulator(cores: &FreeCores, vcpus: &[u32], pcpus: impl Iterator<Item = u32>, emulator: usize, out: &mut impl PinSink) {
     if emulator == 0 {
         // This runs for every guest cell of every placement a search keeps.
         out.pairs(vcpus, pcpus);
         return;
     }
     let mut taken = CpuSet::new();
-    for (vcpu, pcpu) in vcpus.iter().zip(pcpus) {
+    for (&vcpu, pcpu) in vcpus.iter().zip(pcpus) {
         out.pair(vcpu, pcpu);
         taken.insert(pcpu);
     }
@@ -101,9 +101,9 @@ fn pair_then_emulator(cores: &FreeCores, vcpus: &CpuSet, pcpus: impl Iterator<It
 }
 
 /// vCPUs (ascending) zipped with host CPUs, into a vector sized once.
-fn pair_up(vcpus: &CpuSet, pcpus: impl Iterator<Item = u32>) -> Vec<(u32, u32)> {
+fn pair_up(vcpus: &[u32], pcpus: impl Iterator<Item = u32>) -> Vec<(u32, u32)> {
     let mut pairs = Vec::with_capacity(vcpus.len());
-    pairs.extend(vcpus.iter().zip(pcpus));
+    pairs.extend(vcpus.iter().copied().zip(pcpus));
     pairs
 }
 
@@ -123,7 +123,7 @@ fn plan_isolate(cores: &FreeCores, vcpus: usize, emulator: usize) -> Result<PinP
     Ok(PinPlan::Isolate)
 }
 
-fn pin_isolate(cores: &FreeCores, vcpus: &CpuSet, emulator: usize) -> CellPinning {
+fn pin_isolate(cores: &FreeCores, vcpus: &[u32], emulator: usize) -> CellPinning {
     let width = cores.threads_per_core();
     let whole = cores.whole();
     let wide: Vec<u32> = whole.iter().copied().filter(|&k| cores.core(k as usize).len() >= width).take(vcpus.len()).collect();
@@ -191,7 +191,7 @@ fn whole_cores_by_cache(cell: &HostCell, cores: &FreeCores, wanted: usize) -> Ve
 /// remainder (and the emulator thread) on free threads of cores already in use, so no whole core
 /// is broken for a thread or two; whole cores again only when those run out. Every free thread
 /// is a candidate, so it fits when the cell has enough free threads.
-fn pin_keep_cores_whole(cell: &HostCell, cores: &FreeCores, vcpus: &CpuSet, emulator: usize) -> CellPinning {
+fn pin_keep_cores_whole(cell: &HostCell, cores: &FreeCores, vcpus: &[u32], emulator: usize) -> CellPinning {
     let partial: Vec<usize> = (0..cores.len()).filter(|&k| !cores.core(k).is_empty() && !cores.is_whole(k)).collect();
     let width = cores.whole().iter().map(|&k| cores.core(k as usize).len()).max().unwrap_or(1);
     let full_cores = vcpus.len() / width;
@@ -222,8 +222,8 @@ pub fn plan(cores: &FreeCores, vcpus: usize, emulator: usize, policy: ThreadPoli
     }
 }
 
-/// The CPUs of a plan `plan` accepted for these `vcpus` and `emulator` on this cell.
-pub fn pin(plan: PinPlan, cell: &HostCell, cores: &FreeCores, vcpus: &CpuSet, emulator: usize) -> CellPinning {
+/// The CPUs of a plan `plan` accepted for these `vcpus` (ascending) and `emulator` on this cell.
+pub fn pin(plan: PinPlan, cell: &HostCell, cores: &FreeCores, vcpus: &[u32], emulator: usize) -> CellPinning {
     match plan {
         PinPlan::Isolate => pin_isolate(cores, vcpus, emulator),
         PinPlan::KeepCoresWhole => pin_keep_cores_whole(cell, cores, vcpus, emulator),
@@ -236,7 +236,7 @@ pub fn pin(plan: PinPlan, cell: &HostCell, cores: &FreeCores, vcpus: &CpuSet, em
 }
 
 /// `pin`, written into `out`.
-pub fn pin_into(plan: PinPlan, cell: &HostCell, cores: &FreeCores, vcpus: &CpuSet, emulator: usize, out: &mut impl PinSink) {
+pub fn pin_into(plan: PinPlan, cell: &HostCell, cores: &FreeCores, vcpus: &[u32], emulator: usize, out: &mut impl PinSink) {
     let written = match plan {
         PinPlan::ThreadsPerCore(t) => {
             return match cores.threads_when_every_core_has(t) {
@@ -271,7 +271,7 @@ pub fn pin_cell_packed(
     policy: ThreadPolicy,
     packing: Packing,
 ) -> Result<CellPinning, Refusal> {
-    plan(cores, vcpus.len(), emulator, policy, packing).map(|p| pin(p, cell, cores, vcpus, emulator))
+    plan(cores, vcpus.len(), emulator, policy, packing).map(|p| pin(p, cell, cores, &vcpus.to_vec(), emulator))
 }
 
 #[cfg(test)]

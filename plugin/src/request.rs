@@ -214,19 +214,21 @@ pub struct ValidRequest<'a> {
     /// when none before it does. Flavors split a guest evenly, so a search decides such cells'
     /// fits once per host cell, and a rejection words their refusals once.
     twins: SmallVec<[usize; 16]>,
+    /// Each guest cell's dedicated vCPUs, ascending: what every placement's pinned pairs list.
+    dedicated: Vec<Vec<u32>>,
 }
 
 impl ValidRequest<'static> {
     pub fn owned(guest: GuestTopology) -> Result<Self, RequestError> {
         guest.validate()?;
-        Ok(ValidRequest { twins: twins(&guest), guest: Cow::Owned(guest) })
+        Ok(ValidRequest { twins: twins(&guest), dedicated: dedicated(&guest), guest: Cow::Owned(guest) })
     }
 }
 
 impl<'a> ValidRequest<'a> {
     pub fn borrowed(guest: &'a GuestTopology) -> Result<Self, RequestError> {
         guest.validate()?;
-        Ok(ValidRequest { twins: twins(guest), guest: Cow::Borrowed(guest) })
+        Ok(ValidRequest { twins: twins(guest), dedicated: dedicated(guest), guest: Cow::Borrowed(guest) })
     }
 
     pub fn get(&self) -> &GuestTopology {
@@ -238,6 +240,15 @@ impl<'a> ValidRequest<'a> {
     pub fn twins(&self) -> &[usize] {
         &self.twins
     }
+
+    /// Guest cell `g`'s dedicated vCPUs, ascending (its `pcpuset` as a list).
+    pub fn dedicated(&self, g: usize) -> &[u32] {
+        self.dedicated.get(g).map_or(&[], Vec::as_slice)
+    }
+}
+
+fn dedicated(guest: &GuestTopology) -> Vec<Vec<u32>> {
+    guest.cells.iter().map(|c| c.pcpuset.to_vec()).collect()
 }
 
 fn twins(guest: &GuestTopology) -> SmallVec<[usize; 16]> {

@@ -29,8 +29,8 @@ pub(crate) struct FitTable<'a> {
     /// Free cores of each host cell, by position in `host.cells`.
     pub(crate) cores: &'a [FreeCores],
     pub(crate) guest: &'a GuestTopology,
-    /// `ValidRequest::twins`: guest cells that ask alike share their fits.
-    twins: &'a [usize],
+    /// The request: its twins (guest cells that ask alike share their fits) and vCPU lists.
+    request: &'a ValidRequest<'a>,
     limits: &'a Limits,
     packing: Packing,
     /// Host cell positions in Nova's trial order: column k is host cell `order[k]`.
@@ -40,11 +40,11 @@ pub(crate) struct FitTable<'a> {
 }
 
 impl<'a> FitTable<'a> {
-    pub(crate) fn new(host: &'a PreparedHost, request: &'a ValidRequest, limits: &'a Limits, packing: Packing) -> Self {
+    pub(crate) fn new(host: &'a PreparedHost, request: &'a ValidRequest<'a>, limits: &'a Limits, packing: Packing) -> Self {
         let guest = request.get();
         let order = cell_order(host, guest, limits.strategy);
         let fits = SmallVec::from_elem(None, guest.cells.len() * order.len());
-        FitTable { host: host.host(), cores: host.cores(), guest, twins: request.twins(), limits, packing, order, fits }
+        FitTable { host: host.host(), cores: host.cores(), guest, request, limits, packing, order, fits }
     }
 
     pub(crate) fn columns(&self) -> usize {
@@ -77,7 +77,7 @@ impl<'a> FitTable<'a> {
     /// The first guest cell whose fits and refusals are cell `g`'s on every host cell: one that
     /// asks the same and takes the same emulator CPUs (`g` itself when none before it does).
     pub(crate) fn twin(&self, g: usize) -> usize {
-        match self.twins.get(g) {
+        match self.request.twins().get(g) {
             Some(&t) if self.emulator(t) == self.emulator(g) => t,
             _ => g,
         }
@@ -86,13 +86,13 @@ impl<'a> FitTable<'a> {
     /// The CPUs of guest cell `g` on the host cell at trial position `k`, which it fits.
     pub(crate) fn pinning(&self, g: usize, k: usize, fit: &CellFit) -> CellPinning {
         let (host_cell, cores) = (&self.host.cells[self.order[k]], &self.cores[self.order[k]]);
-        fit.pinning(host_cell, cores, &self.guest.cells[g], self.emulator(g))
+        fit.pinning(host_cell, cores, self.request.dedicated(g), self.emulator(g))
     }
 
     /// `pinning`, written into `out`.
     fn pin_into(&self, g: usize, k: usize, fit: &CellFit, out: &mut impl PinSink) {
         let (host_cell, cores) = (&self.host.cells[self.order[k]], &self.cores[self.order[k]]);
-        fit.pin_into(host_cell, cores, &self.guest.cells[g], self.emulator(g), out)
+        fit.pin_into(host_cell, cores, self.request.dedicated(g), self.emulator(g), out)
     }
 
     pub(crate) fn fill(&mut self) {
@@ -128,29 +128,28 @@ impl<'a> FitTable<'a> {
     /// over the filled table).
     pub(crate) fn matchable(&self, from: usize, used: &[bool]) -> bool {
         let n = self.columns();
-        let mut owner: Vec<Option<usize>> = vec![None; n];
-        let ok = |g: usize, k: usize| matches!(self.result(g, k), Some(Ok(_)));
-        fn augment(
-            g: usize,
-            n: usize,
-            used: &[bool],
-            owner: &mut [Option<usize>],
-            seen: &mut [bool],
-            ok: &dyn Fn(usize, usize) -> bool,
-        ) -> bool {
-            for k in 0..n {
-                if used[k] || seen[k] || !ok(g, k) {
-                    continue;
-                }
-                seen[k] = true;
-                if owner[k].is_none_or(|other| augment(other, n, used, owner, seen, ok)) {
-                    owner[k] = Some(g);
-                    return true;
-                }
+        // Inline for up to 64 host cells: a refused host asks this once or twice.
+        let mut owner: SmallVec<[usize; 64]> = SmallVec::from_elem(usize::MAX, n);
+        let mut seen: SmallVec<[bool; 64]> = SmallVec::from_elem(false, n);
+        (from..self.guest.cells.len()).all(|g| {
+            seen.iter_mut().for_each(|s| *s = false);
+            self.augment(g, used, &mut owner, &mut seen)
+        })
+    }
+
+    /// One augmenting path for guest cell `g`: a free fitting column, or one whose owner can move.
+    fn augment(&self, g: usize, used: &[bool], owner: &mut [usize], seen: &mut [bool]) -> bool {
+        for k in 0..owner.len() {
+            if used[k] || seen[k] || !matches!(self.result(g, k), Some(Ok(_))) {
+                continue;
             }
-            false
+            seen[k] = true;
+            if owner[k] == usize::MAX || self.augment(owner[k], used, owner, seen) {
+                owner[k] = g;
+                return true;
+            }
         }
-        (from..self.guest.cells.len()).all(|g| augment(g, n, used, &mut owner, &mut vec![false; n], &ok))
+        false
     }
 }
 

@@ -329,7 +329,7 @@ proptest! {
         let packing = if keep_whole { Packing::KeepCoresWhole } else { Packing::Nova };
         let guest: CpuSet = (0..vcpus as u32).collect();
         if let Ok(plan) = pinning::plan(&cores, vcpus, emulator, policy, packing) {
-            let pinned = pinning::pin(plan, cell, &cores, &guest, emulator);
+            let pinned = pinning::pin(plan, cell, &cores, &guest.to_vec(), emulator);
             prop_assert_eq!(pinned.pairs.iter().map(|&(v, _)| v).collect::<Vec<_>>(), guest.iter().collect::<Vec<_>>());
             prop_assert_eq!(pinned.emulator.len(), emulator);
             let free = cell.free_pcpus();
