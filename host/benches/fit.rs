@@ -74,6 +74,8 @@ fn bench(c: &mut Criterion) {
         if let Some(other) = against.as_mut() {
             let loaded = other.load(whost.clone()).expect("no trap").expect("valid host");
             let request = other.load_request(wrequest.clone()).expect("no trap").expect("valid request");
+            other.fit_loaded_request(&loaded, &request, &wlimits).expect("no trap").ok();
+            eprintln!("{name}: a loaded fit of the other build burns {} fuel units", other.fuel_used().unwrap_or(0));
             group.bench_function("component-against", |b| {
                 b.iter(|| other.fit_loaded_request(&loaded, &request, &wlimits).expect("no trap").is_ok())
             });
@@ -81,6 +83,19 @@ fn bench(c: &mut Criterion) {
             other.unload(loaded).expect("unload");
         }
         group.finish();
+        if name.starts_with("10-") {
+            // Near the floor under a loaded fit: the same two handles and limits cross, and the
+            // smallest placement comes back (one cell, one floating vCPU, 1 MiB, first cell tried).
+            let empty: RequestJson =
+                serde_json::from_value(serde_json::json!({"cells": [{"cpuset": [0], "memory": 1}], "cpu_policy": "shared"}))
+                    .expect("a request");
+            let RequestInput::Explicit(wempty) = empty.to_input("request").expect("valid") else { unreachable!("explicit cells") };
+            let empty = plugin.load_request(wempty).expect("no trap").expect("valid request");
+            c.bench_function("call/fit-one-vcpu", |b| {
+                b.iter(|| plugin.fit_loaded_request(&loaded, &empty, &wlimits).expect("no trap").is_ok())
+            });
+            plugin.unload_request(empty).expect("unload");
+        }
         plugin.unload_request(request).expect("unload");
         plugin.unload(loaded).expect("unload");
 

@@ -23,7 +23,7 @@ use crate::fit::Limits;
 use crate::pinning::{CellPinning, Packing};
 use crate::placement::{Placement, Rejection};
 use crate::request::{GuestTopology, ValidRequest};
-use crate::search::{answer_without_search, Assignment, Decision, FitTable};
+use crate::search::{answer_without_search, Assignment, Decision, FitTable, Slots};
 use crate::topology::HostCell;
 
 /// Wholly free cores a fit breaks (takes some but not all threads of).
@@ -101,18 +101,24 @@ fn score(table: &FitTable, costs: &Costs, assign: &[usize]) -> Score {
 
 /// Places `guest` on `host` with the balanced policy, or explains why it cannot.
 pub fn fit(prepared: &PreparedHost, guest: &ValidRequest, limits: &Limits, policy: &str) -> Result<Placement, Rejection> {
-    decide(prepared, guest, limits, policy).answer(policy)
+    decide(prepared, guest, limits, policy, &mut Slots::new()).answer(policy)
 }
 
 /// The balanced policy's assignment of `guest` on `host`, or the table that shows there is none.
-pub(crate) fn decide<'a>(prepared: &'a PreparedHost, guest: &'a ValidRequest, limits: &'a Limits, policy: &str) -> Decision<'a> {
+pub(crate) fn decide<'a>(
+    prepared: &'a PreparedHost,
+    guest: &'a ValidRequest,
+    limits: &'a Limits,
+    policy: &str,
+    slots: &'a mut Slots,
+) -> Decision<'a> {
     let request = guest;
     let guest = guest.get();
     let host = prepared.host();
     if let Some(answer) = answer_without_search(prepared, guest, policy) {
         return Decision::Answered(answer);
     }
-    let mut table = FitTable::new(prepared, request, limits, Packing::KeepCoresWhole);
+    let mut table = FitTable::new(prepared, request, limits, Packing::KeepCoresWhole, slots);
     table.fill();
     let n = table.columns();
     if !table.matchable(0, &vec![false; n]) {

@@ -200,6 +200,8 @@ impl FreeCores {
 pub struct PreparedHost<'a> {
     host: Cow<'a, HostTopology>,
     cores: Vec<FreeCores>,
+    /// Every cell in place: the trial order when the guest needs every cell.
+    in_place: CellOrder,
     /// The trial orders asked for so far, by `OrderKey::slot` (the host never changes under them).
     orders: [OnceLock<CellOrder>; OrderKey::SLOTS],
 }
@@ -209,14 +211,16 @@ impl PreparedHost<'static> {
     /// `validate`; entry points that take a host from outside check it once there).
     pub fn owned(host: HostTopology) -> Self {
         let cores = host.cells.iter().map(FreeCores::of).collect();
-        PreparedHost { host: Cow::Owned(host), cores, orders: Default::default() }
+        let in_place = (0..host.cells.len()).collect();
+        PreparedHost { host: Cow::Owned(host), cores, in_place, orders: Default::default() }
     }
 }
 
 impl<'a> PreparedHost<'a> {
     /// Prepares a host for the duration of a borrow (normalized and valid, as for `owned`).
     pub fn borrowed(host: &'a HostTopology) -> Self {
-        PreparedHost { host: Cow::Borrowed(host), cores: host.cells.iter().map(FreeCores::of).collect(), orders: Default::default() }
+        let cores = host.cells.iter().map(FreeCores::of).collect();
+        PreparedHost { host: Cow::Borrowed(host), cores, in_place: (0..host.cells.len()).collect(), orders: Default::default() }
     }
 
     pub fn host(&self) -> &HostTopology {
@@ -226,6 +230,11 @@ impl<'a> PreparedHost<'a> {
     /// Free cores of each cell, by position in `host().cells`.
     pub fn cores(&self) -> &[FreeCores] {
         &self.cores
+    }
+
+    /// Every cell in place, in `host().cells` order.
+    pub fn in_place_order(&self) -> &[usize] {
+        &self.in_place
     }
 
     /// The trial order for `key`, made by `make` the first time it is asked for.

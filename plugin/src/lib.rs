@@ -70,13 +70,19 @@ impl Policy {
 
     /// `fit` of a request validated once for many fits, on a host prepared once.
     pub fn fit_valid(self, host: &PreparedHost, guest: &ValidRequest, limits: &Limits) -> Result<Placement, Rejection> {
-        self.decide(host, guest, limits).answer(self.name_const())
+        self.decide(host, guest, limits, &mut search::Slots::new()).answer(self.name_const())
     }
 
-    fn decide<'a>(self, host: &'a PreparedHost, guest: &'a ValidRequest, limits: &'a Limits) -> search::Decision<'a> {
+    fn decide<'a>(
+        self,
+        host: &'a PreparedHost,
+        guest: &'a ValidRequest,
+        limits: &'a Limits,
+        slots: &'a mut search::Slots,
+    ) -> search::Decision<'a> {
         match self {
-            Policy::Nova => search::decide(host, guest, limits, self.name_const()),
-            Policy::Balanced => balanced::decide(host, guest, limits, self.name_const()),
+            Policy::Nova => search::decide(host, guest, limits, self.name_const(), slots),
+            Policy::Balanced => balanced::decide(host, guest, limits, self.name_const(), slots),
         }
     }
 
@@ -90,8 +96,10 @@ impl Policy {
         let mut batch = Batch::new(guest.get(), self.name_const());
         let hosts = hosts.into_iter();
         batch.reserve(hosts.size_hint().0, guest.get());
+        // One table's room for every host.
+        let mut slots = search::Slots::new();
         for host in hosts {
-            self.decide(host, guest, limits).write(&mut batch);
+            self.decide(host, guest, limits, &mut slots).write(&mut batch);
         }
         batch
     }

@@ -16,13 +16,13 @@ pub type CellOrder = SmallVec<[usize; 16]>;
 /// guests), then PCI devices per cell (with devices first when the guest asks for some).
 /// The order depends on the host state and three facts of the guest only, so a prepared host
 /// keeps each order it was asked for (`OrderKey`).
-pub fn cell_order(prepared: &PreparedHost, guest: &GuestTopology, strategy: Strategy) -> CellOrder {
+pub fn cell_order<'p>(prepared: &'p PreparedHost, guest: &GuestTopology, strategy: Strategy) -> &'p [usize] {
     let host = prepared.host();
     if host.cells.len() <= guest.cells.len() {
-        return (0..host.cells.len()).collect();
+        return prepared.in_place_order();
     }
     let key = OrderKey { pins: guest.pins(), pack: strategy == Strategy::Pack, devices_first: !guest.pci_requests.is_empty() };
-    prepared.cell_order(key, || sorted_cells(prepared, key)).clone()
+    prepared.cell_order(key, || sorted_cells(prepared, key))
 }
 
 /// What a trial order depends on besides the host.

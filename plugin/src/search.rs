@@ -20,8 +20,13 @@ use crate::pinning::{CellPinning, Packing, PinSink};
 use crate::placement::{describe_guest_cell, write_refusal_opening, write_refusal_why, PlacedCell, Placement, Rejection, RejectionSink};
 use crate::refusal::Refusal;
 use crate::request::{GuestTopology, ValidRequest};
-use crate::scoring::{cell_order, CellOrder};
+use crate::scoring::cell_order;
 use crate::topology::HostTopology;
+
+/// Room for a search's memoised fits: inline for up to 4 guest cells on 8 host cells (or 2 on
+/// 16). The caller keeps it, so a search's table is a few references (not moved with its fits),
+/// and a batch reuses one for every host.
+pub(crate) type Slots = SmallVec<[Option<Result<CellFit, Refusal>>; 32]>;
 
 /// Memoised fits of guest cells (rows) on host cells (columns, in trial order).
 pub(crate) struct FitTable<'a> {
@@ -34,16 +39,22 @@ pub(crate) struct FitTable<'a> {
     limits: &'a Limits,
     packing: Packing,
     /// Host cell positions in Nova's trial order: column k is host cell `order[k]`.
-    pub(crate) order: CellOrder,
-    /// Inline for up to 4 guest cells on 8 host cells (or 2 on 16): no allocation per host.
-    fits: SmallVec<[Option<Result<CellFit, Refusal>>; 32]>,
+    pub(crate) order: &'a [usize],
+    fits: &'a mut Slots,
 }
 
 impl<'a> FitTable<'a> {
-    pub(crate) fn new(host: &'a PreparedHost, request: &'a ValidRequest<'a>, limits: &'a Limits, packing: Packing) -> Self {
+    pub(crate) fn new(
+        host: &'a PreparedHost,
+        request: &'a ValidRequest<'a>,
+        limits: &'a Limits,
+        packing: Packing,
+        fits: &'a mut Slots,
+    ) -> Self {
         let guest = request.get();
         let order = cell_order(host, guest, limits.strategy);
-        let fits = SmallVec::from_elem(None, guest.cells.len() * order.len());
+        fits.clear();
+        fits.resize(guest.cells.len() * order.len(), None);
         FitTable { host: host.host(), cores: host.cores(), guest, request, limits, packing, order, fits }
     }
 
@@ -372,17 +383,23 @@ pub(crate) fn answer_without_search(host: &PreparedHost, guest: &GuestTopology, 
 
 /// Places `guest` on `host` the way Nova does, or explains why it cannot.
 pub fn fit(host: &PreparedHost, guest: &ValidRequest, limits: &Limits, policy: &str) -> Result<Placement, Rejection> {
-    decide(host, guest, limits, policy).answer(policy)
+    decide(host, guest, limits, policy, &mut Slots::new()).answer(policy)
 }
 
 /// Nova's assignment of `guest` on `host`, or the table that shows there is none.
-pub(crate) fn decide<'a>(host: &'a PreparedHost, guest: &'a ValidRequest, limits: &'a Limits, policy: &str) -> Decision<'a> {
+pub(crate) fn decide<'a>(
+    host: &'a PreparedHost,
+    guest: &'a ValidRequest,
+    limits: &'a Limits,
+    policy: &str,
+    slots: &'a mut Slots,
+) -> Decision<'a> {
     let request = guest;
     let guest = guest.get();
     if let Some(answer) = answer_without_search(host, guest, policy) {
         return Decision::Answered(answer);
     }
-    let mut table = FitTable::new(host, request, limits, Packing::Nova);
+    let mut table = FitTable::new(host, request, limits, Packing::Nova, slots);
     let mut used: SmallVec<[bool; 64]> = SmallVec::from_elem(false, table.columns());
     let mut assign = Assignment::new();
     let mut budget = guest.cells.len() * table.columns();

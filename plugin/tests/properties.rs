@@ -174,7 +174,8 @@ type Summary = Vec<(u32, Vec<(u32, u32)>, Vec<u32>, Option<u32>)>;
 
 /// Nova's walk, literally: every permutation of the ordered host cells, first one where all fit.
 fn brute_force(host: &HostTopology, guest: &GuestTopology, limits: &Limits) -> Option<Summary> {
-    let order = cell_order(&numafit_plugin::PreparedHost::borrowed(host), guest, limits.strategy);
+    let prepared = numafit_plugin::PreparedHost::borrowed(host);
+    let order = cell_order(&prepared, guest, limits.strategy);
     let k = guest.cells.len();
     fn perms(items: &[usize], k: usize, prefix: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
         if prefix.len() == k {
