@@ -108,11 +108,10 @@ struct GuestSpec {
     thread: u8,
     emulator: bool,
     pagesize: u8,
-    /// Every cell asks what the first asks, as a flavor split evenly over its cells does.
-    even: bool,
 }
 
 fn guest_spec() -> impl Strategy<Value = GuestSpec> {
+    // `even`: every cell asks what the first asks, as a flavor split evenly over its cells does.
     (prop::collection::vec((1u32..=4, 0u32..=2, 1u64..=8), 1..=3), 0u8..3, 0u8..4, any::<bool>(), 0u8..5, any::<bool>()).prop_map(
         |(cells, policy, thread, emulator, pagesize, even)| GuestSpec {
             cells: cells.iter().map(|&(d, s, m)| if even { cells[0] } else { (d, s, m) }).map(|(d, s, m)| (d, s, m * 512)).collect(),
@@ -120,7 +119,6 @@ fn guest_spec() -> impl Strategy<Value = GuestSpec> {
             thread,
             emulator,
             pagesize,
-            even,
         },
     )
 }
@@ -191,7 +189,7 @@ fn brute_force(host: &HostTopology, guest: &GuestTopology, limits: &Limits) -> O
         }
     }
     let mut all = Vec::new();
-    perms(&order, k, &mut Vec::new(), &mut all);
+    perms(order, k, &mut Vec::new(), &mut all);
     'perm: for perm in all {
         let mut cells = Vec::new();
         for (g, &h) in perm.iter().enumerate() {
