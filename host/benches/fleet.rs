@@ -12,7 +12,8 @@
 //!   answer read out of the columns as a record (what `fit-loaded` hands over).
 //!
 //! `cargo bench --bench fleet`; the issue's targets: the whole filter in one call ≤ 50 ms on
-//! one core, component / native ≤ 1.5.
+//! one core, component / native ≤ 1.5. `NUMAFIT_BENCH_PAIRS=N` also times N pairs of the two
+//! batch calls back to back and prints the distribution of their ratio.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use numafit_host::formats::{HostJson, LimitsJson, RequestInput, RequestJson};
@@ -133,6 +134,48 @@ fn bench(c: &mut Criterion) {
     group.bench_function("component-batch-rows", |b| {
         b.iter(|| plugin.fit_batch(&loaded, &lrequest, &wlimits).expect("no trap").into_rows().expect("columns").len())
     });
+    // The ratio in pairs (`NUMAFIT_BENCH_PAIRS=N`): the native batch and the component's batch call
+    // one right after the other, N times, so a drift of this VM's speed (±20% within minutes,
+    // more than the margin the target leaves) touches both halves of a pair alike.
+    let pairs: usize = std::env::var("NUMAFIT_BENCH_PAIRS").ok().and_then(|n| n.parse().ok()).unwrap_or(0);
+    if pairs > 0 {
+        let mut ratios = Vec::with_capacity(pairs);
+        let (mut native_total, mut component_total) = (0.0, 0.0);
+        let native_call = || {
+            let started = std::time::Instant::now();
+            std::hint::black_box(Policy::Nova.fit_batch(&nhosts, &nguest, &nlimits).len());
+            started.elapsed().as_secs_f64()
+        };
+        for pair in 0..pairs {
+            let mut component_call = || {
+                let started = std::time::Instant::now();
+                std::hint::black_box(plugin.fit_batch(&loaded, &lrequest, &wlimits).expect("no trap").len());
+                started.elapsed().as_secs_f64()
+            };
+            // Each goes first in every other pair: neither always finds the caches the other left.
+            let (native, component) = if pair % 2 == 0 {
+                let n = native_call();
+                (n, component_call())
+            } else {
+                let c = component_call();
+                (native_call(), c)
+            };
+            ratios.push(component / native);
+            (native_total, component_total) = (native_total + native, component_total + component);
+        }
+        ratios.sort_by(f64::total_cmp);
+        eprintln!(
+            "fleet: {pairs} pairs of the native batch and the component's batch call: {:.1} and {:.1} ms on average; \
+             component/native per pair: median {:.2}, quartiles {:.2}-{:.2}, range {:.2}-{:.2}",
+            native_total / pairs as f64 * 1e3,
+            component_total / pairs as f64 * 1e3,
+            ratios[pairs / 2],
+            ratios[pairs / 4],
+            ratios[3 * pairs / 4],
+            ratios[0],
+            ratios[pairs - 1],
+        );
+    }
     // Side by side with another build of the policy (`NUMAFIT_BENCH_AGAINST=OTHER.wasm`): the same
     // loaded call, for changes to how the guest is compiled.
     if let Some(other) = std::env::var_os("NUMAFIT_BENCH_AGAINST") {
