@@ -121,7 +121,7 @@ pub(crate) fn decide<'a>(
     let mut table = FitTable::new(prepared, request, limits, Packing::KeepCoresWhole, slots);
     table.fill();
     let n = table.columns();
-    if !table.matchable(0, &vec![false; n]) {
+    if !table.all_matchable() {
         return Decision::Refused(table);
     }
     let k = guest.cells.len();

@@ -143,6 +143,33 @@ pub fn describe_guest_cell(guest: &GuestCell, topo: &GuestTopology) -> String {
     s
 }
 
+/// "guest cells 0, 2 fit on no host cell" — a rejection's summary when some guest cells fit
+/// nowhere (written without `core::fmt`, as the sentences are: a fleet's filter writes one for
+/// every refused host).
+pub fn describe_homeless(cells: &[usize]) -> String {
+    let mut s = String::with_capacity(48);
+    let many = cells.len() > 1;
+    let mut w = Sentence(&mut s);
+    w.t(if many { "guest cells " } else { "guest cell " });
+    for (i, &g) in cells.iter().enumerate() {
+        w.t(if i > 0 { ", " } else { "" }).n(g as u64);
+    }
+    w.t(if many { " fit on no host cell" } else { " fits on no host cell" });
+    s
+}
+
+/// "every guest cell fits some host cell, but no 4 distinct host cells hold all 4 guest cells".
+pub fn describe_no_distinct_cells(n: usize) -> String {
+    let mut s = String::with_capacity(96);
+    Sentence(&mut s)
+        .t("every guest cell fits some host cell, but no ")
+        .n(n as u64)
+        .t(" distinct host cells hold all ")
+        .n(n as u64)
+        .t(" guest cells");
+    s
+}
+
 /// Cores of `cell` that are not wholly free because some thread is pinned or not pinnable.
 fn write_busy_cores(out: &mut String, cell: &HostCell) {
     let free = cell.free_pcpus();
@@ -179,7 +206,18 @@ pub fn write_refusal(s: &mut String, g: usize, asks: &str, guest: &GuestCell, to
 
 /// The sentence's opening: which guest cell, asking what (`asks`), on which host cell.
 pub fn write_refusal_opening(s: &mut String, g: usize, asks: &str, host: &HostCell) {
-    Sentence(s).t("guest cell ").n(g as u64).t(" (").t(asks).t(") on host cell ").n(u64::from(host.id)).t(": ");
+    write_refusal_subject(s, g);
+    write_refusal_place(s, asks, host);
+}
+
+/// "guest cell 2": the only words of a refusal that differ between guest cells asking alike.
+pub fn write_refusal_subject(s: &mut String, g: usize) {
+    Sentence(s).t("guest cell ").n(g as u64);
+}
+
+/// " (4 dedicated vCPUs, 4096 MiB) on host cell 3: ", after the subject.
+pub fn write_refusal_place(s: &mut String, asks: &str, host: &HostCell) {
+    Sentence(s).t(" (").t(asks).t(") on host cell ").n(u64::from(host.id)).t(": ");
 }
 
 /// The rest: why, with the numbers. It reads of guest cell `g` only what `GuestCell::asks_as`

@@ -9,6 +9,8 @@
 //! (a bipartite matching). Without PCI or network needs that walk never backtracks, so it is
 //! polynomial; the answer is the same first assignment either way.
 
+use std::cell::Cell;
+
 use smallvec::SmallVec;
 
 use crate::batch::Batch;
@@ -17,7 +19,10 @@ use crate::cores::PreparedHost;
 use crate::fit::{fit_cell_packed, CellFit, Limits};
 use crate::pci;
 use crate::pinning::{CellPinning, Packing, PinSink};
-use crate::placement::{describe_guest_cell, write_refusal_opening, write_refusal_why, PlacedCell, Placement, Rejection, RejectionSink};
+use crate::placement::{
+    describe_guest_cell, describe_homeless, describe_no_distinct_cells, write_refusal_place, write_refusal_subject, write_refusal_why,
+    PlacedCell, Placement, Rejection, RejectionSink,
+};
 use crate::refusal::Refusal;
 use crate::request::{GuestTopology, ValidRequest};
 use crate::scoring::cell_order;
@@ -41,6 +46,9 @@ pub(crate) struct FitTable<'a> {
     /// Host cell positions in Nova's trial order: column k is host cell `order[k]`.
     pub(crate) order: &'a [usize],
     fits: &'a mut Slots,
+    /// Whether every guest cell can have a host cell of its own, once the table is filled: asked
+    /// by the search and again by the rejection that explains it.
+    all_matchable: Cell<Option<bool>>,
 }
 
 impl<'a> FitTable<'a> {
@@ -55,7 +63,7 @@ impl<'a> FitTable<'a> {
         let order = cell_order(host, guest, limits.strategy);
         fits.clear();
         fits.resize(guest.cells.len() * order.len(), None);
-        FitTable { host: host.host(), cores: host.cores(), guest, request, limits, packing, order, fits }
+        FitTable { host: host.host(), cores: host.cores(), guest, request, limits, packing, order, fits, all_matchable: Cell::new(None) }
     }
 
     pub(crate) fn columns(&self) -> usize {
@@ -133,6 +141,16 @@ impl<'a> FitTable<'a> {
             Some(need) if needs_net => pci::supports_networks(self.host, need, &chosen),
             _ => true,
         }
+    }
+
+    /// Whether every guest cell can get a host cell of its own (over the filled table), computed once.
+    pub(crate) fn all_matchable(&self) -> bool {
+        if let Some(known) = self.all_matchable.get() {
+            return known;
+        }
+        let known = self.matchable(0, &SmallVec::<[bool; 64]>::from_elem(false, self.columns()));
+        self.all_matchable.set(Some(known));
+        known
     }
 
     /// Whether guest cells `from..` can each get a distinct unused host cell (Kuhn's augmenting paths
@@ -301,36 +319,36 @@ pub(crate) fn rejection_from(table: &FitTable) -> Rejection {
 /// Why `table` holds no placement, written into `out`: for each guest cell, why each host cell it
 /// was tried on refused it; then the summary and the reasons that concern the whole placement.
 fn explain(table: &FitTable, out: &mut impl RejectionSink) {
-    let mut homeless = Vec::new();
+    let mut homeless: SmallVec<[usize; 16]> = SmallVec::new();
     let columns = table.columns();
-    // Each guest cell's description and, for a cell with twins, why each host cell refused it:
-    // its twins' sentences differ from its own only in the guest cell's number.
+    // Each guest cell's description and, for a cell with twins, its sentence for each host cell
+    // after its number: its twins' sentences differ from its own only in that number.
     let mut asked: SmallVec<[String; 4]> = SmallVec::new();
-    let mut whys: Vec<Option<String>> = Vec::new();
+    let mut rests: Vec<Option<String>> = Vec::new();
     for (g, guest) in table.guest.cells.iter().enumerate() {
         let twin = table.twin(g);
-        let asks = if twin == g { describe_guest_cell(guest, table.guest) } else { asked[twin].clone() };
+        // A twin reads its first cell's description (an empty one of its own stands in its place).
+        let own = if twin == g { describe_guest_cell(guest, table.guest) } else { String::new() };
+        let asks: &str = if twin == g { &own } else { &asked[twin] };
         let words_for_twins = twin == g && (g + 1..table.guest.cells.len()).any(|later| table.twin(later) == g);
-        if words_for_twins && whys.is_empty() {
-            whys.resize(table.guest.cells.len() * columns, None);
+        if words_for_twins && rests.is_empty() {
+            rests.resize(table.guest.cells.len() * columns, None);
         }
         let mut fits_somewhere = false;
         for k in 0..columns {
             let host_cell = &table.host.cells[table.order[k]];
             match table.result(g, k) {
                 Some(Err(r)) => out.refusal(g as u32, host_cell.id, r, |s| {
-                    let worded = whys.get(twin * columns + k).and_then(Option::as_deref);
+                    let worded = rests.get(twin * columns + k).and_then(Option::as_deref);
+                    write_refusal_subject(s, g);
                     match worded {
-                        Some(why) if twin != g && matches!(table.result(twin, k), Some(Err(said)) if said == r) => {
-                            write_refusal_opening(s, g, &asks, host_cell);
-                            s.push_str(why);
-                        }
+                        Some(rest) if twin != g && matches!(table.result(twin, k), Some(Err(said)) if said == r) => s.push_str(rest),
                         _ => {
-                            write_refusal_opening(s, g, &asks, host_cell);
                             let start = s.len();
+                            write_refusal_place(s, asks, host_cell);
                             write_refusal_why(s, g, guest, table.guest, host_cell, r);
                             if words_for_twins {
-                                whys[g * columns + k] = Some(s[start..].to_string());
+                                rests[g * columns + k] = Some(s[start..].to_string());
                             }
                         }
                     }
@@ -339,21 +357,15 @@ fn explain(table: &FitTable, out: &mut impl RejectionSink) {
                 None => {}
             }
         }
-        asked.push(asks);
+        asked.push(own);
         if !fits_somewhere {
-            homeless.push(g.to_string());
+            homeless.push(g);
         }
     }
-    let n = table.guest.cells.len();
     if !homeless.is_empty() {
-        out.summary(&format!(
-            "guest cell{} {} fit{} on no host cell",
-            if homeless.len() > 1 { "s" } else { "" },
-            homeless.join(", "),
-            if homeless.len() > 1 { "" } else { "s" }
-        ));
-    } else if !table.matchable(0, &vec![false; table.columns()]) {
-        out.summary(&format!("every guest cell fits some host cell, but no {n} distinct host cells hold all {n} guest cells"));
+        out.summary(&describe_homeless(&homeless));
+    } else if !table.all_matchable() {
+        out.summary(&describe_no_distinct_cells(table.guest.cells.len()));
     } else {
         if !table.guest.pci_requests.is_empty() {
             out.reason(&format!(
@@ -410,7 +422,7 @@ pub(crate) fn decide<'a>(
     table.fill();
     let mut used = vec![false; table.columns()];
     let mut assign = Assignment::new();
-    if table.matchable(0, &used) {
+    if table.all_matchable() {
         if let Some(found) = walk_pruned(&table, 0, &mut used, &mut assign) {
             return Decision::Placed(table, found);
         }
