@@ -213,7 +213,7 @@ fn info_and_export_plugin() {
     let o = numafit(&["info", "--json"]);
     assert_eq!(o.status.code(), Some(0));
     let j = json_of(&o);
-    assert_eq!((j["name"].as_str(), j["contract"].as_str()), (Some("nova"), Some("0.4.0")));
+    assert_eq!((j["name"].as_str(), j["contract"].as_str()), (Some("nova"), Some("0.5.0")));
 
     let dir = scratch("export");
     let out = dir.join("nova.wasm");

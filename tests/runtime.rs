@@ -239,6 +239,29 @@ fn a_loaded_request_survives_a_trap_of_its_plugin() {
     plugin.unload(loaded).expect("unloads");
 }
 
+/// Contract 0.5's packed fit against 0.3's record on every bench case: the host fills in the
+/// request's part of a packed placement, and the answer is the record's, to the letter.
+#[test]
+fn a_plugin_built_against_contract_0_4_keeps_loading_and_a_packed_fit_reads_back_as_its_record() {
+    let mut mid = Plugin::from_bytes("nova-0.4.wasm", nova_built_against_contract_0_4(), PluginLimits::default()).expect("loads");
+    assert_eq!(mid.contract(), "0.4.0");
+    assert_eq!(mid.info().unwrap().contract, "0.4.0");
+    let mut new = Plugin::embedded(PluginLimits::default()).unwrap();
+    let mut answers = Vec::new();
+    for dir in bench_cases() {
+        let (host, request, limits) = load_case(&dir);
+        for plugin in [&mut mid, &mut new] {
+            let loaded_host = plugin.load(host.clone()).expect("no trap").expect("valid host");
+            let loaded_request = plugin.load_request(request.clone()).expect("no trap").expect("valid request");
+            answers.push(format!("{:?}", plugin.fit_loaded_request(&loaded_host, &loaded_request, &limits).expect("no trap")));
+            plugin.unload_request(loaded_request).unwrap();
+            plugin.unload(loaded_host).unwrap();
+        }
+        assert_eq!(answers[answers.len() - 2], answers[answers.len() - 1], "{}", dir.display());
+    }
+    assert!(answers.iter().any(|a| a.contains("pcpus: [") && !a.contains("pcpus: []")), "some answers pin");
+}
+
 #[test]
 fn a_plugin_built_against_contract_0_2_keeps_loading() {
     let mut old = Plugin::from_bytes("nova-0.2.wasm", nova_built_against_contract_0_2(), PluginLimits::default()).expect("loads");
@@ -271,29 +294,36 @@ fn a_plugin_built_against_contract_0_2_keeps_loading() {
     assert_eq!(refused.summary, format!("invalid request: {reason}"));
 }
 
-/// Contract 0.4's `fit-batch`: every bench case's request on every bench case's host (2 to 64
-/// cells, placements with pinned, shared, emulator and page-sized cells, rejections with
-/// refusals and reasons) in one call, the answers crossing as columns; read back, each host's
-/// answer is exactly what `fit-loaded` gives it. A plugin without `fit-batch` (0.2) answers the
-/// same batch one record per host, with the same answers.
+/// Contract 0.5's packed `fit-batch` and 0.4's: every bench case's request on every bench case's
+/// host (2 to 64 cells, placements with pinned, shared, emulator and page-sized cells, rejections
+/// with refusals and reasons) in one call, the placements crossing packed (0.5) or as columns
+/// (0.4); read back, each host's answer is exactly what `fit-loaded` gives it. A plugin without
+/// `fit-batch` (0.2) answers the same batch one record per host, with the same answers.
 #[test]
-fn a_batch_crosses_as_columns_and_reads_back_as_each_hosts_answer() {
+fn a_batch_crosses_packed_or_as_columns_and_reads_back_as_each_hosts_answer() {
     let mut new = Plugin::embedded(PluginLimits::default()).unwrap();
+    let mut mid = Plugin::from_bytes("nova-0.4.wasm", nova_built_against_contract_0_4(), PluginLimits::default()).expect("loads");
     let mut old = Plugin::from_bytes("nova-0.2.wasm", nova_built_against_contract_0_2(), PluginLimits::default()).expect("loads");
     let cases: Vec<_> = bench_cases().iter().map(|d| load_case(d)).collect();
     let new_hosts: Vec<_> = cases.iter().map(|(h, _, _)| new.load(h.clone()).expect("no trap").expect("valid host")).collect();
+    let mid_hosts: Vec<_> = cases.iter().map(|(h, _, _)| mid.load(h.clone()).expect("no trap").expect("valid host")).collect();
     let old_hosts: Vec<_> = cases.iter().map(|(h, _, _)| old.load(h.clone()).expect("no trap").expect("valid host")).collect();
     let (mut placed, mut rejected) = (0, 0);
     for (_, request, limits) in &cases {
         let loaded = new.load_request(request.clone()).expect("no trap").expect("valid request");
         let batch = new.fit_batch(&new_hosts, &loaded, limits).expect("no trap");
-        assert!(matches!(batch, FitBatch::Columns(_)), "the embedded policy answers in columns");
+        assert!(matches!(batch, FitBatch::Packed { .. }), "the embedded policy packs its placements");
         assert_eq!(batch.len(), cases.len());
-        let rows = batch.into_rows().expect("columns that hold together");
+        let rows = batch.into_rows().expect("packed placements that hold together");
         let each = new.fit_loaded_many(&new_hosts, request, limits).expect("no trap");
         assert_eq!(format!("{rows:?}"), format!("{each:?}"));
         placed += rows.iter().filter(|a| a.is_ok()).count();
         rejected += rows.iter().filter(|a| a.is_err()).count();
+
+        let kept = mid.load_request(request.clone()).expect("no trap").expect("valid request");
+        let batch = mid.fit_batch(&mid_hosts, &kept, limits).expect("no trap");
+        assert!(matches!(batch, FitBatch::Columns(_)), "a 0.4 plugin answers in columns");
+        assert_eq!(format!("{:?}", batch.into_rows().expect("columns that hold together")), format!("{each:?}"));
 
         let kept = old.load_request(request.clone()).expect("no trap").expect("kept on the host side");
         let batch = old.fit_batch(&old_hosts, &kept, limits).expect("no trap");
@@ -387,7 +417,7 @@ fn a_plugin_built_against_contract_0_1_keeps_loading() {
     let mut plugin = Plugin::from_bytes("hostile.wasm", hostile_plugin(), small_limits()).expect("loads");
     assert_eq!(plugin.contract(), "0.1.0");
     assert_eq!(plugin.info().unwrap().contract, "0.1.0");
-    assert_eq!(Plugin::embedded(PluginLimits::default()).unwrap().contract(), "0.4.0");
+    assert_eq!(Plugin::embedded(PluginLimits::default()).unwrap().contract(), "0.5.0");
     // No host-state in 0.1: the host keeps the loaded tables and sends them with each fit.
     let (host, _, limits) = load_case(&fixture("bench/01-2cell-host-2cell-dedicated"));
     let mut loaded = plugin.load(host).expect("no trap").expect("kept on the host side");

@@ -60,7 +60,7 @@ fn the_api_answers_over_the_unix_socket_and_tcp_with_the_token() {
     let topo = c.get("/v1/topology").json();
     assert_eq!(topo["cells"].as_array().map(Vec::len), Some(2));
     let policy = c.get("/v1/policy").json();
-    assert_eq!((policy["name"].as_str(), policy["contract"].as_str()), (Some("nova"), Some("0.4.0")));
+    assert_eq!((policy["name"].as_str(), policy["contract"].as_str()), (Some("nova"), Some("0.5.0")));
     let sha = policy["sha256"].as_str().unwrap().to_string();
 
     // A dry run: 200, the fit document and the version that made it; nothing recorded.

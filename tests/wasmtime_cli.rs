@@ -32,7 +32,7 @@ fn the_stock_wasmtime_cli_runs_the_component() {
         stdout(&o)
     };
     let info = run("info()");
-    assert!(info.contains(r#"name: "nova""#) && info.contains(r#"contract: "0.4.0""#), "{info}");
+    assert!(info.contains(r#"name: "nova""#) && info.contains(r#"contract: "0.5.0""#), "{info}");
 
     // Two host cells of one SMT core each; a 2-vCPU dedicated guest packs onto one core's threads.
     let cell = |id: u32| format!("{{id: {id}, memory-mb: 4096, memory-used-mb: 0, shared-vcpus-used: 0, socket: none}}");

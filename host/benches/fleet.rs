@@ -122,14 +122,15 @@ fn bench(c: &mut Criterion) {
     // The guest's share in instructions (one fuel unit is about one wasm instruction): unlike
     // time on this VM, the same from run to run.
     eprintln!("fleet: the batch call burns {} fuel units", plugin.fuel_used().unwrap_or(0));
-    assert!(matches!(batch, numafit_host::runtime::FitBatch::Columns(_)), "the embedded policy answers fit-batch in columns");
+    assert!(matches!(batch, numafit_host::runtime::FitBatch::Packed { .. }), "the embedded policy answers fit-batch packed");
     // (The bindings' types have no `PartialEq`: their debug forms are compared.)
     assert_eq!(
         format!("{:?}", batch.into_rows().expect("columns that hold together")),
         format!("{:?}", plugin.fit_loaded_many(&loaded, &wrequest, &wlimits).expect("no trap")),
         "a batch's columns read back as the per-host answers"
     );
-    group.bench_function("native-batch", |b| b.iter(|| Policy::Nova.fit_batch(&nhosts, &nguest, &nlimits).len()));
+    group.bench_function("native-batch", |b| b.iter(|| Policy::Nova.fit_batch_packed(&nhosts, &nguest, &nlimits).len()));
+    group.bench_function("native-batch-columns", |b| b.iter(|| Policy::Nova.fit_batch(&nhosts, &nguest, &nlimits).len()));
     group.bench_function("component-batch", |b| b.iter(|| plugin.fit_batch(&loaded, &lrequest, &wlimits).expect("no trap").len()));
     group.bench_function("component-batch-rows", |b| {
         b.iter(|| plugin.fit_batch(&loaded, &lrequest, &wlimits).expect("no trap").into_rows().expect("columns").len())
@@ -143,7 +144,7 @@ fn bench(c: &mut Criterion) {
         let (mut native_total, mut component_total) = (0.0, 0.0);
         let native_call = || {
             let started = std::time::Instant::now();
-            std::hint::black_box(Policy::Nova.fit_batch(&nhosts, &nguest, &nlimits).len());
+            std::hint::black_box(Policy::Nova.fit_batch_packed(&nhosts, &nguest, &nlimits).len());
             started.elapsed().as_secs_f64()
         };
         for pair in 0..pairs {

@@ -15,7 +15,7 @@
 
 use std::borrow::Borrow;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
@@ -33,11 +33,11 @@ pub use handles::{LoadedHost, LoadedRequest};
 pub use limits::{PluginError, PluginLimits, EPOCH_TICK};
 pub use pool::{PluginPool, PooledPlugin};
 
-use exports::{call_typed, Exports, LegacyIndices, Pre, BATCH_INTERFACE, REQUESTS_INTERFACE};
+use exports::{call_typed, Exports, LegacyIndices, Pre, BATCH_INTERFACE, PACKED_INTERFACE, REQUESTS_INTERFACE};
 use handles::{next_id, HandleBook, Handles};
 use limits::{engine, State};
 
-use crate::contract::latest::{batch, convert_batch, requests};
+use crate::contract::latest::{batch, convert_batch, packed, requests};
 use crate::contract::v0_1::{self, placement_from_0_1, placement_to_0_1, request_from_0_1, request_to_0_1};
 /// The contract's types as the host sees them (the latest contract's).
 pub use crate::contract::wit;
@@ -74,6 +74,8 @@ struct Shared {
     limits: PluginLimits,
     cache_use: CacheUse,
     book: Arc<HandleBook>,
+    /// The name the policy gives itself (`info`), which its packed placements (0.5) leave out.
+    policy_name: OnceLock<Arc<str>>,
 }
 
 /// One live instance of a worker.
@@ -196,7 +198,19 @@ impl Plugin {
                     Some(_) => return Err(anyhow!("plugin {name} exports {BATCH_INTERFACE} without {REQUESTS_INTERFACE}, which it needs")),
                     None => None,
                 };
-                Pre::Current { pre, policy, requests, batch }
+                // `packed` takes a loaded request too.
+                let packed = match component.get_export_index(None, PACKED_INTERFACE) {
+                    Some(_) if requests.is_some() => Some(
+                        packed::GuestIndices::new(&pre)
+                            .map_err(anyhow::Error::from)
+                            .with_context(|| format!("plugin {name} exports {PACKED_INTERFACE}, but not as contract 0.5 defines it"))?,
+                    ),
+                    Some(_) => {
+                        return Err(anyhow!("plugin {name} exports {PACKED_INTERFACE} without {REQUESTS_INTERFACE}, which it needs"))
+                    }
+                    None => None,
+                };
+                Pre::Current { pre, policy, requests, batch, packed }
             }
             Err(current_err) => match LegacyIndices::find(&component) {
                 Some(funcs) => Pre::V0_1 { pre, funcs },
@@ -207,7 +221,17 @@ impl Plugin {
                 }
             },
         };
-        let shared = Shared { id: next_id(), name: name.to_string(), sha256, engine, pre, limits, cache_use, book: Arc::default() };
+        let shared = Shared {
+            id: next_id(),
+            name: name.to_string(),
+            sha256,
+            engine,
+            pre,
+            limits,
+            cache_use,
+            book: Arc::default(),
+            policy_name: OnceLock::new(),
+        };
         Ok(Plugin { shared: Arc::new(shared), live: None })
     }
 
@@ -237,9 +261,10 @@ impl Plugin {
         &self.shared.cache_use
     }
 
-    /// The contract version the plugin's exports follow: "0.4.0", "0.3.0", "0.2.0" or "0.1.0".
+    /// The contract version the plugin's exports follow: "0.5.0", "0.4.0", "0.3.0", "0.2.0" or "0.1.0".
     pub fn contract(&self) -> &'static str {
         match self.shared.pre {
+            Pre::Current { packed: Some(_), .. } => "0.5.0",
             Pre::Current { batch: Some(_), .. } => "0.4.0",
             Pre::Current { requests: Some(_), .. } => "0.3.0",
             Pre::Current { requests: None, .. } => "0.2.0",
@@ -255,11 +280,12 @@ impl Plugin {
         store.set_epoch_deadline(shared.limits.deadline_ticks());
         let started = Instant::now();
         let exports = match &shared.pre {
-            Pre::Current { pre, policy, requests, batch } => pre.instantiate(&mut store).and_then(|instance| {
+            Pre::Current { pre, policy, requests, batch, packed } => pre.instantiate(&mut store).and_then(|instance| {
                 let policy = policy.load(&mut store, &instance)?;
                 let requests = requests.as_ref().map(|r| r.load(&mut store, &instance)).transpose()?;
                 let batch = batch.as_ref().map(|b| b.load(&mut store, &instance)).transpose()?;
-                Ok(Exports::Current(policy, requests, batch))
+                let packed = packed.as_ref().map(|p| p.load(&mut store, &instance)).transpose()?;
+                Ok(Exports::Current { policy, requests, batch, packed })
             }),
             Pre::V0_1 { pre, funcs } => {
                 pre.instantiate(&mut store).and_then(|instance| funcs.funcs(&mut store, &instance)).map(Exports::V0_1)
@@ -349,14 +375,14 @@ impl Plugin {
 
     pub fn info(&mut self) -> Result<wit::PluginInfo> {
         self.call(|e, s| match e {
-            Exports::Current(p, ..) => p.call_info(s),
+            Exports::Current { policy: p, .. } => p.call_info(s),
             Exports::V0_1(f) => call_typed(f.info, s, ()).map(|(r,)| r),
         })
     }
 
     pub fn request_from_flavor(&mut self, flavor: &wit::Flavor) -> Result<Result<wit::Request, wit::RequestError>> {
         self.call(|e, s| match e {
-            Exports::Current(p, ..) => p.call_request_from_flavor(s, flavor),
+            Exports::Current { policy: p, .. } => p.call_request_from_flavor(s, flavor),
             Exports::V0_1(f) => call_typed::<_, (Result<v0_1::Request, wit::RequestError>,)>(f.request_from_flavor, s, (flavor,))
                 .map(|(r,)| r.map(request_from_0_1)),
         })
@@ -369,7 +395,7 @@ impl Plugin {
         limits: &wit::Limits,
     ) -> Result<Result<wit::Placement, wit::Rejection>> {
         self.call(|e, s| match e {
-            Exports::Current(p, ..) => p.call_fit(s, host, request, limits),
+            Exports::Current { policy: p, .. } => p.call_fit(s, host, request, limits),
             Exports::V0_1(f) => {
                 call_typed::<_, (Result<v0_1::Placement, wit::Rejection>,)>(f.fit, s, (host, &request_to_0_1(request), limits))
                     .map(|(r,)| r.map(placement_from_0_1))
@@ -384,7 +410,7 @@ impl Plugin {
         limits: &wit::Limits,
     ) -> Result<Vec<Result<wit::Placement, wit::Rejection>>> {
         self.call(|e, s| match e {
-            Exports::Current(p, ..) => p.call_fit_many(s, hosts, request, limits),
+            Exports::Current { policy: p, .. } => p.call_fit_many(s, hosts, request, limits),
             Exports::V0_1(f) => {
                 call_typed::<_, (Vec<Result<v0_1::Placement, wit::Rejection>>,)>(f.fit_many, s, (hosts, &request_to_0_1(request), limits))
                     .map(|(r,)| r.into_iter().map(|a| a.map(placement_from_0_1)).collect())
@@ -394,14 +420,14 @@ impl Plugin {
 
     pub fn claim(&mut self, host: &wit::Host, placement: &wit::Placement) -> Result<Result<wit::Host, wit::AccountingError>> {
         self.call(|e, s| match e {
-            Exports::Current(p, ..) => p.call_claim(s, host, placement),
+            Exports::Current { policy: p, .. } => p.call_claim(s, host, placement),
             Exports::V0_1(f) => call_typed(f.claim, s, (host, &placement_to_0_1(placement))).map(|(r,)| r),
         })
     }
 
     pub fn release(&mut self, host: &wit::Host, placement: &wit::Placement) -> Result<Result<wit::Host, wit::AccountingError>> {
         self.call(|e, s| match e {
-            Exports::Current(p, ..) => p.call_release(s, host, placement),
+            Exports::Current { policy: p, .. } => p.call_release(s, host, placement),
             Exports::V0_1(f) => call_typed(f.release, s, (host, &placement_to_0_1(placement))).map(|(r,)| r),
         })
     }
@@ -425,7 +451,7 @@ impl Plugin {
         }
         let host = &loaded.host;
         let answer = self.call(|e, s| match e {
-            Exports::Current(p, ..) => p.host_state().call_load(s, host),
+            Exports::Current { policy: p, .. } => p.host_state().call_load(s, host),
             Exports::V0_1(_) => Err(wasmtime::format_err!("a 0.1 plugin has no host-state")),
         })?;
         // A refused host keeps no handle in this instance.
@@ -445,7 +471,7 @@ impl Plugin {
         match self.ensure_loaded(loaded)? {
             Err(e) => Ok(Err(invalid_host(e))),
             Ok(Some(handle)) => self.call(|e, s| match e {
-                Exports::Current(p, ..) => p.host_state().call_fit(s, handle, request, limits),
+                Exports::Current { policy: p, .. } => p.host_state().call_fit(s, handle, request, limits),
                 Exports::V0_1(_) => Err(wasmtime::format_err!("a 0.1 plugin has no host-state")),
             }),
             Ok(None) => self.fit(&loaded.host, request, limits),
@@ -478,46 +504,89 @@ impl Plugin {
             hosts.iter().zip(&answers).filter(|(_, a)| a.is_none()).filter_map(|(h, _)| h.handles.get(live)).collect();
         let mut fitted = self
             .call(|e, s| match e {
-                Exports::Current(p, ..) => p.call_fit_loaded(s, &handles, request, limits),
+                Exports::Current { policy: p, .. } => p.call_fit_loaded(s, &handles, request, limits),
                 Exports::V0_1(_) => Err(wasmtime::format_err!("a 0.1 plugin has no host-state")),
             })?
             .into_iter();
         Ok(answers.into_iter().map(|a| a.or_else(|| fitted.next()).unwrap_or_else(|| Err(invalid_host("no answer".into())))).collect())
     }
 
-    /// A loaded request on each of many loaded hosts in one call: contract 0.4's `fit-batch`, the
-    /// answers crossing as one batch's columns, in host order. A plugin without it (0.3 and
-    /// older), or a batch with a host the plugin refuses to load, is answered through
-    /// `fit_loaded_many`, one record per host.
+    /// A loaded request on each of many loaded hosts in one call: contract 0.5's packed
+    /// `fit-batch` or 0.4's, the answers crossing as one batch's columns, in host order. A plugin
+    /// without either (0.3 and older), or a batch with a host the plugin refuses to load, is
+    /// answered through `fit_loaded_many`, one record per host.
     pub fn fit_batch<H: Borrow<LoadedHost>>(&mut self, hosts: &[H], request: &LoadedRequest, limits: &wit::Limits) -> Result<FitBatch> {
-        if matches!(self.shared.pre, Pre::Current { batch: Some(_), .. }) {
-            if let Ok(Some(r)) = self.ensure_request_loaded(request)? {
-                let live = self.live_id()?;
-                let mut handles = Vec::with_capacity(hosts.len());
-                for h in hosts {
-                    match self.ensure_loaded(h.borrow())? {
-                        Ok(Some(handle)) => handles.push(handle),
-                        _ => break,
-                    }
-                }
-                // Every host loaded, all in the instance the request was loaded into.
-                if handles.len() == hosts.len() && self.live_id()? == live {
-                    let answers = self.call(|e, s| match e {
-                        Exports::Current(_, _, Some(b)) => b.call_fit_batch(s, &handles, r, limits),
-                        _ => Err(wasmtime::format_err!("the plugin has no fit-batch")),
-                    })?;
-                    return Ok(FitBatch::Columns(Box::new(convert_batch::batch_from_wit(answers))));
+        if let Pre::Current { batch, packed, .. } = &self.shared.pre {
+            let (has_batch, has_packed) = (batch.is_some(), packed.is_some());
+            let packed = match &request.model {
+                Some(model) if has_packed => Some((model.clone(), self.policy_name()?)),
+                _ => None,
+            };
+            if packed.is_some() || has_batch {
+                if let Some((r, handles)) = self.loaded_handles(hosts, request)? {
+                    return match packed {
+                        Some((guest, policy)) => {
+                            let answers = self.call(|e, s| match e {
+                                Exports::Current { packed: Some(p), .. } => p.call_fit_batch_packed(s, &handles, r, limits),
+                                _ => Err(wasmtime::format_err!("the plugin has no packed fit-batch")),
+                            })?;
+                            let batch = numafit_plugin::Batch {
+                                fits: answers.fits,
+                                placed: numafit_plugin::PackedPlacements::from_words(answers.placed),
+                                rejected: convert_batch::rejected_from_wit(answers.rejected),
+                            };
+                            Ok(FitBatch::Packed { batch: Box::new(batch), guest, policy })
+                        }
+                        None => {
+                            let answers = self.call(|e, s| match e {
+                                Exports::Current { batch: Some(b), .. } => b.call_fit_batch(s, &handles, r, limits),
+                                _ => Err(wasmtime::format_err!("the plugin has no fit-batch")),
+                            })?;
+                            Ok(FitBatch::Columns(Box::new(convert_batch::batch_from_wit(answers))))
+                        }
+                    };
                 }
             }
         }
         self.fit_loaded_many(hosts, &request.request, limits).map(FitBatch::Rows)
     }
 
+    /// The request's and every host's resource, all in the live instance; none when the plugin
+    /// refuses one of them (its answer is then asked host by host).
+    fn loaded_handles<H: Borrow<LoadedHost>>(
+        &mut self,
+        hosts: &[H],
+        request: &LoadedRequest,
+    ) -> Result<Option<(ResourceAny, Vec<ResourceAny>)>> {
+        let Ok(Some(r)) = self.ensure_request_loaded(request)? else { return Ok(None) };
+        let live = self.live_id()?;
+        let mut handles = Vec::with_capacity(hosts.len());
+        for h in hosts {
+            match self.ensure_loaded(h.borrow())? {
+                Ok(Some(handle)) => handles.push(handle),
+                _ => return Ok(None),
+            }
+        }
+        // A trap while loading a host would have replaced the instance the request is in.
+        Ok((self.live_id()? == live).then_some((r, handles)))
+    }
+
+    /// The name the policy gives itself in `info`, asked once per plugin.
+    fn policy_name(&mut self) -> Result<Arc<str>> {
+        if let Some(name) = self.shared.policy_name.get() {
+            return Ok(name.clone());
+        }
+        let name: Arc<str> = self.info()?.name.into();
+        Ok(self.shared.policy_name.get_or_init(|| name).clone())
+    }
+
     /// Loads a request into the plugin (contract 0.3 `request-state`). Fails (inner error) when the
     /// plugin finds the request invalid. A plugin without loaded requests (0.1, 0.2) keeps
     /// nothing: the request is sent, and checked, with each fit.
     pub fn load_request(&mut self, request: wit::Request) -> Result<Result<LoadedRequest, String>> {
-        let loaded = LoadedRequest { request, handles: Handles::new(self.shared.id, &self.shared.name, self.shared.book.clone()) };
+        // The core's model of it, to read packed placements by (0.5): they leave out its part.
+        let model = crate::contract::latest::convert::request_from_wit(request.clone()).ok().map(Arc::new);
+        let loaded = LoadedRequest { request, model, handles: Handles::new(self.shared.id, &self.shared.name, self.shared.book.clone()) };
         Ok(self.ensure_request_loaded(&loaded)?.map(|_| loaded))
     }
 
@@ -535,7 +604,7 @@ impl Plugin {
         }
         let request = &loaded.request;
         let answer = self.call(|e, s| match e {
-            Exports::Current(_, Some(r), _) => r.request_state().call_load(s, request),
+            Exports::Current { requests: Some(r), .. } => r.request_state().call_load(s, request),
             _ => Err(wasmtime::format_err!("the plugin has no loaded requests")),
         })?;
         if let Ok(r) = answer {
@@ -570,9 +639,27 @@ impl Plugin {
                 Ok(r) => r,
             }
         };
-        match (h, r) {
-            (Some(h), Some(r)) => self.call(|e, s| match e {
-                Exports::Current(_, Some(f), _) => f.request_state().call_fit(s, r, h, limits),
+        match (h, r, &request.model) {
+            (Some(h), Some(r), Some(guest)) if matches!(self.shared.pre, Pre::Current { packed: Some(_), .. }) => {
+                let policy = self.policy_name()?;
+                let answer = self.call(|e, s| match e {
+                    Exports::Current { packed: Some(p), .. } => p.call_fit_packed(s, h, r, limits),
+                    _ => Err(wasmtime::format_err!("the plugin has no packed fit")),
+                })?;
+                let words = match answer {
+                    Ok(words) => words,
+                    Err(rejection) => return Ok(Err(rejection)),
+                };
+                match crate::contract::placement_from_packed(&words, guest, &policy) {
+                    Ok((placement, [])) => Ok(Ok(placement)),
+                    Ok((_, rest)) => {
+                        Err(anyhow!("plugin {}: its packed placement has {} words past its end", self.shared.name, rest.len()))
+                    }
+                    Err(e) => Err(anyhow!("plugin {}: {e}", self.shared.name)),
+                }
+            }
+            (Some(h), Some(r), _) => self.call(|e, s| match e {
+                Exports::Current { requests: Some(f), .. } => f.request_state().call_fit(s, r, h, limits),
                 _ => Err(wasmtime::format_err!("the plugin has no loaded requests")),
             }),
             _ => self.fit_loaded(host, &request.request, limits),
@@ -602,9 +689,15 @@ impl Plugin {
     }
 }
 
-/// A batch's answers as they crossed: columns (contract 0.4's `fit-batch`) or one record per host.
+/// A batch's answers as they crossed: packed (contract 0.5's `fit-batch`, read as `guest`'s
+/// placements by `policy`), columns (0.4's) or one record per host.
 #[derive(Clone, Debug)]
 pub enum FitBatch {
+    Packed {
+        batch: Box<numafit_plugin::Batch<numafit_plugin::PackedPlacements>>,
+        guest: Arc<numafit_plugin::GuestTopology>,
+        policy: Arc<str>,
+    },
     Columns(Box<numafit_plugin::Batch>),
     Rows(Vec<Result<wit::Placement, wit::Rejection>>),
 }
@@ -613,6 +706,7 @@ impl FitBatch {
     /// Number of hosts answered.
     pub fn len(&self) -> usize {
         match self {
+            FitBatch::Packed { batch, .. } => batch.len(),
             FitBatch::Columns(b) => b.len(),
             FitBatch::Rows(r) => r.len(),
         }
@@ -626,8 +720,12 @@ impl FitBatch {
     /// hold together.
     pub fn into_rows(self) -> Result<Vec<Result<wit::Placement, wit::Rejection>>, String> {
         use crate::contract::latest::convert::{placement_to_wit, rejection_to_wit};
+        let rows = |answers: Vec<Result<numafit_plugin::Placement, numafit_plugin::Rejection>>| {
+            answers.into_iter().map(|a| a.map(placement_to_wit).map_err(rejection_to_wit)).collect()
+        };
         match self {
-            FitBatch::Columns(b) => Ok(b.answers()?.into_iter().map(|a| a.map(placement_to_wit).map_err(rejection_to_wit)).collect()),
+            FitBatch::Packed { batch, guest, policy } => Ok(rows(batch.answers(&guest, &policy)?)),
+            FitBatch::Columns(b) => Ok(rows(b.answers()?)),
             FitBatch::Rows(r) => Ok(r),
         }
     }

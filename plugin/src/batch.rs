@@ -11,8 +11,9 @@
 use std::ops::Range;
 
 use crate::cpuset::CpuSet;
+use crate::packed::PackedPlacements;
 use crate::pinning::PinSink;
-use crate::placement::{CellRefusal, PlacedCell, Placement, Rejection, RejectionSink};
+use crate::placement::{CellRefusal, PlacedCell, Placement, PlacementSink, Rejection, RejectionSink};
 use crate::refusal::{Refusal, Shortfall};
 use crate::request::{CpuPolicy, EmulatorThreads, GuestTopology, ThreadPolicy};
 
@@ -63,12 +64,13 @@ pub struct RejectedColumns {
     pub reasons: String,
 }
 
-/// One request's answers on many hosts.
+/// One request's answers on many hosts; its placements as columns (contract 0.4) or packed
+/// (`PackedPlacements`, 0.5).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Batch {
+pub struct Batch<P = PlacedColumns> {
     /// Per host, in the order asked: whether it fits (its answer is the next placement) or not.
     pub fits: Vec<bool>,
-    pub placed: PlacedColumns,
+    pub placed: P,
     pub rejected: RejectedColumns,
 }
 
@@ -115,7 +117,9 @@ impl Batch {
         p.pinned_pcpus.reserve(rows(pinned));
         p.shared_vcpus.reserve(rows(shared));
     }
+}
 
+impl<P: PlacementSink> Batch<P> {
     /// Number of hosts answered.
     pub fn len(&self) -> usize {
         self.fits.len()
@@ -129,18 +133,7 @@ impl Batch {
     /// policy), so only its cells are written.
     pub fn push(&mut self, answer: &Result<Placement, Rejection>) {
         match answer {
-            Ok(p) => self.push_placed(|out| {
-                for c in &p.cells {
-                    out.cell(c.guest_cell, c.host_cell, c.memory, c.pagesize_kb, &c.cpuset, |out| {
-                        for &(vcpu, pcpu) in &c.pinning {
-                            out.pair(vcpu, pcpu);
-                        }
-                        for &pcpu in &c.emulator {
-                            out.emulator(pcpu);
-                        }
-                    });
-                }
-            }),
+            Ok(p) => self.next_placed().placement(p),
             Err(r) => self.push_rejected(|out| {
                 for c in &r.refusals {
                     out.refusal(c.guest_cell, c.host_cell, &c.refusal, |s| s.push_str(&c.detail));
@@ -164,18 +157,43 @@ impl Batch {
         r.reasons_ends.push(end(r.reason_ends.len()));
     }
 
-    /// Appends the next host's placement, its cells written by `write` (`PlacedColumns::cell`):
-    /// a search writes the assignment it chose without building a `Placement` first.
-    pub fn push_placed(&mut self, write: impl FnOnce(&mut PlacedColumns)) {
+    /// Where the next host's placement goes (the host fits): a search writes the assignment it
+    /// chose into it, one placement, without building a `Placement` first.
+    pub fn next_placed(&mut self) -> &mut P {
         self.fits.push(true);
-        write(&mut self.placed);
-        self.placed.cells_ends.push(end(self.placed.guest_cell.len()));
+        &mut self.placed
     }
+}
 
+impl Batch {
     /// Each host's answer as the fit alone gave it, in order; an error names the first column
     /// that does not hold together.
     pub fn answers(&self) -> Result<Vec<Result<Placement, Rejection>>, String> {
-        let placements = self.placed.read()?;
+        self.merged(self.placed.read()?)
+    }
+}
+
+impl Batch<PackedPlacements> {
+    /// An empty batch of packed placements, with room for `hosts` answers as if each placed `guest`.
+    pub fn packed(hosts: usize, guest: &GuestTopology) -> Self {
+        const RESERVE_WORDS: usize = 1 << 24;
+        let per_placement = crate::packed::words_for(guest, 1);
+        let mut batch = Batch::<PackedPlacements>::default();
+        batch.fits.reserve(hosts);
+        batch.placed.words.reserve(hosts.saturating_mul(per_placement).min(RESERVE_WORDS));
+        batch
+    }
+
+    /// Each host's answer as the fit alone gave it, in order (`guest`'s placements by `policy`);
+    /// an error names what does not hold together.
+    pub fn answers(&self, guest: &GuestTopology, policy: &str) -> Result<Vec<Result<Placement, Rejection>>, String> {
+        self.merged(self.placed.read(guest, policy)?)
+    }
+}
+
+impl<P> Batch<P> {
+    /// The placements and the rejections, back in host order.
+    fn merged(&self, placements: Vec<Placement>) -> Result<Vec<Result<Placement, Rejection>>, String> {
         let rejections = self.rejected.read()?;
         let (fitting, refused) = (self.fits.iter().filter(|f| **f).count(), self.fits.iter().filter(|f| !**f).count());
         if fitting != placements.len() || refused != rejections.len() {
@@ -208,10 +226,10 @@ impl PinSink for PlacedColumns {
     }
 }
 
-impl PlacedColumns {
-    /// Appends one placed cell of the placement being written: its numbers and floating vCPUs,
-    /// then whatever `pins` writes (its pinned pairs and emulator CPUs, as a `PinSink`).
-    pub fn cell(
+impl PlacementSink for PlacedColumns {
+    fn open(&mut self) {}
+
+    fn cell(
         &mut self,
         guest_cell: u32,
         host_cell: u32,
@@ -231,6 +249,12 @@ impl PlacedColumns {
         self.emulator_ends.push(end(self.emulator_pcpus.len()));
     }
 
+    fn close(&mut self) {
+        self.cells_ends.push(end(self.guest_cell.len()));
+    }
+}
+
+impl PlacedColumns {
     fn read(&self) -> Result<Vec<Placement>, String> {
         let cells = self.guest_cell.len();
         same_rows(

@@ -9,7 +9,18 @@ use crate::placement::{Placement, Rejection};
 use crate::request::GuestTopology;
 use crate::topology::HostTopology;
 
-#[cfg(not(feature = "contract-0-2"))]
+#[cfg(not(any(feature = "contract-0-2", feature = "contract-0-4")))]
+mod bindings {
+    wit_bindgen::generate!({
+        world: "placement-policy",
+        path: "../wit/0.5.0",
+        pub_export_macro: true,
+    });
+}
+
+/// Built against contract 0.4 (no packed placements), for hosts that predate 0.5; the host's
+/// tests use it to show a 0.4 plugin keeps loading.
+#[cfg(all(feature = "contract-0-4", not(feature = "contract-0-2")))]
 mod bindings {
     wit_bindgen::generate!({
         world: "placement-policy",
@@ -37,6 +48,8 @@ use bindings::exports::numafit::policy0_2_0::policy as w;
 use bindings::exports::numafit::policy0_3_0::requests as wr;
 #[cfg(not(feature = "contract-0-2"))]
 use bindings::exports::numafit::policy0_4_0::batch as wb;
+#[cfg(not(any(feature = "contract-0-2", feature = "contract-0-4")))]
+use bindings::exports::numafit::policy0_5_0::packed as wp;
 use w::Guest;
 
 struct Policy;
@@ -114,6 +127,23 @@ impl wb::Guest for Policy {
     fn fit_batch(hosts: Vec<w::HostStateBorrow<'_>>, request: wr::RequestStateBorrow<'_>, limits: w::Limits) -> wb::BatchAnswers {
         let hosts = hosts.iter().map(|h| &h.get::<LoadedHost>().0);
         convert_batch::batch_to_wit(crate::POLICY.fit_batch(hosts, &request.get::<LoadedRequest>().0, &limits_from_wit(limits)))
+    }
+}
+
+#[cfg(not(any(feature = "contract-0-2", feature = "contract-0-4")))]
+impl wp::Guest for Policy {
+    fn fit_packed(host: w::HostStateBorrow<'_>, request: wr::RequestStateBorrow<'_>, limits: w::Limits) -> Result<Vec<u32>, w::Rejection> {
+        let mut out = crate::PackedPlacements::default();
+        crate::POLICY
+            .fit_packed(&host.get::<LoadedHost>().0, &request.get::<LoadedRequest>().0, &limits_from_wit(limits), &mut out)
+            .map(|()| out.words)
+            .map_err(rejection_to_wit)
+    }
+
+    fn fit_batch_packed(hosts: Vec<w::HostStateBorrow<'_>>, request: wr::RequestStateBorrow<'_>, limits: w::Limits) -> wp::PackedAnswers {
+        let hosts = hosts.iter().map(|h| &h.get::<LoadedHost>().0);
+        let batch = crate::POLICY.fit_batch_packed(hosts, &request.get::<LoadedRequest>().0, &limits_from_wit(limits));
+        wp::PackedAnswers { fits: batch.fits, placed: batch.placed.words, rejected: convert_batch::rejected_to_wit(batch.rejected) }
     }
 }
 

@@ -15,6 +15,7 @@ pub mod fit;
 pub mod flavor;
 pub mod hugepages;
 pub mod names;
+pub mod packed;
 pub mod pci;
 pub mod pinning;
 pub mod placement;
@@ -41,6 +42,7 @@ pub use cpuset::CpuSet;
 pub use fit::{Limits, NetworkNeed, Strategy};
 pub use flavor::{from_flavor, Flavor};
 pub use names::Named;
+pub use packed::PackedPlacements;
 pub use placement::{CellRefusal, PlacedCell, Placement, Rejection};
 pub use refusal::{Refusal, Shortfall};
 pub use request::{CpuPolicy, EmulatorThreads, GuestCell, GuestTopology, PageSizeWish, ThreadPolicy, ValidRequest};
@@ -86,6 +88,18 @@ impl Policy {
         }
     }
 
+    /// `fit_valid`, a placement packed into `out` (contract 0.5): `out` then holds one more.
+    pub fn fit_packed(
+        self,
+        host: &PreparedHost,
+        guest: &ValidRequest,
+        limits: &Limits,
+        out: &mut PackedPlacements,
+    ) -> Result<(), Rejection> {
+        out.words.reserve(packed::words_for(guest.get(), 1));
+        self.decide(host, guest, limits, &mut search::Slots::new()).place_into(out)
+    }
+
     /// `fit_valid` on each of many hosts, the answers as one batch's columns, in order.
     pub fn fit_batch<'h, 'p: 'h>(
         self,
@@ -96,6 +110,28 @@ impl Policy {
         let mut batch = Batch::new(guest.get(), self.name_const());
         let hosts = hosts.into_iter();
         batch.reserve(hosts.size_hint().0, guest.get());
+        self.fill_batch(hosts, guest, limits, batch)
+    }
+
+    /// `fit_batch`, the placements packed (contract 0.5).
+    pub fn fit_batch_packed<'h, 'p: 'h>(
+        self,
+        hosts: impl IntoIterator<Item = &'h PreparedHost<'p>>,
+        guest: &ValidRequest,
+        limits: &Limits,
+    ) -> Batch<PackedPlacements> {
+        let hosts = hosts.into_iter();
+        let batch = Batch::packed(hosts.size_hint().0, guest.get());
+        self.fill_batch(hosts, guest, limits, batch)
+    }
+
+    fn fill_batch<'h, 'p: 'h, P: placement::PlacementSink>(
+        self,
+        hosts: impl Iterator<Item = &'h PreparedHost<'p>>,
+        guest: &ValidRequest,
+        limits: &Limits,
+        mut batch: Batch<P>,
+    ) -> Batch<P> {
         // One table's room for every host.
         let mut slots = search::Slots::new();
         for host in hosts {
@@ -111,8 +147,14 @@ pub const POLICY: Policy = if cfg!(feature = "policy-balanced") { Policy::Balanc
 pub const POLICY_NAME: &str = POLICY.name_const();
 /// Version of the policy's behaviour.
 pub const POLICY_VERSION: &str = env!("CARGO_PKG_VERSION");
-/// Version of the WIT contract (`wit/0.4.0`, which includes 0.3.0 and 0.2.0).
-pub const CONTRACT_VERSION: &str = if cfg!(feature = "contract-0-2") { "0.2.0" } else { "0.4.0" };
+/// Version of the WIT contract (`wit/0.5.0`, which includes 0.4.0, 0.3.0 and 0.2.0).
+pub const CONTRACT_VERSION: &str = if cfg!(feature = "contract-0-2") {
+    "0.2.0"
+} else if cfg!(feature = "contract-0-4") {
+    "0.4.0"
+} else {
+    "0.5.0"
+};
 
 /// Places an instance on a host with the `nova` policy.
 pub fn fit(host: &HostTopology, guest: &GuestTopology, limits: &Limits) -> Result<Placement, Rejection> {

@@ -2,6 +2,7 @@
 //! or a rejection that says, for each guest cell, why each host cell refused it.
 
 use crate::cpuset::CpuSet;
+use crate::pinning::PinSink;
 use crate::refusal::{Refusal, Shortfall};
 use crate::request::{CpuPolicy, EmulatorThreads, GuestCell, GuestTopology, ThreadPolicy};
 use crate::topology::HostCell;
@@ -75,6 +76,42 @@ pub struct Rejection {
 impl Rejection {
     pub fn whole(summary: String) -> Self {
         Rejection { summary, refusals: Vec::new(), reasons: Vec::new() }
+    }
+}
+
+/// Where a placement is written as a search chooses it, cell by cell, without building a
+/// `Placement` first: a batch's columns (contract 0.4), or packed words (0.5).
+pub trait PlacementSink: PinSink {
+    /// Starts the next placement.
+    fn open(&mut self);
+    /// One placed cell: its numbers and floating vCPUs, then whatever `pins` writes (its pinned
+    /// pairs, then its emulator CPUs).
+    fn cell(
+        &mut self,
+        guest_cell: u32,
+        host_cell: u32,
+        memory_mb: u64,
+        page_size_kb: Option<u32>,
+        shared: &CpuSet,
+        pins: impl FnOnce(&mut Self),
+    );
+    /// Ends the placement.
+    fn close(&mut self);
+
+    /// A placement built already (an answer found without a search), written whole.
+    fn placement(&mut self, p: &Placement) {
+        self.open();
+        for c in &p.cells {
+            self.cell(c.guest_cell, c.host_cell, c.memory, c.pagesize_kb, &c.cpuset, |out| {
+                for &(vcpu, pcpu) in &c.pinning {
+                    out.pair(vcpu, pcpu);
+                }
+                for &pcpu in &c.emulator {
+                    out.emulator(pcpu);
+                }
+            });
+        }
+        self.close();
     }
 }
 

@@ -21,7 +21,7 @@ use crate::pci;
 use crate::pinning::{CellPinning, Packing, PinSink};
 use crate::placement::{
     describe_guest_cell, describe_homeless, describe_no_distinct_cells, write_refusal_place, write_refusal_subject, write_refusal_why,
-    PlacedCell, Placement, Rejection, RejectionSink,
+    PlacedCell, Placement, PlacementSink, Rejection, RejectionSink,
 };
 use crate::refusal::Refusal;
 use crate::request::{GuestTopology, ValidRequest};
@@ -270,14 +270,14 @@ pub(crate) fn placement_from(table: &FitTable, assign: &[usize], policy: &str) -
     Placement::of(table.guest, policy, cells)
 }
 
-/// `placement_from`, written into a batch's columns without building the placement.
-fn placement_into(table: &FitTable, assign: &[usize], batch: &mut Batch) {
-    batch.push_placed(|out| {
-        for (g, k, fit) in assigned(table, assign) {
-            let guest = &table.guest.cells[g];
-            out.cell(g as u32, fit.host_cell, guest.memory, fit.pagesize_kb, &guest.cpuset, |out| table.pin_into(g, k, fit, out));
-        }
-    })
+/// `placement_from`, written into `out` (a batch's columns, packed words) without building it.
+fn placement_into(table: &FitTable, assign: &[usize], out: &mut impl PlacementSink) {
+    out.open();
+    for (g, k, fit) in assigned(table, assign) {
+        let guest = &table.guest.cells[g];
+        out.cell(g as u32, fit.host_cell, guest.memory, fit.pagesize_kb, &guest.cpuset, |out| table.pin_into(g, k, fit, out));
+    }
+    out.close();
 }
 
 /// What a search decided, before its answer is written: a single fit builds it, a batch writes it
@@ -301,11 +301,20 @@ impl Decision<'_> {
     }
 
     /// The answer appended to `batch` (whose policy it is).
-    pub(crate) fn write(self, batch: &mut Batch) {
+    pub(crate) fn write<P: PlacementSink>(self, batch: &mut Batch<P>) {
         match self {
-            Decision::Placed(table, assign) => placement_into(&table, &assign, batch),
+            Decision::Placed(table, assign) => placement_into(&table, &assign, batch.next_placed()),
             Decision::Refused(table) => batch.push_rejected(|out| explain(&table, out)),
             Decision::Answered(answer) => batch.push(&answer),
+        }
+    }
+
+    /// The answer: a placement written into `out` (packed words), or the rejection.
+    pub(crate) fn place_into(self, out: &mut impl PlacementSink) -> Result<(), Rejection> {
+        match self {
+            Decision::Placed(table, assign) => Ok(placement_into(&table, &assign, out)),
+            Decision::Refused(table) => Err(rejection_from(&table)),
+            Decision::Answered(answer) => answer.map(|p| out.placement(&p)),
         }
     }
 }

@@ -496,21 +496,25 @@ macro_rules! batch_conversions {
                         emulator_ends: p.emulator_ends,
                         emulator_pcpus: p.emulator_pcpus,
                     },
-                    rejected: b::RejectedColumns {
-                        summary_ends: r.summary_ends,
-                        summaries: r.summaries,
-                        refusals_ends: r.refusals_ends,
-                        guest_cell: r.guest_cell,
-                        host_cell: r.host_cell,
-                        shortfall: r.shortfall.into_iter().map(shortfall_to_wit).collect(),
-                        needed: r.needed,
-                        available: r.available,
-                        detail_ends: r.detail_ends,
-                        details: r.details,
-                        reasons_ends: r.reasons_ends,
-                        reason_ends: r.reason_ends,
-                        reasons: r.reasons,
-                    },
+                    rejected: rejected_to_wit(r),
+                }
+            }
+
+            pub fn rejected_to_wit(r: RejectedColumns) -> b::RejectedColumns {
+                b::RejectedColumns {
+                    summary_ends: r.summary_ends,
+                    summaries: r.summaries,
+                    refusals_ends: r.refusals_ends,
+                    guest_cell: r.guest_cell,
+                    host_cell: r.host_cell,
+                    shortfall: r.shortfall.into_iter().map(shortfall_to_wit).collect(),
+                    needed: r.needed,
+                    available: r.available,
+                    detail_ends: r.detail_ends,
+                    details: r.details,
+                    reasons_ends: r.reasons_ends,
+                    reason_ends: r.reason_ends,
+                    reasons: r.reasons,
                 }
             }
 
@@ -536,21 +540,25 @@ macro_rules! batch_conversions {
                         emulator_ends: p.emulator_ends,
                         emulator_pcpus: p.emulator_pcpus,
                     },
-                    rejected: RejectedColumns {
-                        summary_ends: r.summary_ends,
-                        summaries: r.summaries,
-                        refusals_ends: r.refusals_ends,
-                        guest_cell: r.guest_cell,
-                        host_cell: r.host_cell,
-                        shortfall: r.shortfall.into_iter().map(shortfall_from_wit).collect(),
-                        needed: r.needed,
-                        available: r.available,
-                        detail_ends: r.detail_ends,
-                        details: r.details,
-                        reasons_ends: r.reasons_ends,
-                        reason_ends: r.reason_ends,
-                        reasons: r.reasons,
-                    },
+                    rejected: rejected_from_wit(r),
+                }
+            }
+
+            pub fn rejected_from_wit(r: b::RejectedColumns) -> RejectedColumns {
+                RejectedColumns {
+                    summary_ends: r.summary_ends,
+                    summaries: r.summaries,
+                    refusals_ends: r.refusals_ends,
+                    guest_cell: r.guest_cell,
+                    host_cell: r.host_cell,
+                    shortfall: r.shortfall.into_iter().map(shortfall_from_wit).collect(),
+                    needed: r.needed,
+                    available: r.available,
+                    detail_ends: r.detail_ends,
+                    details: r.details,
+                    reasons_ends: r.reasons_ends,
+                    reason_ends: r.reason_ends,
+                    reasons: r.reasons,
                 }
             }
         }

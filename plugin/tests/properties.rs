@@ -11,8 +11,8 @@ use numafit_plugin::pinning::{self, Packing};
 use numafit_plugin::placement::describe_refusal;
 use numafit_plugin::scoring::cell_order;
 use numafit_plugin::{
-    claim, fit, release, CpuPolicy, CpuSet, EmulatorThreads, GuestCell, GuestTopology, HostCell, HostTopology, Limits, PagePool,
-    PageSizeWish, Placement, Policy, PreparedHost, Strategy as CellOrder, ThreadPolicy, ValidRequest,
+    claim, fit, release, CpuPolicy, CpuSet, EmulatorThreads, GuestCell, GuestTopology, HostCell, HostTopology, Limits, Named,
+    PackedPlacements, PagePool, PageSizeWish, Placement, Policy, PreparedHost, Strategy as CellOrder, ThreadPolicy, ValidRequest,
 };
 use proptest::prelude::*;
 
@@ -290,7 +290,18 @@ proptest! {
                     })
                 })
                 .collect();
-            prop_assert_eq!(policy.fit_batch(&hosts, &guest, &limits).answers(), Ok(each));
+            prop_assert_eq!(policy.fit_batch(&hosts, &guest, &limits).answers(), Ok(each.clone()));
+            // Packed (contract 0.5): the placements read back by the request they leave out.
+            prop_assert_eq!(policy.fit_batch_packed(&hosts, &guest, &limits).answers(guest.get(), policy.name()), Ok(each));
+            for h in &hosts {
+                let mut packed = PackedPlacements::default();
+                let answer = policy.fit_packed(h, &guest, &limits, &mut packed);
+                let read = packed.read(guest.get(), policy.name());
+                match policy.fit_valid(h, &guest, &limits) {
+                    Ok(p) => prop_assert_eq!((answer, read), (Ok(()), Ok(vec![p]))),
+                    Err(r) => prop_assert_eq!((answer, read), (Err(r), Ok(vec![]))),
+                }
+            }
         }
     }
 

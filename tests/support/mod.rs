@@ -87,6 +87,19 @@ pub fn nova_built_against_contract_0_2() -> &'static [u8] {
     })
 }
 
+/// The default policy built against contract 0.4 (the plugin crate's `contract-0-4` feature).
+pub fn nova_built_against_contract_0_4() -> &'static [u8] {
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTES.get_or_init(|| {
+        build_component(
+            &root().join("plugin/Cargo.toml"),
+            &root().join("target/plugin-contract-0-4"),
+            &["--lib", "--profile", "wasm", "--features", "contract-0-4"],
+            "wasm/numafit_plugin.wasm",
+        )
+    })
+}
+
 /// The hostile plugin (tests/hostile-plugin) built for wasm32 and wrapped into a component.
 pub fn hostile_plugin() -> &'static [u8] {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();

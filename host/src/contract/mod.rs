@@ -7,8 +7,9 @@ pub mod v0_1;
 pub mod v0_2;
 pub mod v0_3;
 pub mod v0_4;
+pub mod v0_5;
 
-pub use v0_4 as latest;
+pub use v0_5 as latest;
 
 /// The latest contract's types.
 pub use latest::wit;
@@ -127,4 +128,43 @@ pub fn placement_from_rows(
         }
     }
     p
+}
+
+/// A packed placement (contract 0.5) at the start of `words` as the contract's record, by
+/// `policy`: its memory, floating and dedicated vCPUs and CPU policies are `guest`'s, the request
+/// the host loaded. Also the words after it. Built straight into the record's columns.
+pub fn placement_from_packed<'a>(
+    words: &'a [u32],
+    guest: &numafit_plugin::GuestTopology,
+    policy: &str,
+) -> Result<(wit::Placement, &'a [u32]), String> {
+    use latest::convert::{cpu_policy_to_wit, emulator_to_wit, push_members, thread_policy_to_wit};
+    let cells = words.first().map_or(0, |&n| (n as usize).min(guest.cells.len()));
+    let (shared, pinned) = guest.cells.iter().fold((0, 0), |(s, p), c| (s + c.cpuset.len(), p + c.pcpuset.len()));
+    let mut p = wit::Placement {
+        policy: policy.to_string(),
+        cpu_policy: guest.cpu_policy.map(cpu_policy_to_wit),
+        thread_policy: guest.thread_policy.map(thread_policy_to_wit),
+        emulator_threads: guest.emulator_threads.map(emulator_to_wit),
+        cells: Vec::with_capacity(cells),
+        shared_vcpus: wit::CellMembers { cells: Vec::with_capacity(shared), ids: Vec::with_capacity(shared) },
+        pinned: wit::PinnedVcpus {
+            cells: Vec::with_capacity(pinned),
+            vcpus: Vec::with_capacity(pinned),
+            pcpus: Vec::with_capacity(pinned),
+        },
+        emulator_pcpus: wit::CellMembers { cells: Vec::new(), ids: Vec::new() },
+    };
+    let rest = numafit_plugin::packed::read_guest_cells(words, guest, |c, g| {
+        let n = c.guest_cell;
+        p.cells.push(wit::PlacedCell { guest_cell: n, host_cell: c.host_cell, memory_mb: g.memory, page_size_kb: c.page_size_kb });
+        push_members(&mut p.shared_vcpus, n, g.cpuset.iter());
+        for (v, &pcpu) in g.pcpuset.iter().zip(c.pinned) {
+            p.pinned.cells.push(n);
+            p.pinned.vcpus.push(v);
+            p.pinned.pcpus.push(pcpu);
+        }
+        push_members(&mut p.emulator_pcpus, n, c.emulator.iter().copied());
+    })?;
+    Ok((p, rest))
 }

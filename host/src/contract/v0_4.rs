@@ -1,24 +1,7 @@
-//! Contract 0.4 (`wit/0.4.0`), the latest: 0.3 unchanged (0.2's `policy`, whose types are the
-//! host's `wit`, and 0.3's `requests`), plus the `batch` interface (`fit-batch`: one request's
-//! answers on many loaded hosts, as columns). Each interface is found and type-checked by the
-//! bindings on its own, so a plugin built against 0.3 or 0.2 is driven by the same bindings
-//! without the interfaces it lacks.
+//! Contract 0.4 (`wit/0.4.0`): 0.3 (0.2's `policy` and 0.3's `requests`) and the `batch`
+//! interface (`fit-batch`: one request's answers on many loaded hosts, as columns). Contract 0.5
+//! includes all three unchanged (`wit/0.5.0/deps`), so a 0.4 plugin is driven through the latest
+//! bindings of those interfaces, with the same types; what it lacks (packed placements) the
+//! runtime asks through 0.3's `fit` and 0.4's `fit-batch`.
 
-pub mod bindings {
-    wasmtime::component::bindgen!({
-        world: "placement-policy",
-        path: "../wit/0.4.0",
-    });
-}
-
-/// The contract's types and the `policy` interface, as the host sees them.
-pub use bindings::exports::numafit::policy0_2_0::policy as wit;
-/// The `requests` interface (0.3 and later plugins).
-pub use bindings::exports::numafit::policy0_3_0::requests;
-/// The `batch` interface (0.4 plugins).
-pub use bindings::exports::numafit::policy0_4_0::batch;
-
-// The conversions between these types and the core model: the same code the component expands
-// over its own bindings (`numafit_plugin::wire`).
-numafit_plugin::contract_conversions!(super::wit);
-numafit_plugin::batch_conversions!(super::batch);
+pub use super::v0_5::{batch, requests, wit};

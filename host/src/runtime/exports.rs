@@ -5,17 +5,18 @@ use wasmtime::component::{Component, ComponentExportIndex, ComponentNamedList, F
 use wasmtime::Store;
 
 use super::limits::State;
-use super::{batch, requests, wit};
+use super::{batch, packed, requests, wit};
 
 /// How a component's exports are found: by the latest bindings, per interface (`requests` when
-/// the plugin has it: a 0.2 plugin does not; `batch` when it has it: a 0.3 plugin does not), or
-/// by name for a 0.1 plugin.
+/// the plugin has it: a 0.2 plugin does not; `batch` when it has it: a 0.3 plugin does not;
+/// `packed` when it has it: a 0.4 plugin does not), or by name for a 0.1 plugin.
 pub(super) enum Pre {
     Current {
         pre: wasmtime::component::InstancePre<State>,
         policy: wit::GuestIndices,
         requests: Option<requests::GuestIndices>,
         batch: Option<batch::GuestIndices>,
+        packed: Option<packed::GuestIndices>,
     },
     V0_1 {
         pre: wasmtime::component::InstancePre<State>,
@@ -27,10 +28,12 @@ pub(super) enum Pre {
 pub(super) const REQUESTS_INTERFACE: &str = "numafit:policy/requests@0.3.0";
 /// The name contract 0.4 exports its `batch` interface under.
 pub(super) const BATCH_INTERFACE: &str = "numafit:policy/batch@0.4.0";
+/// The name contract 0.5 exports its `packed` interface under.
+pub(super) const PACKED_INTERFACE: &str = "numafit:policy/packed@0.5.0";
 
 /// A live instance's exports.
 pub(super) enum Exports {
-    Current(wit::Guest, Option<requests::Guest>, Option<batch::Guest>),
+    Current { policy: wit::Guest, requests: Option<requests::Guest>, batch: Option<batch::Guest>, packed: Option<packed::Guest> },
     V0_1(LegacyFuncs),
 }
 

@@ -108,6 +108,8 @@ pub struct LoadedHost {
 /// without loaded requests it is what each fit sends.
 pub struct LoadedRequest {
     pub(super) request: wit::Request,
+    /// The core's model of the request (none when it does not convert: the plugin refuses it).
+    pub(super) model: Option<Arc<numafit_plugin::GuestTopology>>,
     pub(super) handles: Handles,
 }
 

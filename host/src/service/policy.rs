@@ -102,7 +102,7 @@ impl std::fmt::Display for Refused {
 }
 
 /// The contract versions this host speaks.
-const CONTRACTS: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.4.0"];
+const CONTRACTS: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0"];
 
 /// Compiles, checks and self-tests a version. Blocking: run it off the request path.
 pub fn prepare(source: &str, bytes: &[u8], limits: PluginLimits, cache: Option<&std::path::Path>) -> Result<Active, Refused> {
