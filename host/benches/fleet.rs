@@ -6,14 +6,16 @@
 //! - `fleet/10000x8x64/component-loaded`: one `fit-loaded` call over the 10,000 hosts loaded once
 //!   (`host-state`, a scheduler's steady state: hosts reloaded only when they change);
 //! - `fleet/10000x8x64/native`: the same core linked natively over the same prepared hosts;
-//! - `fleet/10000x8x64/component-batch`: contract 0.4's `fit-batch`, a loaded request on the
-//!   loaded hosts, the answers crossing as one batch's columns; `native-batch` the same core
-//!   writing the same columns natively; `component-batch-rows` the call and then every host's
-//!   answer read out of the columns as a record (what `fit-loaded` hands over).
+//! - `fleet/10000x8x64/component-batch`: contract 0.5's `fit-batch-packed`, a loaded request on
+//!   the loaded hosts, the answers crossing as one batch (placements packed, rejections as
+//!   columns); `native-batch` the same core writing the same batch natively (`native-batch-columns`
+//!   writing 0.4's columns instead); `component-batch-rows` the call and then every host's answer
+//!   read out of the batch as a record (what `fit-loaded` hands over).
 //!
 //! `cargo bench --bench fleet`; the issue's targets: the whole filter in one call ≤ 50 ms on
 //! one core, component / native ≤ 1.5. `NUMAFIT_BENCH_PAIRS=N` also times N pairs of the two
-//! batch calls back to back and prints the distribution of their ratio.
+//! batch calls back to back and prints the distribution of their ratio, on the whole fleet and on
+//! the hosts that fit and those that do not, apart.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use numafit_host::formats::{HostJson, LimitsJson, RequestInput, RequestJson};
@@ -133,49 +135,33 @@ fn bench(c: &mut Criterion) {
     group.bench_function("native-batch-columns", |b| b.iter(|| Policy::Nova.fit_batch(&nhosts, &nguest, &nlimits).len()));
     group.bench_function("component-batch", |b| b.iter(|| plugin.fit_batch(&loaded, &lrequest, &wlimits).expect("no trap").len()));
     group.bench_function("component-batch-rows", |b| {
-        b.iter(|| plugin.fit_batch(&loaded, &lrequest, &wlimits).expect("no trap").into_rows().expect("columns").len())
+        b.iter(|| plugin.fit_batch(&loaded, &lrequest, &wlimits).expect("no trap").into_rows().expect("a batch that holds together").len())
     });
     // The ratio in pairs (`NUMAFIT_BENCH_PAIRS=N`): the native batch and the component's batch call
     // one right after the other, N times, so a drift of this VM's speed (±20% within minutes,
-    // more than the margin the target leaves) touches both halves of a pair alike.
+    // more than the margin the target leaves) touches both halves of a pair alike. Then the same
+    // for the hosts that fit and for those that do not, apart (their shares of the work differ).
     let pairs: usize = std::env::var("NUMAFIT_BENCH_PAIRS").ok().and_then(|n| n.parse().ok()).unwrap_or(0);
     if pairs > 0 {
-        let mut ratios = Vec::with_capacity(pairs);
-        let (mut native_total, mut component_total) = (0.0, 0.0);
-        let native_call = || {
-            let started = std::time::Instant::now();
-            std::hint::black_box(Policy::Nova.fit_batch_packed(&nhosts, &nguest, &nlimits).len());
-            started.elapsed().as_secs_f64()
-        };
-        for pair in 0..pairs {
-            let mut component_call = || {
-                let started = std::time::Instant::now();
-                std::hint::black_box(plugin.fit_batch(&loaded, &lrequest, &wlimits).expect("no trap").len());
-                started.elapsed().as_secs_f64()
-            };
-            // Each goes first in every other pair: neither always finds the caches the other left.
-            let (native, component) = if pair % 2 == 0 {
-                let n = native_call();
-                (n, component_call())
-            } else {
-                let c = component_call();
-                (native_call(), c)
-            };
-            ratios.push(component / native);
-            (native_total, component_total) = (native_total + native, component_total + component);
-        }
-        ratios.sort_by(f64::total_cmp);
-        eprintln!(
-            "fleet: {pairs} pairs of the native batch and the component's batch call: {:.1} and {:.1} ms on average; \
-             component/native per pair: median {:.2}, quartiles {:.2}-{:.2}, range {:.2}-{:.2}",
-            native_total / pairs as f64 * 1e3,
-            component_total / pairs as f64 * 1e3,
-            ratios[pairs / 2],
-            ratios[pairs / 4],
-            ratios[3 * pairs / 4],
-            ratios[0],
-            ratios[pairs - 1],
+        let summary = in_pairs(
+            pairs,
+            || drop(std::hint::black_box(Policy::Nova.fit_batch_packed(&nhosts, &nguest, &nlimits))),
+            || drop(std::hint::black_box(plugin.fit_batch(&loaded, &lrequest, &wlimits).expect("no trap"))),
         );
+        eprintln!("fleet: {pairs} pairs of the native batch and the component's batch call: {summary}");
+        for fits in [true, false] {
+            let kept: Vec<usize> = (0..HOSTS).filter(|&k| native[k] == fits).collect();
+            let (nkept, lkept): (Vec<&PreparedHost>, Vec<_>) = kept.iter().map(|&k| (&nhosts[k], &loaded[k])).unzip();
+            plugin.fit_batch(&lkept, &lrequest, &wlimits).expect("no trap");
+            let fuel = plugin.fuel_used().unwrap_or(0);
+            let summary = in_pairs(
+                pairs,
+                || drop(std::hint::black_box(Policy::Nova.fit_batch_packed(nkept.iter().copied(), &nguest, &nlimits))),
+                || drop(std::hint::black_box(plugin.fit_batch(&lkept, &lrequest, &wlimits).expect("no trap"))),
+            );
+            let which = if fits { "that fit" } else { "that do not" };
+            eprintln!("fleet: the {} hosts {which} alone ({fuel} fuel units): {summary}", kept.len());
+        }
     }
     // Side by side with another build of the policy (`NUMAFIT_BENCH_AGAINST=OTHER.wasm`): the same
     // loaded call, for changes to how the guest is compiled.
@@ -197,3 +183,37 @@ fn bench(c: &mut Criterion) {
 
 criterion_group!(benches, bench);
 criterion_main!(benches);
+
+/// `rounds` pairs of a native and a component call, timed back to back, each going first in every
+/// other pair (so neither always finds the caches the other left): their mean times and the
+/// distribution of the ratio per pair.
+fn in_pairs(rounds: usize, mut native: impl FnMut(), mut component: impl FnMut()) -> String {
+    let timed = |call: &mut dyn FnMut()| {
+        let started = std::time::Instant::now();
+        call();
+        started.elapsed().as_secs_f64()
+    };
+    let (mut ratios, mut native_total, mut component_total) = (Vec::with_capacity(rounds), 0.0, 0.0);
+    for pair in 0..rounds {
+        let (n, c) = if pair % 2 == 0 {
+            let n = timed(&mut native);
+            (n, timed(&mut component))
+        } else {
+            let c = timed(&mut component);
+            (timed(&mut native), c)
+        };
+        ratios.push(c / n);
+        (native_total, component_total) = (native_total + n, component_total + c);
+    }
+    ratios.sort_by(f64::total_cmp);
+    format!(
+        "{:.1} and {:.1} ms on average; component/native per pair: median {:.2}, quartiles {:.2}-{:.2}, range {:.2}-{:.2}",
+        native_total / rounds as f64 * 1e3,
+        component_total / rounds as f64 * 1e3,
+        ratios[rounds / 2],
+        ratios[rounds / 4],
+        ratios[3 * rounds / 4],
+        ratios[0],
+        ratios[rounds - 1],
+    )
+}

@@ -224,6 +224,12 @@ impl PinSink for PlacedColumns {
         self.pinned_pcpus.extend(pcpus.take(vcpus.len()));
         self.pinned_vcpus.extend_from_slice(&vcpus[..self.pinned_pcpus.len() - start]);
     }
+
+    fn pairs_run(&mut self, vcpus: &[u32], pcpus: &[u32]) {
+        let n = pcpus.len().min(vcpus.len());
+        self.pinned_pcpus.extend_from_slice(&pcpus[..n]);
+        self.pinned_vcpus.extend_from_slice(&vcpus[..n]);
+    }
 }
 
 impl PlacementSink for PlacedColumns {

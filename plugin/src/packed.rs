@@ -108,6 +108,15 @@ impl PinSink for PackedPlacements {
         self.words.extend(pcpus.take(vcpus.len()));
         self.add(self.cell_at + PINNED_COUNT, self.words.len() - start);
     }
+
+    fn pairs_run(&mut self, vcpus: &[u32], pcpus: &[u32]) {
+        if self.emulator_count() != 0 {
+            return self.pairs(vcpus, pcpus.iter().copied());
+        }
+        let run = &pcpus[..pcpus.len().min(vcpus.len())];
+        self.words.extend_from_slice(run);
+        self.add(self.cell_at + PINNED_COUNT, run.len());
+    }
 }
 
 /// One placed cell as packed, its host CPUs borrowed from the words.

@@ -65,6 +65,12 @@ pub trait PinSink {
             self.pair(vcpu, pcpu);
         }
     }
+
+    /// `pairs` of host CPUs that come as one run (no longer than `vcpus`): a sink of columns
+    /// copies it whole.
+    fn pairs_run(&mut self, vcpus: &[u32], pcpus: &[u32]) {
+        self.pairs(vcpus, pcpus.iter().copied());
+    }
 }
 
 impl PinSink for CellPinning {
@@ -240,6 +246,7 @@ pub fn pin_into(plan: PinPlan, cell: &HostCell, cores: &FreeCores, vcpus: &[u32]
     let written = match plan {
         PinPlan::ThreadsPerCore(t) => {
             return match cores.threads_when_every_core_has(t) {
+                Some(threads) if emulator == 0 => out.pairs_run(vcpus, &threads[..vcpus.len().min(threads.len())]),
                 Some(threads) => pair_then_emulator(cores, vcpus, threads.iter().copied(), emulator, out),
                 None => pair_then_emulator(cores, vcpus, threads_per_core(cores, t), emulator, out),
             }
