@@ -186,7 +186,8 @@ impl<'a> FitTable<'a> {
 pub(crate) type Assignment = SmallVec<[usize; 16]>;
 
 enum Walk {
-    Found(Assignment),
+    /// The assignment is the one the walk was given, complete.
+    Found,
     Exhausted,
     NoneLeft,
 }
@@ -194,8 +195,8 @@ enum Walk {
 /// Nova's walk, in its order, evaluating fits lazily; gives up after `budget` trials.
 fn walk_lazily(table: &mut FitTable, g: usize, used: &mut [bool], assign: &mut Assignment, budget: &mut usize) -> Walk {
     if g == table.guest.cells.len() {
-        // Found ends the walk, so the assignment is handed over rather than copied.
-        return if table.whole_placement_ok(assign) { Walk::Found(std::mem::take(assign)) } else { Walk::NoneLeft };
+        // Found ends the walk, leaving the assignment in place (no copy returned up the levels).
+        return if table.whole_placement_ok(assign) { Walk::Found } else { Walk::NoneLeft };
     }
     for k in 0..table.columns() {
         if used[k] {
@@ -425,7 +426,7 @@ pub(crate) fn decide<'a>(
     let mut assign = Assignment::new();
     let mut budget = guest.cells.len() * table.columns();
     match walk_lazily(&mut table, 0, &mut used, &mut assign, &mut budget) {
-        Walk::Found(assign) => return Decision::Placed(table, assign),
+        Walk::Found => return Decision::Placed(table, assign),
         Walk::NoneLeft | Walk::Exhausted => {}
     }
     table.fill();
