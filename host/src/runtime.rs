@@ -16,7 +16,6 @@
 use std::borrow::Borrow;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
 use wasmtime::component::{Linker, ResourceAny};
@@ -278,7 +277,7 @@ impl Plugin {
         store.limiter(|s| s as &mut dyn ResourceLimiter);
         store.set_fuel(shared.limits.fuel)?;
         store.set_epoch_deadline(shared.limits.deadline_ticks());
-        let started = Instant::now();
+        let started = limits::now();
         let exports = match &shared.pre {
             Pre::Current { pre, policy, requests, batch, packed } => pre.instantiate(&mut store).and_then(|instance| {
                 let policy = policy.load(&mut store, &instance)?;
@@ -297,14 +296,14 @@ impl Plugin {
         Ok(Live { id, store, exports, book: shared.book.clone() })
     }
 
-    fn classify(&self, e: wasmtime::Error, cap_hit: bool, started: Instant) -> anyhow::Error {
+    fn classify(&self, e: wasmtime::Error, cap_hit: bool, started: u64) -> anyhow::Error {
         let plugin = self.shared.name.clone();
         let limits = self.shared.limits;
         let err = match e.downcast_ref::<wasmtime::Trap>() {
             _ if cap_hit => PluginError::MemoryCap { plugin, mib: limits.memory_bytes >> 20 },
             Some(wasmtime::Trap::OutOfFuel) => PluginError::OutOfFuel { plugin, fuel: limits.fuel },
             Some(wasmtime::Trap::Interrupt) => {
-                PluginError::Deadline { plugin, deadline_ms: limits.deadline.as_millis(), elapsed_ms: started.elapsed().as_millis() }
+                PluginError::Deadline { plugin, deadline_ms: limits.deadline.as_millis(), elapsed_ms: limits::elapsed_ms(started) }
             }
             Some(trap) => PluginError::Trap { plugin, trap: trap.to_string() },
             None => PluginError::Trap { plugin, trap: format!("{e:#}") },
@@ -322,7 +321,7 @@ impl Plugin {
         let dropped = live.take_dropped();
         // The instance stays in place (no move per call); it is dropped only after a failure.
         let store = &mut live.store;
-        let started = Instant::now();
+        let started = limits::now();
         store.set_epoch_deadline(ticks);
         let outcome = store
             .set_fuel(fuel)

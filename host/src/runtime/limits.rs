@@ -1,6 +1,7 @@
 //! What a plugin call may use (fuel, wall-clock time, memory) and how a call that used too much is
 //! named; the one engine every plugin's compiled code runs in, and the clock that bounds its calls.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -123,9 +124,26 @@ fn new_engine() -> Result<Engine> {
     std::thread::Builder::new().name("numafit-epoch".into()).spawn(move || loop {
         std::thread::sleep(EPOCH_TICK);
         match weak.upgrade() {
-            Some(engine) => engine.increment_epoch(),
+            Some(engine) => {
+                TICKS.fetch_add(1, Ordering::Relaxed);
+                engine.increment_epoch()
+            }
             None => return,
         }
     })?;
     Ok(engine)
+}
+
+/// Epoch ticks since the engine started, counted beside the engine's own epoch: when a call began,
+/// read for the price of a load (a clock read is a few percent of the smallest fit).
+static TICKS: AtomicU64 = AtomicU64::new(0);
+
+/// When a call begins, in epoch ticks.
+pub(super) fn now() -> u64 {
+    TICKS.load(Ordering::Relaxed)
+}
+
+/// Milliseconds since `started` (`now()`), to the epoch's granularity.
+pub(super) fn elapsed_ms(started: u64) -> u128 {
+    u128::from(now().saturating_sub(started)) * EPOCH_TICK.as_millis()
 }
