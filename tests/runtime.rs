@@ -515,6 +515,8 @@ fn the_cli_reports_a_trapping_plugin_by_name_with_exit_3() {
 #[test]
 fn compiled_components_are_cached_on_disk() {
     let dir = scratch("cache");
+    // Empty, though an earlier run of another build may have had this process id.
+    std::fs::remove_dir_all(&dir).and_then(|()| std::fs::create_dir_all(&dir)).expect("an empty cache directory");
     let load = || Plugin::from_bytes_cached("nova", numafit_host::runtime::EMBEDDED_NOVA, PluginLimits::default(), Some(&dir));
     load().expect("compiles");
     let cached: Vec<_> =
