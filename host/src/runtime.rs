@@ -5,10 +5,12 @@
 //! Compiled components are cached on disk, keyed by their bytes and the engine, so start-up does
 //! not recompile.
 //!
-//! The host speaks contract 0.4 (`wit/0.4.0`) through its `bindgen!` bindings, interface by
-//! interface: 0.2's `policy`, 0.3's `requests` (loaded requests) and 0.4's `batch` (a batch's
-//! answers as columns) when the plugin has them. A 0.3 plugin keeps loading, its batches answered
-//! one record per host; a 0.2 plugin too, its loaded requests kept on this side. A plugin built against 0.1
+//! The host speaks contract 0.5 (`wit/0.5.0`) through its `bindgen!` bindings, interface by
+//! interface: 0.2's `policy`, 0.3's `requests` (loaded requests), 0.4's `batch` (a batch's
+//! answers as columns) and 0.5's `packed` (placements packed, filled in here from the loaded
+//! request) when the plugin has them. A 0.4 plugin keeps loading, asked through 0.3's `fit` and
+//! 0.4's `fit-batch`; a 0.3 plugin too, its batches answered one record per host; a 0.2 plugin
+//! too, its loaded requests kept on this side. A plugin built against 0.1
 //! (`wit/0.1.0`: functions at the component's top level, a record per vCPU in requests and
 //! placements, no `host-state`) keeps loading too: its functions are looked up by name, requests and
 //! placements are converted, and loaded hosts and requests are kept on this side.

@@ -3,6 +3,8 @@
 //! costs more to hand over than the fits cost to decide. Here every answer of the batch is a few
 //! rows in shared columns; nested tables are found by `*_ends` columns (row r of the outer table
 //! owns inner rows `ends[r-1]..ends[r]`, from 0 for r = 0), texts by the byte where each ends.
+//! Contract 0.5 keeps the rejections' columns and packs the placements instead
+//! (`Batch<PackedPlacements>`, `crate::packed`).
 //!
 //! `push` writes an answer in; `answers` reads each back as the fit alone gave it, checking the
 //! columns on the way (a batch from a plugin is untrusted: a bad end is an error naming the column,
