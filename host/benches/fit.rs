@@ -9,7 +9,9 @@
 //!   host on every call (what a one-shot `numafit fit` does);
 //! - `load/<case>/component`: loading the host (`host-state.load`), paid once per host state;
 //! - `fit-batch/<case>/component`: a scheduler's call, one request against 64 loaded hosts at once
-//!   (`fit-loaded`), reported per host (criterion's throughput in elements);
+//!   (`fit-loaded`), reported per host (criterion's throughput in elements); `component-packed`
+//!   the same through contract 0.5's `fit-batch-packed` (a loaded request), every answer then read
+//!   back as a record;
 //! - `call/info`: a call that takes nothing and returns three short strings, the floor under all;
 //! - `fit/<case>/component-against`: with `NUMAFIT_BENCH_AGAINST=OTHER.wasm`, the `component` call
 //!   on another build of the policy, in the same run (for changes to the guest).
@@ -105,6 +107,18 @@ fn bench(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("fit-batch/{name}"));
         group.throughput(criterion::Throughput::Elements(BATCH as u64));
         group.bench_function("component", |b| b.iter(|| plugin.fit_loaded_many(&hosts, &wrequest, &wlimits).expect("no trap").len()));
+        let loaded_request = plugin.load_request(wrequest.clone()).expect("no trap").expect("valid request");
+        group.bench_function("component-packed", |b| {
+            b.iter(|| {
+                plugin
+                    .fit_batch(&hosts, &loaded_request, &wlimits)
+                    .expect("no trap")
+                    .into_rows()
+                    .expect("a batch that holds together")
+                    .len()
+            })
+        });
+        plugin.unload_request(loaded_request).expect("unload");
         group.finish();
         for h in hosts {
             plugin.unload(h).expect("unload");
