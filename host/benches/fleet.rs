@@ -15,7 +15,8 @@
 //! `cargo bench --bench fleet`; the targets: the whole filter in one call ≤ 50 ms on
 //! one core, component / native ≤ 1.5. `NUMAFIT_BENCH_PAIRS=N` also times N pairs of the two
 //! batch calls back to back and prints the distribution of their ratio, on the whole fleet and on
-//! the hosts that fit and those that do not, apart.
+//! the hosts that fit and those that do not, apart; with `NUMAFIT_BENCH_AGAINST=OTHER.wasm` also
+//! the other build's batch call against this one's, in pairs (for changes to the guest).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use numafit_host::formats::{HostJson, LimitsJson, RequestInput, RequestJson};
@@ -167,16 +168,26 @@ fn bench(c: &mut Criterion) {
     // loaded call, for changes to how the guest is compiled.
     if let Some(other) = std::env::var_os("NUMAFIT_BENCH_AGAINST") {
         let mut other = Plugin::from_file(std::path::Path::new(&other), limits).expect("the other policy loads");
-        let loaded: Vec<_> = whosts.iter().map(|h| other.load(h.clone()).expect("no trap").expect("valid host")).collect();
+        let other_loaded: Vec<_> = whosts.iter().map(|h| other.load(h.clone()).expect("no trap").expect("valid host")).collect();
         group.bench_function("component-loaded-against", |b| {
-            b.iter(|| other.fit_loaded_many(&loaded, &wrequest, &wlimits).expect("no trap").len())
+            b.iter(|| other.fit_loaded_many(&other_loaded, &wrequest, &wlimits).expect("no trap").len())
         });
-        let lrequest = other.load_request(wrequest.clone()).expect("no trap").expect("valid request");
-        other.fit_batch(&loaded, &lrequest, &wlimits).expect("no trap");
+        let other_request = other.load_request(wrequest.clone()).expect("no trap").expect("valid request");
+        other.fit_batch(&other_loaded, &other_request, &wlimits).expect("no trap");
         eprintln!("fleet: the other build's batch call burns {} fuel units", other.fuel_used().unwrap_or(0));
         group.bench_function("component-batch-against", |b| {
-            b.iter(|| other.fit_batch(&loaded, &lrequest, &wlimits).expect("no trap").len())
+            b.iter(|| other.fit_batch(&other_loaded, &other_request, &wlimits).expect("no trap").len())
         });
+        // With `NUMAFIT_BENCH_PAIRS`, the two builds' batch calls in pairs too.
+        if pairs > 0 {
+            let summary = in_pairs_named(
+                pairs,
+                "this/other",
+                &mut || drop(std::hint::black_box(other.fit_batch(&other_loaded, &other_request, &wlimits).expect("no trap"))),
+                &mut || drop(std::hint::black_box(plugin.fit_batch(&loaded, &lrequest, &wlimits).expect("no trap"))),
+            );
+            eprintln!("fleet: {pairs} pairs of the other build's batch call and this one's: {summary}");
+        }
     }
     group.finish();
 }
@@ -188,6 +199,11 @@ criterion_main!(benches);
 /// other pair (so neither always finds the caches the other left): their mean times and the
 /// distribution of the ratio per pair.
 fn in_pairs(rounds: usize, mut native: impl FnMut(), mut component: impl FnMut()) -> String {
+    in_pairs_named(rounds, "component/native", &mut native, &mut component)
+}
+
+/// `in_pairs` of any two calls, the ratio (second over first) named `ratio`.
+fn in_pairs_named(rounds: usize, ratio: &str, native: &mut dyn FnMut(), component: &mut dyn FnMut()) -> String {
     let timed = |call: &mut dyn FnMut()| {
         let started = std::time::Instant::now();
         call();
@@ -196,18 +212,18 @@ fn in_pairs(rounds: usize, mut native: impl FnMut(), mut component: impl FnMut()
     let (mut ratios, mut native_total, mut component_total) = (Vec::with_capacity(rounds), 0.0, 0.0);
     for pair in 0..rounds {
         let (n, c) = if pair % 2 == 0 {
-            let n = timed(&mut native);
-            (n, timed(&mut component))
+            let n = timed(native);
+            (n, timed(component))
         } else {
-            let c = timed(&mut component);
-            (timed(&mut native), c)
+            let c = timed(component);
+            (timed(native), c)
         };
         ratios.push(c / n);
         (native_total, component_total) = (native_total + n, component_total + c);
     }
     ratios.sort_by(f64::total_cmp);
     format!(
-        "{:.1} and {:.1} ms on average; component/native per pair: median {:.2}, quartiles {:.2}-{:.2}, range {:.2}-{:.2}",
+        "{:.1} and {:.1} ms on average; {ratio} per pair: median {:.2}, quartiles {:.2}-{:.2}, range {:.2}-{:.2}",
         native_total / rounds as f64 * 1e3,
         component_total / rounds as f64 * 1e3,
         ratios[rounds / 2],
