@@ -77,27 +77,23 @@ fn build_component(manifest: &Path, target: &Path, args: &[&str], module: &str) 
 /// The default policy built against contract 0.2 (the plugin crate's `contract-0-2` feature).
 pub fn nova_built_against_contract_0_2() -> &'static [u8] {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
-    BYTES.get_or_init(|| {
-        build_component(
-            &root().join("plugin/Cargo.toml"),
-            &root().join("target/plugin-contract-0-2"),
-            &["--lib", "--profile", "wasm", "--features", "contract-0-2"],
-            "wasm/numafit_plugin.wasm",
-        )
-    })
+    BYTES.get_or_init(|| nova_built_with("contract-0-2"))
 }
 
 /// The default policy built against contract 0.4 (the plugin crate's `contract-0-4` feature).
 pub fn nova_built_against_contract_0_4() -> &'static [u8] {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
-    BYTES.get_or_init(|| {
-        build_component(
-            &root().join("plugin/Cargo.toml"),
-            &root().join("target/plugin-contract-0-4"),
-            &["--lib", "--profile", "wasm", "--features", "contract-0-4"],
-            "wasm/numafit_plugin.wasm",
-        )
-    })
+    BYTES.get_or_init(|| nova_built_with("contract-0-4"))
+}
+
+/// The default policy built with the plugin crate's `feature`, in a target directory of its own.
+fn nova_built_with(feature: &str) -> Vec<u8> {
+    build_component(
+        &root().join("plugin/Cargo.toml"),
+        &root().join(format!("target/plugin-{feature}")),
+        &["--lib", "--profile", "wasm", "--features", feature],
+        "wasm/numafit_plugin.wasm",
+    )
 }
 
 /// The hostile plugin (tests/hostile-plugin) built for wasm32 and wrapped into a component.
