@@ -14,7 +14,11 @@
 //!   back as a record;
 //! - `call/info`: a call that takes nothing and returns three short strings, the floor under all;
 //! - `fit/<case>/component-against`: with `NUMAFIT_BENCH_AGAINST=OTHER.wasm`, the `component` call
-//!   on another build of the policy, in the same run (for changes to the guest).
+//!   on another build of the policy, in the same run (for changes to the guest);
+//! - with `NUMAFIT_BENCH_PAIRS=N`, also N pairs of 2,000 `native` and 2,000 `component` fits timed
+//!   back to back (the ratio per pair, which this VM's drift does not skew), and with
+//!   `NUMAFIT_BENCH_AGAINST` pairs of the two builds' `component` fits (`NUMAFIT_BENCH_PAIRS_CASES`:
+//!   the case-name prefixes to pair, comma-separated; all by default).
 //!
 //! Inputs are parsed once, outside the timing, like the Nova reference figures ("pre-built
 //! objects"). `scripts/bench-report.py` turns the results into the ratio table.
@@ -26,12 +30,20 @@ use numafit_host::formats::{self, HostJson, LimitsJson, RequestInput, RequestJso
 use numafit_host::runtime::{wit, Plugin, PluginLimits, PluginPool};
 use numafit_plugin::{Policy, PreparedHost, Strategy, ValidRequest};
 
+#[path = "support/pairs.rs"]
+mod pairs;
+
 fn cases() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/bench");
     let mut v: Vec<PathBuf> =
         std::fs::read_dir(&dir).expect("bench fixtures").filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
     v.sort();
     v
+}
+
+/// Whether `NUMAFIT_BENCH_PAIRS_CASES` (case-name prefixes, comma-separated) selects `case`.
+fn group_selected(case: &str) -> bool {
+    std::env::var("NUMAFIT_BENCH_PAIRS_CASES").map_or(true, |list| list.split(',').any(|p| case.starts_with(p.trim())))
 }
 
 fn bench(c: &mut Criterion) {
@@ -73,6 +85,20 @@ fn bench(c: &mut Criterion) {
             b.iter(|| plugin.fit_loaded(&loaded, &wrequest, &wlimits).expect("no trap").is_ok())
         });
         group.bench_function("component-stateless", |b| b.iter(|| plugin.fit(&whost, &wrequest, &wlimits).expect("no trap").is_ok()));
+        let pairs: usize = std::env::var("NUMAFIT_BENCH_PAIRS").ok().and_then(|n| n.parse().ok()).unwrap_or(0);
+        const FITS_PER_HALF: usize = 2000;
+        if pairs > 0 && group_selected(&name) {
+            let summary = pairs::in_pairs(
+                pairs,
+                || (0..FITS_PER_HALF).for_each(|_| drop(std::hint::black_box(Policy::Nova.fit_valid(&nhost, &nguest, &nlimits)))),
+                || {
+                    (0..FITS_PER_HALF)
+                        .for_each(|_| drop(std::hint::black_box(plugin.fit_loaded_request(&loaded, &request, &wlimits).expect("no trap"))))
+                },
+            );
+            eprintln!("fit/{name}: {pairs} pairs of {FITS_PER_HALF} native and {FITS_PER_HALF} component fits: {summary}");
+        }
+        let (loaded_here, request_here) = (&loaded, &request);
         if let Some(other) = against.as_mut() {
             let loaded = other.load(whost.clone()).expect("no trap").expect("valid host");
             let request = other.load_request(wrequest.clone()).expect("no trap").expect("valid request");
@@ -81,6 +107,23 @@ fn bench(c: &mut Criterion) {
             group.bench_function("component-against", |b| {
                 b.iter(|| other.fit_loaded_request(&loaded, &request, &wlimits).expect("no trap").is_ok())
             });
+            if pairs > 0 && group_selected(&name) {
+                let summary = pairs::in_pairs_named(
+                    pairs,
+                    "this/other",
+                    &mut || {
+                        (0..FITS_PER_HALF).for_each(|_| {
+                            drop(std::hint::black_box(other.fit_loaded_request(&loaded, &request, &wlimits).expect("no trap")))
+                        })
+                    },
+                    &mut || {
+                        (0..FITS_PER_HALF).for_each(|_| {
+                            drop(std::hint::black_box(plugin.fit_loaded_request(&loaded_here, &request_here, &wlimits).expect("no trap")))
+                        })
+                    },
+                );
+                eprintln!("fit/{name}: {pairs} pairs of {FITS_PER_HALF} fits of the other build and of this one: {summary}");
+            }
             other.unload_request(request).expect("unload");
             other.unload(loaded).expect("unload");
         }

@@ -24,6 +24,10 @@ use numafit_host::runtime::{wit, Plugin, PluginLimits};
 use numafit_plugin::{Policy, PreparedHost, Strategy, ValidRequest};
 use serde_json::json;
 
+#[path = "support/pairs.rs"]
+mod pairs;
+use pairs::{in_pairs, in_pairs_named};
+
 const HOSTS: usize = 10_000;
 const CELLS: u32 = 8;
 const PCPUS: u32 = 64;
@@ -194,42 +198,3 @@ fn bench(c: &mut Criterion) {
 
 criterion_group!(benches, bench);
 criterion_main!(benches);
-
-/// `rounds` pairs of a native and a component call, timed back to back, each going first in every
-/// other pair (so neither always finds the caches the other left): their mean times and the
-/// distribution of the ratio per pair.
-fn in_pairs(rounds: usize, mut native: impl FnMut(), mut component: impl FnMut()) -> String {
-    in_pairs_named(rounds, "component/native", &mut native, &mut component)
-}
-
-/// `in_pairs` of any two calls, the ratio (second over first) named `ratio`.
-fn in_pairs_named(rounds: usize, ratio: &str, native: &mut dyn FnMut(), component: &mut dyn FnMut()) -> String {
-    let timed = |call: &mut dyn FnMut()| {
-        let started = std::time::Instant::now();
-        call();
-        started.elapsed().as_secs_f64()
-    };
-    let (mut ratios, mut native_total, mut component_total) = (Vec::with_capacity(rounds), 0.0, 0.0);
-    for pair in 0..rounds {
-        let (n, c) = if pair % 2 == 0 {
-            let n = timed(native);
-            (n, timed(component))
-        } else {
-            let c = timed(component);
-            (timed(native), c)
-        };
-        ratios.push(c / n);
-        (native_total, component_total) = (native_total + n, component_total + c);
-    }
-    ratios.sort_by(f64::total_cmp);
-    format!(
-        "{:.1} and {:.1} ms on average; {ratio} per pair: median {:.2}, quartiles {:.2}-{:.2}, range {:.2}-{:.2}",
-        native_total / rounds as f64 * 1e3,
-        component_total / rounds as f64 * 1e3,
-        ratios[rounds / 2],
-        ratios[rounds / 4],
-        ratios[3 * rounds / 4],
-        ratios[0],
-        ratios[rounds - 1],
-    )
-}

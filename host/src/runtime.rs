@@ -586,7 +586,7 @@ impl Plugin {
     /// nothing: the request is sent, and checked, with each fit.
     pub fn load_request(&mut self, request: wit::Request) -> Result<Result<LoadedRequest, String>> {
         // The core's model of it, to read packed placements by (0.5): they leave out its part.
-        let model = crate::contract::latest::convert::request_from_wit(request.clone()).ok().map(Arc::new);
+        let model = crate::contract::RequestModel::of(request.clone()).ok().map(Arc::new);
         let loaded = LoadedRequest { request, model, handles: Handles::new(self.shared.id, &self.shared.name, self.shared.book.clone()) };
         Ok(self.ensure_request_loaded(&loaded)?.map(|_| loaded))
     }
@@ -696,7 +696,7 @@ impl Plugin {
 pub enum FitBatch {
     Packed {
         batch: Box<numafit_plugin::Batch<numafit_plugin::PackedPlacements>>,
-        guest: Arc<numafit_plugin::GuestTopology>,
+        guest: Arc<crate::contract::RequestModel>,
         policy: Arc<str>,
     },
     Columns(Box<numafit_plugin::Batch>),
@@ -725,7 +725,7 @@ impl FitBatch {
             answers.into_iter().map(|a| a.map(placement_to_wit).map_err(rejection_to_wit)).collect()
         };
         match self {
-            FitBatch::Packed { batch, guest, policy } => Ok(rows(batch.answers(&guest, &policy)?)),
+            FitBatch::Packed { batch, guest, policy } => Ok(rows(batch.answers(&guest.guest, &policy)?)),
             FitBatch::Columns(b) => Ok(rows(b.answers()?)),
             FitBatch::Rows(r) => Ok(r),
         }

@@ -179,7 +179,7 @@ impl Batch<PackedPlacements> {
     /// An empty batch of packed placements, with room for `hosts` answers as if each placed `guest`.
     pub fn packed(hosts: usize, guest: &GuestTopology) -> Self {
         const RESERVE_WORDS: usize = 1 << 24;
-        let per_placement = crate::packed::words_for(guest, 1);
+        let per_placement = crate::packed::words_for(guest);
         let mut batch = Batch::<PackedPlacements>::default();
         batch.fits.reserve(hosts);
         batch.placed.words.reserve(hosts.saturating_mul(per_placement).min(RESERVE_WORDS));

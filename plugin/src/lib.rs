@@ -96,7 +96,7 @@ impl Policy {
         limits: &Limits,
         out: &mut PackedPlacements,
     ) -> Result<(), Rejection> {
-        out.words.reserve(packed::words_for(guest.get(), 1));
+        out.words.reserve(packed::words_for(guest.get()));
         self.decide(host, guest, limits, &mut search::Slots::new()).place_into(out)
     }
 

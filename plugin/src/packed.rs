@@ -158,7 +158,7 @@ pub fn read_guest_cells<'a, 'g>(
         let g = guest.cells.get(c.guest_cell as usize).ok_or_else(|| {
             format!("packed placement: guest cell {} is not one of the request's {} cells", c.guest_cell, guest.cells.len())
         })?;
-        if c.pinned.len() > g.pcpuset.len() {
+        if !c.pinned.is_empty() && c.pinned.len() > g.pcpuset.len() {
             return Err(format!(
                 "packed placement: guest cell {} has {} dedicated vCPUs, not {} pinned host CPUs",
                 c.guest_cell,
@@ -189,9 +189,10 @@ pub fn read_placement<'a>(words: &'a [u32], guest: &GuestTopology, policy: &str)
     Ok((Placement::of(guest, policy, cells), rest))
 }
 
-/// Words one packed placement of `guest` takes (at most, with `emulator` emulator CPUs).
-pub fn words_for(guest: &GuestTopology, emulator: usize) -> usize {
-    1 + guest.cells.iter().map(|c| CELL_HEAD + c.pcpuset.len()).sum::<usize>() + emulator
+/// Words one packed placement of `guest` takes at most (isolated emulator threads take one host
+/// CPU). Exact room matters: the bindings shrink a returned list to its length, a copy.
+pub fn words_for(guest: &GuestTopology) -> usize {
+    1 + guest.cells.iter().map(|c| CELL_HEAD + c.pcpuset.len()).sum::<usize>() + usize::from(guest.emulator_isolated())
 }
 
 #[cfg(test)]

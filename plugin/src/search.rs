@@ -28,8 +28,8 @@ use crate::request::{GuestTopology, ValidRequest};
 use crate::scoring::cell_order;
 use crate::topology::HostTopology;
 
-/// Room for a search's memoised fits: inline for up to 4 guest cells on 8 host cells (or 2 on
-/// 16). The caller keeps it, so a search's table is a few references (not moved with its fits),
+/// Room for a search's memoised fits, a row per guest cell that is its own twin: inline for up
+/// to 4 such rows on 8 host cells (or 2 on 16). The caller keeps it, so a search's table is a few references (not moved with its fits),
 /// and a batch reuses one for every host.
 pub(crate) type Slots = SmallVec<[Option<Result<CellFit, Refusal>>; 32]>;
 
@@ -62,27 +62,38 @@ impl<'a> FitTable<'a> {
         let guest = request.get();
         let order = cell_order(host, guest, limits.strategy);
         fits.clear();
-        fits.resize(guest.cells.len() * order.len(), None);
-        FitTable { host: host.host(), cores: host.cores(), guest, request, limits, packing, order, fits, all_matchable: Cell::new(None) }
+        let table = FitTable {
+            host: host.host(),
+            cores: host.cores(),
+            guest,
+            request,
+            limits,
+            packing,
+            order,
+            fits,
+            all_matchable: Cell::new(None),
+        };
+        // A row per guest cell that is its own twin (its twins read its row): a request of cells
+        // that ask alike, as most are, fills one row, not one per cell.
+        let rows = (0..guest.cells.len()).map(|g| table.twin(g) + 1).max().unwrap_or(0);
+        table.fits.resize(rows * order.len(), None);
+        table
     }
 
     pub(crate) fn columns(&self) -> usize {
         self.order.len()
     }
 
-    /// Whether guest cell `g` fits the host cell at trial position `k`, computed once.
+    /// Whether guest cell `g` fits the host cell at trial position `k`, computed once for it and
+    /// its twins.
     pub(crate) fn fits(&mut self, g: usize, k: usize) -> bool {
-        let slot = g * self.order.len() + k;
+        let twin = self.twin(g);
+        let slot = twin * self.order.len() + k;
         if self.fits[slot].is_none() {
-            let twin = self.twin(g);
-            self.fits[slot] = match &self.fits[twin * self.order.len() + k] {
-                Some(decided) if twin != g => Some(decided.clone()),
-                _ => {
-                    let emulator = self.emulator(g);
-                    let (host_cell, cores) = (&self.host.cells[self.order[k]], &self.cores[self.order[k]]);
-                    Some(fit_cell_packed(host_cell, cores, &self.guest.cells[g], self.guest, self.limits, emulator, self.packing))
-                }
-            };
+            let emulator = self.emulator(twin);
+            let (host_cell, cores) = (&self.host.cells[self.order[k]], &self.cores[self.order[k]]);
+            self.fits[slot] =
+                Some(fit_cell_packed(host_cell, cores, &self.guest.cells[twin], self.guest, self.limits, emulator, self.packing));
         }
         matches!(self.fits[slot], Some(Ok(_)))
     }
@@ -116,6 +127,9 @@ impl<'a> FitTable<'a> {
 
     pub(crate) fn fill(&mut self) {
         for g in 0..self.guest.cells.len() {
+            if self.twin(g) != g {
+                continue; // it reads its twin's row
+            }
             for k in 0..self.columns() {
                 self.fits(g, k);
             }
@@ -123,7 +137,7 @@ impl<'a> FitTable<'a> {
     }
 
     pub(crate) fn result(&self, g: usize, k: usize) -> Option<&Result<CellFit, Refusal>> {
-        self.fits[g * self.order.len() + k].as_ref()
+        self.fits.get(self.twin(g) * self.order.len() + k).and_then(Option::as_ref)
     }
 
     /// The PCI and network checks on a complete assignment (trial positions per guest cell).

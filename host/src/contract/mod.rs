@@ -130,22 +130,56 @@ pub fn placement_from_rows(
     p
 }
 
+/// A loaded request as the host reads its packed placements (contract 0.5) back: the core's
+/// model, and what every placement of it repeats, worked out once at load rather than per answer.
+#[derive(Clone, Debug)]
+pub struct RequestModel {
+    pub guest: numafit_plugin::GuestTopology,
+    /// Per guest cell, its floating and its dedicated vCPUs, ascending.
+    vcpus: Vec<CellVcpus>,
+    shared_total: usize,
+    dedicated_total: usize,
+    cpu_policy: Option<wit::CpuPolicy>,
+    thread_policy: Option<wit::ThreadPolicy>,
+    emulator_threads: Option<wit::EmulatorThreadsPolicy>,
+}
+
+#[derive(Clone, Debug)]
+struct CellVcpus {
+    shared: Vec<u32>,
+    dedicated: Vec<u32>,
+}
+
+impl RequestModel {
+    /// The model of a request, or why the core refuses it.
+    pub fn of(request: wit::Request) -> Result<Self, String> {
+        use latest::convert::{cpu_policy_to_wit, emulator_to_wit, request_from_wit, thread_policy_to_wit};
+        let guest = request_from_wit(request)?;
+        let vcpus: Vec<CellVcpus> =
+            guest.cells.iter().map(|c| CellVcpus { shared: c.cpuset.to_vec(), dedicated: c.pcpuset.to_vec() }).collect();
+        Ok(RequestModel {
+            shared_total: vcpus.iter().map(|c| c.shared.len()).sum(),
+            dedicated_total: vcpus.iter().map(|c| c.dedicated.len()).sum(),
+            vcpus,
+            cpu_policy: guest.cpu_policy.map(cpu_policy_to_wit),
+            thread_policy: guest.thread_policy.map(thread_policy_to_wit),
+            emulator_threads: guest.emulator_threads.map(emulator_to_wit),
+            guest,
+        })
+    }
+}
+
 /// A packed placement (contract 0.5) at the start of `words` as the contract's record, by
-/// `policy`: its memory, floating and dedicated vCPUs and CPU policies are `guest`'s, the request
-/// the host loaded. Also the words after it. Built straight into the record's columns.
-pub fn placement_from_packed<'a>(
-    words: &'a [u32],
-    guest: &numafit_plugin::GuestTopology,
-    policy: &str,
-) -> Result<(wit::Placement, &'a [u32]), String> {
-    use latest::convert::{cpu_policy_to_wit, emulator_to_wit, push_members, thread_policy_to_wit};
-    let cells = words.first().map_or(0, |&n| (n as usize).min(guest.cells.len()));
-    let (shared, pinned) = guest.cells.iter().fold((0, 0), |(s, p), c| (s + c.cpuset.len(), p + c.pcpuset.len()));
+/// `policy`: its memory, floating and dedicated vCPUs and CPU policies are the request's the
+/// host loaded (`model`). Also the words after it. Built straight into the record's columns.
+pub fn placement_from_packed<'a>(words: &'a [u32], model: &RequestModel, policy: &str) -> Result<(wit::Placement, &'a [u32]), String> {
+    let cells = words.first().map_or(0, |&n| (n as usize).min(model.vcpus.len()));
+    let (shared, pinned) = (model.shared_total, model.dedicated_total);
     let mut p = wit::Placement {
         policy: policy.to_string(),
-        cpu_policy: guest.cpu_policy.map(cpu_policy_to_wit),
-        thread_policy: guest.thread_policy.map(thread_policy_to_wit),
-        emulator_threads: guest.emulator_threads.map(emulator_to_wit),
+        cpu_policy: model.cpu_policy,
+        thread_policy: model.thread_policy,
+        emulator_threads: model.emulator_threads,
         cells: Vec::with_capacity(cells),
         shared_vcpus: wit::CellMembers { cells: Vec::with_capacity(shared), ids: Vec::with_capacity(shared) },
         pinned: wit::PinnedVcpus {
@@ -155,16 +189,19 @@ pub fn placement_from_packed<'a>(
         },
         emulator_pcpus: wit::CellMembers { cells: Vec::new(), ids: Vec::new() },
     };
-    let rest = numafit_plugin::packed::read_guest_cells(words, guest, |c, g| {
+    let rest = numafit_plugin::packed::read_guest_cells(words, &model.guest, |c, g| {
         let n = c.guest_cell;
+        // read_guest_cells checked the guest cell exists.
+        let Some(vcpus) = model.vcpus.get(n as usize) else { return };
         p.cells.push(wit::PlacedCell { guest_cell: n, host_cell: c.host_cell, memory_mb: g.memory, page_size_kb: c.page_size_kb });
-        push_members(&mut p.shared_vcpus, n, g.cpuset.iter());
-        for (v, &pcpu) in g.pcpuset.iter().zip(c.pinned) {
-            p.pinned.cells.push(n);
-            p.pinned.vcpus.push(v);
-            p.pinned.pcpus.push(pcpu);
-        }
-        push_members(&mut p.emulator_pcpus, n, c.emulator.iter().copied());
+        p.shared_vcpus.cells.extend(std::iter::repeat_n(n, vcpus.shared.len()));
+        p.shared_vcpus.ids.extend_from_slice(&vcpus.shared);
+        let pins = c.pinned.len();
+        p.pinned.cells.extend(std::iter::repeat_n(n, pins));
+        p.pinned.vcpus.extend_from_slice(&vcpus.dedicated[..pins.min(vcpus.dedicated.len())]);
+        p.pinned.pcpus.extend_from_slice(c.pinned);
+        p.emulator_pcpus.cells.extend(std::iter::repeat_n(n, c.emulator.len()));
+        p.emulator_pcpus.ids.extend_from_slice(c.emulator);
     })?;
     Ok((p, rest))
 }

@@ -109,7 +109,7 @@ pub struct LoadedHost {
 pub struct LoadedRequest {
     pub(super) request: wit::Request,
     /// The core's model of the request (none when it does not convert: the plugin refuses it).
-    pub(super) model: Option<Arc<numafit_plugin::GuestTopology>>,
+    pub(super) model: Option<Arc<crate::contract::RequestModel>>,
     pub(super) handles: Handles,
 }
 
