@@ -195,10 +195,22 @@ unsafe impl GlobalAlloc for Arena {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let s = self.state();
-        // The most recent arena allocation grows or shrinks in place when it fits.
-        if s.owns(ptr) && ptr as usize + layout.size() == s.next && ptr as usize + new_size <= s.end {
-            s.next = ptr as usize + new_size;
-            return ptr;
+        if s.owns(ptr) {
+            // The most recent arena allocation grows or shrinks in place when it fits.
+            if ptr as usize + layout.size() == s.next && ptr as usize + new_size <= s.end {
+                s.next = ptr as usize + new_size;
+                return ptr;
+            }
+            // Any other shrinks in place, its tail unused until the call ends: the bindings
+            // shrink every list they return to its length, and a copy of a batch's answers
+            // costs as much as writing them did.
+            if new_size <= layout.size() {
+                return ptr;
+            }
+        } else if new_size <= layout.size() {
+            // The system allocator's own shrinks in place.
+            // SAFETY: not the chunk's, so the system allocator made it with this layout.
+            return unsafe { System.realloc(ptr, layout, new_size) };
         }
         // SAFETY: the layout is valid (same alignment, size checked by the caller's contract).
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
