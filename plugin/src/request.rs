@@ -119,6 +119,12 @@ impl GuestTopology {
         self.emulator_threads == Some(EmulatorThreads::Isolate)
     }
 
+    /// Extra pinned CPUs guest cell `g` takes: isolated emulator threads are charged to the host
+    /// cell of guest cell 0.
+    pub fn emulator_cpus(&self, g: usize) -> usize {
+        usize::from(g == 0 && self.emulator_isolated())
+    }
+
     /// Thread policy in effect for pinned vCPUs (Nova defaults to prefer).
     pub fn effective_thread_policy(&self) -> ThreadPolicy {
         self.thread_policy.unwrap_or(ThreadPolicy::Prefer)
@@ -210,9 +216,10 @@ impl RequestError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ValidRequest<'a> {
     guest: Cow<'a, GuestTopology>,
-    /// For each guest cell, the first cell that asks what it asks (`GuestCell::asks_as`), itself
-    /// when none before it does. Flavors split a guest evenly, so a search decides such cells'
-    /// fits once per host cell, and a rejection words their refusals once.
+    /// For each guest cell, the first cell that asks what it asks (`GuestCell::asks_as`) and takes
+    /// as many emulator CPUs, itself when none before it does. Flavors split a guest evenly, so a
+    /// search decides such cells' fits once per host cell, and a rejection words their refusals
+    /// once.
     twins: SmallVec<[usize; 16]>,
     /// Each guest cell's dedicated vCPUs, ascending: what every placement's pinned pairs list.
     dedicated: Vec<Vec<u32>>,
@@ -235,8 +242,8 @@ impl<'a> ValidRequest<'a> {
         &self.guest
     }
 
-    /// For each guest cell, the first cell that asks what it asks (itself when none before it
-    /// does).
+    /// For each guest cell, the first cell that asks what it asks and takes as many emulator CPUs
+    /// (itself when none before it does).
     pub fn twins(&self) -> &[usize] {
         &self.twins
     }
@@ -257,7 +264,7 @@ fn twins(guest: &GuestTopology) -> SmallVec<[usize; 16]> {
     let mut heads: SmallVec<[usize; 16]> = SmallVec::new();
     let cells = &guest.cells;
     (0..cells.len())
-        .map(|g| match heads.iter().find(|&&h| cells[h].asks_as(&cells[g])) {
+        .map(|g| match heads.iter().find(|&&h| cells[h].asks_as(&cells[g]) && guest.emulator_cpus(h) == guest.emulator_cpus(g)) {
             Some(&h) => h,
             None => {
                 if heads.len() < 64 {

@@ -98,19 +98,14 @@ impl<'a> FitTable<'a> {
         matches!(self.fits[slot], Some(Ok(_)))
     }
 
-    /// Extra pinned CPUs guest cell `g` takes: the emulator threads' are charged to the host
-    /// cell of guest cell 0.
     fn emulator(&self, g: usize) -> usize {
-        usize::from(g == 0 && self.guest.emulator_isolated())
+        self.guest.emulator_cpus(g)
     }
 
     /// The first guest cell whose fits and refusals are cell `g`'s on every host cell: one that
     /// asks the same and takes the same emulator CPUs (`g` itself when none before it does).
     pub(crate) fn twin(&self, g: usize) -> usize {
-        match self.request.twins().get(g) {
-            Some(&t) if self.emulator(t) == self.emulator(g) => t,
-            _ => g,
-        }
+        self.request.twins().get(g).copied().unwrap_or(g)
     }
 
     /// The CPUs of guest cell `g` on the host cell at trial position `k`, which it fits.
