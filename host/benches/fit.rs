@@ -118,7 +118,7 @@ fn bench(c: &mut Criterion) {
                     },
                     &mut || {
                         (0..FITS_PER_HALF).for_each(|_| {
-                            drop(std::hint::black_box(plugin.fit_loaded_request(&loaded_here, &request_here, &wlimits).expect("no trap")))
+                            drop(std::hint::black_box(plugin.fit_loaded_request(loaded_here, request_here, &wlimits).expect("no trap")))
                         })
                     },
                 );

@@ -322,7 +322,10 @@ impl Decision<'_> {
     /// The answer: a placement written into `out` (packed words), or the rejection.
     pub(crate) fn place_into(self, out: &mut impl PlacementSink) -> Result<(), Rejection> {
         match self {
-            Decision::Placed(table, assign) => Ok(placement_into(&table, &assign, out)),
+            Decision::Placed(table, assign) => {
+                placement_into(&table, &assign, out);
+                Ok(())
+            }
             Decision::Refused(table) => Err(rejection_from(&table)),
             Decision::Answered(answer) => answer.map(|p| out.placement(&p)),
         }
