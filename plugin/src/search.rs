@@ -29,8 +29,8 @@ use crate::scoring::cell_order;
 use crate::topology::HostTopology;
 
 /// Room for a search's memoised fits, a row per guest cell that is its own twin: inline for up
-/// to 4 such rows on 8 host cells (or 2 on 16). The caller keeps it, so a search's table is a few references (not moved with its fits),
-/// and a batch reuses one for every host.
+/// to 4 such rows on 8 host cells (or 2 on 16). The caller keeps it, so a search's table is a few
+/// references (not moved with its fits), and a batch reuses one for every host.
 pub(crate) type Slots = SmallVec<[Option<Result<CellFit, Refusal>>; 32]>;
 
 /// Memoised fits of guest cells (rows) on host cells (columns, in trial order).
