@@ -158,6 +158,7 @@ pub fn read_guest_cells<'a, 'g>(
         let g = guest.cells.get(c.guest_cell as usize).ok_or_else(|| {
             format!("packed placement: guest cell {} is not one of the request's {} cells", c.guest_cell, guest.cells.len())
         })?;
+        // A cell that pins nothing fits any guest cell: no bit count for the shared guests.
         if !c.pinned.is_empty() && c.pinned.len() > g.pcpuset.len() {
             return Err(format!(
                 "packed placement: guest cell {} has {} dedicated vCPUs, not {} pinned host CPUs",

@@ -90,16 +90,12 @@ impl<'a> FitTable<'a> {
         let twin = self.twin(g);
         let slot = twin * self.order.len() + k;
         if self.fits[slot].is_none() {
-            let emulator = self.emulator(twin);
+            let emulator = self.guest.emulator_cpus(twin);
             let (host_cell, cores) = (&self.host.cells[self.order[k]], &self.cores[self.order[k]]);
             self.fits[slot] =
                 Some(fit_cell_packed(host_cell, cores, &self.guest.cells[twin], self.guest, self.limits, emulator, self.packing));
         }
         matches!(self.fits[slot], Some(Ok(_)))
-    }
-
-    fn emulator(&self, g: usize) -> usize {
-        self.guest.emulator_cpus(g)
     }
 
     /// The first guest cell whose fits and refusals are cell `g`'s on every host cell: one that
@@ -111,13 +107,13 @@ impl<'a> FitTable<'a> {
     /// The CPUs of guest cell `g` on the host cell at trial position `k`, which it fits.
     pub(crate) fn pinning(&self, g: usize, k: usize, fit: &CellFit) -> CellPinning {
         let (host_cell, cores) = (&self.host.cells[self.order[k]], &self.cores[self.order[k]]);
-        fit.pinning(host_cell, cores, self.request.dedicated(g), self.emulator(g))
+        fit.pinning(host_cell, cores, self.request.dedicated(g), self.guest.emulator_cpus(g))
     }
 
     /// `pinning`, written into `out`.
     fn pin_into(&self, g: usize, k: usize, fit: &CellFit, out: &mut impl PinSink) {
         let (host_cell, cores) = (&self.host.cells[self.order[k]], &self.cores[self.order[k]]);
-        fit.pin_into(host_cell, cores, self.request.dedicated(g), self.emulator(g), out)
+        fit.pin_into(host_cell, cores, self.request.dedicated(g), self.guest.emulator_cpus(g), out)
     }
 
     pub(crate) fn fill(&mut self) {
