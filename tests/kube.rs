@@ -476,12 +476,16 @@ fn the_claims_of_deleted_or_ended_pods_are_released_and_no_other_claim_is() {
     let mut x = c.extender.client();
     let pods: Vec<Value> =
         ["kept", "deleted", "ended", "moved"].iter().map(|n| pod(&format!("{n}-0"), &format!("uid-{n}"), "1", "256Mi")).collect();
+    // Each Binding takes longer than a release pass (and there is no grace): a claim whose
+    // Binding is on its way is not released for the pod not yet being listed on the node.
+    c.api.slow_bindings(350);
     for p in &pods {
         c.api.add_pod(p);
         assert_eq!(x.post("/scheduler/filter", &names_args(p, &["node-a"])).json()["NodeNames"], json!(["node-a"]));
         assert_eq!(x.post("/scheduler/bind", &bind_args(p, "node-a")).json(), json!({"Error": ""}));
     }
     // A claim that is not a pod's (a VM, `numafit run`) is never the extender's to release.
+    c.api.slow_bindings(0);
     assert_eq!(a.claim("vm-1", dedicated(1, 256)).status, 201);
     let has = |id: &str| a.daemon.client().get(&format!("/v1/claims/{id}")).status == 200;
     assert!(has("pod:uid-kept") && has("pod:uid-deleted") && has("vm-1"));

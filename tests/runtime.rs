@@ -23,7 +23,10 @@ fn native_case(dir: &std::path::Path) -> (numafit_plugin::HostTopology, numafit_
     (host, guest, limits)
 }
 
-fn native(dir: &std::path::Path) -> Result<Vec<(u32, Vec<(u32, u32)>, Vec<u32>, Option<u32>)>, String> {
+/// One placed guest cell as the tests compare it: host cell, pinning, emulator CPUs, page size.
+type PlacedCell = (u32, Vec<(u32, u32)>, Vec<u32>, Option<u32>);
+
+fn native(dir: &std::path::Path) -> Result<Vec<PlacedCell>, String> {
     let (host, guest, limits) = native_case(dir);
     numafit_plugin::fit(&host, &guest, &limits)
         .map(|p| p.cells.iter().map(|c| (c.host_cell, c.pinning.clone(), c.emulator.clone(), c.pagesize_kb)).collect())
@@ -37,11 +40,11 @@ fn assert_loaded_answers(
     (host, request, limits): (&wit::Host, &wit::Request, &wit::Limits),
     stateless: &Result<wit::Placement, wit::Rejection>,
 ) {
-    let mut loaded = plugin.load(host.clone()).expect("no trap").expect("valid host");
-    let again = plugin.fit_loaded(&mut loaded, request, limits).expect("no trap");
+    let loaded = plugin.load(host.clone()).expect("no trap").expect("valid host");
+    let again = plugin.fit_loaded(&loaded, request, limits).expect("no trap");
     assert_eq!(format!("{again:?}"), format!("{stateless:?}"), "{}: loaded host vs stateless", dir.display());
-    let mut loaded_request = plugin.load_request(request.clone()).expect("no trap").expect("valid request");
-    let both = plugin.fit_loaded_request(&mut loaded, &mut loaded_request, limits).expect("no trap");
+    let loaded_request = plugin.load_request(request.clone()).expect("no trap").expect("valid request");
+    let both = plugin.fit_loaded_request(&loaded, &loaded_request, limits).expect("no trap");
     assert_eq!(format!("{both:?}"), format!("{stateless:?}"), "{}: loaded request vs stateless", dir.display());
     plugin.unload_request(loaded_request).expect("unloads");
     plugin.unload(loaded).expect("unloads");
@@ -142,16 +145,16 @@ fn fit_loaded_answers_each_loaded_host_in_one_call() {
     for h in [fits.clone(), too_small, fits] {
         hosts.push(plugin.load(h).expect("no trap").expect("valid host"));
     }
-    let answers = plugin.fit_loaded_many(&mut hosts, &request, &limits).expect("no trap");
+    let answers = plugin.fit_loaded_many(&hosts, &request, &limits).expect("no trap");
     assert_eq!(answers.len(), 3);
     assert!(answers[0].is_ok() && answers[2].is_ok());
     assert!(answers[1].as_ref().unwrap_err().summary.contains("2 NUMA cells, the guest needs 4"));
     // An invalid request gets, from every host, the rejection a single fit gives it.
     let mut invalid = request.clone();
     invalid.shared_vcpus = wit::CellMembers { cells: vec![0], ids: vec![99] };
-    let single = plugin.fit_loaded(&mut hosts[0], &invalid, &limits).expect("no trap").expect_err("invalid");
+    let single = plugin.fit_loaded(&hosts[0], &invalid, &limits).expect("no trap").expect_err("invalid");
     assert!(single.summary.starts_with("invalid request: "), "{}", single.summary);
-    let answers = plugin.fit_loaded_many(&mut hosts, &invalid, &limits).expect("no trap");
+    let answers = plugin.fit_loaded_many(&hosts, &invalid, &limits).expect("no trap");
     let single = format!("{:?}", Err::<(), _>(&single));
     assert!(answers.iter().all(|a| format!("{:?}", a.as_ref().map(|_| ())) == single), "{answers:?}");
     // An inconsistent host is refused when it is loaded, with the reason.
@@ -193,12 +196,12 @@ fn the_component_refuses_requests_whose_vcpu_columns_are_inconsistent() {
     let mut twice = request.clone();
     twice.dedicated_vcpus.cells.push(0);
     twice.dedicated_vcpus.ids.push(twice.dedicated_vcpus.ids[0]);
-    let mut loaded = plugin.load(host).expect("no trap").expect("valid host");
-    let r = plugin.fit_loaded(&mut loaded, &twice, &limits).expect("no trap").expect_err("refused");
+    let loaded = plugin.load(host).expect("no trap").expect("valid host");
+    let r = plugin.fit_loaded(&loaded, &twice, &limits).expect("no trap").expect_err("refused");
     assert!(r.summary.contains("listed twice"), "{}", r.summary);
     let mut elsewhere = request;
     elsewhere.dedicated_vcpus.cells[0] = 9;
-    let r = plugin.fit_loaded(&mut loaded, &elsewhere, &limits).expect("no trap").expect_err("refused");
+    let r = plugin.fit_loaded(&loaded, &elsewhere, &limits).expect("no trap").expect_err("refused");
     assert!(r.summary.contains("guest cell 9"), "{}", r.summary);
 }
 
@@ -226,14 +229,14 @@ fn a_loaded_request_survives_a_trap_of_its_plugin() {
     let mut plugin = Plugin::embedded(PluginLimits { fuel: 1_000_000, ..PluginLimits::default() }).unwrap();
     let (host, request, limits) = load_case(&fixture("bench/02-8cell-legacy-4cell-isolate"));
     let (big, hard, hard_limits) = load_case(&fixture("bench/12-64cell-16cell-last-fits-nowhere"));
-    let mut loaded = plugin.load(host).expect("no trap").expect("valid host");
-    let mut loaded_request = plugin.load_request(request).expect("no trap").expect("valid request");
-    let before = plugin.fit_loaded_request(&mut loaded, &mut loaded_request, &limits).expect("no trap");
+    let loaded = plugin.load(host).expect("no trap").expect("valid host");
+    let loaded_request = plugin.load_request(request).expect("no trap").expect("valid request");
+    let before = plugin.fit_loaded_request(&loaded, &loaded_request, &limits).expect("no trap");
     assert!(before.is_ok());
     let err = plugin.fit(&big, &hard, &hard_limits).expect_err("runs out of fuel");
     assert!(matches!(err.downcast_ref::<PluginError>(), Some(PluginError::OutOfFuel { .. })), "{err}");
     // Both handles were in the instance that trapped: host and request are loaded again, transparently.
-    let after = plugin.fit_loaded_request(&mut loaded, &mut loaded_request, &limits).expect("fresh instance answers");
+    let after = plugin.fit_loaded_request(&loaded, &loaded_request, &limits).expect("fresh instance answers");
     assert_eq!(format!("{after:?}"), format!("{before:?}"));
     plugin.unload_request(loaded_request).expect("unloads");
     plugin.unload(loaded).expect("unloads");
@@ -271,12 +274,12 @@ fn a_plugin_built_against_contract_0_2_keeps_loading() {
     for dir in bench_cases() {
         let (host, request, limits) = load_case(&dir);
         // No request-state in 0.2: the host keeps the request and sends it with each fit.
-        let mut old_host = old.load(host.clone()).expect("no trap").expect("valid host");
-        let mut old_request = old.load_request(request.clone()).expect("no trap").expect("kept on the host side");
-        let old_answer = old.fit_loaded_request(&mut old_host, &mut old_request, &limits).expect("no trap");
-        let mut new_host = new.load(host.clone()).expect("no trap").expect("valid host");
-        let mut new_request = new.load_request(request.clone()).expect("no trap").expect("valid request");
-        let new_answer = new.fit_loaded_request(&mut new_host, &mut new_request, &limits).expect("no trap");
+        let old_host = old.load(host.clone()).expect("no trap").expect("valid host");
+        let old_request = old.load_request(request.clone()).expect("no trap").expect("kept on the host side");
+        let old_answer = old.fit_loaded_request(&old_host, &old_request, &limits).expect("no trap");
+        let new_host = new.load(host.clone()).expect("no trap").expect("valid host");
+        let new_request = new.load_request(request.clone()).expect("no trap").expect("valid request");
+        let new_answer = new.fit_loaded_request(&new_host, &new_request, &limits).expect("no trap");
         assert_eq!(format!("{old_answer:?}"), format!("{new_answer:?}"), "{}", dir.display());
         old.unload_request(old_request).unwrap();
         old.unload(old_host).unwrap();
@@ -288,9 +291,9 @@ fn a_plugin_built_against_contract_0_2_keeps_loading() {
     let mut bad = request;
     bad.dedicated_vcpus.cells[0] = 9;
     let reason = new.load_request(bad.clone()).expect("no trap").err().expect("0.3 refuses it when loaded");
-    let mut kept = old.load_request(bad).expect("no trap").expect("0.2: nothing to check yet");
-    let mut old_host = old.load(host).expect("no trap").expect("valid host");
-    let refused = old.fit_loaded_request(&mut old_host, &mut kept, &limits).expect("no trap").expect_err("refused");
+    let kept = old.load_request(bad).expect("no trap").expect("0.2: nothing to check yet");
+    let old_host = old.load(host).expect("no trap").expect("valid host");
+    let refused = old.fit_loaded_request(&old_host, &kept, &limits).expect("no trap").expect_err("refused");
     assert_eq!(refused.summary, format!("invalid request: {reason}"));
 }
 
@@ -341,9 +344,9 @@ fn a_loaded_host_survives_a_trap_of_its_plugin() {
     // and search it exhaustively in one stateless call: measured with an ample budget first, so
     // the test follows the policy's speed.
     let mut measure = Plugin::embedded(PluginLimits::default()).unwrap();
-    let mut probe = measure.load(host.clone()).expect("no trap").expect("valid host");
+    let probe = measure.load(host.clone()).expect("no trap").expect("valid host");
     let load_fuel = measure.fuel_used().expect("live");
-    measure.fit_loaded(&mut probe, &easy, &easy_limits).expect("no trap").expect("fits");
+    measure.fit_loaded(&probe, &easy, &easy_limits).expect("no trap").expect("fits");
     let easy_fuel = measure.fuel_used().expect("live");
     measure.fit(&host, &hard, &hard_limits).expect("no trap").expect_err("fits nowhere");
     let hard_fuel = measure.fuel_used().expect("live");
@@ -351,12 +354,12 @@ fn a_loaded_host_survives_a_trap_of_its_plugin() {
     assert!(hard_fuel > enough + enough / 5, "the hard call ({hard_fuel} fuel) must need clearly more than {enough}");
     let budget = (enough + hard_fuel) / 2;
     let mut plugin = Plugin::embedded(PluginLimits { fuel: budget, ..PluginLimits::default() }).unwrap();
-    let mut loaded = plugin.load(host.clone()).expect("no trap").expect("valid host");
-    let before = plugin.fit_loaded(&mut loaded, &easy, &easy_limits).expect("no trap");
+    let loaded = plugin.load(host.clone()).expect("no trap").expect("valid host");
+    let before = plugin.fit_loaded(&loaded, &easy, &easy_limits).expect("no trap");
     let err = plugin.fit(&host, &hard, &hard_limits).expect_err("runs out of fuel");
     assert!(matches!(err.downcast_ref::<PluginError>(), Some(PluginError::OutOfFuel { .. })), "{err}");
     // The trapped instance is gone with the loaded host in it; the host is loaded again transparently.
-    let after = plugin.fit_loaded(&mut loaded, &easy, &easy_limits).expect("fresh instance answers");
+    let after = plugin.fit_loaded(&loaded, &easy, &easy_limits).expect("fresh instance answers");
     assert_eq!(format!("{after:?}"), format!("{before:?}"));
     plugin.unload(loaded).expect("unloading a host of a dropped instance is a no-op");
 }
@@ -367,13 +370,13 @@ fn the_guests_memory_does_not_grow_across_loads() {
     let (host, request, limits) = load_case(&fixture("bench/11-16cell-8cell-last-fits-nowhere"));
     let (fits, freq, flimits) = load_case(&fixture("bench/04-8cell-4cell-prefer"));
     let cycle = |plugin: &mut Plugin| {
-        let mut a = plugin.load(host.clone()).unwrap().unwrap();
-        let mut b = plugin.load(fits.clone()).unwrap().unwrap();
-        let mut r = plugin.load_request(freq.clone()).unwrap().unwrap();
+        let a = plugin.load(host.clone()).unwrap().unwrap();
+        let b = plugin.load(fits.clone()).unwrap().unwrap();
+        let r = plugin.load_request(freq.clone()).unwrap().unwrap();
         for _ in 0..5 {
-            plugin.fit_loaded(&mut a, &request, &limits).unwrap().unwrap_err();
-            plugin.fit_loaded(&mut b, &freq, &flimits).unwrap().unwrap();
-            plugin.fit_loaded_request(&mut b, &mut r, &flimits).unwrap().unwrap();
+            plugin.fit_loaded(&a, &request, &limits).unwrap().unwrap_err();
+            plugin.fit_loaded(&b, &freq, &flimits).unwrap().unwrap();
+            plugin.fit_loaded_request(&b, &r, &flimits).unwrap().unwrap();
         }
         plugin.unload_request(r).unwrap();
         plugin.unload(a).unwrap();
@@ -397,11 +400,11 @@ fn fits_on_a_loaded_host_reuse_the_arena() {
     let mut plugin = Plugin::embedded(PluginLimits::default()).unwrap();
     let (host, request, limits) = load_case(&fixture("bench/14-16cell-8cell-too-big"));
     assert!(!host.distances.is_empty());
-    let mut loaded = plugin.load(host.clone()).unwrap().unwrap();
-    plugin.fit_loaded(&mut loaded, &request, &limits).unwrap().unwrap_err();
+    let loaded = plugin.load(host.clone()).unwrap().unwrap();
+    plugin.fit_loaded(&loaded, &request, &limits).unwrap().unwrap_err();
     let warm = plugin.memory_bytes().expect("live instance");
     for _ in 0..800 {
-        plugin.fit_loaded(&mut loaded, &request, &limits).unwrap().unwrap_err();
+        plugin.fit_loaded(&loaded, &request, &limits).unwrap().unwrap_err();
     }
     plugin.unload(loaded).expect("unloads");
     plugin.info().expect("still answers");
@@ -421,9 +424,9 @@ fn a_plugin_built_against_contract_0_1_keeps_loading() {
     // No host-state in 0.1: the host keeps the loaded tables and sends them with each fit.
     let (host, _, limits) = load_case(&fixture("bench/01-2cell-host-2cell-dedicated"));
     let mut loaded = plugin.load(host).expect("no trap").expect("kept on the host side");
-    let polite = plugin.fit_loaded(&mut loaded, &hostile_request(5), &limits).expect("no trap");
+    let polite = plugin.fit_loaded(&loaded, &hostile_request(5), &limits).expect("no trap");
     assert!(polite.is_err(), "the hostile plugin refuses ordinary requests");
-    let lie = plugin.fit_loaded(&mut loaded, &hostile_request(4), &limits).expect("no trap").expect("its lying placement");
+    let lie = plugin.fit_loaded(&loaded, &hostile_request(4), &limits).expect("no trap").expect("its lying placement");
     assert!(!lie.cells.is_empty());
     let many = plugin.fit_loaded_many(std::slice::from_mut(&mut loaded), &hostile_request(5), &limits).expect("no trap");
     assert_eq!(many.len(), 1);

@@ -326,10 +326,8 @@ fn hot_swaps_under_load_fail_no_request_and_label_every_answer() {
                     for (r, ok) in replies {
                         answered.fetch_add(1, Ordering::Relaxed);
                         let sha = r.policy_sha();
-                        if !ok.contains(&r.status) || !sha.as_ref().is_some_and(|s| shas.contains(s)) {
-                            if r.status != 404 {
-                                failures.lock().unwrap().push(format!("{} {:?}: {}", r.status, sha, r.text()));
-                            }
+                        if (!ok.contains(&r.status) || !sha.as_ref().is_some_and(|s| shas.contains(s))) && r.status != 404 {
+                            failures.lock().unwrap().push(format!("{} {:?}: {}", r.status, sha, r.text()));
                         }
                         if let Some(sha) = sha {
                             labels.lock().unwrap().insert(sha);

@@ -53,7 +53,8 @@ fn claims_refuse_what_no_fit_could_have_produced() {
     let limits = write(&dir, "limits.json", &json!({"ram_allocation_ratio": 1.25}));
     let dedicated = Some("dedicated");
     // (name, host, placement, extra args, exit, what the output names)
-    let rows: Vec<(&str, &PathBuf, Value, Vec<&str>, i32, &str)> = vec![
+    type Row<'a> = (&'a str, &'a PathBuf, Value, Vec<&'a str>, i32, &'a str);
+    let rows: Vec<Row> = vec![
         (
             "2 MiB pages beyond the free ones",
             &full,

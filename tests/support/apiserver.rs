@@ -3,13 +3,13 @@
 //! starts with `unbindable` is refused with 409, as a pod bound already would be) and
 //! `GET /api/v1/namespaces/{ns}/pods/{name}` for the pods it is given, and
 //! `GET /api/v1/pods?fieldSelector=spec.nodeName%3DNODE` (a Binding sets the pod's node). It
-//! checks the bearer token.
+//! checks the bearer token. Bindings can be made slow, as a loaded API server's are.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
@@ -28,6 +28,8 @@ pub struct ApiServer {
     pub pods: Arc<Mutex<BTreeMap<String, Value>>>,
     /// Pod lists answer 500 while set.
     failing: Arc<AtomicBool>,
+    /// Milliseconds a Binding takes before it is made.
+    binding_ms: Arc<AtomicU64>,
 }
 
 impl ApiServer {
@@ -37,14 +39,15 @@ impl ApiServer {
         let bindings = Arc::new(Mutex::new(Vec::new()));
         let pods = Arc::new(Mutex::new(BTreeMap::new()));
         let failing = Arc::new(AtomicBool::new(false));
-        let (b, p, f, token) = (bindings.clone(), pods.clone(), failing.clone(), token.to_string());
+        let binding_ms = Arc::new(AtomicU64::new(0));
+        let (b, p, f, d, token) = (bindings.clone(), pods.clone(), failing.clone(), binding_ms.clone(), token.to_string());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (b, p, f, token) = (b.clone(), p.clone(), f.clone(), token.clone());
-                std::thread::spawn(move || serve(stream, &b, &p, &f, &token));
+                let (b, p, f, d, token) = (b.clone(), p.clone(), f.clone(), d.clone(), token.clone());
+                std::thread::spawn(move || serve(stream, &b, &p, &f, &d, &token));
             }
         });
-        ApiServer { addr, bindings, pods, failing }
+        ApiServer { addr, bindings, pods, failing, binding_ms }
     }
 
     pub fn url(&self) -> String {
@@ -73,6 +76,10 @@ impl ApiServer {
         self.failing.store(failing, Ordering::SeqCst);
     }
 
+    pub fn slow_bindings(&self, ms: u64) {
+        self.binding_ms.store(ms, Ordering::SeqCst);
+    }
+
     pub fn bound(&self) -> Vec<Bound> {
         self.bindings.lock().unwrap().clone()
     }
@@ -82,7 +89,14 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code})
 }
 
-fn serve(stream: TcpStream, bindings: &Mutex<Vec<Bound>>, pods: &Mutex<BTreeMap<String, Value>>, failing: &AtomicBool, token: &str) {
+fn serve(
+    stream: TcpStream,
+    bindings: &Mutex<Vec<Bound>>,
+    pods: &Mutex<BTreeMap<String, Value>>,
+    failing: &AtomicBool,
+    binding_ms: &AtomicU64,
+    token: &str,
+) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
     let mut out = stream;
     loop {
@@ -128,6 +142,7 @@ fn serve(stream: TcpStream, bindings: &Mutex<Vec<Bound>>, pods: &Mutex<BTreeMap<
                     } else if name.starts_with("unbindable") {
                         (409, status(409, "Conflict", &format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"elsewhere\"")))
                     } else {
+                        std::thread::sleep(std::time::Duration::from_millis(binding_ms.load(Ordering::SeqCst)));
                         if let Some(p) = pods.lock().unwrap().get_mut(&format!("{ns}/{name}")) {
                             p["spec"]["nodeName"] = json!(node);
                         }

@@ -258,6 +258,37 @@ struct Inner {
     /// Nodes whose last fetch failed: when, and why.
     down: Mutex<HashMap<String, (Instant, String)>>,
     pods: Mutex<(HashMap<String, Remembered>, VecDeque<String>)>,
+    /// This service's binds by pod UID: the release pass leaves a claim alone while its bind is
+    /// on its way, and until a pod list asked for after the Binding was made has been read.
+    binds: Mutex<HashMap<String, BindMark>>,
+}
+
+/// Where one of this service's binds stands, for the release pass.
+#[derive(Clone, Copy)]
+enum BindMark {
+    /// Claimed, or about to be; the Binding may not exist yet.
+    InFlight,
+    /// Ended (bound, or failed and its claim released) at this moment.
+    Ended(Instant),
+}
+
+/// Marks a pod's bind in flight for as long as it lives; its end, however it comes, is stamped.
+struct BindInFlight<'a> {
+    inner: &'a Inner,
+    uid: String,
+}
+
+impl<'a> BindInFlight<'a> {
+    fn start(inner: &'a Inner, uid: &str) -> BindInFlight<'a> {
+        inner.binds.lock().unwrap_or_else(|p| p.into_inner()).insert(uid.to_string(), BindMark::InFlight);
+        BindInFlight { inner, uid: uid.to_string() }
+    }
+}
+
+impl Drop for BindInFlight<'_> {
+    fn drop(&mut self) {
+        self.inner.binds.lock().unwrap_or_else(|p| p.into_inner()).insert(std::mem::take(&mut self.uid), BindMark::Ended(Instant::now()));
+    }
 }
 
 /// What a node service could not do, in words for the scheduler.
@@ -297,6 +328,7 @@ impl Cluster {
             snapshots: Mutex::new(HashMap::new()),
             down: Mutex::new(HashMap::new()),
             pods: Mutex::new((HashMap::new(), VecDeque::new())),
+            binds: Mutex::new(HashMap::new()),
         });
         // The inventory refresher: the filter reads snapshots, it does not wait for them.
         let weak = Arc::downgrade(&inner);
@@ -372,9 +404,12 @@ impl Inner {
     /// Releases, on every node, the claims of pods the API server no longer lists on that node
     /// holding resources (deleted, ended, or bound elsewhere): the accounting follows the pods
     /// without a watch. Only the extender's own claims (`pod:UID`) older than the grace are
-    /// looked at, and a node whose pods cannot be listed keeps every claim.
+    /// looked at, and a node whose pods cannot be listed keeps every claim. The grace covers
+    /// binds by other replicas; this service's own binds are known exactly: a claim whose bind
+    /// is on its way, or ended after the pod list was asked for, is not judged by that list.
     fn release_gone_pods(&self) {
         let Some(api) = &self.config.api else { return };
+        let pass_started = Instant::now();
         let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let before_ms = now_ms - self.config.release_grace.as_millis() as i64;
         for (node, endpoint) in &self.config.nodes {
@@ -398,6 +433,7 @@ impl Inner {
                 continue;
             }
             let path = format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{}", percent_encoded(node));
+            let listed_at = Instant::now();
             let pods: kube::pod::PodList = match self
                 .get(&api.endpoint, &path)
                 .and_then(|v| serde_json::from_value(v).map_err(|e| Unreachable(format!("GET {path}: not a PodList: {e}"))))
@@ -409,8 +445,15 @@ impl Inner {
                 }
             };
             let holding = pods.holding();
+            let unsettled = |uid: &str| {
+                let binds = self.binds.lock().unwrap_or_else(|p| p.into_inner());
+                binds.get(uid).is_some_and(|m| match *m {
+                    BindMark::InFlight => true,
+                    BindMark::Ended(at) => at >= listed_at,
+                })
+            };
             let mut released = false;
-            for (instance, uid) in held.into_iter().filter(|(_, uid)| !holding.contains(uid)) {
+            for (instance, uid) in held.into_iter().filter(|(_, uid)| !holding.contains(uid) && !unsettled(uid)) {
                 match self.send("DELETE", endpoint, &format!("/v1/claims/{instance}"), None) {
                     Ok((200, _)) => {
                         eprintln!("numafit serve: node {node}: released claim {instance}: pod {uid} no longer holds it");
@@ -424,6 +467,11 @@ impl Inner {
                 let _ = self.refresh(node);
             }
         }
+        // A bind that ended before this pass began is settled for every later list.
+        self.binds.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, m| match *m {
+            BindMark::InFlight => true,
+            BindMark::Ended(at) => at >= pass_started,
+        });
     }
 
     fn endpoint(&self, node: &str) -> Option<&Endpoint> {
@@ -814,6 +862,7 @@ fn bind_pod(app: &App, args: &ExtenderBindingArgs) -> Result<(), String> {
         }
     };
     let mut snapshot = inner.snapshot(&args.node).map_err(|Unreachable(e)| format!("numafit: node {}: {e}", args.node))?;
+    let _in_flight = BindInFlight::start(inner, &args.pod_uid);
     let mut claimed = false;
     for attempt in 1..=BIND_ATTEMPTS {
         let body = json!({ "instance": instance, "request": request, "generation": snapshot.generation });

@@ -240,7 +240,7 @@ impl Host {
 /// A host argument: a loaded `Host`, or a host document (read and checked now).
 enum HostArg {
     Kept(Py<Host>),
-    Given(wit::Host),
+    Given(Box<wit::Host>),
 }
 
 fn host_arg(what: &str, obj: &Bound<'_, PyAny>) -> Result<HostArg, Failure> {
@@ -248,7 +248,7 @@ fn host_arg(what: &str, obj: &Bound<'_, PyAny>) -> Result<HostArg, Failure> {
         return Ok(HostArg::Kept(kept.clone().unbind()));
     }
     let record = read::<HostJson>(what, obj)?.to_record(what)?;
-    Ok(HostArg::Given(contract::host_view(&record)))
+    Ok(HostArg::Given(Box::new(contract::host_view(&record))))
 }
 
 impl Policy {
@@ -277,7 +277,7 @@ impl Policy {
                         Some(l) => loaded.push((i, l)),
                         None => whole.push((i, h.get().table.clone())),
                     },
-                    HostArg::Given(t) => whole.push((i, t.clone())),
+                    HostArg::Given(t) => whole.push((i, (**t).clone())),
                 }
             }
             let mut answers: Vec<Option<Result<wit::Placement, wit::Rejection>>> = (0..hosts.len()).map(|_| None).collect();
@@ -401,6 +401,7 @@ impl Policy {
     /// Fits a request on a host (a document or a loaded `Host`): `{"fits": True, "placement":
     /// ...}` or `{"fits": False, "rejection": ...}`, the placement verified by the host first.
     #[pyo3(signature = (host, request, limits=None, *, strategy="spread", placements=true, reasons=true))]
+    #[allow(clippy::too_many_arguments)] // Python's keyword arguments, one parameter each
     fn fit<'py>(
         &self,
         py: Python<'py>,
@@ -421,6 +422,7 @@ impl Policy {
     /// `placements=False` a fitting host's answer is `{"fits": True}` (verified all the same);
     /// with `reasons=False` a refusing host's is `{"fits": False}`.
     #[pyo3(signature = (hosts, request, limits=None, *, strategy="spread", placements=true, reasons=true))]
+    #[allow(clippy::too_many_arguments)] // Python's keyword arguments, one parameter each
     fn fit_many<'py>(
         &self,
         py: Python<'py>,
