@@ -201,15 +201,14 @@ fn exit_codes_and_signals_pass_through_run() {
     assert_eq!(o.status.code(), Some(127));
     assert!(stderr(&o).contains("ENOENT") && stderr(&o).contains("/nonexistent/program"), "{}", stderr(&o));
     // A signal sent to numafit is the child's to handle: a shell that traps it exits as it says.
-    let mut c = run_cmd(&state, "t", &r, &[], &["sh", "-c", "trap 'exit 3' TERM; sleep 60 & wait"]).stdout(Stdio::null()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let numafit_pid = u64::from(c.id());
-    while !claims(&state).iter().any(|cl| cl["instance"] == "t" && cl["owner"]["pid"].as_u64().is_some_and(|p| p != numafit_pid)) {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // The shell sets its trap as it starts.
-    std::thread::sleep(Duration::from_millis(300));
+    let mut c = run_cmd(&state, "t", &r, &[], &["sh", "-c", "trap 'exit 3' TERM; echo trapped; sleep 60 & wait"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The shell says when its trap is set (however loaded the machine).
+    let mut said = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(c.stdout.take().unwrap()), &mut said).unwrap();
+    assert_eq!(said, "trapped\n");
     unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
     assert_eq!(c.wait().unwrap().code(), Some(3));
     assert!(claims(&state).is_empty(), "every run released its claim");
