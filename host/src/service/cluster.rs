@@ -263,16 +263,24 @@ struct Inner {
     binds: Mutex<HashMap<String, BindMark>>,
 }
 
-/// Where one of this service's binds stands, for the release pass.
-#[derive(Clone, Copy)]
-enum BindMark {
-    /// Claimed, or about to be; the Binding may not exist yet.
-    InFlight,
-    /// Ended (bound, or failed and its claim released) at this moment.
-    Ended(Instant),
+/// Where this service's binds of one pod stand, for the release pass. A scheduler may retry a
+/// bind while the first is still on its way: each is counted.
+#[derive(Clone, Copy, Default)]
+struct BindMark {
+    /// Binds claimed, or about to be, whose Binding may not exist yet.
+    in_flight: u32,
+    /// When the last one ended (bound, or failed and its claim released).
+    ended: Option<Instant>,
 }
 
-/// Marks a pod's bind in flight for as long as it lives; its end, however it comes, is stamped.
+impl BindMark {
+    /// Whether a pod list asked for at `listed_at` may not show what the binds did.
+    fn unsettled_for(&self, listed_at: Instant) -> bool {
+        self.in_flight > 0 || self.ended.is_some_and(|at| at >= listed_at)
+    }
+}
+
+/// Counts a pod's bind in flight for as long as it lives; its end, however it comes, is stamped.
 struct BindInFlight<'a> {
     inner: &'a Inner,
     uid: String,
@@ -280,14 +288,17 @@ struct BindInFlight<'a> {
 
 impl<'a> BindInFlight<'a> {
     fn start(inner: &'a Inner, uid: &str) -> BindInFlight<'a> {
-        inner.binds.lock().unwrap_or_else(|p| p.into_inner()).insert(uid.to_string(), BindMark::InFlight);
+        inner.binds.lock().unwrap_or_else(|p| p.into_inner()).entry(uid.to_string()).or_default().in_flight += 1;
         BindInFlight { inner, uid: uid.to_string() }
     }
 }
 
 impl Drop for BindInFlight<'_> {
     fn drop(&mut self) {
-        self.inner.binds.lock().unwrap_or_else(|p| p.into_inner()).insert(std::mem::take(&mut self.uid), BindMark::Ended(Instant::now()));
+        let mut binds = self.inner.binds.lock().unwrap_or_else(|p| p.into_inner());
+        let mark = binds.entry(std::mem::take(&mut self.uid)).or_default();
+        mark.in_flight = mark.in_flight.saturating_sub(1);
+        mark.ended = Some(Instant::now());
     }
 }
 
@@ -447,10 +458,7 @@ impl Inner {
             let holding = pods.holding();
             let unsettled = |uid: &str| {
                 let binds = self.binds.lock().unwrap_or_else(|p| p.into_inner());
-                binds.get(uid).is_some_and(|m| match *m {
-                    BindMark::InFlight => true,
-                    BindMark::Ended(at) => at >= listed_at,
-                })
+                binds.get(uid).is_some_and(|m| m.unsettled_for(listed_at))
             };
             let mut released = false;
             for (instance, uid) in held.into_iter().filter(|(_, uid)| !holding.contains(uid) && !unsettled(uid)) {
@@ -468,10 +476,7 @@ impl Inner {
             }
         }
         // A bind that ended before this pass began is settled for every later list.
-        self.binds.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, m| match *m {
-            BindMark::InFlight => true,
-            BindMark::Ended(at) => at >= pass_started,
-        });
+        self.binds.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, m| m.unsettled_for(pass_started));
     }
 
     fn endpoint(&self, node: &str) -> Option<&Endpoint> {
@@ -925,5 +930,28 @@ fn create_binding(inner: &Inner, args: &ExtenderBindingArgs) -> Result<(), Strin
     } else {
         let message = answer["message"].as_str().map_or_else(|| answer.to_string(), str::to_string);
         Err(format!("the API server answered {status}: {message}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pods_claim_is_unsettled_while_any_of_its_binds_is_on_its_way_and_for_lists_asked_before_the_last_ended() {
+        let mut mark = BindMark::default();
+        let before = Instant::now();
+        assert!(!mark.unsettled_for(before), "no bind: a list decides");
+        // A scheduler's retry overlaps the first bind: the first ending settles nothing.
+        mark.in_flight = 2;
+        mark.in_flight -= 1;
+        mark.ended = Some(Instant::now());
+        assert!(mark.unsettled_for(Instant::now()));
+        mark.in_flight -= 1;
+        let ended = Instant::now();
+        mark.ended = Some(ended);
+        assert!(mark.unsettled_for(before), "a list asked for before the Binding may not show it");
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(!mark.unsettled_for(Instant::now()), "a list asked for after it does");
     }
 }
