@@ -258,13 +258,15 @@ struct Inner {
     /// Nodes whose last fetch failed: when, and why.
     down: Mutex<HashMap<String, (Instant, String)>>,
     pods: Mutex<(HashMap<String, Remembered>, VecDeque<String>)>,
-    /// This service's binds by pod UID: the release pass leaves a claim alone while its bind is
-    /// on its way, and until a pod list asked for after the Binding was made has been read.
-    binds: Mutex<HashMap<String, BindMark>>,
+    binds: BindBook,
 }
 
-/// Where this service's binds of one pod stand, for the release pass. A scheduler may retry a
-/// bind while the first is still on its way: each is counted.
+/// This service's binds, by pod UID, for the release pass: a claim whose bind is on its way, or
+/// ended after a pod list was asked for, is not judged by that list (its Binding may not show).
+/// A scheduler may retry a bind while the first is still on its way: each is counted.
+#[derive(Default)]
+struct BindBook(Mutex<HashMap<String, BindMark>>);
+
 #[derive(Clone, Copy, Default)]
 struct BindMark {
     /// Binds claimed, or about to be, whose Binding may not exist yet.
@@ -274,29 +276,42 @@ struct BindMark {
 }
 
 impl BindMark {
-    /// Whether a pod list asked for at `listed_at` may not show what the binds did.
     fn unsettled_for(&self, listed_at: Instant) -> bool {
         self.in_flight > 0 || self.ended.is_some_and(|at| at >= listed_at)
     }
 }
 
-/// Counts a pod's bind in flight for as long as it lives; its end, however it comes, is stamped.
+/// One bind in flight for as long as it lives; its end, however it comes, is stamped.
 struct BindInFlight<'a> {
-    inner: &'a Inner,
+    book: &'a BindBook,
     uid: String,
 }
 
-impl<'a> BindInFlight<'a> {
-    fn start(inner: &'a Inner, uid: &str) -> BindInFlight<'a> {
-        inner.binds.lock().unwrap_or_else(|p| p.into_inner()).entry(uid.to_string()).or_default().in_flight += 1;
-        BindInFlight { inner, uid: uid.to_string() }
+impl BindBook {
+    fn marks(&self) -> std::sync::MutexGuard<'_, HashMap<String, BindMark>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn start(&self, uid: &str) -> BindInFlight<'_> {
+        self.marks().entry(uid.to_string()).or_default().in_flight += 1;
+        BindInFlight { book: self, uid: uid.to_string() }
+    }
+
+    /// Whether a pod list asked for at `listed_at` may not show what this pod's binds did.
+    fn unsettled(&self, uid: &str, listed_at: Instant) -> bool {
+        self.marks().get(uid).is_some_and(|m| m.unsettled_for(listed_at))
+    }
+
+    /// Forgets the binds settled for every list asked for from `from` on.
+    fn settle_before(&self, from: Instant) {
+        self.marks().retain(|_, m| m.unsettled_for(from));
     }
 }
 
 impl Drop for BindInFlight<'_> {
     fn drop(&mut self) {
-        let mut binds = self.inner.binds.lock().unwrap_or_else(|p| p.into_inner());
-        let mark = binds.entry(std::mem::take(&mut self.uid)).or_default();
+        let mut marks = self.book.marks();
+        let mark = marks.entry(std::mem::take(&mut self.uid)).or_default();
         mark.in_flight = mark.in_flight.saturating_sub(1);
         mark.ended = Some(Instant::now());
     }
@@ -339,7 +354,7 @@ impl Cluster {
             snapshots: Mutex::new(HashMap::new()),
             down: Mutex::new(HashMap::new()),
             pods: Mutex::new((HashMap::new(), VecDeque::new())),
-            binds: Mutex::new(HashMap::new()),
+            binds: BindBook::default(),
         });
         // The inventory refresher: the filter reads snapshots, it does not wait for them.
         let weak = Arc::downgrade(&inner);
@@ -456,12 +471,8 @@ impl Inner {
                 }
             };
             let holding = pods.holding();
-            let unsettled = |uid: &str| {
-                let binds = self.binds.lock().unwrap_or_else(|p| p.into_inner());
-                binds.get(uid).is_some_and(|m| m.unsettled_for(listed_at))
-            };
             let mut released = false;
-            for (instance, uid) in held.into_iter().filter(|(_, uid)| !holding.contains(uid) && !unsettled(uid)) {
+            for (instance, uid) in held.into_iter().filter(|(_, uid)| !holding.contains(uid) && !self.binds.unsettled(uid, listed_at)) {
                 match self.send("DELETE", endpoint, &format!("/v1/claims/{instance}"), None) {
                     Ok((200, _)) => {
                         eprintln!("numafit serve: node {node}: released claim {instance}: pod {uid} no longer holds it");
@@ -476,7 +487,7 @@ impl Inner {
             }
         }
         // A bind that ended before this pass began is settled for every later list.
-        self.binds.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, m| m.unsettled_for(pass_started));
+        self.binds.settle_before(pass_started);
     }
 
     fn endpoint(&self, node: &str) -> Option<&Endpoint> {
@@ -867,7 +878,7 @@ fn bind_pod(app: &App, args: &ExtenderBindingArgs) -> Result<(), String> {
         }
     };
     let mut snapshot = inner.snapshot(&args.node).map_err(|Unreachable(e)| format!("numafit: node {}: {e}", args.node))?;
-    let _in_flight = BindInFlight::start(inner, &args.pod_uid);
+    let _in_flight = inner.binds.start(&args.pod_uid);
     let mut claimed = false;
     for attempt in 1..=BIND_ATTEMPTS {
         let body = json!({ "instance": instance, "request": request, "generation": snapshot.generation });
@@ -939,19 +950,21 @@ mod tests {
 
     #[test]
     fn a_pods_claim_is_unsettled_while_any_of_its_binds_is_on_its_way_and_for_lists_asked_before_the_last_ended() {
-        let mut mark = BindMark::default();
+        let book = BindBook::default();
         let before = Instant::now();
-        assert!(!mark.unsettled_for(before), "no bind: a list decides");
+        assert!(!book.unsettled("uid-a", before), "no bind: a list decides");
         // A scheduler's retry overlaps the first bind: the first ending settles nothing.
-        mark.in_flight = 2;
-        mark.in_flight -= 1;
-        mark.ended = Some(Instant::now());
-        assert!(mark.unsettled_for(Instant::now()));
-        mark.in_flight -= 1;
-        let ended = Instant::now();
-        mark.ended = Some(ended);
-        assert!(mark.unsettled_for(before), "a list asked for before the Binding may not show it");
+        let first = book.start("uid-a");
+        let retry = book.start("uid-a");
+        drop(first);
+        assert!(book.unsettled("uid-a", Instant::now()));
+        assert!(!book.unsettled("uid-b", before), "another pod's bind is not this one's");
+        drop(retry);
+        assert!(book.unsettled("uid-a", before), "a list asked for before the Binding may not show it");
         std::thread::sleep(Duration::from_millis(2));
-        assert!(!mark.unsettled_for(Instant::now()), "a list asked for after it does");
+        let after = Instant::now();
+        assert!(!book.unsettled("uid-a", after), "a list asked for after it does");
+        book.settle_before(after);
+        assert!(book.marks().is_empty(), "a settled bind is forgotten");
     }
 }
