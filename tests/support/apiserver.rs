@@ -24,30 +24,33 @@ pub struct Bound {
 
 pub struct ApiServer {
     pub addr: SocketAddr,
-    pub bindings: Arc<Mutex<Vec<Bound>>>,
-    pub pods: Arc<Mutex<BTreeMap<String, Value>>>,
+    state: Arc<State>,
+}
+
+/// What the stand-in knows, shared by its connections.
+#[derive(Default)]
+struct State {
+    bindings: Mutex<Vec<Bound>>,
+    pods: Mutex<BTreeMap<String, Value>>,
     /// Pod lists answer 500 while set.
-    failing: Arc<AtomicBool>,
+    failing: AtomicBool,
     /// Milliseconds a Binding takes before it is made.
-    binding_ms: Arc<AtomicU64>,
+    binding_ms: AtomicU64,
 }
 
 impl ApiServer {
     pub fn start(token: &str) -> ApiServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
         let addr = listener.local_addr().expect("addr");
-        let bindings = Arc::new(Mutex::new(Vec::new()));
-        let pods = Arc::new(Mutex::new(BTreeMap::new()));
-        let failing = Arc::new(AtomicBool::new(false));
-        let binding_ms = Arc::new(AtomicU64::new(0));
-        let (b, p, f, d, token) = (bindings.clone(), pods.clone(), failing.clone(), binding_ms.clone(), token.to_string());
+        let state = Arc::new(State::default());
+        let (shared, token) = (state.clone(), token.to_string());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (b, p, f, d, token) = (b.clone(), p.clone(), f.clone(), d.clone(), token.clone());
-                std::thread::spawn(move || serve(stream, &b, &p, &f, &d, &token));
+                let (state, token) = (shared.clone(), token.clone());
+                std::thread::spawn(move || serve(stream, &state, &token));
             }
         });
-        ApiServer { addr, bindings, pods, failing, binding_ms }
+        ApiServer { addr, state }
     }
 
     pub fn url(&self) -> String {
@@ -56,16 +59,16 @@ impl ApiServer {
 
     pub fn add_pod(&self, pod: &Value) {
         let key = format!("{}/{}", pod["metadata"]["namespace"].as_str().unwrap(), pod["metadata"]["name"].as_str().unwrap());
-        self.pods.lock().unwrap().insert(key, pod.clone());
+        self.state.pods.lock().unwrap().insert(key, pod.clone());
     }
 
     pub fn remove_pod(&self, key: &str) {
-        self.pods.lock().unwrap().remove(key);
+        self.state.pods.lock().unwrap().remove(key);
     }
 
     /// Sets one field of a pod's (`status`, `spec`), merged into what is there.
     pub fn set_pod_field(&self, key: &str, field: &str, value: Value) {
-        let mut pods = self.pods.lock().unwrap();
+        let mut pods = self.state.pods.lock().unwrap();
         let pod = pods.get_mut(key).expect("a pod added");
         for (k, v) in value.as_object().expect("an object") {
             pod[field][k] = v.clone();
@@ -73,15 +76,15 @@ impl ApiServer {
     }
 
     pub fn fail_lists(&self, failing: bool) {
-        self.failing.store(failing, Ordering::SeqCst);
+        self.state.failing.store(failing, Ordering::SeqCst);
     }
 
     pub fn slow_bindings(&self, ms: u64) {
-        self.binding_ms.store(ms, Ordering::SeqCst);
+        self.state.binding_ms.store(ms, Ordering::SeqCst);
     }
 
     pub fn bound(&self) -> Vec<Bound> {
-        self.bindings.lock().unwrap().clone()
+        self.state.bindings.lock().unwrap().clone()
     }
 }
 
@@ -89,14 +92,7 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code})
 }
 
-fn serve(
-    stream: TcpStream,
-    bindings: &Mutex<Vec<Bound>>,
-    pods: &Mutex<BTreeMap<String, Value>>,
-    failing: &AtomicBool,
-    binding_ms: &AtomicU64,
-    token: &str,
-) {
+fn serve(stream: TcpStream, state: &State, token: &str) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
     let mut out = stream;
     loop {
@@ -142,24 +138,30 @@ fn serve(
                     } else if name.starts_with("unbindable") {
                         (409, status(409, "Conflict", &format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"elsewhere\"")))
                     } else {
-                        std::thread::sleep(std::time::Duration::from_millis(binding_ms.load(Ordering::SeqCst)));
-                        if let Some(p) = pods.lock().unwrap().get_mut(&format!("{ns}/{name}")) {
+                        std::thread::sleep(std::time::Duration::from_millis(state.binding_ms.load(Ordering::SeqCst)));
+                        if let Some(p) = state.pods.lock().unwrap().get_mut(&format!("{ns}/{name}")) {
                             p["spec"]["nodeName"] = json!(node);
                         }
-                        bindings.lock().unwrap().push(Bound { namespace: ns.to_string(), pod: name.to_string(), node, body: sent.clone() });
+                        state.bindings.lock().unwrap().push(Bound {
+                            namespace: ns.to_string(),
+                            pod: name.to_string(),
+                            node,
+                            body: sent.clone(),
+                        });
                         (201, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))
                     }
                 }
-                ("GET", ["api", "v1", "namespaces", ns, "pods", name]) => match pods.lock().unwrap().get(&format!("{ns}/{name}")) {
+                ("GET", ["api", "v1", "namespaces", ns, "pods", name]) => match state.pods.lock().unwrap().get(&format!("{ns}/{name}")) {
                     Some(p) => (200, p.clone()),
                     None => (404, status(404, "NotFound", &format!("pods \"{name}\" not found"))),
                 },
-                ("GET", ["api", "v1", "pods"]) if failing.load(Ordering::SeqCst) => {
+                ("GET", ["api", "v1", "pods"]) if state.failing.load(Ordering::SeqCst) => {
                     (500, status(500, "InternalError", "etcdserver: request timed out"))
                 }
                 ("GET", ["api", "v1", "pods"]) => match query.strip_prefix("fieldSelector=spec.nodeName%3D") {
                     Some(node) => {
-                        let items: Vec<Value> = pods.lock().unwrap().values().filter(|p| p["spec"]["nodeName"] == node).cloned().collect();
+                        let items: Vec<Value> =
+                            state.pods.lock().unwrap().values().filter(|p| p["spec"]["nodeName"] == node).cloned().collect();
                         (200, json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}))
                     }
                     None => (400, status(400, "BadRequest", &format!("unexpected query {query:?}"))),
