@@ -480,6 +480,46 @@ fn a_plugin_that_panics_is_a_named_trap() {
 }
 
 #[test]
+fn a_plugin_reaching_past_its_memory_traps_and_the_host_goes_on() {
+    // Linear memory is the host's own mapping (huge pages): only the memory's size is accessible,
+    // so a read or a write just past it is the guest's trap, not a look at the host's memory.
+    let mut plugin = Plugin::from_bytes("hostile.wasm", hostile_plugin(), small_limits()).expect("loads");
+    let (host, _, limits) = load_case(&fixture("bench/01-2cell-host-2cell-dedicated"));
+    for (memory_mb, what) in [(6, "read"), (7, "write")] {
+        let err = plugin.fit(&host, &hostile_request(memory_mb), &limits).expect_err(what);
+        let e = err.downcast_ref::<PluginError>().expect("a plugin error");
+        assert!(matches!(e, PluginError::Trap { .. }) && e.to_string().contains("out of bounds"), "{what}: {e}");
+        let again = plugin.fit(&host, &hostile_request(5), &limits).expect("a fresh instance answers");
+        assert!(again.is_err(), "it refuses politely");
+    }
+}
+
+#[test]
+fn the_cli_traps_a_plugin_reaching_past_its_memory_with_either_mapping() {
+    let dir = scratch("hostile-bounds");
+    let wasm = dir.join("hostile.wasm");
+    std::fs::write(&wasm, hostile_plugin()).unwrap();
+    let host = fixture("bench/01-2cell-host-2cell-dedicated/host.json");
+    for (memory_mb, huge_pages) in [(6, "on"), (7, "on"), (6, "off"), (7, "off")] {
+        let req = dir.join(format!("r{memory_mb}.json"));
+        std::fs::write(
+            &req,
+            format!(r#"{{"cells": [{{"cpuset": [], "pcpuset": [0, 1], "memory": {memory_mb}}}], "cpu_policy": "dedicated"}}"#),
+        )
+        .unwrap();
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_numafit"))
+            .args(["fit", "--host", host.to_str().unwrap(), "--request", req.to_str().unwrap(), "--plugin", wasm.to_str().unwrap()])
+            .env("NUMAFIT_CACHE_DIR", dir.join("cache"))
+            .env("NUMAFIT_HUGE_PAGES", huge_pages)
+            .output()
+            .expect("numafit runs");
+        let why = format!("{memory_mb} MiB, huge pages {huge_pages}: {}", stderr(&o));
+        assert_eq!(o.status.code(), Some(3), "{why}");
+        assert!(stderr(&o).contains("hostile.wasm") && stderr(&o).contains("out of bounds"), "{why}");
+    }
+}
+
+#[test]
 fn a_lying_plugin_is_caught_by_the_hosts_own_checks() {
     let mut plugin = Plugin::from_bytes("hostile.wasm", hostile_plugin(), small_limits()).expect("loads");
     let (host, _, limits) = load_case(&fixture("bench/01-2cell-host-2cell-dedicated"));

@@ -27,6 +27,7 @@ pub mod cache;
 mod exports;
 mod handles;
 mod limits;
+mod memory;
 mod pool;
 
 pub use cache::CacheUse;

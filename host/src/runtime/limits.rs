@@ -113,6 +113,12 @@ fn new_engine() -> Result<Engine> {
     let mut config = Config::new();
     config.consume_fuel(true);
     config.epoch_interruption(true);
+    if super::memory::wanted() {
+        config.with_host_memory(std::sync::Arc::new(super::memory::HugePageMemories));
+        // Copy-on-write images need wasmtime's own mapping (wasmtime 48 panics on a host memory
+        // with one): the data segments are copied in at instantiation instead.
+        config.memory_init_cow(false);
+    }
     // `NUMAFIT_PERFMAP=1`: name the plugin's compiled functions for `perf` (/tmp/perf-PID.map), to
     // profile a policy as it runs in the host.
     if std::env::var_os("NUMAFIT_PERFMAP").is_some() {

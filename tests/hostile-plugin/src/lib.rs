@@ -1,6 +1,7 @@
 //! A hostile numafit policy. What it does is chosen by guest cell 0's memory in the request:
 //! 1 MiB loops forever, 2 MiB allocates without end, 3 MiB panics, 4 MiB returns a placement that
-//! pins one host CPU for every vCPU, anything else refuses politely. Its claim inflates the host's
+//! pins one host CPU for every vCPU, 6 MiB reads just past the end of its linear memory and 7 MiB
+//! writes there (both must trap, not reach the host's memory), anything else refuses politely. Its claim inflates the host's
 //! memory (a capacity change the host must catch).
 
 mod bindings {
@@ -59,6 +60,18 @@ impl Guest for Hostile {
                         emulator_pcpus: vec![],
                     }],
                 })
+            }
+            Some(6) => {
+                let past_end = core::arch::wasm32::memory_size(0) * 65536 + 8;
+                // SAFETY: none; reaching past linear memory is this plugin's purpose.
+                let byte = unsafe { core::ptr::read_volatile(past_end as *const u8) };
+                Err(Rejection { summary: format!("read {byte} past the end"), refusals: vec![], reasons: vec![] })
+            }
+            Some(7) => {
+                let past_end = core::arch::wasm32::memory_size(0) * 65536 + 8;
+                // SAFETY: none; reaching past linear memory is this plugin's purpose.
+                unsafe { core::ptr::write_volatile(past_end as *mut u8, 0x5a) };
+                Err(Rejection { summary: "wrote past the end".into(), refusals: vec![], reasons: vec![] })
             }
             _ => Err(Rejection { summary: "hostile plugin refuses".into(), refusals: vec![], reasons: vec![] }),
         }
