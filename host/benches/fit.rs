@@ -203,6 +203,9 @@ fn pool(c: &mut Criterion) {
     group.bench_function("take-fit-return", |b| {
         b.iter(|| pool.take().fit_loaded_request(&loaded, &loaded_request, &limits).expect("no trap").is_ok())
     });
+    // A worker's first call makes its instance: what a trap costs the next call, and each
+    // connection worker pays once (its linear memory mapped, the data segments copied in).
+    group.bench_function("fresh-worker-info", |b| b.iter(|| pool.plugin().worker().info().expect("no trap").name.len()));
     group.bench_function("fit-without-pool", |b| {
         b.iter(|| loader.fit_loaded_request(&loaded, &loaded_request, &limits).expect("no trap").is_ok())
     });
