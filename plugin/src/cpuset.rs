@@ -241,7 +241,7 @@ impl CpuSet {
 
     /// The set as `Display` prints it, appended to `out` (without the formatting machinery).
     pub fn push_to(&self, out: &mut String) {
-        self.write_ranges(|piece| out.push_str(piece));
+        self.write_ranges(|piece| crate::text::push(out, piece));
     }
 }
 

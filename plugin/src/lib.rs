@@ -23,6 +23,7 @@ pub mod refusal;
 pub mod request;
 pub mod scoring;
 pub mod search;
+mod text;
 pub mod topology;
 pub mod wire;
 

@@ -148,12 +148,12 @@ struct Sentence<'a>(&'a mut String);
 
 impl Sentence<'_> {
     fn t(&mut self, text: &str) -> &mut Self {
-        self.0.push_str(text);
+        crate::text::push(self.0, text);
         self
     }
 
     fn n(&mut self, value: u64) -> &mut Self {
-        self.0.push_str(itoa::Buffer::new().format(value));
+        crate::text::push(self.0, itoa::Buffer::new().format(value));
         self
     }
 
@@ -214,12 +214,12 @@ fn write_busy_cores(out: &mut String, cell: &HostCell) {
     if busy.peek().is_none() {
         return;
     }
-    out.push_str(" (cores ");
+    crate::text::push(out, " (cores ");
     for (i, core) in busy.enumerate() {
-        out.push_str(if i > 0 { "," } else { "" });
+        crate::text::push(out, if i > 0 { "," } else { "" });
         core.push_to(out);
     }
-    out.push_str(" hold pinned or unpinnable CPUs)");
+    crate::text::push(out, " hold pinned or unpinnable CPUs)");
 }
 
 /// One sentence with the numbers: why `host` refused guest cell `g`.

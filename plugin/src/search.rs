@@ -153,7 +153,8 @@ impl<'a> FitTable<'a> {
         if let Some(known) = self.all_matchable.get() {
             return known;
         }
-        let known = self.matchable(0, &SmallVec::<[bool; 64]>::from_elem(false, self.columns()));
+        let (mut inline, mut heap) = ([false; INLINE_COLUMNS], Vec::new());
+        let known = self.matchable(0, scratch(&mut inline, &mut heap, false, self.columns()));
         self.all_matchable.set(Some(known));
         known
     }
@@ -162,12 +163,14 @@ impl<'a> FitTable<'a> {
     /// over the filled table).
     pub(crate) fn matchable(&self, from: usize, used: &[bool]) -> bool {
         let n = self.columns();
-        // Inline for up to 64 host cells: a refused host asks this once or twice.
-        let mut owner: SmallVec<[usize; 64]> = SmallVec::from_elem(usize::MAX, n);
-        let mut seen: SmallVec<[bool; 64]> = SmallVec::from_elem(false, n);
+        // A refused host asks this once or twice.
+        let (mut owner_inline, mut owner_heap) = ([usize::MAX; INLINE_COLUMNS], Vec::new());
+        let (mut seen_inline, mut seen_heap) = ([false; INLINE_COLUMNS], Vec::new());
+        let owner = scratch(&mut owner_inline, &mut owner_heap, usize::MAX, n);
+        let seen = scratch(&mut seen_inline, &mut seen_heap, false, n);
         (from..self.guest.cells.len()).all(|g| {
-            seen.iter_mut().for_each(|s| *s = false);
-            self.augment(g, used, &mut owner, &mut seen)
+            seen.fill(false);
+            self.augment(g, used, owner, seen)
         })
     }
 
@@ -184,6 +187,22 @@ impl<'a> FitTable<'a> {
             }
         }
         false
+    }
+}
+
+/// Host cells a search's per-column scratch holds on the stack; a larger host's goes on the heap.
+const INLINE_COLUMNS: usize = 64;
+
+/// `n` copies of `value`: the first `n` of `inline` when they fit, else `heap` filled. Asked once
+/// per host a batch tries; a `SmallVec` built by `from_elem` is a call and a move of its whole
+/// inline array in wasm, where this is a fill of the stack.
+fn scratch<'a, T: Copy>(inline: &'a mut [T; INLINE_COLUMNS], heap: &'a mut Vec<T>, value: T, n: usize) -> &'a mut [T] {
+    match inline.get_mut(..n) {
+        Some(part) => part,
+        None => {
+            heap.resize(n, value);
+            heap
+        }
     }
 }
 
@@ -360,7 +379,9 @@ fn explain(table: &FitTable, out: &mut impl RejectionSink) {
                     let worded = rests.get(twin * columns + k).and_then(Option::as_deref);
                     write_refusal_subject(s, g);
                     match worded {
-                        Some(rest) if twin != g && matches!(table.result(twin, k), Some(Err(said)) if said == r) => s.push_str(rest),
+                        Some(rest) if twin != g && matches!(table.result(twin, k), Some(Err(said)) if said == r) => {
+                            crate::text::push(s, rest)
+                        }
                         _ => {
                             let start = s.len();
                             write_refusal_place(s, asks, host_cell);
@@ -430,10 +451,11 @@ pub(crate) fn decide<'a>(
         return Decision::Answered(answer);
     }
     let mut table = FitTable::new(host, request, limits, Packing::Nova, slots);
-    let mut used: SmallVec<[bool; 64]> = SmallVec::from_elem(false, table.columns());
+    let (mut inline, mut heap) = ([false; INLINE_COLUMNS], Vec::new());
+    let used = scratch(&mut inline, &mut heap, false, table.columns());
     let mut assign = Assignment::new();
     let mut budget = guest.cells.len() * table.columns();
-    match walk_lazily(&mut table, 0, &mut used, &mut assign, &mut budget) {
+    match walk_lazily(&mut table, 0, used, &mut assign, &mut budget) {
         Walk::Found => return Decision::Placed(table, assign),
         Walk::NoneLeft | Walk::Exhausted => {}
     }
