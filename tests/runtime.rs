@@ -517,6 +517,14 @@ fn the_cli_traps_a_plugin_reaching_past_its_memory_with_either_mapping() {
         assert_eq!(o.status.code(), Some(3), "{why}");
         assert!(stderr(&o).contains("hostile.wasm") && stderr(&o).contains("out of bounds"), "{why}");
     }
+    // A value that is neither is the operator's mistake, named, before any plugin runs.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_numafit"))
+        .args(["fit", "--host", host.to_str().unwrap(), "--request", dir.join("r6.json").to_str().unwrap()])
+        .env("NUMAFIT_HUGE_PAGES", "maybe")
+        .output()
+        .expect("numafit runs");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("NUMAFIT_HUGE_PAGES=\"maybe\""), "{}", stderr(&o));
 }
 
 #[test]

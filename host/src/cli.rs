@@ -1046,6 +1046,7 @@ fn topology(args: &DiscoverArgs, json: bool, svg: Option<&Path>) -> Result<Outco
 }
 
 fn run(cli: Cli) -> Result<Outcome, Failure> {
+    crate::runtime::check_environment().map_err(FlagError)?;
     match cli.command {
         Command::Fit { host, discover, request, limits, strategy, plugin } => {
             fit(host.as_deref(), &discover, &request, limits.as_deref(), strategy, &plugin)

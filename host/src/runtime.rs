@@ -35,6 +35,12 @@ pub use handles::{LoadedHost, LoadedRequest};
 pub use limits::{PluginError, PluginLimits, EPOCH_TICK};
 pub use pool::{PluginPool, PooledPlugin};
 
+/// The runtime's settings from the environment (`NUMAFIT_HUGE_PAGES`), checked: a front end asks
+/// before it starts, so a mistyped value is the operator's error, not a plugin's failure.
+pub fn check_environment() -> std::result::Result<(), String> {
+    memory::wanted().map(drop)
+}
+
 use exports::{call_typed, Exports, LegacyIndices, Pre, BATCH_INTERFACE, PACKED_INTERFACE, REQUESTS_INTERFACE};
 use handles::{next_id, HandleBook, Handles};
 use limits::{engine, State};

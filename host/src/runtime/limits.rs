@@ -113,7 +113,7 @@ fn new_engine() -> Result<Engine> {
     let mut config = Config::new();
     config.consume_fuel(true);
     config.epoch_interruption(true);
-    if super::memory::wanted() {
+    if super::memory::wanted().map_err(|e| anyhow!(e))? {
         config.with_host_memory(std::sync::Arc::new(super::memory::HugePageMemories));
         // Copy-on-write images need wasmtime's own mapping (wasmtime 48 panics on a host memory
         // with one): the data segments are copied in at instantiation instead.

@@ -14,9 +14,15 @@ use std::ptr::NonNull;
 
 use wasmtime::{LinearMemory, MemoryCreator, MemoryType};
 
-/// Whether the operator left huge pages on (`NUMAFIT_HUGE_PAGES=off` turns them off).
-pub(super) fn wanted() -> bool {
-    !matches!(std::env::var("NUMAFIT_HUGE_PAGES").as_deref(), Ok("off" | "0" | "false" | "no"))
+/// Whether the operator left huge pages on (`NUMAFIT_HUGE_PAGES=off` turns them off; unset is on).
+pub(super) fn wanted() -> Result<bool, String> {
+    match std::env::var("NUMAFIT_HUGE_PAGES") {
+        Err(std::env::VarError::NotPresent) => Ok(true),
+        Ok(v) if matches!(v.as_str(), "on" | "1" | "true" | "yes") => Ok(true),
+        Ok(v) if matches!(v.as_str(), "off" | "0" | "false" | "no") => Ok(false),
+        Ok(v) => Err(format!("NUMAFIT_HUGE_PAGES={v:?}: expected on or off")),
+        Err(e) => Err(format!("NUMAFIT_HUGE_PAGES: {e}")),
+    }
 }
 
 /// Makes every linear memory of the engine's instances.
