@@ -1,6 +1,8 @@
 //! The scheduler extender's wire types (`k8s.io/kube-scheduler/extender/v1`). That package
 //! declares no json tags, so the keys are the Go field names (`Pod`, `NodeNames`, `FailedNodes`);
-//! the Pod and Node objects inside are ordinary API JSON.
+//! the Pod and Node objects inside are ordinary API JSON. Go's decoder also takes a key in another
+//! case, so the arguments are read under their lower- and camel-case spellings too; answers use
+//! the Go names. A `null` where Go wrote a nil slice reads as empty.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -16,11 +18,11 @@ pub const MAX_PRIORITY: i64 = 10;
 /// is not `nodeCacheCapable`) or by name (`NodeNames`).
 #[derive(Debug, Deserialize)]
 pub struct ExtenderArgs<'a> {
-    #[serde(rename = "Pod")]
+    #[serde(rename = "Pod", alias = "pod")]
     pub pod: Value,
-    #[serde(rename = "Nodes", default, borrow)]
+    #[serde(rename = "Nodes", alias = "nodes", default, borrow)]
     pub nodes: Option<NodeList<'a>>,
-    #[serde(rename = "NodeNames", default)]
+    #[serde(rename = "NodeNames", alias = "nodeNames", alias = "nodenames", default)]
     pub node_names: Option<Vec<String>>,
 }
 
@@ -31,7 +33,7 @@ pub struct ExtenderArgs<'a> {
 pub struct NodeList<'a> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "super::nullable")]
     pub items: Vec<NodeObject<'a>>,
 }
 
@@ -142,13 +144,13 @@ pub struct HostPriority {
 /// `ExtenderBindingArgs`.
 #[derive(Debug, Deserialize, Serialize)]
 pub struct ExtenderBindingArgs {
-    #[serde(rename = "PodName")]
+    #[serde(rename = "PodName", alias = "podName", alias = "podname")]
     pub pod_name: String,
-    #[serde(rename = "PodNamespace")]
+    #[serde(rename = "PodNamespace", alias = "podNamespace", alias = "podnamespace")]
     pub pod_namespace: String,
-    #[serde(rename = "PodUID")]
+    #[serde(rename = "PodUID", alias = "podUID", alias = "podUid", alias = "poduid")]
     pub pod_uid: String,
-    #[serde(rename = "Node")]
+    #[serde(rename = "Node", alias = "node")]
     pub node: String,
 }
 
@@ -201,5 +203,19 @@ mod tests {
         assert_eq!(args.names().expect_err("the second has no name"), "field Nodes.items[1].metadata.name: missing");
         let args: ExtenderArgs = serde_json::from_str(r#"{"Pod":{},"Nodes":{"items":[{"metadata":{"name":"a"}}]}}"#).expect("args");
         assert_eq!(args.names().expect("named"), ["a"]);
+    }
+
+    #[test]
+    fn arguments_are_read_as_gos_decoder_reads_them() {
+        // Go matches keys regardless of case, and writes an empty NodeList's items as null.
+        let args: ExtenderArgs = serde_json::from_str(r#"{"pod":{},"nodes":{"metadata":{},"items":null}}"#).expect("args");
+        assert_eq!(args.names().expect("no candidates"), Vec::<String>::new());
+        let args: ExtenderArgs = serde_json::from_str(r#"{"Pod":{},"Nodes":null,"nodeNames":["a","b"]}"#).expect("args");
+        assert_eq!(args.names().expect("named"), ["a", "b"]);
+        let bind: ExtenderBindingArgs =
+            serde_json::from_str(r#"{"podName":"p","podNamespace":"ns","podUID":"u-1","node":"n"}"#).expect("binding args");
+        assert_eq!((bind.pod_name.as_str(), bind.pod_namespace.as_str(), bind.pod_uid.as_str(), bind.node.as_str()), ("p", "ns", "u-1", "n"));
+        let err = serde_json::from_str::<ExtenderBindingArgs>(r#"{"PodName":"p","PodNamespace":"ns","PodUID":"u"}"#).expect_err("no Node");
+        assert!(err.to_string().contains("missing field `Node`"), "{err}");
     }
 }

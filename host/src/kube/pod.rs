@@ -1,10 +1,14 @@
 //! A pod's NUMA request. Either its annotation `numafit.io/request` holds a REQUEST document, or
 //! the request is read from its resources the way the kubelet's managers read them:
-//! - the pod's effective CPU, memory and huge pages: the larger of the sum over its containers and
-//!   the largest init container, plus its overhead; requests default to limits;
+//! - the pod's effective CPU, memory and huge pages as the scheduler counts them (KEP-753): app
+//!   containers and sidecars (init containers with `restartPolicy: Always`) run together, each
+//!   other init container runs beside the sidecars started before it, and the pod needs the
+//!   larger, plus its overhead; requests default to limits. Pod-level `spec.resources` (CPU and
+//!   memory) take the place of the containers' sum when set (KEP-2837);
 //! - Guaranteed QoS (every container limits CPU and memory, requests equal to limits) with a whole
 //!   number of CPUs in every container is `dedicated` (pinned CPUs, as the static CPU manager
-//!   gives); anything else is `shared`, with its CPU rounded up to whole vCPUs;
+//!   gives); anything else is `shared`, with its CPU rounded up to whole vCPUs. A pod with
+//!   pod-level resources is `shared`: the static CPU manager gives such pods no exclusive CPUs;
 //! - memory in huge pages (`hugepages-2Mi`, `hugepages-1Gi`; one size per pod) is the guest's
 //!   memory in pages of that size; otherwise its memory is the memory limit (Guaranteed) or
 //!   request;
@@ -19,7 +23,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::quantity::Quantity;
+use super::nullable;
+use super::quantity::{Quantity, QuantityText};
 use crate::formats::{FlavorJson, RequestJson};
 
 pub const REQUEST_ANNOTATION: &str = "numafit.io/request";
@@ -39,7 +44,7 @@ pub struct ObjectMeta {
     pub namespace: String,
     #[serde(default)]
     pub uid: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -70,7 +75,7 @@ pub fn check_uid(field: &str, uid: &str) -> Result<(), String> {
 /// A `PodList` as the API server answers `GET /api/v1/pods`: only what releasing claims reads.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct PodList {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub items: Vec<ListedPod>,
 }
 
@@ -101,21 +106,24 @@ impl PodList {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Pod {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub metadata: ObjectMeta,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub spec: PodSpec,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodSpec {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub containers: Vec<Container>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub init_containers: Vec<Container>,
-    #[serde(default)]
-    pub overhead: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub overhead: BTreeMap<String, QuantityText>,
+    /// Pod-level resources (KEP-2837).
+    #[serde(default, deserialize_with = "nullable")]
+    pub resources: Resources,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -123,16 +131,19 @@ pub struct PodSpec {
 pub struct Container {
     #[serde(default)]
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub resources: Resources,
+    /// `Always` on an init container makes it a sidecar.
+    #[serde(default, deserialize_with = "nullable")]
+    pub restart_policy: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct Resources {
-    #[serde(default)]
-    pub requests: BTreeMap<String, String>,
-    #[serde(default)]
-    pub limits: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub requests: BTreeMap<String, QuantityText>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub limits: BTreeMap<String, QuantityText>,
 }
 
 const MIB: u128 = 1 << 20;
@@ -148,38 +159,36 @@ impl Pod {
         if let Some(text) = self.metadata.annotations.get(REQUEST_ANNOTATION) {
             return serde_json::from_str(text).map_err(|e| format!("annotation {REQUEST_ANNOTATION}: {e}"));
         }
-        let mut containers = Vec::new();
-        for (list, field) in [(&self.spec.containers, "spec.containers"), (&self.spec.init_containers, "spec.initContainers")] {
-            for (i, c) in list.iter().enumerate() {
-                containers.push((field == "spec.containers", ContainerAsk::read(c, &format!("{field}[{i}]"))?));
-            }
+        let mut asks = Vec::new();
+        for (i, c) in self.spec.containers.iter().enumerate() {
+            asks.push(ContainerAsk::read(c, Role::App, &format!("spec.containers[{i}]"))?);
         }
-        let guaranteed = !containers.is_empty() && containers.iter().all(|(_, c)| c.guaranteed);
-        let whole_cpus = containers.iter().all(|(_, c)| c.cpu_limit.is_some_and(|q| q.is_whole(1)));
-        let effective = |get: &dyn Fn(&ContainerAsk) -> Quantity| {
-            let sum = containers.iter().filter(|(app, _)| *app).fold(Quantity::zero(), |acc, (_, c)| acc.add(&get(c)));
-            containers.iter().filter(|(app, _)| !*app).fold(sum, |acc, (_, c)| acc.max(get(c)))
-        };
+        for (i, c) in self.spec.init_containers.iter().enumerate() {
+            let role = if c.restart_policy == "Always" { Role::Sidecar } else { Role::Init };
+            asks.push(ContainerAsk::read(c, role, &format!("spec.initContainers[{i}]"))?);
+        }
+        let pod_level = PodLevel::read(&self.spec.resources, &asks)?;
+        let guaranteed = !asks.is_empty() && asks.iter().all(|c| c.guaranteed);
+        let whole_cpus = asks.iter().all(|c| c.cpu_limit.is_some_and(|q| q.is_whole(1)));
         let overhead = |name: &str| -> Result<Quantity, String> {
-            self.spec
-                .overhead
-                .get(name)
-                .map_or(Ok(Quantity::zero()), |v| Quantity::parse(v).map_err(|e| format!("field spec.overhead.{name}: {e}")))
+            self.spec.overhead.get(name).map_or(Ok(Quantity::zero()), |v| v.parse().map_err(|e| format!("field spec.overhead.{name}: {e}")))
         };
-        let cpu = effective(&|c| if guaranteed { c.cpu_limit.unwrap_or(c.cpu) } else { c.cpu }).add(&overhead("cpu")?);
-        let memory = effective(&|c| if guaranteed { c.memory_limit.unwrap_or(c.memory) } else { c.memory }).add(&overhead("memory")?);
-        let mut page_sizes: Vec<&str> = containers.iter().flat_map(|(_, c)| c.hugepages.keys().map(String::as_str)).collect();
+        let cpu = pod_level.cpu.unwrap_or_else(|| effective(&asks, |c| c.cpu.unwrap_or(Quantity::zero()))).add(&overhead("cpu")?);
+        let memory =
+            pod_level.memory.unwrap_or_else(|| effective(&asks, |c| c.memory.unwrap_or(Quantity::zero()))).add(&overhead("memory")?);
+        let mut page_sizes: Vec<&str> = asks.iter().flat_map(|c| c.hugepages.keys().map(String::as_str)).collect();
         page_sizes.sort_unstable();
         page_sizes.dedup();
         let mut extra_specs = BTreeMap::new();
-        let dedicated = guaranteed && whole_cpus && !cpu.is_zero();
+        // The static CPU manager gives no exclusive CPUs to a pod with pod-level resources.
+        let dedicated = !pod_level.set && guaranteed && whole_cpus && !cpu.is_zero();
         extra_specs.insert("hw:cpu_policy".to_string(), serde_json::json!(if dedicated { "dedicated" } else { "shared" }));
         let memory_mb = match page_sizes.as_slice() {
             [] => memory.ceil_units(MIB),
             [size] => {
                 let kb = hugepage_kb(size).ok_or_else(|| format!("resource hugepages-{size}: not a page size"))?;
                 extra_specs.insert("hw:mem_page_size".into(), serde_json::json!(kb.to_string()));
-                effective(&|c| c.hugepages.get(*size).copied().unwrap_or(Quantity::zero())).ceil_units(MIB)
+                effective(&asks, |c| c.hugepages.get(*size).copied().unwrap_or(Quantity::zero())).ceil_units(MIB)
             }
             more => {
                 let names: Vec<String> = more.iter().map(|s| format!("hugepages-{s}")).collect();
@@ -201,6 +210,55 @@ impl Pod {
     }
 }
 
+/// A pod's need of one resource as the scheduler counts it (`PodRequests`, KEP-753): app
+/// containers and sidecars run together; each plain init container runs alone beside the sidecars
+/// started before it; the pod needs the larger. `asks` lists app containers, then init containers
+/// in their order.
+fn effective(asks: &[ContainerAsk], need: impl Fn(&ContainerAsk) -> Quantity) -> Quantity {
+    let (mut running, mut sidecars, mut init_peak) = (Quantity::zero(), Quantity::zero(), Quantity::zero());
+    for c in asks {
+        let n = need(c);
+        match c.role {
+            Role::App => running = running.add(&n),
+            Role::Sidecar => {
+                running = running.add(&n);
+                sidecars = sidecars.add(&n);
+                init_peak = init_peak.max(sidecars);
+            }
+            Role::Init => init_peak = init_peak.max(n.add(&sidecars)),
+        }
+    }
+    running.max(init_peak)
+}
+
+/// Pod-level CPU and memory requests (KEP-2837), where they replace the containers' sum: the
+/// pod's request, else its limit when no container requests that resource (the API server's
+/// defaulting, for objects that did not pass through it).
+struct PodLevel {
+    cpu: Option<Quantity>,
+    memory: Option<Quantity>,
+    /// Whether the pod states CPU or memory at pod level at all.
+    set: bool,
+}
+
+impl PodLevel {
+    fn read(r: &Resources, asks: &[ContainerAsk]) -> Result<PodLevel, String> {
+        let q = |map: &BTreeMap<String, QuantityText>, which: &str, name: &str| -> Result<Option<Quantity>, String> {
+            map.get(name).map(|v| v.parse().map_err(|e| format!("field spec.resources.{which}.{name}: {e}"))).transpose()
+        };
+        let one = |name: &str, containers_ask: bool| -> Result<Option<Quantity>, String> {
+            let limit = q(&r.limits, "limits", name)?;
+            Ok(q(&r.requests, "requests", name)?.or(if containers_ask { None } else { limit }))
+        };
+        let set = ["cpu", "memory"].iter().any(|n| r.requests.contains_key(*n) || r.limits.contains_key(*n));
+        Ok(PodLevel {
+            cpu: one("cpu", asks.iter().any(|c| c.cpu.is_some()))?,
+            memory: one("memory", asks.iter().any(|c| c.memory.is_some()))?,
+            set,
+        })
+    }
+}
+
 /// `2Mi` -> 2048 (KiB).
 fn hugepage_kb(size: &str) -> Option<u64> {
     let q = Quantity::parse(size).ok()?;
@@ -210,28 +268,40 @@ fn hugepage_kb(size: &str) -> Option<u64> {
     u64::try_from(q.ceil_units(1024)).ok()
 }
 
+/// Where a container runs in the pod's life.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    App,
+    /// An init container with `restartPolicy: Always`: it starts before the later init
+    /// containers and runs on beside the app containers.
+    Sidecar,
+    /// An init container that runs to completion before the next starts.
+    Init,
+}
+
 /// One container's asks, requests defaulted to limits.
 struct ContainerAsk {
-    cpu: Quantity,
+    role: Role,
+    /// Requests (defaulted to the limit); none when the container states neither.
+    cpu: Option<Quantity>,
     cpu_limit: Option<Quantity>,
-    memory: Quantity,
-    memory_limit: Option<Quantity>,
+    memory: Option<Quantity>,
     /// Page size (`2Mi`) -> bytes.
     hugepages: BTreeMap<String, Quantity>,
     guaranteed: bool,
 }
 
 impl ContainerAsk {
-    fn read(c: &Container, field: &str) -> Result<ContainerAsk, String> {
-        let q = |map: &BTreeMap<String, String>, which: &str, name: &str| -> Result<Option<Quantity>, String> {
-            map.get(name).map(|v| Quantity::parse(v).map_err(|e| format!("field {field}.resources.{which}.{name}: {e}"))).transpose()
+    fn read(c: &Container, role: Role, field: &str) -> Result<ContainerAsk, String> {
+        let q = |map: &BTreeMap<String, QuantityText>, which: &str, name: &str| -> Result<Option<Quantity>, String> {
+            map.get(name).map(|v| v.parse().map_err(|e| format!("field {field}.resources.{which}.{name}: {e}"))).transpose()
         };
         let r = &c.resources;
         let cpu_limit = q(&r.limits, "limits", "cpu")?;
         let memory_limit = q(&r.limits, "limits", "memory")?;
-        let cpu_request = q(&r.requests, "requests", "cpu")?.or(cpu_limit);
-        let memory_request = q(&r.requests, "requests", "memory")?.or(memory_limit);
-        let guaranteed = cpu_limit.is_some() && memory_limit.is_some() && cpu_request == cpu_limit && memory_request == memory_limit;
+        let cpu = q(&r.requests, "requests", "cpu")?.or(cpu_limit);
+        let memory = q(&r.requests, "requests", "memory")?.or(memory_limit);
+        let guaranteed = cpu_limit.is_some() && memory_limit.is_some() && cpu == cpu_limit && memory == memory_limit;
         let mut hugepages = BTreeMap::new();
         for (which, map) in [("limits", &r.limits), ("requests", &r.requests)] {
             for name in map.keys() {
@@ -242,14 +312,7 @@ impl ContainerAsk {
                 }
             }
         }
-        Ok(ContainerAsk {
-            cpu: cpu_request.unwrap_or(Quantity::zero()),
-            cpu_limit,
-            memory: memory_request.unwrap_or(Quantity::zero()),
-            memory_limit,
-            hugepages,
-            guaranteed,
-        })
+        Ok(ContainerAsk { role, cpu, cpu_limit, memory, hugepages, guaranteed })
     }
 }
 
@@ -339,6 +402,76 @@ mod tests {
     }
 
     #[test]
+    fn sidecars_and_pod_level_resources_count_as_the_scheduler_counts_them() {
+        let g = |cpu: &str, mem: &str| container(json!({"cpu": cpu, "memory": mem}), json!({"cpu": cpu, "memory": mem}));
+        let sidecar = |cpu: &str, mem: &str| {
+            let mut c = g(cpu, mem);
+            c["restartPolicy"] = json!("Always");
+            c
+        };
+        // Table: spec -> vcpus, memory MiB, cpu policy.
+        let cases = [
+            // A sidecar runs beside the app: 2 + 1.
+            ("a sidecar adds to the app", json!({"containers": [g("2", "1Gi")], "initContainers": [sidecar("1", "256Mi")]}), 3, 1280, "dedicated"),
+            // The init container after the sidecar runs beside it: max(2 + 1, 3 + 1) = 4.
+            (
+                "an init container after a sidecar runs beside it",
+                json!({"containers": [g("2", "1Gi")], "initContainers": [sidecar("1", "256Mi"), g("3", "512Mi")]}),
+                4,
+                1280,
+                "dedicated",
+            ),
+            // The init container before the sidecar runs alone: max(2 + 1, 3) = 3.
+            (
+                "an init container before a sidecar runs alone",
+                json!({"containers": [g("2", "1Gi")], "initContainers": [g("3", "512Mi"), sidecar("1", "256Mi")]}),
+                3,
+                1280,
+                "dedicated",
+            ),
+            // Pod-level requests replace the containers' sum, and the static CPU manager pins none.
+            (
+                "pod-level resources",
+                json!({"containers": [container(json!({}), json!({})), container(json!({}), json!({}))],
+                       "resources": {"requests": {"cpu": "4", "memory": "2Gi"}, "limits": {"cpu": "4", "memory": "2Gi"}}}),
+                4,
+                2048,
+                "shared",
+            ),
+            (
+                "a pod-level limit stands for the request no container states",
+                json!({"containers": [container(json!({}), json!({}))], "resources": {"limits": {"cpu": "3", "memory": "1Gi"}}}),
+                3,
+                1024,
+                "shared",
+            ),
+            (
+                "quantities sent as JSON numbers",
+                json!({"containers": [container(json!({"cpu": 2, "memory": 1073741824u64}), json!({"cpu": 2, "memory": 1073741824u64}))]}),
+                2,
+                1024,
+                "dedicated",
+            ),
+            (
+                "Go's nulls for nil slices and maps",
+                json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "500m", "memory": "64Mi"}, "limits": null}}],
+                       "initContainers": null, "overhead": null}),
+                1,
+                64,
+                "shared",
+            ),
+        ];
+        for (name, spec, vcpus, memory, policy) in cases {
+            let p = pod(spec, json!({}));
+            let (v, m, specs) = flavor(&p);
+            assert_eq!((v, m), (vcpus, memory), "{name}");
+            assert_eq!(specs["hw:cpu_policy"], json!(policy), "{name}");
+        }
+        let p: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "annotations": null}, "spec": {"containers": null}})).unwrap();
+        assert_eq!(flavor(&p).0, 1, "a pod of null lists is best effort");
+    }
+
+    #[test]
     fn a_pod_that_states_no_request_is_refused_naming_the_field() {
         let bad = [
             (json!({"containers": [container(json!({"cpu": "two"}), json!({}))]}), json!({}), "spec.containers[0].resources.requests.cpu"),
@@ -360,6 +493,7 @@ mod tests {
             (json!({"containers": [container(json!({"hugepages-3x": "1Gi"}), json!({}))]}), json!({}), "hugepages-3x"),
             (json!({"containers": []}), json!({"numafit.io/request": "{"}), "annotation numafit.io/request"),
             (json!({"containers": [], "overhead": {"cpu": "lots"}}), json!({}), "spec.overhead.cpu"),
+            (json!({"containers": [], "resources": {"requests": {"memory": "1.5.0Gi"}}}), json!({}), "spec.resources.requests.memory"),
         ];
         for (spec, annotations, field) in bad {
             let e = pod(spec, annotations).request().unwrap_err();

@@ -59,6 +59,9 @@ impl Quantity {
         let digits_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
         let (number, suffix) = s.split_at(digits_end);
         let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if fraction.contains('.') {
+            return Err(bad("more than one '.'"));
+        }
         if whole.is_empty() && fraction.is_empty() {
             return Err(bad("no digits"));
         }
@@ -130,6 +133,33 @@ impl Quantity {
         }
         let g = gcd(self.num, self.den).max(1);
         Quantity { num: self.num / g, den: self.den / g }
+    }
+}
+
+/// A quantity as an API object carries it: a string (`"500m"`), or a bare JSON number (`2`,
+/// `0.5`), which Go's `Quantity` also reads. Kept as text, parsed where the field is known, so an
+/// error names the field.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QuantityText(pub String);
+
+impl<'de> serde::Deserialize<'de> for QuantityText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Sent {
+            Text(String),
+            Number(serde_json::Number),
+        }
+        Ok(QuantityText(match Sent::deserialize(d)? {
+            Sent::Text(s) => s,
+            Sent::Number(n) => n.to_string(),
+        }))
+    }
+}
+
+impl QuantityText {
+    pub fn parse(&self) -> Result<Quantity, QuantityError> {
+        Quantity::parse(&self.0)
     }
 }
 
