@@ -214,7 +214,10 @@ mod tests {
         assert_eq!(args.names().expect("named"), ["a", "b"]);
         let bind: ExtenderBindingArgs =
             serde_json::from_str(r#"{"podName":"p","podNamespace":"ns","podUID":"u-1","node":"n"}"#).expect("binding args");
-        assert_eq!((bind.pod_name.as_str(), bind.pod_namespace.as_str(), bind.pod_uid.as_str(), bind.node.as_str()), ("p", "ns", "u-1", "n"));
+        assert_eq!(
+            (bind.pod_name.as_str(), bind.pod_namespace.as_str(), bind.pod_uid.as_str(), bind.node.as_str()),
+            ("p", "ns", "u-1", "n")
+        );
         let err = serde_json::from_str::<ExtenderBindingArgs>(r#"{"PodName":"p","PodNamespace":"ns","PodUID":"u"}"#).expect_err("no Node");
         assert!(err.to_string().contains("missing field `Node`"), "{err}");
     }

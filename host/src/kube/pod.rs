@@ -412,7 +412,13 @@ mod tests {
         // Table: spec -> vcpus, memory MiB, cpu policy.
         let cases = [
             // A sidecar runs beside the app: 2 + 1.
-            ("a sidecar adds to the app", json!({"containers": [g("2", "1Gi")], "initContainers": [sidecar("1", "256Mi")]}), 3, 1280, "dedicated"),
+            (
+                "a sidecar adds to the app",
+                json!({"containers": [g("2", "1Gi")], "initContainers": [sidecar("1", "256Mi")]}),
+                3,
+                1280,
+                "dedicated",
+            ),
             // The init container after the sidecar runs beside it: max(2 + 1, 3 + 1) = 4.
             (
                 "an init container after a sidecar runs beside it",
