@@ -524,6 +524,7 @@ fn a_node_publishes_its_zones_as_a_node_resource_topology() {
     assert_eq!(nrt["metadata"]["name"], "worker-7");
     assert_eq!(nrt["metadata"]["annotations"]["numafit.io/generation"], "1");
     assert!(nrt["attributes"].as_array().unwrap().contains(&json!({"name": "topologyManagerPolicy", "value": "single-numa-node"})));
+    assert_eq!(nrt["topologyPolicies"], json!(["SingleNUMANodeContainerLevel"]), "the deprecated field, for older readers");
     let zones = nrt["zones"].as_array().unwrap();
     assert_eq!(zones.len(), 2);
     let resource = |z: &Value, name: &str| z["resources"].as_array().unwrap().iter().find(|r| r["name"] == name).cloned().expect(name);

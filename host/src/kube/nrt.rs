@@ -22,6 +22,10 @@ pub struct NodeResourceTopology {
     pub api_version: &'static str,
     pub kind: &'static str,
     pub metadata: Metadata,
+    /// Deprecated in v1alpha2 in favour of the two attributes, but still what older
+    /// `NodeResourceTopologyMatch` versions (and tools filtering nodes by policy) read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub topology_policies: Vec<String>,
     pub attributes: Vec<Attribute>,
     pub zones: Vec<Zone>,
 }
@@ -69,6 +73,24 @@ pub struct NodeFacts<'a> {
     pub topology_manager_scope: &'a str,
     pub generation: i64,
     pub policy: &'a str,
+}
+
+/// The v1alpha1 policy name of a topology manager policy and scope (`single-numa-node` and
+/// `pod`: `SingleNUMANodePodLevel`); none for a pair the API has no name for.
+fn topology_policy(policy: &str, scope: &str) -> Option<String> {
+    let level = match scope {
+        "container" => "ContainerLevel",
+        "pod" => "PodLevel",
+        _ => return None,
+    };
+    let name = match policy {
+        "none" => return Some("None".into()),
+        "single-numa-node" => "SingleNUMANode",
+        "restricted" => "Restricted",
+        "best-effort" => "BestEffort",
+        _ => return None,
+    };
+    Some(format!("{name}{level}"))
 }
 
 fn zone_name(cell: &HostCell) -> String {
@@ -143,10 +165,33 @@ pub fn render(host: &HostTopology, facts: &NodeFacts) -> NodeResourceTopology {
             ]
             .into(),
         },
+        topology_policies: topology_policy(facts.topology_manager_policy, facts.topology_manager_scope).into_iter().collect(),
         attributes: vec![
             attr("topologyManagerPolicy", facts.topology_manager_policy),
             attr("topologyManagerScope", facts.topology_manager_scope),
         ],
         zones,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::topology_policy;
+
+    #[test]
+    fn the_deprecated_policy_name_is_the_pair_of_attributes() {
+        let cases = [
+            ("single-numa-node", "container", Some("SingleNUMANodeContainerLevel")),
+            ("single-numa-node", "pod", Some("SingleNUMANodePodLevel")),
+            ("restricted", "container", Some("RestrictedContainerLevel")),
+            ("best-effort", "pod", Some("BestEffortPodLevel")),
+            ("none", "container", Some("None")),
+            ("none", "pod", Some("None")),
+            ("static", "container", None),
+            ("single-numa-node", "node", None),
+        ];
+        for (policy, scope, want) in cases {
+            assert_eq!(topology_policy(policy, scope).as_deref(), want, "{policy} {scope}");
+        }
     }
 }
