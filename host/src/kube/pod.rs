@@ -171,7 +171,7 @@ impl Pod {
         let guaranteed = !asks.is_empty() && asks.iter().all(|c| c.guaranteed);
         let whole_cpus = asks.iter().all(|c| c.cpu_limit.is_some_and(|q| q.is_whole(1)));
         let overhead = |name: &str| -> Result<Quantity, String> {
-            self.spec.overhead.get(name).map_or(Ok(Quantity::zero()), |v| v.parse().map_err(|e| format!("field spec.overhead.{name}: {e}")))
+            Ok(quantity_at(&self.spec.overhead, "spec.overhead", name)?.unwrap_or(Quantity::zero()))
         };
         let cpu = pod_level.cpu.unwrap_or_else(|| effective(&asks, |c| c.cpu.unwrap_or(Quantity::zero()))).add(&overhead("cpu")?);
         let memory =
@@ -243,12 +243,9 @@ struct PodLevel {
 
 impl PodLevel {
     fn read(r: &Resources, asks: &[ContainerAsk]) -> Result<PodLevel, String> {
-        let q = |map: &BTreeMap<String, QuantityText>, which: &str, name: &str| -> Result<Option<Quantity>, String> {
-            map.get(name).map(|v| v.parse().map_err(|e| format!("field spec.resources.{which}.{name}: {e}"))).transpose()
-        };
         let one = |name: &str, containers_ask: bool| -> Result<Option<Quantity>, String> {
-            let limit = q(&r.limits, "limits", name)?;
-            Ok(q(&r.requests, "requests", name)?.or(if containers_ask { None } else { limit }))
+            let limit = quantity_at(&r.limits, "spec.resources.limits", name)?;
+            Ok(quantity_at(&r.requests, "spec.resources.requests", name)?.or(if containers_ask { None } else { limit }))
         };
         let set = ["cpu", "memory"].iter().any(|n| r.requests.contains_key(*n) || r.limits.contains_key(*n));
         Ok(PodLevel {
@@ -266,6 +263,11 @@ fn hugepage_kb(size: &str) -> Option<u64> {
         return None;
     }
     u64::try_from(q.ceil_units(1024)).ok()
+}
+
+/// `map[name]` as a quantity; the error names the field `{at}.{name}` and the value.
+fn quantity_at(map: &BTreeMap<String, QuantityText>, at: &str, name: &str) -> Result<Option<Quantity>, String> {
+    map.get(name).map(|v| v.parse().map_err(|e| format!("field {at}.{name}: {e}"))).transpose()
 }
 
 /// Where a container runs in the pod's life.
@@ -293,9 +295,8 @@ struct ContainerAsk {
 
 impl ContainerAsk {
     fn read(c: &Container, role: Role, field: &str) -> Result<ContainerAsk, String> {
-        let q = |map: &BTreeMap<String, QuantityText>, which: &str, name: &str| -> Result<Option<Quantity>, String> {
-            map.get(name).map(|v| v.parse().map_err(|e| format!("field {field}.resources.{which}.{name}: {e}"))).transpose()
-        };
+        let q =
+            |map: &BTreeMap<String, QuantityText>, which: &str, name: &str| quantity_at(map, &format!("{field}.resources.{which}"), name);
         let r = &c.resources;
         let cpu_limit = q(&r.limits, "limits", "cpu")?;
         let memory_limit = q(&r.limits, "limits", "memory")?;
