@@ -69,7 +69,9 @@ impl Quantity {
         let digits = format!("{whole}{fraction}");
         let mut num: u128 = if digits.is_empty() { 0 } else { digits.parse().map_err(|_| too_big())? };
         let mut den = pow10(fraction.len() as u32).ok_or_else(too_big)?;
-        let (mul, div) = if let Some(exp) = suffix.strip_prefix(['e', 'E']) {
+        // `E` alone and `Ei` are suffixes (exa, exbi); `e3`, `E-2` are exponents.
+        let exponent = suffix.strip_prefix(['e', 'E']).filter(|_| SUFFIXES.iter().all(|(name, ..)| *name != suffix));
+        let (mul, div) = if let Some(exp) = exponent {
             let e: i32 = exp.parse().map_err(|_| bad("the exponent is not an integer"))?;
             let p = pow10(e.unsigned_abs()).ok_or_else(too_big)?;
             if e >= 0 {
@@ -194,6 +196,9 @@ mod tests {
             ("0.5", 1, 1),
             (".5", 1000, 1),
             ("1e-3", 1, 1),
+            ("1Ei", 1 << 60, 1),
+            ("2E", 1_000_000_000_000_000_000, 2),
+            ("1E3", 1, 1000),
         ];
         for &(text, unit, want) in cases {
             let q = Quantity::parse(text).unwrap();
